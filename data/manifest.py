@@ -1,0 +1,81 @@
+"""The dataset manifest: one Parquet table per prepared dataset, one row per case.
+
+Columns (pyarrow types):
+    case_id        string      unique, sorted order defines the folds
+    source_uri     string      where the raw case came from
+    array_uri      string      the prepared `.npz` (see `lightwork.data.cases`); null if failed
+    checksum       string      sha256 of the raw source file(s), for idempotent re-runs
+    shape          list<int32> spatial shape on the model grid
+    spacing        list<float> voxel spacing of the model grid, mm
+    recipe         string      recipe name ("brain", "cxr", ...)
+    recipe_version string
+    fold           int8        0-4: the 5 contiguous folds of the sorted case list
+    has_lesion     bool        a ground-truth lesion mask is stored in the case
+    status         string      "ok" or "failed"
+    error          string      why a failed case failed; null when ok
+"""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lightwork.data import storage
+
+SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("source_uri", pa.string()),
+        ("array_uri", pa.string()),
+        ("checksum", pa.string()),
+        ("shape", pa.list_(pa.int32())),
+        ("spacing", pa.list_(pa.float32())),
+        ("recipe", pa.string()),
+        ("recipe_version", pa.string()),
+        ("fold", pa.int8()),
+        ("has_lesion", pa.bool_()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+MANIFEST_NAME = "manifest.parquet"
+NUM_FOLDS = 5
+
+
+def contiguous_folds(case_ids: list[str], num_folds: int = NUM_FOLDS) -> dict[str, int]:
+    """Fold of each case: the sorted list cut into `num_folds` contiguous, near-equal parts."""
+    ordered = sorted(case_ids)
+    n = len(ordered)
+    return {case_id: min(index * num_folds // max(n, 1), num_folds - 1) for index, case_id in enumerate(ordered)}
+
+
+def manifest_uri(dataset_uri: str) -> str:
+    """The manifest of a prepared dataset folder, or `dataset_uri` itself if it names a file."""
+    return dataset_uri if str(dataset_uri).endswith(".parquet") else storage.join(dataset_uri, MANIFEST_NAME)
+
+
+def write_manifest(dataset_uri: str, rows: list[dict]) -> str:
+    """Write the rows (dicts with SCHEMA's columns) sorted by case id; returns the manifest URI."""
+    table = pa.Table.from_pylist(sorted(rows, key=lambda row: row["case_id"]), schema=SCHEMA)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    uri = manifest_uri(dataset_uri)
+    storage.write_bytes(uri, buffer.getvalue())
+    return uri
+
+
+def read_manifest(dataset_uri: str) -> list[dict]:
+    """All rows of a manifest, sorted by case id."""
+    uri = manifest_uri(dataset_uri)
+    try:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{uri}: no manifest there (run `lightwork prepare` first)") from error
+    return sorted(table.to_pylist(), key=lambda row: row["case_id"])
+
+
+def usable(rows: list[dict]) -> list[dict]:
+    """The rows whose case was prepared successfully."""
+    return [row for row in rows if row["status"] == "ok"]

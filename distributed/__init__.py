@@ -1,0 +1,1 @@
+"""lightwork.distributed."""

