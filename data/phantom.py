@@ -145,9 +145,9 @@ def draw_brain_params(rng: np.random.Generator, shape: tuple[int, int, int] = BR
         ventricle_asymmetry=float(rng.normal(0.0, 0.08)),
         intensities={
             "white": 1.0,
-            "grey": float(rng.uniform(1.2, 1.35)),
+            "grey": float(rng.uniform(1.3, 1.45)),
             "csf": float(rng.uniform(0.15, 0.3)),
-            "deep_grey": float(rng.uniform(1.1, 1.25)),
+            "deep_grey": float(rng.uniform(1.15, 1.3)),
             "skull": float(rng.uniform(0.05, 0.15)),
             "scalp": float(rng.uniform(0.8, 1.1)),
         },
