@@ -608,25 +608,51 @@ def case_files(case: PhantomCase) -> dict[str, bytes]:
     return files
 
 
+def cohort_case_ids(kind: str, num_healthy: int, num_test: int) -> dict[str, list[str]]:
+    """The case ids of a cohort by group: `{"healthy": [...], "test": [...]}`."""
+    if num_healthy < 1 or num_test < 0:
+        raise ValueError(f"need at least one healthy case and no negative counts, got {num_healthy} and {num_test}")
+    return {"healthy": [f"{kind}-healthy-{i:03d}" for i in range(num_healthy)],
+            "test": [f"{kind}-test-{i:03d}" for i in range(num_test)]}
+
+
+def write_cohort_case(dst_uri: str, group: str, case_id: str, kind: str, seed: int,
+                      shape: tuple[int, ...] | None = None) -> str:
+    """Generate one case of a cohort and write its folder `DST/group/case_id/`; returns that URI.
+
+    Cases of the `test` group carry lesions; `healthy` ones do not.
+    """
+    from lightwork.data import storage
+
+    if group not in ("healthy", "test"):
+        raise ValueError(f"unknown cohort group {group!r}: choose 'healthy' or 'test'")
+    case = make_case(kind, seed, case_id, with_lesions=group == "test", shape=shape)
+    folder = storage.join(dst_uri, group, case_id)
+    for name, payload in case_files(case).items():
+        storage.write_bytes(storage.join(folder, name), payload)
+    return folder
+
+
 def write_cohort(dst_uri: str, kind: str = "brain", num_healthy: int = 20, num_test: int = 6, seed: int = 0,
                  shape: tuple[int, ...] | None = None) -> Cohort:
-    """Generate and write a cohort under `dst_uri` (local folder or s3://):
+    """Generate and write a cohort under `dst_uri` (local folder or s3://), one case after another:
 
         DST/healthy/<kind>-healthy-NNN/{flair.nii.gz, brainmask.nii.gz}      (cxr: image.png)
         DST/test/<kind>-test-NNN/{flair.nii.gz, brainmask.nii.gz, lesion.nii.gz}  (cxr: image.png, lesion.png)
 
     Healthy and test cases never share a subject (their ids, hence their generators, differ).
+    `lightwork.distributed.pipeline.generate_cohort` writes the same files with Ray tasks.
     """
-    from lightwork.data import storage
-
-    if num_healthy < 1 or num_test < 0:
-        raise ValueError(f"need at least one healthy case and no negative counts, got {num_healthy} and {num_test}")
-    groups = {"healthy": [f"{kind}-healthy-{i:03d}" for i in range(num_healthy)],
-              "test": [f"{kind}-test-{i:03d}" for i in range(num_test)]}
+    groups = cohort_case_ids(kind, num_healthy, num_test)
     for group, case_ids in groups.items():
         for case_id in case_ids:
-            case = make_case(kind, seed, case_id, with_lesions=group == "test", shape=shape)
-            for name, payload in case_files(case).items():
-                storage.write_bytes(storage.join(dst_uri, group, case_id, name), payload)
+            write_cohort_case(dst_uri, group, case_id, kind, seed, shape)
+    return cohort_at(dst_uri, kind, groups)
+
+
+def cohort_at(dst_uri: str, kind: str, groups: dict[str, list[str]]) -> Cohort:
+    """The `Cohort` record of cases written under `dst_uri`."""
+    from lightwork.data import storage
+
     return Cohort(kind, storage.join(dst_uri, "healthy"), storage.join(dst_uri, "test"),
                   tuple(groups["healthy"]), tuple(groups["test"]))

@@ -6,11 +6,14 @@ a mechanism that none of the five training tasks uses). It ends by printing wher
 
 Locally:            lightwork pipeline
 On a Ray cluster:   ray job submit --working-dir . -- python jobs/pipeline.py --storage s3://bucket/runs ...
+(with `ray job submit`, give --storage as s3:// or an absolute path: the job runs in a temporary
+copy of the working dir, where a relative path would vanish with it)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -37,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="run name (default: from the config and split); "
                         "re-running with the same name resumes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run (and of the demo cohort)")
+    parser.add_argument("--until", choices=["generate", "prepare", "train", "evaluate"], default="evaluate",
+                        help="stop after this step (e.g. `--until generate` writes only the demo cohort)")
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="logical CPUs of the local Ray instance when not attached to a cluster")
     return parser
@@ -46,15 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.test_data is not None and args.data is None:
         build_parser().error("--test-data needs --data (without --data the demo cohort brings its own test cases)")
+    from lightwork.data import storage
     from lightwork.distributed.pipeline import PipelineRequest, run_pipeline
+
+    # A submitted job runs in a temporary copy of the working dir: anchor local paths now.
+    output = args.storage if storage.is_remote(args.storage) else os.path.abspath(args.storage)
 
     request = PipelineRequest(
         config=args.config, overrides=tuple(args.overrides), data=args.data, test_data=args.test_data,
-        recipe=args.recipe, split=args.split, storage=args.storage, name=args.name, seed=args.seed,
-        num_cpus=args.num_cpus,
+        recipe=args.recipe, split=args.split, storage=output, name=args.name, seed=args.seed,
+        num_cpus=args.num_cpus, until=args.until,
     )
     result = run_pipeline(request)
-    print(f"report: {result.report}")
+    print(f"{'report' if args.until == 'evaluate' else args.until + ' output'}: {result.output}")
     return 0
 
 

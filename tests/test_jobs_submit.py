@@ -1,0 +1,134 @@
+"""The main job as users submit it: a real `ray start --head`, then `ray job submit --working-dir`.
+
+Auth: Ray 2.60 turns token auth on by default, so the head and the client both run with
+RAY_AUTH_MODE=disabled (local development only; see shared ray-notes). The cluster is this test's
+own: its own ports and temporary folder, started in a new session, and stopped by killing exactly
+the processes of that session.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def session_processes(session_id: int) -> list[int]:
+    """Pids of the live processes whose session id is `session_id` (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def stop_session(session_id: int, grace_s: float = 10.0) -> None:
+    """SIGTERM every process of the session, then SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in session_processes(session_id):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while session_processes(session_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not session_processes(session_id):
+            return
+
+
+@pytest.fixture
+def ray_head():
+    """A local head node on free ports; yields (environment for the job CLI, temp dir)."""
+    # Short path: Ray's unix sockets live under the temp dir and their paths are length-limited.
+    temp_dir = tempfile.mkdtemp(prefix="lwj", dir="/tmp")
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    dashboard_port = free_port()
+    command = [
+        RAY, "start", "--head", f"--port={free_port()}", f"--temp-dir={temp_dir}", "--num-cpus=4",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
+        "--disable-usage-stats",
+    ]
+    starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = starter.communicate(timeout=60)
+        assert starter.returncode == 0, f"ray start failed:\n{output}"
+        client_env = dict(env, RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dashboard_port}")
+        yield client_env, Path(temp_dir)
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        stop_session(starter.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def submit(env: dict, entrypoint: list[str], timeout_s: float) -> str:
+    """`ray job submit --working-dir REPO -- ENTRYPOINT`; returns its log, asserting success."""
+    result = subprocess.run([RAY, "job", "submit", "--working-dir", str(REPO), "--", *entrypoint],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0 and "succeeded" in log, log[-4000:]
+    return log
+
+
+def printed(log: str, label: str) -> Path:
+    lines = [line for line in log.splitlines() if line.startswith(f"{label}: ")]
+    assert lines, f"the job printed no `{label}:` line"
+    return Path(lines[-1].removeprefix(f"{label}: ").strip())
+
+
+@pytest.mark.slow
+def test_submitted_pipeline_attaches_and_generates_the_demo_cohort_on_the_cluster(ray_head, tmp_path):
+    env, temp_dir = ray_head
+    storage = tmp_path / "runs"
+    log = submit(env, ["python", "jobs/pipeline.py", "--until", "generate", "--storage", str(storage),
+                       "--name", "submitted", "--seed", "3"], timeout_s=120)
+    cohort = printed(log, "generate output")
+    assert cohort == storage / "submitted" / "demo-data"
+    healthy = sorted(p.name for p in (cohort / "healthy").iterdir())
+    test = sorted(p.name for p in (cohort / "test").iterdir())
+    assert len(healthy) == 20 and len(test) == 6
+    assert all((cohort / "test" / case / "lesion.nii.gz").exists() for case in test)
+    # The job attached to this head node instead of starting its own Ray: only one session exists.
+    assert "Connecting to existing Ray cluster" in log
+    assert len(list(temp_dir.glob("session_2*"))) == 1
+
+
+MISSING_STEPS = [step for step in ("prepare", "train", "evaluate") if importlib.util.find_spec(f"lightwork.jobs.{step}") is None]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(MISSING_STEPS), reason=f"pipeline steps not in the package yet: {MISSING_STEPS}")
+def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_path):
+    env, _ = ray_head
+    storage = tmp_path / "runs"
+    log = submit(env, ["python", "jobs/pipeline.py", "--config", "demo", "--storage", str(storage), "--name", "e2e"],
+                 timeout_s=600)
+    report = printed(log, "report")
+    assert report.exists() and report.is_relative_to(storage)
+    assert json.loads((report.parent / "metrics.json").read_text())
