@@ -1,0 +1,197 @@
+"""Anomaly-localisation metrics (method.md section 5), pure numpy + scikit-learn.
+
+Scores are float predictions, ground truth is `lesion != 0` on the model grid. Levels:
+    pixel   every voxel of the test set (optionally only foreground voxels)
+    slice   3D only: slices along the first spatial axis; anomalous when more than
+            SLICE_ANOMALY_FRACTION of its pixels are lesion; score = mean prediction of the slice
+    sample  one per case: anomalous when any voxel is lesion (or from an image-level label
+            when the case has no mask); score = mean prediction
+
+`ScoreHistogram` accumulates pixel scores per class in bounded memory (fixed bins on [0, 1]
+after clipping) and gives AP/AUROC from the histograms; `ExactScores` keeps every score for the
+exact scikit-learn path on small sets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+SLICE_ANOMALY_FRACTION = 5 / 128**2
+PAPER_CHUNK_VOLUMES = 20
+PAPER_CHUNK_SHUFFLES = 10
+DEFAULT_BINS = 100_000
+
+
+def clip_scores(scores: np.ndarray) -> np.ndarray:
+    """Scores as float64 clipped to [0, 1] (raw network outputs can leave that range)."""
+    return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+
+
+def ap_auroc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(AP, AUROC) by scikit-learn; NaN for a metric that is undefined (one class only)."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.size == 0 or not labels.any():
+        return float("nan"), float("nan")
+    ap = float(average_precision_score(labels, scores))
+    auroc = float(roc_auc_score(labels, scores)) if not labels.all() else float("nan")
+    return ap, auroc
+
+
+def slice_labels_and_scores(prediction: np.ndarray, lesion: np.ndarray, region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slice (anomalous bool [N], mean score float64 [N]) of one 3D volume [N, H, W].
+
+    A slice is anomalous when more than SLICE_ANOMALY_FRACTION of its pixels are lesion (fraction
+    of all H*W pixels). With `region` (bool [N, H, W]) the mean is over region pixels only; slices
+    with no region pixel are dropped.
+    """
+    if prediction.ndim != 3:
+        raise ValueError(f"slice metrics need 3D volumes, got shape {prediction.shape}")
+    lesion_fraction = (lesion != 0).reshape(lesion.shape[0], -1).mean(axis=1)
+    labels = lesion_fraction > SLICE_ANOMALY_FRACTION
+    flat = prediction.reshape(prediction.shape[0], -1).astype(np.float64)
+    if region is None:
+        return labels, flat.mean(axis=1)
+    mask = region.reshape(region.shape[0], -1)
+    counts = mask.sum(axis=1)
+    keep = counts > 0
+    sums = (flat * mask).sum(axis=1)
+    return labels[keep], sums[keep] / counts[keep]
+
+
+def sample_label_and_score(prediction: np.ndarray, lesion: np.ndarray | None, image_label: bool | None = None,
+                           region: np.ndarray | None = None) -> tuple[bool, float]:
+    """(anomalous, mean score) of one case: anomalous when any voxel is lesion, else `image_label`."""
+    if lesion is not None:
+        label = bool((lesion != 0).any())
+    elif image_label is not None:
+        label = bool(image_label)
+    else:
+        raise ValueError("a sample needs a lesion mask or an image-level label")
+    values = prediction[region] if region is not None else prediction
+    return label, float(np.mean(values, dtype=np.float64))
+
+
+def chunked_pixel_ap(volumes: list[tuple[np.ndarray, np.ndarray]], chunk_volumes: int = PAPER_CHUNK_VOLUMES,
+                     shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0) -> float:
+    """The paper's pixel AP: mean AP over chunks of `chunk_volumes` volumes, for `shuffles` orders.
+
+    `volumes` is a list of (lesion labels, scores) per volume (flattened inside). Each shuffle
+    permutes the volumes (numpy Generator seeded by `seed`) and cuts them into consecutive chunks
+    (the last may be shorter); chunks without any lesion voxel are skipped. NaN if none has one.
+    """
+    rng = np.random.default_rng(seed)
+    aps: list[float] = []
+    for _ in range(shuffles):
+        order = rng.permutation(len(volumes))
+        for start in range(0, len(order), chunk_volumes):
+            chunk = [volumes[i] for i in order[start:start + chunk_volumes]]
+            labels = np.concatenate([np.asarray(lab).ravel() != 0 for lab, _ in chunk])
+            scores = np.concatenate([np.asarray(sco, dtype=np.float64).ravel() for _, sco in chunk])
+            ap, _ = ap_auroc(labels, scores)
+            if not np.isnan(ap):
+                aps.append(ap)
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+@dataclass
+class ScoreHistogram:
+    """Bounded-memory accumulator of scores per class: `bins` equal bins on [0, 1] after clipping.
+
+    AP and AUROC are computed treating each bin as one tied score (ties handled as scikit-learn
+    does: a threshold step per distinct score), so they match the exact values up to the bin width.
+    """
+
+    bins: int = DEFAULT_BINS
+    positive: np.ndarray = field(init=False)
+    negative: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.positive = np.zeros(self.bins, dtype=np.int64)
+        self.negative = np.zeros(self.bins, dtype=np.int64)
+
+    def add(self, labels: np.ndarray, scores: np.ndarray) -> None:
+        """Count scores (any shape) with their bool labels (same shape)."""
+        labels = np.asarray(labels).astype(bool).ravel()
+        index = np.minimum((clip_scores(scores).ravel() * self.bins).astype(np.int64), self.bins - 1)
+        self.positive += np.bincount(index[labels], minlength=self.bins)
+        self.negative += np.bincount(index[~labels], minlength=self.bins)
+
+    def merge(self, other: "ScoreHistogram") -> None:
+        """Add another accumulator's counts (same number of bins)."""
+        if other.bins != self.bins:
+            raise ValueError(f"cannot merge histograms of {other.bins} and {self.bins} bins")
+        self.positive += other.positive
+        self.negative += other.negative
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """Thresholds (bin lower edges, descending) with cumulative TP/FP counts at each."""
+        tp = np.cumsum(self.positive[::-1])
+        fp = np.cumsum(self.negative[::-1])
+        thresholds = np.arange(self.bins)[::-1] / self.bins
+        occupied = (self.positive + self.negative)[::-1] > 0
+        return {"threshold": thresholds[occupied], "tp": tp[occupied], "fp": fp[occupied]}
+
+    def ap_auroc(self) -> tuple[float, float]:
+        """(AP, AUROC) from the histograms; NaN when undefined."""
+        total_pos, total_neg = int(self.positive.sum()), int(self.negative.sum())
+        if total_pos == 0:
+            return float("nan"), float("nan")
+        c = self.curves()
+        tp, fp = c["tp"].astype(np.float64), c["fp"].astype(np.float64)
+        recall = tp / total_pos
+        precision = tp / (tp + fp)
+        ap = float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision))
+        if total_neg == 0:
+            return ap, float("nan")
+        tpr = np.concatenate([[0.0], recall])
+        fpr = np.concatenate([[0.0], fp / total_neg])
+        return ap, float(np.trapezoid(tpr, fpr))
+
+    def pr_roc_points(self) -> dict[str, np.ndarray]:
+        """Precision/recall and FPR/TPR arrays for plotting."""
+        c = self.curves()
+        tp, fp = c["tp"].astype(np.float64), c["fp"].astype(np.float64)
+        pos, neg = max(self.positive.sum(), 1), max(self.negative.sum(), 1)
+        return {"recall": tp / pos, "precision": tp / np.maximum(tp + fp, 1), "fpr": fp / neg, "tpr": tp / pos}
+
+
+def dice(prediction_mask: np.ndarray, lesion: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    a, b = np.asarray(prediction_mask).astype(bool), np.asarray(lesion) != 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+@dataclass
+class DiceAccumulator:
+    """Set-level Dice at many thresholds at once, in bounded memory (intersection/size counts).
+
+    Dice over the whole set (all voxels pooled) at threshold t = 2 TP(t) / (P + TP(t) + FP(t)),
+    computed from a ScoreHistogram with thresholds at bin edges.
+    """
+
+    histogram: ScoreHistogram = field(default_factory=lambda: ScoreHistogram(bins=1000))
+
+    def add(self, labels: np.ndarray, scores: np.ndarray) -> None:
+        self.histogram.add(labels, scores)
+
+    def dice_at(self, threshold: float) -> float:
+        """Pooled Dice of `score >= threshold` (threshold rounded down to a bin edge)."""
+        h = self.histogram
+        start = int(np.clip(np.floor(threshold * h.bins), 0, h.bins))
+        tp, fp = h.positive[start:].sum(), h.negative[start:].sum()
+        denominator = h.positive.sum() + tp + fp
+        return 1.0 if denominator == 0 else float(2 * tp / denominator)
+
+    def best_threshold(self) -> tuple[float, float]:
+        """(threshold, Dice) maximising pooled Dice over the bin edges."""
+        h = self.histogram
+        tp = np.cumsum(h.positive[::-1])[::-1]
+        fp = np.cumsum(h.negative[::-1])[::-1]
+        dices = 2 * tp / np.maximum(h.positive.sum() + tp + fp, 1)
+        best = int(np.argmax(dices))
+        return best / h.bins, float(dices[best])

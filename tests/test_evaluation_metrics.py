@@ -1,0 +1,86 @@
+"""Metric numbers against hand-computed values on tiny arrays."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lightwork.evaluation import metrics
+
+
+def test_ap_auroc_hand_values():
+    labels = np.array([0, 1, 1, 0])
+    scores = np.array([0.1, 0.4, 0.35, 0.8])
+    ap, auroc = metrics.ap_auroc(labels, scores)
+    # ranking: 0.8(neg) 0.4(pos) 0.35(pos) 0.1(neg): precision at the positives 1/2, 2/3
+    assert ap == pytest.approx((0.5 + 2 / 3) / 2)
+    # positive-negative pairs ranked right: (0.4>0.1),(0.35>0.1) of 4
+    assert auroc == pytest.approx(0.5)
+    assert np.isnan(metrics.ap_auroc(np.zeros(3), np.ones(3))[0])
+
+
+def test_slice_rule_threshold_is_more_than_5_of_128_squared():
+    lesion = np.zeros((3, 128, 128), np.uint8)
+    lesion[1].flat[:5] = 1  # exactly 5 pixels: not anomalous
+    lesion[2].flat[:6] = 1  # 6 pixels: anomalous
+    prediction = np.zeros((3, 128, 128), np.float32)
+    prediction[2] = 0.5
+    labels, scores = metrics.slice_labels_and_scores(prediction, lesion)
+    assert labels.tolist() == [False, False, True]
+    assert scores.tolist() == pytest.approx([0.0, 0.0, 0.5])
+
+
+def test_slice_scores_restricted_to_region_drop_empty_slices():
+    prediction = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    region = np.zeros((2, 2, 2), bool)
+    region[1, 0, :] = True
+    labels, scores = metrics.slice_labels_and_scores(prediction, np.zeros_like(region, np.uint8), region)
+    assert scores.tolist() == [4.5]
+    assert labels.tolist() == [False]
+
+
+def test_sample_rule_any_pixel_or_image_label():
+    prediction = np.array([[0.2, 0.4], [0.0, 0.2]])
+    assert metrics.sample_label_and_score(prediction, np.array([[0, 0], [0, 1]])) == (True, pytest.approx(0.2))
+    assert metrics.sample_label_and_score(prediction, np.zeros((2, 2))) == (False, pytest.approx(0.2))
+    assert metrics.sample_label_and_score(prediction, None, image_label=True)[0] is True
+    with pytest.raises(ValueError):
+        metrics.sample_label_and_score(prediction, None)
+
+
+def test_chunked_ap_averages_chunks_and_skips_lesion_free_chunks():
+    perfect = (np.array([1, 0]), np.array([0.9, 0.1]))
+    half = (np.array([1, 0]), np.array([0.1, 0.9]))  # AP 0.5
+    healthy = (np.array([0, 0]), np.array([0.3, 0.3]))
+    # one chunk per volume: mean of per-volume APs, the healthy one skipped
+    assert metrics.chunked_pixel_ap([perfect, half, healthy], chunk_volumes=1, shuffles=3) == pytest.approx(0.75)
+    # one chunk of everything: the pooled AP
+    pooled = metrics.ap_auroc(np.array([1, 0, 1, 0, 0, 0]), np.array([0.9, 0.1, 0.1, 0.9, 0.3, 0.3]))[0]
+    assert metrics.chunked_pixel_ap([perfect, half, healthy], chunk_volumes=20, shuffles=2) == pytest.approx(pooled)
+
+
+def test_histogram_agrees_with_exact_sklearn():
+    rng = np.random.default_rng(0)
+    labels = rng.random(200_000) < 0.02
+    scores = np.clip(rng.normal(0.3 + 0.3 * labels, 0.15), -0.2, 1.2)
+    histogram = metrics.ScoreHistogram()
+    for part in np.array_split(np.arange(labels.size), 7):
+        histogram.add(labels[part], scores[part])
+    ap, auroc = histogram.ap_auroc()
+    clipped = np.clip(scores, 0, 1)
+    assert ap == pytest.approx(average_precision_score(labels, clipped), abs=1e-3)
+    assert auroc == pytest.approx(roc_auc_score(labels, clipped), abs=1e-3)
+    other = metrics.ScoreHistogram()
+    other.merge(histogram)
+    assert other.ap_auroc() == (ap, auroc)
+
+
+def test_dice_threshold_and_oracle():
+    lesion = np.array([1, 1, 0, 0, 0])
+    scores = np.array([0.9, 0.6, 0.7, 0.1, 0.0])
+    assert metrics.dice(scores >= 0.5, lesion) == pytest.approx(2 * 2 / (2 + 3))
+    accumulator = metrics.DiceAccumulator()
+    accumulator.add(lesion, scores)
+    assert accumulator.dice_at(0.5) == pytest.approx(0.8)
+    threshold, best = accumulator.best_threshold()
+    assert best == pytest.approx(0.8)  # 0.8 at any threshold in (0.1, 0.6]
+    assert 0.1 < threshold <= 0.6
