@@ -195,3 +195,90 @@ class DiceAccumulator:
         dices = 2 * tp / np.maximum(h.positive.sum() + tp + fp, 1)
         best = int(np.argmax(dices))
         return best / h.bins, float(dices[best])
+
+
+CHUNK_HISTOGRAM_BINS = 10_000
+
+
+class SetScorer:
+    """All metrics of one model (or baseline) over a test set, fed one case at a time.
+
+    Memory is bounded: pixel scores go to histograms (one for the set, one small one per volume
+    for the chunked AP); slices and samples keep one number each. With `foreground_only` every
+    level looks at foreground voxels only. Cases without a lesion mask count at sample level only
+    (from their image-level label) and are listed in `maskless_cases`.
+    """
+
+    def __init__(self, foreground_only: bool = False, dice_threshold: float | None = None, bins: int = DEFAULT_BINS):
+        self.foreground_only = foreground_only
+        self.dice_threshold = dice_threshold
+        self.pixels = ScoreHistogram(bins)
+        self.dice = DiceAccumulator()
+        self.volume_histograms: list[ScoreHistogram] = []
+        self.slice_labels: list[np.ndarray] = []
+        self.slice_scores: list[np.ndarray] = []
+        self.sample_labels: list[bool] = []
+        self.sample_scores: list[float] = []
+        self.case_scores: dict[str, dict] = {}
+        self.maskless_cases: list[str] = []
+
+    def add_case(self, case_id: str, prediction: np.ndarray, lesion: np.ndarray | None,
+                 foreground: np.ndarray | None = None, image_label: bool | None = None) -> None:
+        """Score one case. prediction float [*S] (clipped to [0, 1] here), lesion uint8 [*S] or None."""
+        prediction = clip_scores(prediction)
+        for name, array in (("ground truth", lesion), ("foreground", foreground)):
+            if array is not None and array.shape != prediction.shape:
+                raise ValueError(f"case {case_id}: prediction shape {prediction.shape} != {name} shape {array.shape}")
+        region = foreground.astype(bool) if (self.foreground_only and foreground is not None) else None
+        if lesion is None and image_label is None:
+            raise ValueError(f"case {case_id}: neither a lesion mask nor an image-level label to score against")
+        label, score = sample_label_and_score(prediction, lesion, image_label, region)
+        self.sample_labels.append(label)
+        self.sample_scores.append(score)
+        self.case_scores[case_id] = {"anomalous": label, "score": score}
+        if lesion is None:
+            self.maskless_cases.append(case_id)
+            return
+        truth = lesion != 0
+        values, labels = (prediction[region], truth[region]) if region is not None else (prediction, truth)
+        self.pixels.add(labels, values)
+        self.dice.add(labels, values)
+        volume = ScoreHistogram(CHUNK_HISTOGRAM_BINS)
+        volume.add(labels, values)
+        self.volume_histograms.append(volume)
+        if prediction.ndim == 3:
+            slice_labels, slice_scores = slice_labels_and_scores(prediction, lesion, region)
+            self.slice_labels.append(slice_labels)
+            self.slice_scores.append(slice_scores)
+        if self.dice_threshold is not None:
+            self.case_scores[case_id]["dice"] = dice(values >= self.dice_threshold, labels)
+
+    def chunked_pixel_ap(self, chunk_volumes: int = PAPER_CHUNK_VOLUMES, shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0) -> float:
+        """The paper's chunked pixel AP (see `chunked_pixel_ap`) from the per-volume histograms."""
+        rng = np.random.default_rng(seed)
+        aps = []
+        for _ in range(shuffles):
+            order = rng.permutation(len(self.volume_histograms))
+            for start in range(0, len(order), chunk_volumes):
+                merged = ScoreHistogram(CHUNK_HISTOGRAM_BINS)
+                for index in order[start:start + chunk_volumes]:
+                    merged.merge(self.volume_histograms[index])
+                ap, _ = merged.ap_auroc()
+                if not np.isnan(ap):
+                    aps.append(ap)
+        return float(np.mean(aps)) if aps else float("nan")
+
+    def summary(self) -> dict:
+        """Metric name -> value (NaN where undefined), plus counts and the maskless case ids."""
+        result: dict = {"foreground_only": self.foreground_only, "cases": len(self.sample_labels),
+                        "cases_with_mask": len(self.volume_histograms), "maskless_cases": list(self.maskless_cases)}
+        result["pixel_ap"], result["pixel_auroc"] = self.pixels.ap_auroc()
+        result["pixel_ap_chunked"] = self.chunked_pixel_ap()
+        if self.slice_labels:
+            result["slice_ap"], result["slice_auroc"] = ap_auroc(np.concatenate(self.slice_labels), np.concatenate(self.slice_scores))
+        result["sample_ap"], result["sample_auroc"] = ap_auroc(np.array(self.sample_labels), np.array(self.sample_scores))
+        if self.volume_histograms:
+            result["dice_threshold"] = self.dice_threshold
+            result["dice"] = self.dice.dice_at(self.dice_threshold) if self.dice_threshold is not None else float("nan")
+            result["oracle_threshold"], result["oracle_dice"] = self.dice.best_threshold()
+        return result
