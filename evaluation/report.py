@@ -1,0 +1,162 @@
+"""The evaluation report: metrics.json, report.md with tables, PR/ROC curves and overlay montages.
+
+Input layout (`metrics` argument of `write_report`):
+    {"foreground_only": bool,
+     "splits": {split: {"folds": {fold_name: summary}, "ensemble": summary}},
+     "baselines": {name: summary}}
+where each summary is `SetScorer.summary()`. Figures use matplotlib's Agg backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lightwork.evaluation.metrics import ScoreHistogram  # noqa: E402
+
+COLUMNS = (
+    ("pixel_ap", "pixel AP"), ("pixel_ap_chunked", "pixel AP (20-vol chunks)"), ("pixel_auroc", "pixel AUROC"),
+    ("slice_ap", "slice AP"), ("slice_auroc", "slice AUROC"), ("sample_ap", "sample AP"), ("sample_auroc", "sample AUROC"),
+    ("dice", "Dice (val. threshold)"), ("oracle_dice", "Dice (oracle threshold)"),
+)
+
+
+@dataclass
+class MontagePanel:
+    """One 2D view of a case: image float [H, W], prediction float [H, W] in [0, 1], lesion [H, W] or None."""
+
+    title: str
+    image: np.ndarray
+    prediction: np.ndarray
+    lesion: np.ndarray | None
+
+
+def representative_slice(prediction: np.ndarray, lesion: np.ndarray | None) -> int:
+    """Index along the first axis of a 3D volume: most lesion voxels, else highest summed score."""
+    if lesion is not None and lesion.any():
+        return int(np.argmax((lesion != 0).reshape(lesion.shape[0], -1).sum(axis=1)))
+    return int(np.argmax(prediction.reshape(prediction.shape[0], -1).sum(axis=1)))
+
+
+def panel_for_case(title: str, image: np.ndarray, prediction: np.ndarray, lesion: np.ndarray | None) -> MontagePanel:
+    """A MontagePanel from a case (image [C, *S], prediction and lesion [*S]); 3D takes one slice."""
+    image2d, prediction2d, lesion2d = image[0], prediction, lesion
+    if prediction.ndim == 3:
+        index = representative_slice(prediction, lesion)
+        image2d, prediction2d = image[0, index], prediction[index]
+        lesion2d = lesion[index] if lesion is not None else None
+        title = f"{title} (slice {index})"
+    return MontagePanel(title, image2d, np.clip(prediction2d, 0, 1), lesion2d)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    if not finite:
+        return "n/a"
+    return f"{100 * np.mean(finite):.1f} ± {100 * np.std(finite):.1f}"
+
+
+def metrics_table(metrics: dict) -> str:
+    """Markdown table: per split, every fold, the fold mean ± std and the ensemble; then baselines."""
+    header = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for split, entry in metrics.get("splits", {}).items():
+        folds = entry.get("folds", {})
+        for fold_name, summary in folds.items():
+            lines.append(f"| {split} / {fold_name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |")
+        if folds:
+            lines.append(f"| {split} / fold mean ± std | " + " | ".join(
+                _mean_std([s.get(key, float("nan")) for s in folds.values()]) for key, _ in COLUMNS) + " |")
+        if "ensemble" in entry:
+            lines.append(f"| **{split} / ensemble** | " + " | ".join(_fmt(entry["ensemble"].get(key)) for key, _ in COLUMNS) + " |")
+    for name, summary in metrics.get("baselines", {}).items():
+        lines.append(f"| baseline: {name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(histograms: dict[str, ScoreHistogram], path: Path) -> None:
+    """Pixel-level PR and ROC curves of each named histogram, side by side, into one PNG."""
+    figure, (pr_axis, roc_axis) = plt.subplots(1, 2, figsize=(11, 4.8))
+    for name, histogram in histograms.items():
+        points = histogram.pr_roc_points()
+        ap, auroc = histogram.ap_auroc()
+        pr_axis.plot(points["recall"], points["precision"], label=f"{name} (AP {_fmt(ap)})")
+        roc_axis.plot(np.concatenate([[0], points["fpr"]]), np.concatenate([[0], points["tpr"]]), label=f"{name} (AUROC {_fmt(auroc)})")
+    pr_axis.set(xlabel="recall", ylabel="precision", title="pixel-level precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    roc_axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title="pixel-level ROC", xlim=(0, 1), ylim=(0, 1.02))
+    for axis in (pr_axis, roc_axis):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right" if axis is roc_axis else "upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_montage(panels: list[MontagePanel], path: Path, title: str) -> None:
+    """Grid of image (grey) + prediction heat map (alpha) + ground-truth contour (green) into one PNG."""
+    columns = min(4, max(len(panels), 1))
+    rows = max(math.ceil(len(panels) / columns), 1)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.6 * rows + 0.4), squeeze=False)
+    for axis in axes.ravel():
+        axis.axis("off")
+    for axis, panel in zip(axes.ravel(), panels):
+        axis.imshow(panel.image, cmap="gray", interpolation="nearest")
+        heat = axis.imshow(np.ma.masked_less(panel.prediction, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.6, interpolation="nearest")
+        if panel.lesion is not None and panel.lesion.any():
+            axis.contour(panel.lesion != 0, levels=[0.5], colors="lime", linewidths=1.2)
+        axis.set_title(panel.title, fontsize=9)
+    figure.suptitle(f"{title}  (heat: prediction, green: ground truth)", fontsize=10)
+    figure.colorbar(heat, ax=axes.ravel().tolist(), shrink=0.7, label="score")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(out_dir: str | Path, metrics: dict, histograms: dict[str, ScoreHistogram],
+                 montages: dict[str, list[MontagePanel]], notes: list[str] | None = None) -> Path:
+    """Write metrics.json, curves.png, montage_<name>.png and report.md into out_dir; returns report.md."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    lines = ["# lightwork evaluation report", ""]
+    region = "foreground voxels only" if metrics.get("foreground_only") else "all voxels of the model grid"
+    lines += [f"Scores are clipped to [0, 1]; metrics are computed over {region}. AP/AUROC/Dice in %.",
+              "Ensemble = mean of the raw outputs of all fold models of a split. Dice (val. threshold) uses the",
+              "threshold given from synthetic validation data; Dice (oracle threshold) picks the best threshold",
+              "on the test set itself and is an optimistic upper bound, not a result.", ""]
+    lines += ["## Metrics", "", metrics_table(metrics), ""]
+    maskless = sorted({case for entry in _all_summaries(metrics) for case in entry.get("maskless_cases", [])})
+    if maskless:
+        lines += [f"Cases without a lesion mask, scored at sample level only ({len(maskless)}): " + ", ".join(maskless), ""]
+    for note in notes or []:
+        lines += [note, ""]
+    if histograms:
+        plot_curves(histograms, out / "curves.png")
+        lines += ["## Pixel-level curves", "", "![PR and ROC curves](curves.png)", ""]
+    for name, panels in montages.items():
+        if panels:
+            plot_montage(panels, out / f"montage_{name}.png", name.replace("_", " "))
+            lines += [f"## {name.replace('_', ' ')}", "", f"![{name}](montage_{name}.png)", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report
+
+
+def _all_summaries(metrics: dict):
+    for entry in metrics.get("splits", {}).values():
+        yield from entry.get("folds", {}).values()
+        if "ensemble" in entry:
+            yield entry["ensemble"]
+    yield from metrics.get("baselines", {}).values()

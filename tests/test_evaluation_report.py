@@ -1,0 +1,45 @@
+"""The report files and their tables."""
+
+import json
+
+import numpy as np
+
+from lightwork.evaluation import metrics, report
+
+
+def _scorer(seed: int, separation: float) -> metrics.SetScorer:
+    rng = np.random.default_rng(seed)
+    scorer = metrics.SetScorer(dice_threshold=0.5)
+    for index in range(3):
+        lesion = np.zeros((3, 24, 24), np.uint8)
+        lesion[1, 8:14, 8:14] = 1
+        prediction = np.clip(rng.normal(0.2 + separation * lesion, 0.1), 0, 1)
+        scorer.add_case(f"case{index}", prediction, lesion, np.ones_like(lesion, bool))
+    scorer.add_case("nomask", np.full((3, 24, 24), 0.3), None, None, image_label=False)
+    return scorer
+
+
+def test_report_files_and_tables(tmp_path):
+    folds = {f"fold{i}": _scorer(i, 0.4 + 0.1 * i) for i in range(2)}
+    ensemble = _scorer(9, 0.6)
+    random_baseline = _scorer(5, 0.0)
+    results = {"foreground_only": True,
+               "splits": {"1/4": {"folds": {k: s.summary() for k, s in folds.items()}, "ensemble": ensemble.summary()}},
+               "baselines": {"random": random_baseline.summary()}}
+    image = np.random.default_rng(0).random((1, 3, 24, 24))
+    lesion = np.zeros((3, 24, 24), np.uint8)
+    lesion[1, 8:14, 8:14] = 1
+    panels = [report.panel_for_case("case0", image, lesion * 0.9, lesion)]
+    path = report.write_report(tmp_path, results, {"ensemble": ensemble.pixels, "random": random_baseline.pixels},
+                               {"highest_scoring": panels, "worst": panels})
+    text = path.read_text()
+    assert "| 1/4 / fold mean ± std |" in text and "| **1/4 / ensemble** |" in text and "| baseline: random |" in text
+    assert "foreground voxels only" in text and "oracle" in text
+    assert "sample level only (1): nomask" in text
+    assert "(slice 1)" in panels[0].title
+    for name in ("metrics.json", "curves.png", "montage_highest_scoring.png", "montage_worst.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    stored = json.loads((tmp_path / "metrics.json").read_text())
+    assert stored["splits"]["1/4"]["ensemble"]["pixel_ap"] == results["splits"]["1/4"]["ensemble"]["pixel_ap"]
+    ap_values = [s.summary()["pixel_ap"] for s in folds.values()]
+    assert f"{100 * np.mean(ap_values):.1f} ± {100 * np.std(ap_values):.1f}" in text
