@@ -246,6 +246,7 @@ class SetScorer:
         volume = ScoreHistogram(CHUNK_HISTOGRAM_BINS)
         volume.add(labels, values)
         self.volume_histograms.append(volume)
+        self.case_scores[case_id]["pixel_ap"] = volume.ap_auroc()[0]
         if prediction.ndim == 3:
             slice_labels, slice_scores = slice_labels_and_scores(prediction, lesion, region)
             self.slice_labels.append(slice_labels)

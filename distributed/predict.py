@@ -1,0 +1,136 @@
+"""Ray Data batch inference: every fold model of a run over the test cases of a manifest.
+
+One actor pool; each actor loads every fold model once (`lightwork.models.load_model`), then for
+each case runs whole-image inference with each model, stores each raw output and, per split, the
+ensemble (mean of the raw outputs of the split's fold models), on the model grid and in the
+input's geometry (see `lightwork.evaluation.outputs`). Actors take a GPU fraction when the
+cluster has GPUs, CPU otherwise; every stage asks for a fraction of a CPU so that the pool cannot
+starve other stages (see shared/ray-notes.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from lightwork.data import storage
+from lightwork.data.cases import load_case
+from lightwork.evaluation import outputs
+
+ACTOR_CPUS = 0.25
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """One trained fold model of a run: its split, name and best checkpoint URI."""
+
+    split: str
+    name: str
+    checkpoint: str
+
+    @property
+    def key(self) -> str:
+        return outputs.model_key(self.split, self.name)
+
+
+def run_fold_models(run_uri: str) -> list[FoldModel]:
+    """The fold models of `{run_uri}/folds.json` that have a best checkpoint, in file order."""
+    uri = storage.join(run_uri, "folds.json")
+    try:
+        folds = json.loads(storage.read_bytes(uri))
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{uri}: no folds.json (is {run_uri} a `lightwork train` run?)") from error
+    models = [FoldModel(f["split"], f["name"], f["best_checkpoint"]) for f in folds if f.get("best_checkpoint")]
+    if not models:
+        raise ValueError(f"{uri}: no fold has a best checkpoint; nothing to evaluate")
+    return models
+
+
+def ensemble_keys(models: list[FoldModel]) -> dict[str, str]:
+    """Split -> storage key of that split's ensemble."""
+    return {model.split: outputs.model_key(model.split, outputs.ENSEMBLE) for model in models}
+
+
+class FoldEnsemblePredictor:
+    """Ray Data callable class: loads every fold model once, predicts a batch of cases.
+
+    Batch in: {"case_id": str[B], "array_uri": str[B]}. Batch out: one row per (case, model) with
+    columns case_id, model (storage key), uri (model-grid .npy), error (empty when it worked).
+    A case that fails (unreadable, wrong channels) yields an error row and the run goes on.
+    """
+
+    def __init__(self, models: list[FoldModel], out_uri: str, loader: Callable | None = None):
+        import torch
+
+        if loader is None:
+            from lightwork.models import load_model as loader
+
+        self.torch = torch
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.models = [(model, loader(model.checkpoint).to(self.device).eval()) for model in models]
+        self.out_uri = out_uri
+
+    def _predict(self, network, image: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            scores = network(self.torch.from_numpy(image[None]).to(self.device))
+        scores = scores.float().cpu().numpy()[0]
+        return scores[0] if scores.ndim == image.ndim else scores  # [1, *S] or [*S] -> [*S]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        rows: dict[str, list] = {"case_id": [], "model": [], "uri": [], "error": []}
+        for case_id, array_uri in zip(batch["case_id"], batch["array_uri"]):
+            try:
+                case = load_case(str(array_uri))
+                per_split: dict[str, list[np.ndarray]] = {}
+                for model, network in self.models:
+                    prediction = self._predict(network, case.image.astype(np.float32))
+                    per_split.setdefault(model.split, []).append(prediction)
+                    rows_add(rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction))
+                for split, predictions in per_split.items():
+                    key = outputs.model_key(split, outputs.ENSEMBLE)
+                    mean = np.mean(predictions, axis=0)
+                    rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
+            except Exception as error:  # one bad case never kills the run
+                rows_add(rows, case_id, "", "", f"{case_id} ({array_uri}): {type(error).__name__}: {error}")
+        return rows
+
+
+def rows_add(rows: dict[str, list], case_id: str, model: str, uri: str, error: str = "") -> None:
+    rows["case_id"].append(str(case_id))
+    rows["model"].append(model)
+    rows["uri"].append(uri)
+    rows["error"].append(error)
+
+
+def predict_cases(models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1,
+                  batch_size: int = 1, loader: Callable | None = None) -> list[dict]:
+    """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
+
+    `loader(checkpoint_uri) -> torch.nn.Module` defaults to `lightwork.models.load_model`.
+    Returns the output rows (case_id, model, uri, error). Needs a connected Ray cluster.
+    """
+    gpus = ray.cluster_resources().get("GPU", 0)
+    gpu_fraction = min(1.0, gpus / actors) if gpus else 0
+    dataset = ray.data.from_items([{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
+                                  override_num_blocks=max(1, min(len(cases), 4 * actors)))
+    predicted = dataset.map_batches(
+        FoldEnsemblePredictor, fn_constructor_kwargs={"models": models, "out_uri": out_uri, "loader": loader},
+        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=ACTOR_CPUS, num_gpus=gpu_fraction)
+    return predicted.take_all()
+
+
+def prediction_table(rows: list[dict]) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Output rows -> (model key -> case_id -> grid URI, error messages)."""
+    uris: dict[str, dict[str, str]] = {}
+    errors = []
+    for row in rows:
+        if row["error"]:
+            errors.append(row["error"])
+        else:
+            uris.setdefault(row["model"], {})[row["case_id"]] = row["uri"]
+    return uris, errors

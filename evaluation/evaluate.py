@@ -1,0 +1,90 @@
+"""Score stored predictions and baselines over a test set and write the report (no Ray here).
+
+Cases are read one at a time (bounded memory): each case is loaded once, every model's stored
+model-grid prediction for it is scored by that model's SetScorer, and the baselines are computed
+from its image. Montages show the ensemble's highest-scoring cases and its worst cases (lowest
+per-case pixel AP among cases with a lesion).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from lightwork.data.cases import load_case
+from lightwork.evaluation import baselines, outputs, report
+from lightwork.evaluation.metrics import SetScorer
+
+MONTAGE_CASES = 4
+
+
+def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str, str]], out_dir: str | Path,
+                         foreground_only: bool = False, dice_threshold: float | None = None,
+                         with_baselines: bool = True, seed: int = 0, notes: list[str] | None = None) -> dict:
+    """Score every model and baseline, write the report into out_dir; returns the metrics dict.
+
+    cases: manifest rows (case_id, array_uri, optional image_label). prediction_uris: model key
+    (`split<a-b>/<name>` or `split<a-b>/ensemble`) -> case_id -> model-grid .npy URI.
+    A prediction whose shape differs from the case's ground truth raises, naming the case.
+    """
+    scorers = {key: SetScorer(foreground_only, dice_threshold) for key in prediction_uris}
+    baseline_scorers = {name: SetScorer(foreground_only, dice_threshold) for name in (baselines.BASELINES if with_baselines else ())}
+    notes = list(notes or [])
+    unscorable = []
+    for row in cases:
+        case = load_case(row["array_uri"])
+        label = row.get("image_label")
+        if case.lesion is None and label is None:
+            unscorable.append(case.case_id)
+            continue
+        for key, uris in prediction_uris.items():
+            if row["case_id"] not in uris:
+                raise ValueError(f"case {row['case_id']}: no prediction from model {key}")
+            prediction = outputs.read_prediction(uris[row["case_id"]])
+            scorers[key].add_case(case.case_id, prediction, case.lesion, case.foreground, label)
+        for name, scorer in baseline_scorers.items():
+            scores = baselines.baseline_scores(name, case.case_id, case.image, case.foreground, seed)
+            scorer.add_case(case.case_id, scores, case.lesion, case.foreground, label)
+    metrics = {"foreground_only": foreground_only, "splits": {}, "baselines": {}}
+    for key, scorer in scorers.items():
+        split_key, name = key.split("/", 1)
+        entry = metrics["splits"].setdefault(split_key, {"folds": {}})
+        if name == outputs.ENSEMBLE:
+            entry["ensemble"] = scorer.summary()
+        else:
+            entry["folds"][name] = scorer.summary()
+    metrics["baselines"] = {name: scorer.summary() for name, scorer in baseline_scorers.items()}
+    histograms = {key: s.pixels for key, s in scorers.items() if key.endswith(outputs.ENSEMBLE)}
+    histograms.update({f"baseline {name}": s.pixels for name, s in baseline_scorers.items()})
+    if unscorable:
+        notes.append(f"Not scored, no lesion mask and no image label ({len(unscorable)}): " + ", ".join(unscorable))
+    metrics["unscored_cases"] = unscorable
+    montages = _montages(cases, prediction_uris, scorers)
+    report.write_report(out_dir, metrics, histograms, montages, notes)
+    return metrics
+
+
+def _montages(cases: list[dict], prediction_uris: dict[str, dict[str, str]], scorers: dict[str, SetScorer]) -> dict:
+    ensembles = sorted(key for key in scorers if key.endswith(outputs.ENSEMBLE)) or sorted(scorers)
+    if not ensembles:
+        return {}
+    key = ensembles[0]
+    case_scores = scorers[key].case_scores
+    by_uri = {row["case_id"]: row["array_uri"] for row in cases}
+    highest = sorted(case_scores, key=lambda c: -case_scores[c]["score"])[:MONTAGE_CASES]
+    with_ap = [c for c in case_scores if not math.isnan(case_scores[c].get("pixel_ap", math.nan))]
+    worst = sorted(with_ap, key=lambda c: case_scores[c]["pixel_ap"])[:MONTAGE_CASES]
+
+    def panels(case_ids: list[str], label: str) -> list[report.MontagePanel]:
+        result = []
+        for case_id in case_ids:
+            case = load_case(by_uri[case_id])
+            prediction = np.clip(outputs.read_prediction(prediction_uris[key][case_id]), 0, 1)
+            value = case_scores[case_id][label]
+            result.append(report.panel_for_case(f"{case_id} {label}={value:.3f}", case.image, prediction, case.lesion))
+        return result
+
+    return {f"highest_scoring_{key.replace('/', '_')}": panels(highest, "score"),
+            f"worst_{key.replace('/', '_')}": panels(worst, "pixel_ap")}

@@ -1,0 +1,102 @@
+"""Prediction through real Ray Data with real small model checkpoints, then scoring and the report."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from lightwork.data.cases import PreparedCase, load_case, save_case
+from lightwork.data.manifest import read_manifest, write_manifest
+from lightwork.distributed.predict import FoldModel, predict_cases, prediction_table, run_fold_models
+from lightwork.evaluation import outputs
+from lightwork.evaluation.evaluate import evaluate_predictions
+
+
+class TinyNet(torch.nn.Module):
+    """A real (untrained) two-layer conv net: [B, 1, *S] -> [B, 1, *S]."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.layers = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 1, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.layers(x))
+
+
+def _dataset(tmp_path):
+    rows = []
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        image = rng.normal(0, 1, (1, 4, 12, 12)).astype(np.float32)
+        lesion = np.zeros((4, 12, 12), np.uint8)
+        lesion[1:3, 3:6, 3:6] = index != 1
+        image[0][lesion != 0] += 3
+        source_affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        case = PreparedCase(f"case{index}", image, np.ones((4, 12, 12), bool), None if index == 2 else lesion,
+                            affine=np.eye(4), source_affine=source_affine, source_shape=(2, 6, 6))
+        uri = str(tmp_path / "data" / f"case{index}.npz")
+        save_case(uri, case)
+        rows.append({"case_id": case.case_id, "array_uri": uri, "fold": index, "has_lesion": index != 2, "status": "ok"})
+    write_manifest(str(tmp_path / "data"), rows)
+    return read_manifest(str(tmp_path / "data"))
+
+
+def test_predict_ensemble_and_report(ray_session, tmp_path):
+    cases = _dataset(tmp_path)
+    folds = []
+    for index in range(2):
+        path = tmp_path / "run" / f"fold{index}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(torch.jit.script(TinyNet(index)), str(path))
+        folds.append({"split": "1/4", "name": f"split1-4_tasks{index}", "index": index, "best_checkpoint": str(path), "status": "done"})
+    folds.append({"split": "1/4", "name": "split1-4_tasks4", "index": 4, "best_checkpoint": None, "status": "failed"})
+    (tmp_path / "run" / "folds.json").write_text(json.dumps(folds))
+    models = run_fold_models(str(tmp_path / "run"))
+    assert [m.name for m in models] == ["split1-4_tasks0", "split1-4_tasks1"]
+
+    out = str(tmp_path / "predictions")
+    bad = {"case_id": "broken", "array_uri": str(tmp_path / "missing.npz")}
+    rows = predict_cases(models, cases + [bad], out, actors=1, loader=torch.jit.load)
+    uris, errors = prediction_table(rows)
+    assert len(errors) == 1 and "broken" in errors[0]
+    ensemble_key = outputs.model_key("1/4", outputs.ENSEMBLE)
+    assert set(uris) == {m.key for m in models} | {ensemble_key}
+
+    case = load_case(cases[0]["array_uri"])
+    fold_outputs = [TinyNet(i)(torch.from_numpy(case.image[None])).detach().numpy()[0, 0] for i in range(2)]
+    ensemble = outputs.read_prediction(uris[ensemble_key]["case0"])
+    np.testing.assert_allclose(outputs.read_prediction(uris[models[0].key]["case0"]), fold_outputs[0], atol=1e-5)
+    np.testing.assert_allclose(ensemble, np.mean(fold_outputs, axis=0), atol=1e-5)
+    nifti = nib.load(str(tmp_path / "predictions" / "split1-4" / "ensemble" / "source" / "case0.nii.gz"))
+    assert nifti.shape == (2, 6, 6)
+    np.testing.assert_allclose(nifti.affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    # source voxel j sits at model voxel 2j: linear resampling hits grid points exactly
+    np.testing.assert_allclose(nifti.get_fdata()[1, 2, 3], ensemble[2, 4, 6], atol=1e-5)
+
+    cases[2]["image_label"] = False  # maskless case with an image-level label
+    unlabelled = dict(cases[1], case_id="case1_unlabelled")
+    uris = {key: dict(by_case, case1_unlabelled=by_case["case1"]) for key, by_case in uris.items()}
+    no_mask = tmp_path / "data" / "nomask.npz"
+    save_case(str(no_mask), PreparedCase("case1_unlabelled", case.image, case.foreground))
+    unlabelled["array_uri"] = str(no_mask)
+    metrics = evaluate_predictions(cases + [unlabelled], uris, tmp_path / "report", dice_threshold=0.5)
+    assert metrics["unscored_cases"] == ["case1_unlabelled"]
+    assert metrics["splits"]["split1-4"]["ensemble"]["maskless_cases"] == ["case2"]
+    assert set(metrics["splits"]["split1-4"]["folds"]) == {"split1-4_tasks0", "split1-4_tasks1"}
+    assert set(metrics["baselines"]) == {"random", "intensity", "intensity_thresholded"}
+    assert metrics["baselines"]["intensity"]["pixel_auroc"] > 0.9
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "no lesion mask and no image label (1): case1_unlabelled" in text
+    assert "| **split1-4 / ensemble** |" in text and "sample level only (1): case2" in text
+    assert (tmp_path / "report" / "montage_worst_split1-4_ensemble.png").exists()
+
+
+def test_prediction_shape_mismatch_names_case(tmp_path):
+    cases = _dataset(tmp_path)
+    uri = str(tmp_path / "wrong.npy")
+    np.save(uri, np.zeros((4, 12, 11), np.float32))
+    with pytest.raises(ValueError, match="case case0: prediction shape"):
+        evaluate_predictions(cases[:1], {"split1-4/ensemble": {"case0": uri}}, tmp_path / "report")
