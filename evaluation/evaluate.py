@@ -49,8 +49,8 @@ def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str,
             scorer.add_case(case.case_id, scores, case.lesion, case.foreground, label)
     metrics = {"foreground_only": foreground_only, "splits": {}, "baselines": {}}
     for key, scorer in scorers.items():
-        split_key, name = key.split("/", 1)
-        entry = metrics["splits"].setdefault(split_key, {"folds": {}})
+        folder, name = key.split("/", 1)
+        entry = metrics["splits"].setdefault(folder.removeprefix("split").replace("-", "/"), {"folds": {}})
         if name == outputs.ENSEMBLE:
             entry["ensemble"] = scorer.summary()
         else:

@@ -84,13 +84,13 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
     unlabelled["array_uri"] = str(no_mask)
     metrics = evaluate_predictions(cases + [unlabelled], uris, tmp_path / "report", dice_threshold=0.5)
     assert metrics["unscored_cases"] == ["case1_unlabelled"]
-    assert metrics["splits"]["split1-4"]["ensemble"]["maskless_cases"] == ["case2"]
-    assert set(metrics["splits"]["split1-4"]["folds"]) == {"split1-4_tasks0", "split1-4_tasks1"}
+    assert metrics["splits"]["1/4"]["ensemble"]["maskless_cases"] == ["case2"]
+    assert set(metrics["splits"]["1/4"]["folds"]) == {"split1-4_tasks0", "split1-4_tasks1"}
     assert set(metrics["baselines"]) == {"random", "intensity", "intensity_thresholded"}
     assert metrics["baselines"]["intensity"]["pixel_auroc"] > 0.9
     text = (tmp_path / "report" / "report.md").read_text()
     assert "no lesion mask and no image label (1): case1_unlabelled" in text
-    assert "| **split1-4 / ensemble** |" in text and "sample level only (1): case2" in text
+    assert "| **1/4 / ensemble** |" in text and "sample level only (1): case2" in text
     assert (tmp_path / "report" / "montage_worst_split1-4_ensemble.png").exists()
 
 
@@ -100,3 +100,16 @@ def test_prediction_shape_mismatch_names_case(tmp_path):
     np.save(uri, np.zeros((4, 12, 11), np.float32))
     with pytest.raises(ValueError, match="case case0: prediction shape"):
         evaluate_predictions(cases[:1], {"split1-4/ensemble": {"case0": uri}}, tmp_path / "report")
+
+
+def test_2d_prediction_written_in_source_geometry(tmp_path):
+    image = np.zeros((1, 8, 8), np.float32)
+    case = PreparedCase("cxr0", image, np.ones((8, 8), bool), affine=np.diag([0.5, 0.5, 1.0, 1.0]),
+                        source_affine=np.eye(4), source_shape=(4, 4))
+    prediction = np.arange(64, dtype=np.float32).reshape(8, 8) / 64
+    uri = outputs.write_prediction(str(tmp_path), "split1-4/ensemble", case, prediction)
+    np.testing.assert_array_equal(outputs.read_prediction(uri), prediction)
+    source = np.load(tmp_path / "split1-4" / "ensemble" / "source" / "cxr0.npy")
+    assert source.shape == (4, 4)
+    np.testing.assert_allclose(source[1, 3], prediction[2, 6])  # source voxel j = model voxel 2j
+    assert (tmp_path / "split1-4" / "ensemble" / "source" / "cxr0.png").stat().st_size > 0
