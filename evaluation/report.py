@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lightwork.data import storage  # noqa: E402
 from lightwork.evaluation.metrics import ScoreHistogram  # noqa: E402
 
 COLUMNS = (
@@ -120,14 +122,25 @@ def plot_montage(panels: list[MontagePanel], path: Path, title: str) -> None:
         axis.set_title(panel.title, fontsize=9)
     figure.suptitle(f"{title}  (heat: prediction, green: ground truth)", fontsize=10)
     figure.colorbar(heat, ax=axes.ravel().tolist(), shrink=0.7, label="score")
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
 
 
 def write_report(out_dir: str | Path, metrics: dict, histograms: dict[str, ScoreHistogram],
-                 montages: dict[str, list[MontagePanel]], notes: list[str] | None = None) -> Path:
-    """Write metrics.json, curves.png, montage_<name>.png and report.md into out_dir; returns report.md."""
-    out = Path(out_dir)
+                 montages: dict[str, list[MontagePanel]], notes: list[str] | None = None) -> str:
+    """Write metrics.json, curves.png, montage_<name>.png and report.md into out_dir (a local path
+    or a storage URI such as s3://...); returns the URI of report.md."""
+    if not storage.is_remote(str(out_dir)):
+        return str(_write_report_locally(Path(out_dir), metrics, histograms, montages, notes))
+    with tempfile.TemporaryDirectory() as local:
+        _write_report_locally(Path(local), metrics, histograms, montages, notes)
+        for path in sorted(Path(local).iterdir()):
+            storage.write_bytes(storage.join(str(out_dir), path.name), path.read_bytes())
+    return storage.join(str(out_dir), "report.md")
+
+
+def _write_report_locally(out: Path, metrics: dict, histograms: dict[str, ScoreHistogram],
+                          montages: dict[str, list[MontagePanel]], notes: list[str] | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     lines = ["# lightwork evaluation report", ""]

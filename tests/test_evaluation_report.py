@@ -32,7 +32,7 @@ def test_report_files_and_tables(tmp_path):
     panels = [report.panel_for_case("case0", image, lesion * 0.9, lesion)]
     path = report.write_report(tmp_path, results, {"ensemble": ensemble.pixels, "random": random_baseline.pixels},
                                {"highest_scoring": panels, "worst": panels})
-    text = path.read_text()
+    text = open(path).read()
     assert "| 1/4 / fold mean ± std |" in text and "| **1/4 / ensemble** |" in text and "| baseline: random |" in text
     assert "foreground voxels only" in text and "oracle" in text
     assert "sample level only (1): nomask" in text
@@ -43,3 +43,14 @@ def test_report_files_and_tables(tmp_path):
     assert stored["splits"]["1/4"]["ensemble"]["pixel_ap"] == results["splits"]["1/4"]["ensemble"]["pixel_ap"]
     ap_values = [s.summary()["pixel_ap"] for s in folds.values()]
     assert f"{100 * np.mean(ap_values):.1f} ± {100 * np.std(ap_values):.1f}" in text
+
+
+def test_report_to_s3(s3_server, tmp_path):
+    from lightwork.data import storage
+
+    scorer = _scorer(0, 0.5)
+    uri = report.write_report(f"s3://{s3_server['bucket']}/report", {"splits": {"1/4": {"ensemble": scorer.summary()}}},
+                              {"ensemble": scorer.pixels}, {})
+    assert uri.endswith("/report/report.md")
+    assert b"| **1/4 / ensemble** |" in storage.read_bytes(uri)
+    assert storage.exists(f"s3://{s3_server['bucket']}/report/curves.png")
