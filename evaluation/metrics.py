@@ -198,18 +198,24 @@ class DiceAccumulator:
 
 
 CHUNK_HISTOGRAM_BINS = 10_000
+EXACT_VOXEL_LIMIT = 4_000_000
 
 
 class SetScorer:
     """All metrics of one model (or baseline) over a test set, fed one case at a time.
 
     Memory is bounded: pixel scores go to histograms (one for the set, one small one per volume
-    for the chunked AP); slices and samples keep one number each. With `foreground_only` every
+    for the chunked AP); slices and samples keep one number each. While the set holds at most
+    `exact_voxel_limit` scored voxels, they are also kept and pixel AP/AUROC come from the exact
+    scikit-learn path (`pixel_exact` in the summary says which was used). With `foreground_only` every
     level looks at foreground voxels only. Cases without a lesion mask count at sample level only
     (from their image-level label) and are listed in `maskless_cases`.
     """
 
-    def __init__(self, foreground_only: bool = False, dice_threshold: float | None = None, bins: int = DEFAULT_BINS):
+    def __init__(self, foreground_only: bool = False, dice_threshold: float | None = None, bins: int = DEFAULT_BINS,
+                 exact_voxel_limit: int = EXACT_VOXEL_LIMIT):
+        self.exact_voxel_limit = exact_voxel_limit
+        self.exact: list[tuple[np.ndarray, np.ndarray]] | None = []
         self.foreground_only = foreground_only
         self.dice_threshold = dice_threshold
         self.pixels = ScoreHistogram(bins)
@@ -243,6 +249,10 @@ class SetScorer:
         values, labels = (prediction[region], truth[region]) if region is not None else (prediction, truth)
         self.pixels.add(labels, values)
         self.dice.add(labels, values)
+        if self.exact is not None:
+            self.exact.append((labels.ravel().copy(), values.ravel().astype(np.float32)))
+            if sum(part.size for part, _ in self.exact) > self.exact_voxel_limit:
+                self.exact = None
         volume = ScoreHistogram(CHUNK_HISTOGRAM_BINS)
         volume.add(labels, values)
         self.volume_histograms.append(volume)
@@ -273,7 +283,12 @@ class SetScorer:
         """Metric name -> value (NaN where undefined), plus counts and the maskless case ids."""
         result: dict = {"foreground_only": self.foreground_only, "cases": len(self.sample_labels),
                         "cases_with_mask": len(self.volume_histograms), "maskless_cases": list(self.maskless_cases)}
-        result["pixel_ap"], result["pixel_auroc"] = self.pixels.ap_auroc()
+        result["pixel_exact"] = bool(self.exact)
+        if self.exact:
+            result["pixel_ap"], result["pixel_auroc"] = ap_auroc(np.concatenate([lab for lab, _ in self.exact]),
+                                                                 np.concatenate([sco for _, sco in self.exact]))
+        else:
+            result["pixel_ap"], result["pixel_auroc"] = self.pixels.ap_auroc()
         result["pixel_ap_chunked"] = self.chunked_pixel_ap()
         if self.slice_labels:
             result["slice_ap"], result["slice_auroc"] = ap_auroc(np.concatenate(self.slice_labels), np.concatenate(self.slice_scores))

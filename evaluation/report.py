@@ -149,6 +149,11 @@ def _write_report_locally(out: Path, metrics: dict, histograms: dict[str, ScoreH
               "Ensemble = mean of the raw outputs of all fold models of a split. Dice (val. threshold) uses the",
               "threshold given from synthetic validation data; Dice (oracle threshold) picks the best threshold",
               "on the test set itself and is an optimistic upper bound, not a result.", ""]
+    scored = [entry for entry in _all_summaries(metrics) if entry.get("cases_with_mask")]
+    if scored:
+        exact = all(entry.get("pixel_exact") for entry in scored)
+        lines += ["Pixel AP/AUROC: " + ("exact (scikit-learn over every voxel)." if exact else
+                  "from per-class score histograms (bounded memory; within ~1e-3 of the exact values)."), ""]
     lines += ["## Metrics", "", metrics_table(metrics), ""]
     maskless = sorted({case for entry in _all_summaries(metrics) for case in entry.get("maskless_cases", [])})
     if maskless:

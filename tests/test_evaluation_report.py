@@ -34,7 +34,7 @@ def test_report_files_and_tables(tmp_path):
                                {"highest_scoring": panels, "worst": panels})
     text = open(path).read()
     assert "| 1/4 / fold mean ± std |" in text and "| **1/4 / ensemble** |" in text and "| baseline: random |" in text
-    assert "foreground voxels only" in text and "oracle" in text
+    assert "foreground voxels only" in text and "oracle" in text and "Pixel AP/AUROC: exact" in text
     assert "sample level only (1): nomask" in text
     assert "(slice 1)" in panels[0].title
     for name in ("metrics.json", "curves.png", "montage_highest_scoring.png", "montage_worst.png"):

@@ -16,12 +16,14 @@ def _volume(seed: int, with_lesion: bool = True):
     return prediction, lesion, foreground
 
 
-def test_set_scorer_matches_exact_metrics():
-    scorer = metrics.SetScorer(dice_threshold=0.45)
+@pytest.mark.parametrize("exact_voxel_limit", [10**6, 100])
+def test_set_scorer_matches_exact_metrics(exact_voxel_limit):
+    scorer = metrics.SetScorer(dice_threshold=0.45, exact_voxel_limit=exact_voxel_limit)
     cases = [_volume(seed, with_lesion=seed != 2) for seed in range(4)]
     for index, (prediction, lesion, foreground) in enumerate(cases):
         scorer.add_case(f"c{index}", prediction, lesion, foreground)
     summary = scorer.summary()
+    assert summary["pixel_exact"] is (exact_voxel_limit > 4 * 16 * 16 * 4)
     labels = np.concatenate([lesion.ravel() for _, lesion, _ in cases])
     scores = np.concatenate([prediction.ravel() for prediction, _, _ in cases])
     exact_ap, exact_auroc = metrics.ap_auroc(labels, scores)
