@@ -26,11 +26,14 @@ ACTOR_CPUS = 0.25
 
 @dataclass(frozen=True)
 class FoldModel:
-    """One trained fold model of a run: its split, name and best checkpoint URI."""
+    """One trained fold model of a run: its split, name, best checkpoint URI and, when training
+    recorded one (`val_dice_threshold` in folds.json), the score threshold maximising Dice on its
+    synthetic validation samples."""
 
     split: str
     name: str
     checkpoint: str
+    val_dice_threshold: float | None = None
 
     @property
     def key(self) -> str:
@@ -44,7 +47,8 @@ def run_fold_models(run_uri: str) -> list[FoldModel]:
         folds = json.loads(storage.read_bytes(uri))
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{uri}: no folds.json (is {run_uri} a `lightwork train` run?)") from error
-    models = [FoldModel(f["split"], f["name"], f["best_checkpoint"]) for f in folds if f.get("best_checkpoint")]
+    models = [FoldModel(f["split"], f["name"], f["best_checkpoint"], f.get("val_dice_threshold"))
+              for f in folds if f.get("best_checkpoint")]
     if not models:
         raise ValueError(f"{uri}: no fold has a best checkpoint; nothing to evaluate")
     return models

@@ -15,7 +15,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--predictions", help="where predictions are stored (default: OUT/predictions)")
     parser.add_argument("--foreground-only", action="store_true", help="score foreground voxels only")
     parser.add_argument("--dice-threshold", type=float, default=None,
-                        help="score threshold chosen on synthetic validation data (from training); without it only the oracle Dice is given")
+                        help="score threshold chosen on synthetic validation data; default: the mean of the folds' "
+                             "val_dice_threshold in folds.json when all have one, else only the oracle Dice is given")
     parser.add_argument("--actors", type=int, default=1, help="inference actors")
     parser.add_argument("--no-baselines", action="store_true")
     return parser.parse_args(argv)
@@ -45,7 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = {row["case_id"] for row in rows if row["error"]}
     scored = [case for case in cases if case["case_id"] not in failed]
     notes = [f"Not scored, prediction failed: {error}" for error in errors]
-    metrics = evaluate_predictions(scored, uris, args.out, args.foreground_only, args.dice_threshold,
+    dice_threshold = args.dice_threshold
+    recorded = [model.val_dice_threshold for model in models]
+    if dice_threshold is None and recorded and None not in recorded:
+        dice_threshold = sum(recorded) / len(recorded)
+        notes.append(f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds maximising Dice on "
+                     "their synthetic validation samples (held-out tasks).")
+    elif dice_threshold is not None:
+        notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")
+    else:
+        notes.append("No validation Dice threshold recorded by training: only the oracle Dice is shown.")
+    metrics = evaluate_predictions(scored, uris, args.out, args.foreground_only, dice_threshold,
                                    not args.no_baselines, notes=notes)
     for split, entry in metrics["splits"].items():
         ensemble = entry.get("ensemble", {})

@@ -51,11 +51,13 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
         path = tmp_path / "run" / f"fold{index}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.jit.save(torch.jit.script(TinyNet(index)), str(path))
-        folds.append({"split": "1/4", "name": f"split1-4_tasks{index}", "index": index, "best_checkpoint": str(path), "status": "done"})
+        folds.append({"split": "1/4", "name": f"split1-4_tasks{index}", "index": index, "best_checkpoint": str(path), "status": "done",
+                      "val_dice_threshold": 0.4 + 0.1 * index})
     folds.append({"split": "1/4", "name": "split1-4_tasks4", "index": 4, "best_checkpoint": None, "status": "failed"})
     (tmp_path / "run" / "folds.json").write_text(json.dumps(folds))
     models = run_fold_models(str(tmp_path / "run"))
     assert [m.name for m in models] == ["split1-4_tasks0", "split1-4_tasks1"]
+    assert [m.val_dice_threshold for m in models] == [0.4, 0.5]
 
     out = str(tmp_path / "predictions")
     bad = {"case_id": "broken", "array_uri": str(tmp_path / "missing.npz")}
