@@ -1,0 +1,89 @@
+"""Schedule values, the pure-torch loop: learning, best checkpoint, early stopping, resume."""
+
+import pytest
+import torch
+
+from lightwork.config import TrainSection, load_config
+from lightwork.models import PRESETS, UNet
+from lightwork.training.loop import FoldTrainer
+from lightwork.training.schedule import lr_factor
+
+
+def test_schedule_values():
+    assert lr_factor(0) == pytest.approx(0.01)
+    assert lr_factor(50) == pytest.approx(0.505)
+    assert lr_factor(100) == pytest.approx(1.0)
+    assert lr_factor(100 + 8000) == pytest.approx(0.1)
+    assert lr_factor(100 + 4000) == pytest.approx(0.1**0.5)
+    assert lr_factor(100 + 16000) == pytest.approx(0.05)  # floored at lr/20
+    assert lr_factor(10**6) == pytest.approx(0.05)
+
+
+def batches(count, seed, size=2, shape=(8, 8, 8)):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(count * size, 1, *shape, generator=generator)
+    label = (image[:, 0] > 1).float()
+    return [{"image": image[i:i + size], "label": label[i:i + size]} for i in range(0, count * size, size)]
+
+
+def trainer(**settings):
+    torch.manual_seed(0)
+    defaults = dict(lr=1e-2, warmup_steps=2, batch_size=2, max_epochs=5)
+    return FoldTrainer(UNet(PRESETS["tiny"]), TrainSection(**{**defaults, **settings}), torch.device("cpu"))
+
+
+def test_loss_falls_and_best_is_minimum():
+    train, val = batches(6, seed=1), batches(2, seed=2)
+    loop = trainer()
+    seen = []
+    state = loop.fit(lambda epoch: train, lambda epoch: val, seen.append)
+    val_losses = [result.val_loss for result in seen]
+    assert len(seen) == 5 and state.step == 30
+    assert val_losses[-1] < 0.5 * val_losses[0]
+    assert state.best_val_loss == min(val_losses)
+    assert state.best_step == seen[val_losses.index(min(val_losses))].step
+    assert [r.is_best for r in seen] == [loss == min(val_losses[:i + 1]) for i, loss in enumerate(val_losses)]
+
+
+def test_validation_adds_healthy_term():
+    loop = trainer()
+    val = batches(1, seed=3)
+    anomalous_only = loop.validate(val)
+    healthy = {**val[0], "healthy": val[0]["image"]}
+    with torch.no_grad():
+        extra = loop.model.eval()(val[0]["image"]).pow(2).flatten(1).mean(1).mean()
+    assert loop.validate([healthy]) == pytest.approx(anomalous_only + float(extra), rel=1e-5)
+
+
+def test_early_stopping_by_patience_in_steps():
+    # lr 0 after warm-up start: the model never improves after the first validation
+    loop = trainer(lr=1e-12, patience_steps=6, max_epochs=100)
+    seen = []
+    loop.fit(lambda epoch: batches(2, seed=1), lambda epoch: batches(1, seed=2), seen.append)
+    first_best = seen[0].step
+    assert seen[-1].step - seen[-1].best_step >= 6
+    assert len(seen) < 10 and seen[-1].best_step <= first_best + 4
+
+
+def test_resume_restores_everything():
+    train, val = batches(3, seed=1), batches(1, seed=2)
+    straight = trainer(max_epochs=3)
+    straight.fit(lambda e: train, lambda e: val)
+    first = trainer(max_epochs=3)
+    first.run_epoch(train, val)
+    saved = first.state_dict()
+    resumed = trainer(max_epochs=3)
+    resumed.load_state_dict(saved)
+    resumed.fit(lambda e: train, lambda e: val)
+    assert resumed.state.step == straight.state.step == 9
+    assert [h["val_loss"] for h in resumed.state.history] == pytest.approx([h["val_loss"] for h in straight.state.history], rel=1e-5)
+
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: cxr\ntrain:\n  batch_size: 4\n")
+    config = load_config(str(path), overrides=["train.lr=1e-3", "resources.num_workers=2"])
+    assert (config.model.spatial_dims, config.train.batch_size, config.train.lr) == (2, 4, 1e-3)
+    assert config.resources.num_workers == 2
+    with pytest.raises(ValueError, match="unknown key 'lrr'"):
+        load_config(str(path), overrides=["train.lrr=1"])
