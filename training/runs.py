@@ -1,0 +1,68 @@
+"""Layout of a training run's results (local path or s3:// URI), read by evaluation.
+
+After `lightwork train`:
+    {storage_path}/{run_name}/config.yaml   the RunConfig (lightwork.config) of the run
+    {storage_path}/{run_name}/folds.json    a JSON list of fold records (FoldRecord), one per model
+    {storage_path}/{run_name}/{fold name}/  Ray Train's folder of that fold (checkpoints, TensorBoard)
+    {best_checkpoint}/model.pt + model.json the best-validation model (lightwork.models.load_model)
+
+Fold record keys: split ("1/4"), name ("split1-4_tasks0"), index, train_tasks, val_tasks,
+train_folds, val_folds (lists of ints), best_checkpoint (URI of the best model's folder, "" until
+one exists), best_val_loss (float, null until validated), best_step (optimizer step), status
+("pending", "running", "done" or "failed"), epochs, steps, history (per-epoch metrics) and error.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from lightwork.data import storage
+from lightwork.training.folds import FoldPlan
+
+CONFIG_FILE = "config.yaml"
+FOLDS_FILE = "folds.json"
+
+
+@dataclass
+class FoldRecord:
+    split: str
+    name: str
+    index: int
+    train_tasks: list[int]
+    val_tasks: list[int]
+    train_folds: list[int]
+    val_folds: list[int]
+    best_checkpoint: str = ""
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    status: str = "pending"
+    epochs: int = 0
+    steps: int = 0
+    history: list[dict] = field(default_factory=list)
+    error: str = ""
+
+    @staticmethod
+    def from_plan(plan: FoldPlan) -> "FoldRecord":
+        return FoldRecord(split=plan.split, name=plan.name, index=plan.index, train_tasks=list(plan.train_tasks),
+                          val_tasks=list(plan.val_tasks), train_folds=list(plan.train_folds),
+                          val_folds=list(plan.val_folds))
+
+
+def run_uri(storage_path: str, run_name: str) -> str:
+    return storage.join(storage_path, run_name)
+
+
+def read_folds(run: str) -> list[FoldRecord]:
+    """The fold records of run folder `run`; [] when it has none yet."""
+    uri = storage.join(run, FOLDS_FILE)
+    if not storage.exists(uri):
+        return []
+    try:
+        return [FoldRecord(**record) for record in json.loads(storage.read_bytes(uri))]
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{uri}: not a lightwork folds.json: {error}") from error
+
+
+def write_folds(run: str, records: list[FoldRecord]) -> None:
+    storage.write_bytes(storage.join(run, FOLDS_FILE), json.dumps([asdict(r) for r in records], indent=1).encode())
