@@ -116,6 +116,11 @@ def _merge(target: Any, updates: dict[str, Any], where: str) -> Any:
     return dataclasses.replace(copy.deepcopy(target), **changes)
 
 
+def config_from_dict(document: dict[str, Any]) -> RunConfig:
+    """The RunConfig of `RunConfig.to_dict()` output (or any partial mapping over the defaults)."""
+    return _merge(RunConfig(), document, "run config")
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """`"train.lr=1e-3"` -> `{"train": {"lr": 0.001}}` (the value is parsed as YAML)."""
     if "=" not in text:

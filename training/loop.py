@@ -66,6 +66,13 @@ def _match_label(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return label.unsqueeze(1) if label.ndim == prediction.ndim - 1 else label
 
 
+def local_mean(total: float, count: int) -> float:
+    """Validation mean on a single worker."""
+    if count == 0:
+        raise ValueError("validation produced no batches: the validation set is empty")
+    return total / count
+
+
 class FoldTrainer:
     """Trains one model; `fit` runs epochs until `max_epochs`, `max_steps` or the patience ends.
 
@@ -73,10 +80,14 @@ class FoldTrainer:
         model: maps [B, C, *S] -> [B, 1, *S].
         settings: the run's TrainSection.
         device: where to train; defaults to CUDA when available.
+        mean_over_workers: (sum, count) of this worker's validation -> mean over all workers
+            (data-parallel training passes an all-reduce).
     """
 
-    def __init__(self, model: torch.nn.Module, settings: TrainSection, device: torch.device | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, settings: TrainSection, device: torch.device | None = None,
+                 mean_over_workers: Callable[[float, int], float] = local_mean) -> None:
         self.settings = settings
+        self.mean_over_workers = mean_over_workers
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.fast = self.device.type == "cuda" and settings.mixed_precision
         self.model = model.to(self.device)
@@ -129,9 +140,7 @@ class FoldTrainer:
                 per_sample = per_sample + healthy.pow(2).flatten(1).mean(1)
             total += float(per_sample.sum())
             count += per_sample.numel()
-        if count == 0:
-            raise ValueError("validation produced no batches: the validation set is empty")
-        return total / count
+        return self.mean_over_workers(total, count)
 
     def run_epoch(self, train_batches: Iterable[dict], val_batches: Iterable[dict]) -> EpochResult:
         """Train over `train_batches` (stopping early at max_steps), validate, update best-so-far."""
