@@ -1,0 +1,177 @@
+"""Tasks 0 (`intra_blend`) and 1 (`inter_blend`): Poisson blending of a transformed source patch.
+
+For one anomaly (shape mask and box corner already placed by the framework):
+`draw_blend` picks the source and the patch transform from the generator; `apply_blend` resamples
+the source onto the box (only where the blend reads it), solves the mixed-gradient Poisson
+problem over the box, clips to the target's per-channel range and reports the voxels of the box
+whose channel-mean absolute change exceeds 1e-3 (they join the anomaly mask).
+
+Sources: a sequence of [C, *S] float32 arrays or (array, foreground [*S] bool | None) pairs, or a
+callable `rng -> array` / `rng -> (array, foreground)`. Without sources, `intra_blend` reads the
+patch from the input image itself (its own foreground) at an independently drawn place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lightwork.anomalies.patch import SourcePatch, draw_source_patch, extract_source_patch
+from lightwork.anomalies.poisson import poisson_blend
+
+CHANGE_THRESHOLD = 1e-3  # channel-mean absolute change that makes a box voxel anomalous
+SOURCE_TRIES = 8  # sources (and transforms) tried before a blend gives up
+
+SourceItem = np.ndarray | tuple[np.ndarray, np.ndarray | None]
+Sources = Sequence[SourceItem] | Callable[[np.random.Generator], SourceItem]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A source image ready to read patches from."""
+
+    image: np.ndarray  # [C, *S] float32
+    foreground: np.ndarray | None  # [*S] bool
+    low: np.ndarray  # [C] float32 per-channel minimum
+    high: np.ndarray  # [C] float32 per-channel maximum
+
+
+def channel_range(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (min [C], max [C]) of a [C, *S] image."""
+    flat = image.reshape(len(image), -1)
+    return flat.min(axis=1), flat.max(axis=1)
+
+
+def make_source(item: SourceItem, where: str) -> Source:
+    """Check and wrap one source; `where` names it in errors ("sources[3]")."""
+    image, foreground = item if isinstance(item, tuple) else (item, None)
+    if not isinstance(image, np.ndarray) or image.dtype != np.float32 or image.ndim < 2:
+        raise ValueError(f"{where}: a source must be a [C, *S] float32 numpy array")
+    if not np.isfinite(image).all():
+        raise ValueError(f"{where}: source has NaN or Inf")
+    if foreground is not None:
+        foreground = np.asarray(foreground)
+        if foreground.dtype != np.bool_ or foreground.shape != image.shape[1:]:
+            raise ValueError(
+                f"{where}: source foreground must be bool of shape {image.shape[1:]}, got "
+                f"{foreground.dtype} {foreground.shape}"
+            )
+        if not foreground.any():
+            raise ValueError(f"{where}: source foreground is empty")
+    low, high = channel_range(image)
+    return Source(image, foreground, low, high)
+
+
+class SourcePool:
+    """Draws source images: from a fixed sequence (checked and ranged once), a callable, or (with
+    neither) the task's own input."""
+
+    def __init__(self, sources: Sources | None):
+        self._callable: Callable[[np.random.Generator], SourceItem] | None = None
+        self._fixed: list[Source] = []
+        if sources is None:
+            return
+        if callable(sources):
+            self._callable = sources
+            return
+        if isinstance(sources, np.ndarray) or len(sources) == 0:
+            raise ValueError("sources must be a non-empty sequence of [C, *S] arrays (or pairs) or a callable")
+        self._fixed = [make_source(item, f"sources[{index}]") for index, item in enumerate(sources)]
+
+    @property
+    def empty(self) -> bool:
+        return self._callable is None and not self._fixed
+
+    def draw(self, rng: np.random.Generator, own: Source) -> Source:
+        """One source; `own` (the input itself) when the pool is empty."""
+        if self._callable is not None:
+            return make_source(self._callable(rng), "sources(rng)")
+        if self._fixed:
+            return self._fixed[int(rng.integers(len(self._fixed)))]
+        return own
+
+
+@dataclass(frozen=True)
+class BlendParams:
+    """One blended anomaly's random choices."""
+
+    source: Source
+    patch: SourcePatch
+
+
+def draw_blend(
+    rng: np.random.Generator, pool: SourcePool, own: Source, box_shape: Sequence[int], channels: int
+) -> BlendParams:
+    """Draw a source and a patch transform for an anomaly box of spatial shape `box_shape`.
+
+    A source whose foreground cannot centre the patch, or whose channels or rank differ from the
+    target's, is replaced by another draw; after SOURCE_TRIES the last problem is raised.
+
+    Raises:
+        ValueError: no usable source within the tries, naming the last problem.
+    """
+    problem = ""
+    for _ in range(SOURCE_TRIES):
+        source = pool.draw(rng, own)
+        if source.image.ndim - 1 != len(box_shape) or len(source.image) != channels:
+            problem = (
+                f"source of shape {source.image.shape} does not match a target with {channels} channels "
+                f"and {len(box_shape)} spatial axes"
+            )
+            continue
+        try:
+            patch = draw_source_patch(rng, box_shape, source.image.shape[1:], source.foreground)
+        except ValueError as error:
+            problem = str(error)
+            continue
+        return BlendParams(source, patch)
+    raise ValueError(f"Poisson blending: no usable source patch in {SOURCE_TRIES} tries: {problem}")
+
+
+def _read_region(mask: np.ndarray) -> np.ndarray:
+    """The voxels whose source values the blend reads: the mask and one voxel beyond it towards +1
+    on every axis (the far ends of the mask's forward differences)."""
+    region = mask.copy()
+    for axis in range(mask.ndim):
+        source = tuple(slice(0, -1) if d == axis else slice(None) for d in range(mask.ndim))
+        shifted = tuple(slice(1, None) if d == axis else slice(None) for d in range(mask.ndim))
+        region[shifted] |= mask[source]
+    return region
+
+
+def apply_blend(
+    image: np.ndarray,
+    mask: np.ndarray,
+    corner: Sequence[int],
+    params: BlendParams,
+    image_range: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blend the drawn source patch into one anomaly box.
+
+    Args:
+        image: [C, *S] float32 target.
+        mask: [*P] bool anomaly shape within its box.
+        corner: the box's first voxel in the image.
+        params: from `draw_blend`.
+        image_range: the target's per-channel (min [C], max [C]) to clip to.
+
+    Returns:
+        (blended [C, *S] float32, changed [*P] bool: box voxels whose channel-mean absolute change
+        exceeds 1e-3).
+    """
+    box = (slice(None), *(slice(c, c + n) for c, n in zip(corner, mask.shape)))
+    target_box = image[box]
+    source = params.source
+    patch = extract_source_patch(
+        source.image, params.patch, mask.shape, (source.low, source.high), where=_read_region(mask), fill=target_box
+    )
+    blended = poisson_blend(image, patch, mask, corner)
+    spatial = mask.ndim
+    low = image_range[0].reshape(-1, *([1] * spatial))
+    high = image_range[1].reshape(-1, *([1] * spatial))
+    blended_box = blended[box]
+    np.clip(blended_box, low, high, out=blended_box)
+    changed = np.abs(blended_box - target_box).mean(axis=0) > CHANGE_THRESHOLD
+    return blended, changed
