@@ -1,0 +1,117 @@
+"""Source patches and the Poisson blending tasks (0 intra_blend, 1 inter_blend)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lightwork.anomalies.blending import SourcePool, apply_blend, channel_range, draw_blend, make_source
+from lightwork.anomalies.patch import (
+    MAX_REGION_FRACTION,
+    SourcePatch,
+    cubic_sample,
+    draw_source_patch,
+    extract_source_patch,
+)
+
+
+def test_cubic_sample_is_exact_on_the_grid_and_for_quadratics():
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 9, 10, 8), dtype=np.float32)
+    grid = np.stack(np.meshgrid(np.arange(2, 7), np.arange(3, 8), np.arange(1, 6), indexing="ij")).reshape(3, -1)
+    np.testing.assert_array_equal(cubic_sample(image, grid.astype(np.float64)), image[:, grid[0], grid[1], grid[2]])
+
+    axes = np.meshgrid(*(np.arange(n, dtype=np.float64) for n in (12, 11)), indexing="ij")
+    quadratic = (0.02 * axes[0] ** 2 - 0.03 * axes[0] * axes[1] + 0.1 * axes[1] + 1)[None].astype(np.float32)
+    points = rng.uniform(2, 8, size=(2, 50))
+    expected = 0.02 * points[0] ** 2 - 0.03 * points[0] * points[1] + 0.1 * points[1] + 1
+    np.testing.assert_allclose(cubic_sample(quadratic, points)[0], expected, atol=1e-5)
+
+
+def test_identity_patch_is_the_crop_and_rotation_by_a_quarter_turn_permutes_it():
+    rng = np.random.default_rng(1)
+    source = rng.random((1, 20, 22), dtype=np.float32)
+    crop = extract_source_patch(source, SourcePatch(np.eye(2), 1.0, (10, 11)), (7, 9))
+    np.testing.assert_array_equal(crop, source[:, 7:14, 7:16])
+    quarter = np.array([[0.0, -1.0], [1.0, 0.0]])
+    # src = centre + R o maps patch (i, j) to source (13 - j, 8 + i).
+    turned = extract_source_patch(source, SourcePatch(quarter, 1.0, (10, 11)), (7, 7))
+    np.testing.assert_allclose(turned[0], source[0, 7:14, 8:15][::-1].T, atol=1e-6)
+
+
+def test_extract_clips_to_the_source_range_and_fills_outside_where():
+    source = np.zeros((1, 16, 16), np.float32)
+    source[0, 8:, :] = 1.0  # a step: cubic convolution overshoots it
+    patch = SourcePatch(np.eye(2), 0.7, (8, 8))
+    values = extract_source_patch(source, patch, (9, 9))
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    where = np.zeros((9, 9), bool)
+    where[2:5, 3:6] = True
+    fill = np.full((1, 9, 9), 7.0, np.float32)
+    partial = extract_source_patch(source, patch, (9, 9), where=where, fill=fill)
+    np.testing.assert_array_equal(partial[:, where], values[:, where])
+    assert (partial[:, ~where] == 7.0).all()
+
+
+def test_draw_source_patch_distribution_fit_and_foreground():
+    rng = np.random.default_rng(2)
+    foreground = np.zeros((40, 50, 30), bool)
+    foreground[12:30, 10:40, 8:22] = True
+    scales = []
+    for _ in range(300):
+        patch = draw_source_patch(rng, (12, 15, 9), (40, 50, 30), foreground)
+        assert foreground[patch.centre]
+        np.testing.assert_allclose(patch.rotation @ patch.rotation.T, np.eye(3), atol=1e-12)
+        half = patch.scale * np.abs(patch.rotation) @ ((np.array([12, 15, 9]) - 1) / 2)
+        assert (2 * half <= MAX_REGION_FRACTION * (np.array([40, 50, 30]) - 1) + 1e-9).all()
+        assert (np.array(patch.centre) - half >= -1e-9).all()
+        assert (np.array(patch.centre) + half <= np.array([39, 49, 29]) + 1e-9).all()
+        scales.append(patch.scale)
+    scales = np.array(scales)
+    # s = 1 + Exponential(0.1) or its inverse, 50/50 (no cap hits at this size).
+    assert 0.4 < np.mean(scales > 1) < 0.6
+    assert abs(np.median(np.log(scales[scales > 1])) - np.log1p(0.1 * np.log(2))) < 0.03
+
+
+def test_draw_source_patch_caps_the_scale_on_a_small_source_and_fails_clearly_without_room():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        patch = draw_source_patch(rng, (30, 30), (20, 20))
+        half = patch.scale * np.abs(patch.rotation) @ np.array([14.5, 14.5])
+        assert (2 * half <= MAX_REGION_FRACTION * 19 + 1e-9).all()
+    corner_only = np.zeros((40, 40), bool)
+    corner_only[:2, :2] = True
+    with pytest.raises(ValueError, match="no voxel that can centre a patch"):
+        draw_source_patch(rng, (10, 10), (40, 40), corner_only)
+
+
+def test_source_pool_checks_sources_and_falls_back_to_the_input():
+    with pytest.raises(ValueError, match=r"sources\[1\]: a source must be a \[C, \*S\] float32"):
+        SourcePool([np.zeros((1, 8, 8), np.float32), np.zeros((1, 8, 8), np.float64)])
+    with pytest.raises(ValueError, match=r"sources\[0\]: source foreground is empty"):
+        SourcePool([(np.zeros((1, 8, 8), np.float32), np.zeros((8, 8), bool))])
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        SourcePool([])
+    own = make_source(np.ones((1, 8, 8), np.float32), "input")
+    assert SourcePool(None).draw(np.random.default_rng(0), own) is own
+
+
+def test_apply_blend_changes_only_the_box_interior_and_reports_the_changed_voxels():
+    rng = np.random.default_rng(4)
+    target = rng.random((2, 30, 32), dtype=np.float32) * 0.2
+    source_image = np.ones((2, 40, 40), np.float32)
+    source_image[:, ::2, :] = 0.0  # strong stripes: their gradients win inside the mask
+    pool = SourcePool([source_image])
+    mask = np.zeros((11, 13), bool)
+    mask[3:8, 4:10] = True
+    params = draw_blend(rng, pool, make_source(target, "input"), mask.shape, channels=2)
+    blended, changed = apply_blend(target, mask, (5, 6), params, channel_range(target))
+
+    difference = np.abs(blended - target).mean(axis=0)
+    inside = np.zeros(target.shape[1:], bool)
+    inside[6:15, 7:18] = True  # the box interior
+    assert (difference[~inside] == 0).all()
+    np.testing.assert_array_equal(changed, difference[5:16, 6:19] > 1e-3)
+    assert changed[mask].mean() > 0.5
+    low, high = channel_range(target)
+    assert (blended.min(axis=(1, 2)) >= low).all() and (blended.max(axis=(1, 2)) <= high).all()
