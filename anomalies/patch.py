@@ -129,10 +129,16 @@ def cubic_sample(image: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
     t3 = t2 * t
     weights = (-0.5 * t3 + t2 - 0.5 * t, 1.5 * t3 - 2.5 * t2 + 1, -1.5 * t3 + 2 * t2 + 0.5 * t, 0.5 * t3 - 0.5 * t2)
     strides = [int(np.prod(spatial_shape[d + 1 :])) for d in range(spatial)]
-    offsets = [
-        [np.clip(floor[d] + (tap - 1), 0, spatial_shape[d] - 1) * strides[d] for tap in range(4)]
-        for d in range(spatial)
-    ]
+    offsets = []
+    for d in range(spatial):
+        taps = []
+        for tap in range(4):
+            index = floor[d] + (tap - 1)
+            np.maximum(index, 0, out=index)
+            np.minimum(index, spatial_shape[d] - 1, out=index)
+            index *= strides[d]
+            taps.append(index)
+        offsets.append(taps)
     # Index and weight of every combination of taps on the leading axes; the last axis is summed
     # innermost.
     leading = [(np.zeros(count, dtype=np.int64), np.ones(count, dtype=np.float32))]
@@ -142,9 +148,9 @@ def cubic_sample(image: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
     last = spatial - 1
     result = np.zeros((len(image), count), dtype=np.float32)
     for index, weight in leading:
-        line = weights[0][last] * np.take(flat, index + offsets[last][0], axis=1)
+        line = weights[0][last] * flat.take(index + offsets[last][0], axis=1)
         for tap in range(1, 4):
-            line += weights[tap][last] * np.take(flat, index + offsets[last][tap], axis=1)
+            line += weights[tap][last] * flat.take(index + offsets[last][tap], axis=1)
         line *= weight
         result += line
     return result

@@ -16,6 +16,7 @@ accurate (w is small where the images agree) and skips a Laplacian of the whole 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import scipy.fft
@@ -58,9 +59,10 @@ def _validate(
         raise ValueError("poisson_blend: source_patch has NaN or Inf")
 
 
-def _dirichlet_eigenvalues(box_shape: Sequence[int]) -> np.ndarray:
+@lru_cache(maxsize=256)
+def _dirichlet_eigenvalues(box_shape: tuple[int, ...]) -> np.ndarray:
     """The discrete Laplacian's eigenvalues for the DST-I modes of a box's interior, shape
-    [*(N_d - 2)], all negative: sum_d (2 cos(pi (k_d + 1) / (N_d - 1)) - 2)."""
+    [*(N_d - 2)], all negative: sum_d (2 cos(pi (k_d + 1) / (N_d - 1)) - 2). Cached: read only."""
     spatial = len(box_shape)
     total = np.zeros([n - 2 for n in box_shape], dtype=np.float64)
     for axis, n in enumerate(box_shape):
@@ -68,7 +70,9 @@ def _dirichlet_eigenvalues(box_shape: Sequence[int]) -> np.ndarray:
         shape = [1] * spatial
         shape[axis] = n - 2
         total = total + (2.0 * np.cos(np.pi * (k + 1) / (n - 1)) - 2.0).reshape(shape)
-    return total.astype(np.float32)
+    total = total.astype(np.float32)
+    total.flags.writeable = False
+    return total
 
 
 def poisson_blend(
@@ -129,7 +133,7 @@ def poisson_blend(
         return blended
     axes = tuple(range(1, spatial + 1))
     spectrum = scipy.fft.dstn(rhs, type=1, axes=axes, overwrite_x=True)
-    spectrum /= _dirichlet_eigenvalues(box_shape)
+    spectrum /= _dirichlet_eigenvalues(tuple(box_shape))
     correction = scipy.fft.idstn(spectrum, type=1, axes=axes, overwrite_x=True)
     blended[box][interior] += correction
     return blended
