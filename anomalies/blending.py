@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightwork.anomalies.patch import SourcePatch, draw_source_patch, extract_source_patch
-from lightwork.anomalies.poisson import poisson_blend
+from lightwork.anomalies.poisson import blend_box
 
 CHANGE_THRESHOLD = 1e-3  # channel-mean absolute change that makes a box voxel anomalous
 SOURCE_TRIES = 8  # sources (and transforms) tried before a blend gives up
@@ -147,19 +147,20 @@ def apply_blend(
     corner: Sequence[int],
     params: BlendParams,
     image_range: tuple[np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Blend the drawn source patch into one anomaly box.
+    mix_gradients: bool = True,
+) -> np.ndarray:
+    """Blend the drawn source patch into one anomaly box of `image`, in place.
 
     Args:
-        image: [C, *S] float32 target.
+        image: [C, *S] float32 target, updated in place (only its box interior changes).
         mask: [*P] bool anomaly shape within its box.
         corner: the box's first voxel in the image.
         params: from `draw_blend`.
         image_range: the target's per-channel (min [C], max [C]) to clip to.
+        mix_gradients: mixed (True) or source-only (False) guidance inside the mask.
 
     Returns:
-        (blended [C, *S] float32, changed [*P] bool: box voxels whose channel-mean absolute change
-        exceeds 1e-3).
+        changed [*P] bool: the box voxels whose channel-mean absolute change exceeds 1e-3.
     """
     box = (slice(None), *(slice(c, c + n) for c, n in zip(corner, mask.shape)))
     target_box = image[box]
@@ -167,11 +168,11 @@ def apply_blend(
     patch = extract_source_patch(
         source.image, params.patch, mask.shape, (source.low, source.high), where=_read_region(mask), fill=target_box
     )
-    blended = poisson_blend(image, patch, mask, corner)
+    blended_box = blend_box(target_box, patch, mask, mix_gradients)
     spatial = mask.ndim
     low = image_range[0].reshape(-1, *([1] * spatial))
     high = image_range[1].reshape(-1, *([1] * spatial))
-    blended_box = blended[box]
     np.clip(blended_box, low, high, out=blended_box)
     changed = np.abs(blended_box - target_box).mean(axis=0) > CHANGE_THRESHOLD
-    return blended, changed
+    target_box[...] = blended_box
+    return changed

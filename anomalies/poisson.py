@@ -105,16 +105,32 @@ def poisson_blend(
         ValueError: wrong dtypes or shapes, a box outside the image, NaN or Inf.
     """
     _validate(target, source_patch, patch_mask, corner)
-    box_shape = patch_mask.shape
     blended = target.copy()
+    box = (slice(None), *(slice(c, c + n) for c, n in zip(corner, patch_mask.shape)))
+    blended[box] = blend_box(target[box], source_patch, patch_mask, mix_gradients)
+    return blended
+
+
+def blend_box(
+    target_box: np.ndarray, source_patch: np.ndarray, patch_mask: np.ndarray, mix_gradients: bool = True
+) -> np.ndarray:
+    """The Poisson solve on one box, unchecked (`poisson_blend` validates and places it).
+
+    Args:
+        target_box: [C, *P] float32, the target's values on the box.
+        source_patch: [C, *P] float32.
+        patch_mask: [*P] bool.
+        mix_gradients: as in `poisson_blend`.
+
+    Returns:
+        [C, *P] float32, a new array: the target box with the solution on its interior.
+    """
+    box_shape = patch_mask.shape
+    blended = target_box.copy()
     if min(box_shape) < 3:
         return blended
     spatial = len(box_shape)
-    box = (slice(None), *(slice(c, c + n) for c, n in zip(corner, box_shape)))
-    target_box = target[box]
-    interior = (slice(None), *([slice(1, -1)] * spatial))
-
-    rhs = np.zeros((target.shape[0], *(n - 2 for n in box_shape)), dtype=np.float32)
+    rhs = np.zeros((len(target_box), *(n - 2 for n in box_shape)), dtype=np.float32)
     for axis in range(spatial):
         # Only the edges on interior rows of the other axes feed the interior's divergence.
         rows = tuple(slice(None) if d == axis else slice(1, -1) for d in range(spatial))
@@ -135,5 +151,5 @@ def poisson_blend(
     spectrum = scipy.fft.dstn(rhs, type=1, axes=axes, overwrite_x=True)
     spectrum /= _dirichlet_eigenvalues(tuple(box_shape))
     correction = scipy.fft.idstn(spectrum, type=1, axes=axes, overwrite_x=True)
-    blended[box][interior] += correction
+    blended[(slice(None), *([slice(1, -1)] * spatial))] += correction
     return blended
