@@ -152,7 +152,8 @@ def apply_blend(
     """Blend the drawn source patch into one anomaly box of `image`, in place.
 
     Args:
-        image: [C, *S] float32 target, updated in place (only its box interior changes).
+        image: [C, *S] float32 target, updated in place: only box-interior voxels in the mask or
+            changed by more than the threshold take the blended values.
         mask: [*P] bool anomaly shape within its box.
         corner: the box's first voxel in the image.
         params: from `draw_blend`.
@@ -174,5 +175,8 @@ def apply_blend(
     high = image_range[1].reshape(-1, *([1] * spatial))
     np.clip(blended_box, low, high, out=blended_box)
     changed = np.abs(blended_box - target_box).mean(axis=0) > CHANGE_THRESHOLD
-    target_box[...] = blended_box
+    # The solve spreads sub-threshold ripples over the whole box; outside the anomaly they would be
+    # changes without a label, so those voxels keep the target's values.
+    anomaly = changed | mask
+    target_box[:, anomaly] = blended_box[:, anomaly]
     return changed
