@@ -1,0 +1,125 @@
+"""Training-step speed of the paper's presets: samples/s, step time, peak memory, data-wait share.
+
+    python benchmarks/training.py                 # CPU: fp32 at reduced size (stated in the table)
+    python benchmarks/training.py --full          # the paper's sizes (80x112x80 b8, 256x256 b50)
+    python benchmarks/training.py --full --precision both   # on a GPU: bf16 and fp32 side by side
+
+Each configuration runs in its own process (clean peak memory) through `FoldTrainer.run_epoch`, the
+same code path as training: a warm-up epoch first, then one epoch of timed steps (median). Batches come
+from memory, so the data-wait share measures the loop's own overhead, not the synthesis stream.
+Achieved FLOP/s counts the forward+backward FLOPs of one step with torch's FlopCounterMode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+
+import torch
+
+from lightwork.config import load_config
+from lightwork.models import UNet
+from lightwork.training.loop import FoldTrainer
+
+FULL = {"brain": ((80, 112, 80), 8), "cxr": ((256, 256), 50)}
+REDUCED = {"brain": ((40, 56, 40), 2), "cxr": ((128, 128), 8)}  # half of each axis, smaller batch
+
+
+def step_flops(preset: str, shape: tuple[int, ...], batch: int) -> float:
+    """Forward + backward FLOPs of one training step (counted on the meta device: no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = UNet(load_config(preset=preset).model)
+        image = torch.zeros(batch, 1, *shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(image).sum().backward()
+    return float(counter.get_total_flops())
+
+
+def measure(preset: str, shape: tuple[int, ...], batch: int, precision: str, steps: int, warmup: int,
+            device: str, queue) -> None:
+    """Run in a child process; puts one result row on `queue`."""
+    torch.manual_seed(0)
+    config = load_config(preset=preset, overrides=[f"train.batch_size={batch}",
+                                                  f"train.mixed_precision={precision == 'bf16'}"])
+    trainer = FoldTrainer(UNet(config.model), config.train, torch.device(device))
+    batches = [{"image": torch.randn(batch, 1, *shape), "label": torch.rand(batch, *shape)}
+               for _ in range(2)]
+    val = [{"image": batches[0]["image"][:1], "label": batches[0]["label"][:1]}]
+    trainer.run_epoch([batches[i % 2] for i in range(warmup)], val)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    requested: list[float] = []
+
+    def timed_batches():
+        # A step ends when the loop asks for the next batch (train_step syncs on the loss value).
+        for index in range(steps + 1):
+            requested.append(time.perf_counter())
+            if index < steps:
+                yield batches[index % 2]
+
+    result = trainer.run_epoch(timed_batches(), val)
+    times = [later - earlier for earlier, later in zip(requested, requested[1:])]
+    step = statistics.median(times)
+    if device == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    flops = step_flops(preset, shape, batch)
+    queue.put({"preset": preset, "shape": "x".join(map(str, shape)), "batch": batch, "precision": precision,
+               "device": device, "step_ms": step * 1e3, "samples_s": batch / step, "peak_gib": peak,
+               "data_wait": result.data_wait_share, "tflops": flops / step / 1e12})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="the paper's sizes and batches")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
+                        help="default: both on GPU, fp32 on CPU")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--presets", default="brain,cxr")
+    args = parser.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["bf16", "fp32"]}[
+        args.precision or ("both" if device == "cuda" else "fp32")]
+    if device == "cpu" and "bf16" in precisions:
+        parser.error("bf16 autocast is only used on CUDA; the CPU path is exact fp32")
+    sizes = FULL if args.full else REDUCED
+    context = multiprocessing.get_context("spawn")
+    rows = []
+    for preset in args.presets.split(","):
+        shape, batch = sizes[preset]
+        for precision in precisions:
+            queue = context.Queue()
+            child = context.Process(target=measure, args=(preset, shape, batch, precision, args.steps,
+                                                          args.warmup, device, queue))
+            child.start()
+            rows.append(queue.get())
+            child.join()
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"training step on {name}; sizes: {'paper (full)' if args.full else 'REDUCED (half each axis, smaller batch)'}; "
+          f"median of {args.steps} steps after {args.warmup} warm-up; peak memory = "
+          f"{'max allocated on GPU' if device == 'cuda' else 'process max RSS'}; data from memory")
+    header = f"{'preset':<6} {'shape':<10} {'batch':>5} {'prec':<5} {'step ms':>9} {'samples/s':>10} " \
+             f"{'peak GiB':>9} {'data wait':>9} {'TFLOP/s':>8}"
+    print(header)
+    for r in rows:
+        print(f"{r['preset']:<6} {r['shape']:<10} {r['batch']:>5} {r['precision']:<5} {r['step_ms']:>9.1f} "
+              f"{r['samples_s']:>10.2f} {r['peak_gib']:>9.2f} {r['data_wait']:>9.2%} {r['tflops']:>8.3f}")
+    if len(precisions) == 2:
+        for preset in args.presets.split(","):
+            fast, slow = [r for r in rows if r["preset"] == preset]
+            print(f"{preset}: bf16 / fp32 samples/s = {fast['samples_s'] / slow['samples_s']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
