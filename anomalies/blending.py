@@ -7,7 +7,8 @@ problem over the box, clips to the target's per-channel range and reports the vo
 whose channel-mean absolute change exceeds 1e-3 (they join the anomaly mask).
 
 Sources: a sequence of [C, *S] float32 arrays or (array, foreground [*S] bool | None) pairs, or a
-callable `rng -> array` / `rng -> (array, foreground)`. Without sources, `intra_blend` reads the
+callable `rng -> array` / `rng -> (array, foreground)`; a source's channels must match the
+target's, or be 1 (repeated), or the target's be 1 (the source's are averaged). Without sources, `intra_blend` reads the
 patch from the input image itself (its own foreground) at an independently drawn place.
 """
 
@@ -115,10 +116,11 @@ def draw_blend(
     problem = ""
     for _ in range(SOURCE_TRIES):
         source = pool.draw(rng, own)
-        if source.image.ndim - 1 != len(box_shape) or len(source.image) != channels:
+        source_channels = len(source.image)
+        if source.image.ndim - 1 != len(box_shape) or (source_channels not in (1, channels) and channels != 1):
             problem = (
-                f"source of shape {source.image.shape} does not match a target with {channels} channels "
-                f"and {len(box_shape)} spatial axes"
+                f"source of shape {source.image.shape} does not fit a target with {channels} channels "
+                f"and {len(box_shape)} spatial axes (channels must match, or one side has one)"
             )
             continue
         try:
@@ -166,9 +168,11 @@ def apply_blend(
     box = (slice(None), *(slice(c, c + n) for c, n in zip(corner, mask.shape)))
     target_box = image[box]
     source = params.source
-    patch = extract_source_patch(
-        source.image, params.patch, mask.shape, (source.low, source.high), where=_read_region(mask), fill=target_box
-    )
+    read = _read_region(mask)
+    patch = extract_source_patch(source.image, params.patch, mask.shape, (source.low, source.high), where=read)
+    if len(patch) != len(image):  # a grey source into a colour target repeats, colour into grey averages
+        patch = np.broadcast_to(patch, image.shape[:1] + patch.shape[1:]) if len(patch) == 1 else patch.mean(0, keepdims=True)
+    patch = np.where(read, patch, target_box)
     blended_box = blend_box(target_box, patch, mask, mix_gradients)
     spatial = mask.ndim
     low = image_range[0].reshape(-1, *([1] * spatial))

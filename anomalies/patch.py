@@ -162,7 +162,6 @@ def extract_source_patch(
     patch_shape: Sequence[int],
     value_range: tuple[np.ndarray, np.ndarray] | None = None,
     where: np.ndarray | None = None,
-    fill: np.ndarray | None = None,
 ) -> np.ndarray:
     """Resample the source onto the patch grid (cubic convolution), clipped to the source's
     per-channel intensity range.
@@ -175,7 +174,7 @@ def extract_source_patch(
             when None (pass it to avoid a pass over a source used many times).
         where: [*P] bool, the voxels to sample (all when None); the Poisson blend reads the source
             only on its mask and one voxel beyond, so sampling just those saves most of the cost.
-        fill: [C, *P] float32 values for the voxels outside `where` (zeros when None).
+            The other voxels are zero.
 
     Returns:
         [C, *P] float32.
@@ -197,6 +196,6 @@ def extract_source_patch(
     np.clip(samples, low, high, out=samples)
     if where is None:
         return samples.reshape(len(source), *patch_shape)
-    resampled = np.zeros((len(source), *patch_shape), dtype=np.float32) if fill is None else fill.astype(np.float32, copy=True)
+    resampled = np.zeros((len(source), *patch_shape), dtype=np.float32)
     resampled[:, where] = samples
     return resampled

@@ -39,7 +39,7 @@ def test_identity_patch_is_the_crop_and_rotation_by_a_quarter_turn_permutes_it()
     np.testing.assert_allclose(turned[0], source[0, 7:14, 8:15][::-1].T, atol=1e-6)
 
 
-def test_extract_clips_to_the_source_range_and_fills_outside_where():
+def test_extract_clips_to_the_source_range_and_samples_only_where_asked():
     source = np.zeros((1, 16, 16), np.float32)
     source[0, 8:, :] = 1.0  # a step: cubic convolution overshoots it
     patch = SourcePatch(np.eye(2), 0.7, (8, 8))
@@ -47,10 +47,9 @@ def test_extract_clips_to_the_source_range_and_fills_outside_where():
     assert values.min() >= 0.0 and values.max() <= 1.0
     where = np.zeros((9, 9), bool)
     where[2:5, 3:6] = True
-    fill = np.full((1, 9, 9), 7.0, np.float32)
-    partial = extract_source_patch(source, patch, (9, 9), where=where, fill=fill)
+    partial = extract_source_patch(source, patch, (9, 9), where=where)
     np.testing.assert_array_equal(partial[:, where], values[:, where])
-    assert (partial[:, ~where] == 7.0).all()
+    assert (partial[:, ~where] == 0.0).all()
 
 
 def test_draw_source_patch_distribution_fit_and_foreground():
