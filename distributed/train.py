@@ -39,6 +39,9 @@ from lightwork.training.folds import FoldPlan, parse_splits, plan_split
 from lightwork.training.loop import EpochResult, FoldTrainer, local_mean
 
 TRAINER_STATE_FILE = "trainer.pt"
+# Object-storage variables every process that touches the run needs (Ray propagates only some).
+STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
 HISTORY_FILE = "history.json"
 RECORD_FILE = "fold.json"
 
@@ -197,6 +200,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
         events.close()
 
 
+def _ray_storage(uri: str):
+    """(storage_path, storage_filesystem) for Ray's RunConfigs: a remote URI becomes a pyarrow
+    filesystem carrying endpoint and credentials (Train's controller actor lacks the variables)."""
+    if not storage.is_remote(uri):
+        return uri, None
+    filesystem, path = storage.pyarrow_filesystem(uri)
+    return path, filesystem
+
+
 def _fold_uri(run: str, plan: FoldPlan) -> str:
     return storage.join(run, plan.name)
 
@@ -213,16 +225,19 @@ def _read_record(run: str, plan: FoldPlan) -> runs.FoldRecord:
 
 
 def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, seed: int,
-            steps: dict, datasets_factory: DatasetFactory, resources: TrialResources) -> None:
+            steps: dict, datasets_factory: DatasetFactory, resources: TrialResources, env: dict) -> None:
     """One Tune trial: fit the fold's TorchTrainer, then write its fold record."""
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.train.torch import TorchTrainer
+
+    os.environ.update(env)
 
     plan: FoldPlan = plans[trial_config["fold"]]
     config = config_from_dict(config_dict)
     record = runs.FoldRecord.from_plan(plan)
     record.status = "running"
     _write_record(run, record)
+    storage_path, filesystem = _ray_storage(run)
     use_gpu = resources.gpus_per_worker > 0
     per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
@@ -233,7 +248,8 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
                                            resources_per_worker=per_worker),
         datasets=datasets_factory(plan, config, seed),
         run_config=train.RunConfig(
-            name=plan.name, storage_path=run,
+            name=plan.name, storage_path=storage_path, storage_filesystem=filesystem,
+            worker_runtime_env={"env_vars": env},
             failure_config=train.FailureConfig(max_failures=config.resources.max_failures),
             checkpoint_config=train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_loss",
                                                      checkpoint_score_order="min"),
@@ -296,12 +312,15 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0,
                  for plan in todo}
         driver = tune.with_parameters(
             _driver, config_dict=config.to_dict(), plans={plan.name: plan for plan in todo}, run=run, seed=seed,
-            steps=steps, datasets_factory=datasets_factory or _default_datasets, resources=resources)
+            steps=steps, datasets_factory=datasets_factory or _default_datasets, resources=resources,
+            env={name: os.environ[name] for name in STORAGE_ENV if name in os.environ})
+        storage_path, filesystem = _ray_storage(run)
         tuner = tune.Tuner(
             tune.with_resources(driver, {"cpu": 0.01}),
             param_space={"fold": tune.grid_search([plan.name for plan in todo])},
             tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
-            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=run,
+            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,
+                                      storage_filesystem=filesystem,
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
         tuner.fit()

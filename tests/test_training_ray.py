@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lightwork.config import load_config
-from lightwork.data import manifest
+from lightwork.data import manifest, storage
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.models import load_model
 from lightwork.training import runs
@@ -77,10 +77,10 @@ def make_datasets_factory():
     return factory
 
 
-def run_config(tmp_path, shape, name, **train):
+def run_config(tmp_path, shape, name, storage_path, **train):
     data = write_dataset(tmp_path / "data", shape)
     dims = len(shape)
-    overrides = [f"name={name}", f"storage_path={tmp_path / 'runs'}", f"data.manifest={data}",
+    overrides = [f"name={name}", f"storage_path={storage_path}", f"data.manifest={data}",
                  f"model.spatial_dims={dims}", "model.features=[4,8]", "train.batch_size=2",
                  "train.val_batch_size=4", "train.lr=0.01", "train.warmup_steps=1",
                  "resources.cpus_per_worker=0.5", "resources.max_concurrent_trials=5", "resources.max_failures=2",
@@ -98,7 +98,7 @@ def check_records(records, epochs):
         assert record.best_val_loss == pytest.approx(min(val_losses))
         assert record.best_step == record.history[val_losses.index(min(val_losses))]["step"]
         model = load_model(record.best_checkpoint)
-        saved = json.loads(open(os.path.join(record.best_checkpoint, "history.json")).read())
+        saved = json.loads(storage.read_bytes(storage.join(record.best_checkpoint, "history.json")))
         assert saved[-1]["step"] == record.best_step  # the kept checkpoint is the best epoch's
         assert not model.training
 
@@ -106,7 +106,7 @@ def check_records(records, epochs):
 def test_split_3d_end_to_end_and_resume(ray_session, tmp_path):
     from lightwork.distributed.train import train_splits
 
-    config = run_config(tmp_path, (16, 16, 16), "brain3d", max_epochs=3)
+    config = run_config(tmp_path, (16, 16, 16), "brain3d", tmp_path / "runs", max_epochs=3)
     records = train_splits(config, "1/4", seed=1, datasets_factory=make_datasets_factory())
     check_records(records, epochs=3)
     run = runs.run_uri(config.storage_path, config.name)
@@ -131,27 +131,30 @@ def test_split_3d_end_to_end_and_resume(ray_session, tmp_path):
     assert again[2].history == interrupted.history  # resumed from its checkpoint, not retrained
 
 
-def _kill_first_worker_after_report(run_dir, killed: list, stop: threading.Event):
+def _kill_first_worker_after_report(run_uri, killed: list, stop: threading.Event):
     """Once any fold has reported a checkpoint, SIGKILL one live Ray Train worker process."""
     from ray.util.state import list_actors
 
+    filesystem, run_path = storage.filesystem(run_uri)
     while not stop.is_set():
-        if any(path.name.startswith("checkpoint") for path in run_dir.glob("*/checkpoint_*")):
+        if filesystem.glob(f"{run_path}/*/checkpoint_*"):
             workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             if workers:
                 os.kill(workers[0]["pid"], signal.SIGKILL)
                 killed.append(workers[0]["pid"])
                 return
-        time.sleep(0.2)
+        time.sleep(0.5)
+        filesystem.invalidate_cache()
 
 
-def test_split_2d_survives_killed_worker(ray_session, tmp_path):
+def test_split_2d_on_s3_survives_killed_worker(ray_session, s3_server, tmp_path):
+    """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint."""
     from lightwork.distributed.train import train_splits
 
-    config = run_config(tmp_path, (32, 32), "cxr2d", max_epochs=3)
+    config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=3)
+    run = runs.run_uri(config.storage_path, config.name)
     killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_first_worker_after_report,
-                              args=(tmp_path / "runs" / "cxr2d", killed, stop), daemon=True)
+    killer = threading.Thread(target=_kill_first_worker_after_report, args=(run, killed, stop), daemon=True)
     killer.start()
     try:
         records = train_splits(config, "4/1", seed=2, datasets_factory=make_datasets_factory())
@@ -160,3 +163,8 @@ def test_split_2d_survives_killed_worker(ray_session, tmp_path):
         killer.join()
     assert killed, "no worker was killed: the test did not exercise a failure"
     check_records(records, epochs=3)  # every trial completed with epochs 1..3, none lost or repeated
+    assert all(record.best_checkpoint.startswith(f"s3://{s3_server['bucket']}/runs/cxr2d/") for record in records)
+    assert [r.name for r in runs.read_folds(run)] == [r.name for r in records]
+    assert storage.exists(storage.join(run, "config.yaml"))
+    filesystem, run_path = storage.filesystem(run)
+    assert filesystem.glob(f"{run_path}/{records[0].name}/tensorboard/events.out.tfevents.*")
