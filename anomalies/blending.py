@@ -86,7 +86,7 @@ class SourcePool:
         return self._callable is None and not self._fixed
 
     def draw(self, rng: np.random.Generator, own: Source) -> Source:
-        """One source; `own` (the input itself) when the pool is empty."""
+        """One source; `own` (the task's input) when the pool is empty."""
         if self._callable is not None:
             return make_source(self._callable(rng), "sources(rng)")
         if self._fixed:
@@ -100,12 +100,15 @@ class BlendParams:
 
     source: Source
     patch: SourcePatch
+    target_low: np.ndarray  # [C] the target's per-channel range, which the blend is clipped to
+    target_high: np.ndarray
 
 
-def draw_blend(
-    rng: np.random.Generator, pool: SourcePool, own: Source, box_shape: Sequence[int], channels: int
-) -> BlendParams:
+def draw_blend(rng: np.random.Generator, pool: SourcePool, target: Source, box_shape: Sequence[int]) -> BlendParams:
     """Draw a source and a patch transform for an anomaly box of spatial shape `box_shape`.
+
+    `target` is the image blended into (with its foreground and range); it is also the source
+    when the pool is empty.
 
     A source whose foreground cannot centre the patch, or whose channels or rank differ from the
     target's, is replaced by another draw; after SOURCE_TRIES the last problem is raised.
@@ -114,8 +117,9 @@ def draw_blend(
         ValueError: no usable source within the tries, naming the last problem.
     """
     problem = ""
+    channels = len(target.image)
     for _ in range(SOURCE_TRIES):
-        source = pool.draw(rng, own)
+        source = pool.draw(rng, target)
         source_channels = len(source.image)
         if source.image.ndim - 1 != len(box_shape) or (source_channels not in (1, channels) and channels != 1):
             problem = (
@@ -128,7 +132,7 @@ def draw_blend(
         except ValueError as error:
             problem = str(error)
             continue
-        return BlendParams(source, patch)
+        return BlendParams(source, patch, target.low, target.high)
     raise ValueError(f"Poisson blending: no usable source patch in {SOURCE_TRIES} tries: {problem}")
 
 
@@ -148,7 +152,6 @@ def apply_blend(
     mask: np.ndarray,
     corner: Sequence[int],
     params: BlendParams,
-    image_range: tuple[np.ndarray, np.ndarray],
     mix_gradients: bool = True,
 ) -> np.ndarray:
     """Blend the drawn source patch into one anomaly box of `image`, in place.
@@ -159,7 +162,6 @@ def apply_blend(
         mask: [*P] bool anomaly shape within its box.
         corner: the box's first voxel in the image.
         params: from `draw_blend`.
-        image_range: the target's per-channel (min [C], max [C]) to clip to.
         mix_gradients: mixed (True) or source-only (False) guidance inside the mask.
 
     Returns:
@@ -175,8 +177,8 @@ def apply_blend(
     patch = np.where(read, patch, target_box)
     blended_box = blend_box(target_box, patch, mask, mix_gradients)
     spatial = mask.ndim
-    low = image_range[0].reshape(-1, *([1] * spatial))
-    high = image_range[1].reshape(-1, *([1] * spatial))
+    low = params.target_low.reshape(-1, *([1] * spatial))
+    high = params.target_high.reshape(-1, *([1] * spatial))
     np.clip(blended_box, low, high, out=blended_box)
     changed = np.abs(blended_box - target_box).mean(axis=0) > CHANGE_THRESHOLD
     # The solve spreads sub-threshold ripples over the whole box; outside the anomaly they would be

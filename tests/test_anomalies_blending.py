@@ -103,9 +103,9 @@ def test_apply_blend_changes_only_the_box_interior_and_reports_the_changed_voxel
     pool = SourcePool([source_image])
     mask = np.zeros((11, 13), bool)
     mask[3:8, 4:10] = True
-    params = draw_blend(rng, pool, make_source(target, "input"), mask.shape, channels=2)
+    params = draw_blend(rng, pool, make_source(target, "input"), mask.shape)
     blended = target.copy()
-    changed = apply_blend(blended, mask, (5, 6), params, channel_range(target))
+    changed = apply_blend(blended, mask, (5, 6), params)
 
     difference = np.abs(blended - target).mean(axis=0)
     anomaly = np.zeros(target.shape[1:], bool)
