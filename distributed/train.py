@@ -247,6 +247,8 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
         scaling_config=train.ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu,
                                            resources_per_worker=per_worker),
         datasets=datasets_factory(plan, config, seed),
+        # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
+        dataset_config=train.DataConfig(datasets_to_split=[] if resources.num_workers == 1 else "all"),
         run_config=train.RunConfig(
             name=plan.name, storage_path=storage_path, storage_filesystem=filesystem,
             worker_runtime_env={"env_vars": env},
