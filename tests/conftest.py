@@ -105,3 +105,10 @@ def s3_server(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@pytest.fixture
+def real_data():
+    """`shared_data` for tests: `real_data("brain", "healthy_ixi_t1")` (the suite runs with
+    --import-mode=importlib, so test modules cannot import conftest's functions)."""
+    return shared_data

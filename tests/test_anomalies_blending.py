@@ -116,3 +116,49 @@ def test_apply_blend_changes_only_the_box_interior_and_reports_the_changed_voxel
     assert changed[mask].mean() > 0.5
     low, high = channel_range(target)
     assert (blended.min(axis=(1, 2)) >= low).all() and (blended.max(axis=(1, 2)) <= high).all()
+
+
+def _ellipse_mask(shape):
+    axes = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    return sum(axis**2 for axis in axes) < 1
+
+
+def _assert_blend_is_local(before, after, mask, corner, changed):
+    anomaly = np.zeros(before.shape[1:], bool)
+    anomaly[tuple(slice(c, c + n) for c, n in zip(corner, mask.shape))] = mask | changed
+    difference = np.abs(after - before).mean(axis=0)
+    assert (difference[~anomaly] == 0).all()
+    assert changed.sum() > 0.3 * mask.sum()
+    low, high = channel_range(before)
+    flat = after.reshape(len(after), -1)
+    assert (flat.min(axis=1) >= low).all() and (flat.max(axis=1) <= high).all()
+
+
+def test_blend_real_brain_volume_from_itself_and_chest_xray_from_a_brain_slice(real_data):
+    import nibabel
+    from PIL import Image
+
+    folder = real_data("brain", "healthy_ixi_t1")
+    volume_path = sorted(folder.glob("*.nii.gz"))[0]
+    volume = nibabel.load(volume_path).get_fdata(dtype=np.float32)
+    volume = (volume / np.percentile(volume, 99.5))[None].astype(np.float32)
+    parcellation = folder / "parcellation" / volume_path.name.replace(".nii.gz", "_DLMUSE.nii.gz")
+    brain = nibabel.load(parcellation).get_fdata() > 0
+    rng = np.random.default_rng(5)
+    mask, corner = _ellipse_mask((24, 28, 20)), (48, 46, 35)
+    params = draw_blend(rng, SourcePool(None), make_source((volume, brain), "volume"), mask.shape)
+    assert brain[params.patch.centre]
+    blended = volume.copy()
+    changed = apply_blend(blended, mask, corner, params)
+    _assert_blend_is_local(volume, blended, mask, corner, changed)
+
+    xray_path = sorted(real_data("cxr_kermany", "train", "NORMAL").glob("*.jpeg"))[0]
+    xray_rgb = np.asarray(Image.open(xray_path).convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+    xray = xray_rgb.mean(axis=0, keepdims=True)
+    brain_slice = (volume[:, :, :, 45], brain[:, :, 45])
+    mask, corner = _ellipse_mask((40, 36)), (90, 100)
+    for sources in ([brain_slice], [xray_rgb]):  # a 1-channel external source, a colour one averaged
+        params = draw_blend(rng, SourcePool(sources), make_source(xray, "xray"), mask.shape)
+        blended = xray.copy()
+        changed = apply_blend(blended, mask, corner, params)
+        _assert_blend_is_local(xray, blended, mask, corner, changed)
