@@ -36,7 +36,7 @@ from lightwork.data import manifest, storage
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, parse_splits, plan_split
-from lightwork.training.loop import EpochResult, FoldTrainer, local_mean
+from lightwork.training.loop import EpochResult, FoldTrainer
 
 TRAINER_STATE_FILE = "trainer.pt"
 # Object-storage variables every process that touches the run needs (Ray propagates only some).
@@ -90,12 +90,10 @@ def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, 
     return TrialResources(workers, res.cpus_per_worker, gpu_fraction, concurrent)
 
 
-def _all_reduce_mean(total: float, count: int) -> float:
-    """Mean over all workers of per-sample validation sums (DDP validation shards)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    buffer = torch.tensor([total, float(count)], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(buffer)
-    return local_mean(float(buffer[0]), int(buffer[1]))
+def _all_reduce_sum(sums: torch.Tensor) -> torch.Tensor:
+    """Validation sums of every data-parallel worker, added up."""
+    torch.distributed.all_reduce(sums)
+    return sums
 
 
 class _Events:
@@ -120,7 +118,8 @@ class _Events:
                 self.mlflow = mlflow
 
     def log(self, result: EpochResult) -> None:
-        scalars = {"loss/train": result.train_loss, "loss/val": result.val_loss, "lr": result.lr,
+        scalars = {"loss/train": result.train_loss, "loss/val": result.val_loss, "dice/val": result.val_dice,
+                   "dice/val_threshold": result.val_dice_threshold, "lr": result.lr,
                    "data_wait_share": result.data_wait_share, "best_val_loss": result.best_val_loss}
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, result.step)
@@ -149,7 +148,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     torch.manual_seed(settings.seed)
     model = UNet(config.model)
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    trainer = FoldTrainer(model, settings, device, mean_over_workers=_all_reduce_mean if world > 1 else local_mean)
+    trainer = FoldTrainer(model, settings, device)
+    if world > 1:
+        trainer.sum_over_workers = _all_reduce_sum
     saved = train.get_checkpoint()
     if saved is not None:
         with saved.as_directory() as folder:
@@ -269,6 +270,7 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
             record.history = json.load(handle)
     record.best_checkpoint = best_checkpoint.path if not storage.is_remote(run) else _as_uri(run, best_checkpoint.path)
     record.best_val_loss, record.best_step = best_metrics["val_loss"], best_metrics["step"]
+    record.val_dice_threshold, record.val_dice = best_metrics["val_dice_threshold"], best_metrics["val_dice"]
     record.epochs, record.steps = record.history[-1]["epoch"], record.history[-1]["step"]
     record.status = "done"
     _write_record(run, record)

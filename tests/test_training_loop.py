@@ -48,11 +48,36 @@ def test_loss_falls_and_best_is_minimum():
 def test_validation_adds_healthy_term():
     loop = trainer()
     val = batches(1, seed=3)
-    anomalous_only = loop.validate(val)
+    anomalous_only = loop.validate(val).loss
     healthy = {**val[0], "healthy": val[0]["image"]}
     with torch.no_grad():
         extra = loop.model.eval()(val[0]["image"]).pow(2).flatten(1).mean(1).mean()
-    assert loop.validate([healthy]) == pytest.approx(anomalous_only + float(extra), rel=1e-5)
+    assert loop.validate([healthy]).loss == pytest.approx(anomalous_only + float(extra), rel=1e-5)
+
+
+class Echo(torch.nn.Module):
+    """Returns its input (times a unit weight): lets the Dice threshold be computed by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, image):
+        return image * self.weight
+
+
+def test_validation_dice_threshold():
+    # scores 0.3 on the anomaly, 0.1 / 0.5 elsewhere: only thresholds in (0.1, 0.3] separate
+    # the anomaly from the 0.1 voxels; the 0.5 voxels (one of 8) stay false positives.
+    label = torch.zeros(1, 2, 4)
+    label[0, 0, :2] = 0.7
+    image = torch.full((1, 1, 2, 4), 0.1)
+    image[0, 0, 0, :2] = 0.3
+    image[0, 0, 1, 3] = 0.5
+    loop = FoldTrainer(Echo(), TrainSection(), torch.device("cpu"))
+    result = loop.validate([{"image": image, "label": label, "healthy": torch.zeros(1, 1, 2, 4)}])
+    assert 0.1 < result.dice_threshold <= 0.3
+    assert result.dice == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))
 
 
 def test_early_stopping_by_patience_in_steps():
@@ -60,6 +85,7 @@ def test_early_stopping_by_patience_in_steps():
     loop = trainer(lr=1e-12, patience_steps=6, max_epochs=100)
     seen = []
     loop.fit(lambda epoch: batches(2, seed=1), lambda epoch: batches(1, seed=2), seen.append)
+    assert all(0 <= r.val_dice_threshold < 1 and 0 <= r.val_dice <= 1 for r in seen)
     first_best = seen[0].step
     assert seen[-1].step - seen[-1].best_step >= 6
     assert len(seen) < 10 and seen[-1].best_step <= first_best + 4

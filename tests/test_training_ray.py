@@ -96,7 +96,9 @@ def check_records(records, epochs):
         assert [h["epoch"] for h in record.history] == list(range(1, epochs + 1))
         assert val_losses[-1] < val_losses[0]
         assert record.best_val_loss == pytest.approx(min(val_losses))
-        assert record.best_step == record.history[val_losses.index(min(val_losses))]["step"]
+        best_epoch = record.history[val_losses.index(min(val_losses))]
+        assert record.best_step == best_epoch["step"]
+        assert record.val_dice_threshold == best_epoch["val_dice_threshold"]
         model = load_model(record.best_checkpoint)
         saved = json.loads(storage.read_bytes(storage.join(record.best_checkpoint, "history.json")))
         assert saved[-1]["step"] == record.best_step  # the kept checkpoint is the best epoch's

@@ -32,6 +32,8 @@ class EpochResult:
     step: int
     train_loss: float
     val_loss: float
+    val_dice_threshold: float
+    val_dice: float
     lr: float
     samples: int
     epoch_seconds: float
@@ -66,11 +68,36 @@ def _match_label(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return label.unsqueeze(1) if label.ndim == prediction.ndim - 1 else label
 
 
-def local_mean(total: float, count: int) -> float:
-    """Validation mean on a single worker."""
+DICE_BINS = 100  # validation Dice is evaluated at thresholds 0.00, 0.01, ..., 0.99
+
+
+@dataclass
+class Validation:
+    """Validation of one epoch: `loss` (mean over pairs of healthy + anomalous MSE), and the score
+    threshold maximising Dice between `score >= threshold` and the synthetic anomaly masks
+    (`label > 0`) over all validation voxels, with that Dice."""
+
+    loss: float
+    dice_threshold: float
+    dice: float
+
+
+def _unchanged(sums: torch.Tensor) -> torch.Tensor:
+    return sums
+
+
+def validation_from_sums(sums: torch.Tensor) -> Validation:
+    """[loss sum, pair count, DICE_BINS positive-voxel counts, DICE_BINS negative-voxel counts] -> Validation."""
+    total, count = float(sums[0]), int(sums[1])
     if count == 0:
         raise ValueError("validation produced no batches: the validation set is empty")
-    return total / count
+    positives, negatives = sums[2:2 + DICE_BINS], sums[2 + DICE_BINS:]
+    true_positive = positives.flip(0).cumsum(0).flip(0)  # voxels with score >= bin start
+    false_positive = negatives.flip(0).cumsum(0).flip(0)
+    false_negative = positives.sum() - true_positive
+    dice = 2 * true_positive / (2 * true_positive + false_positive + false_negative).clamp(min=1)
+    best = int(dice.argmax())
+    return Validation(loss=total / count, dice_threshold=best / DICE_BINS, dice=float(dice[best]))
 
 
 class FoldTrainer:
@@ -80,14 +107,14 @@ class FoldTrainer:
         model: maps [B, C, *S] -> [B, 1, *S].
         settings: the run's TrainSection.
         device: where to train; defaults to CUDA when available.
-        mean_over_workers: (sum, count) of this worker's validation -> mean over all workers
-            (data-parallel training passes an all-reduce).
+        sum_over_workers: sums this worker's validation sums (float64 vector) over all workers
+            (data-parallel training passes an all-reduce; one worker keeps them).
     """
 
     def __init__(self, model: torch.nn.Module, settings: TrainSection, device: torch.device | None = None,
-                 mean_over_workers: Callable[[float, int], float] = local_mean) -> None:
+                 sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged) -> None:
         self.settings = settings
-        self.mean_over_workers = mean_over_workers
+        self.sum_over_workers = sum_over_workers
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.fast = self.device.type == "cuda" and settings.mixed_precision
         self.model = model.to(self.device)
@@ -127,20 +154,28 @@ class FoldTrainer:
         return float(loss.detach()), image.shape[0]
 
     @torch.no_grad()
-    def validate(self, batches: Iterable[dict]) -> float:
-        """Mean over validation pairs of MSE(healthy, 0) + MSE(anomalous, label) (per sample)."""
+    def validate(self, batches: Iterable[dict]) -> Validation:
+        """Per pair MSE(healthy, 0) + MSE(anomalous, label), averaged; Dice threshold over all voxels."""
         self.model.eval()
-        total, count = 0.0, 0
+        sums = torch.zeros(2 + 2 * DICE_BINS, dtype=torch.float64, device=self.device)
         for batch in batches:
             image, label = as_tensor(batch["image"], self.device), as_tensor(batch["label"], self.device)
             prediction = self._forward(image)
-            per_sample = (prediction - _match_label(prediction, label)).pow(2).flatten(1).mean(1)
+            label = _match_label(prediction, label)
+            per_sample = (prediction - label).pow(2).flatten(1).mean(1)
+            scores, anomalous = [prediction], [label > 0]
             if "healthy" in batch:
                 healthy = self._forward(as_tensor(batch["healthy"], self.device))
                 per_sample = per_sample + healthy.pow(2).flatten(1).mean(1)
-            total += float(per_sample.sum())
-            count += per_sample.numel()
-        return self.mean_over_workers(total, count)
+                scores.append(healthy)
+                anomalous.append(torch.zeros_like(label, dtype=torch.bool))
+            sums[0] += per_sample.sum()
+            sums[1] += per_sample.numel()
+            score, mask = torch.cat([s.flatten() for s in scores]).float(), torch.cat([m.flatten() for m in anomalous])
+            bins = (score.clamp(0, 1) * DICE_BINS).long().clamp(max=DICE_BINS - 1)
+            sums[2:2 + DICE_BINS] += torch.bincount(bins[mask], minlength=DICE_BINS)
+            sums[2 + DICE_BINS:] += torch.bincount(bins[~mask], minlength=DICE_BINS)
+        return validation_from_sums(self.sum_over_workers(sums))
 
     def run_epoch(self, train_batches: Iterable[dict], val_batches: Iterable[dict]) -> EpochResult:
         """Train over `train_batches` (stopping early at max_steps), validate, update best-so-far."""
@@ -160,7 +195,8 @@ class FoldTrainer:
         if not losses:
             raise ValueError("training produced no batches: the training set is empty or smaller than a batch")
         elapsed = time.perf_counter() - started
-        val_loss = self.validate(val_batches)
+        validation = self.validate(val_batches)
+        val_loss = validation.loss
         state.epoch += 1
         is_best = val_loss < state.best_val_loss
         if is_best:
@@ -169,6 +205,7 @@ class FoldTrainer:
                 or state.epoch >= settings.max_epochs
                 or (settings.max_steps is not None and state.step >= settings.max_steps))
         result = EpochResult(epoch=state.epoch, step=state.step, train_loss=float(np.mean(losses)), val_loss=val_loss,
+                             val_dice_threshold=validation.dice_threshold, val_dice=validation.dice,
                              lr=self.optimizer.param_groups[0]["lr"], samples=samples, epoch_seconds=elapsed,
                              data_wait_share=waiting / elapsed if elapsed > 0 else 0.0,
                              best_val_loss=state.best_val_loss, best_step=state.best_step, is_best=is_best, stop=stop)

@@ -8,7 +8,9 @@ After `lightwork train`:
 
 Fold record keys: split ("1/4"), name ("split1-4_tasks0"), index, train_tasks, val_tasks,
 train_folds, val_folds (lists of ints), best_checkpoint (URI of the best model's folder, "" until
-one exists), best_val_loss (float, null until validated), best_step (optimizer step), status
+one exists), best_val_loss (float, null until validated), best_step (optimizer step),
+val_dice_threshold / val_dice (at the best epoch: the score threshold maximising Dice against the
+synthetic anomaly masks of the validation samples, and that Dice), status
 ("pending", "running", "done" or "failed"), epochs, steps, history (per-epoch metrics) and error.
 """
 
@@ -36,6 +38,8 @@ class FoldRecord:
     best_checkpoint: str = ""
     best_val_loss: float | None = None
     best_step: int | None = None
+    val_dice_threshold: float | None = None
+    val_dice: float | None = None
     status: str = "pending"
     epochs: int = 0
     steps: int = 0
