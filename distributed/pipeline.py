@@ -127,8 +127,9 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
         clock = time.perf_counter()
         models = storage.join(run, "train")
         overrides = [item for pair in request.overrides for item in ("--set", pair)]
-        _step("train", train.main, ["--config", config, *overrides, "--split", request.split,
-                                     "--data", prepared_healthy, "--storage", models, "--seed", str(request.seed)])
+        # `lightwork train` writes {storage}/{name}/folds.json: the run folder `models`.
+        _step("train", train.main, ["--config", config, *overrides, "--split", request.split, "--data", prepared_healthy,
+                                     "--storage", run, "--name", "train", "--seed", str(request.seed)])
         seconds["train"] = time.perf_counter() - clock
         if last == STEPS.index("train"):
             return PipelineResult(run, models, seconds)
