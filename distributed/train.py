@@ -182,7 +182,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     events = _Events(loop_config["fold_uri"], loop_config["fold_name"]) if rank == 0 else None
 
     def report(result: EpochResult) -> None:
-        metrics = {key: value for key, value in result.metrics().items()}
+        metrics = result.metrics()
         if rank != 0:
             train.report(metrics)
             return
