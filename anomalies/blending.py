@@ -173,7 +173,7 @@ def apply_blend(
     read = _read_region(mask)
     patch = extract_source_patch(source.image, params.patch, mask.shape, (source.low, source.high), where=read)
     if len(patch) != len(image):  # a grey source into a colour target repeats, colour into grey averages
-        patch = np.broadcast_to(patch, image.shape[:1] + patch.shape[1:]) if len(patch) == 1 else patch.mean(0, keepdims=True)
+        patch = np.broadcast_to(patch, image.shape[:1] + patch.shape[1:]) if len(patch) == 1 else patch.mean(0)[None]
     patch = np.where(read, patch, target_box)
     blended_box = blend_box(target_box, patch, mask, mix_gradients)
     spatial = mask.ndim
@@ -186,3 +186,41 @@ def apply_blend(
     anomaly = changed | mask
     target_box[:, anomaly] = blended_box[:, anomaly]
     return changed
+
+
+class PoissonBlendTask:
+    """The per-anomaly halves of tasks 0 (`intra_blend`) and 1 (`inter_blend`); the framework
+    draws the shape and places it, repeats, and labels.
+
+    Args:
+        task_id: 0 (intra: patches from `sources`, or from the input itself without) or 1 (inter:
+            `sources` required, any external dataset).
+        sources: see the module docstring.
+        mix_gradients: mixed-gradient guidance (the method) or source gradients only.
+    """
+
+    names = {0: "intra_blend", 1: "inter_blend"}
+
+    def __init__(self, task_id: int, sources: Sources | None = None, mix_gradients: bool = True):
+        if task_id not in self.names:
+            raise ValueError(f"Poisson blending tasks are 0 (intra_blend) and 1 (inter_blend), got {task_id}")
+        if task_id == 1 and sources is None:
+            raise ValueError(
+                "inter_blend needs sources=...: an external dataset as a sequence of [C, *S] float32 arrays "
+                "(or (array, foreground) pairs) or a callable rng -> array"
+            )
+        self.task_id = task_id
+        self.name = self.names[task_id]
+        self.sources = SourcePool(sources)
+        self.mix_gradients = mix_gradients
+
+    def draw(
+        self, rng: np.random.Generator, image: np.ndarray, foreground: np.ndarray | None, mask: np.ndarray
+    ) -> BlendParams:
+        """Draw one anomaly's source and patch transform; `mask` is its [*P] shape in the box."""
+        return draw_blend(rng, self.sources, Source(image, foreground, *channel_range(image)), mask.shape)
+
+    def apply(self, image: np.ndarray, mask: np.ndarray, corner: Sequence[int], params: BlendParams) -> np.ndarray:
+        """Blend into `image` in place; returns the anomaly's [*P] bool mask in its box (the shape
+        and the voxels changed by more than the threshold)."""
+        return mask | apply_blend(image, mask, corner, params, self.mix_gradients)

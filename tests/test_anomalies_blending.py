@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lightwork.anomalies.blending import SourcePool, apply_blend, channel_range, draw_blend, make_source
+from lightwork.anomalies.blending import (
+    PoissonBlendTask,
+    SourcePool,
+    apply_blend,
+    channel_range,
+    draw_blend,
+    make_source,
+)
 from lightwork.anomalies.patch import (
     MAX_REGION_FRACTION,
     SourcePatch,
@@ -162,3 +169,21 @@ def test_blend_real_brain_volume_from_itself_and_chest_xray_from_a_brain_slice(r
         blended = xray.copy()
         changed = apply_blend(blended, mask, corner, params)
         _assert_blend_is_local(xray, blended, mask, corner, changed)
+
+
+def test_inter_blend_requires_sources_and_tasks_are_deterministic():
+    with pytest.raises(ValueError, match="inter_blend needs sources"):
+        PoissonBlendTask(1)
+    rng = np.random.default_rng(6)
+    image = rng.random((1, 40, 44), dtype=np.float32)
+    mask = _ellipse_mask((15, 17))
+    results = []
+    external = PoissonBlendTask(1, sources=lambda generator: generator.random((1, 30, 30), dtype=np.float32))
+    for task in (PoissonBlendTask(0), PoissonBlendTask(0), external):
+        out = image.copy()
+        generator = np.random.default_rng(11)
+        anomaly = task.apply(out, mask, (10, 12), task.draw(generator, image, None, mask))
+        assert (anomaly >= mask).all()
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], results[2])
