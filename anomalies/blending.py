@@ -174,17 +174,18 @@ def apply_blend(
     patch = extract_source_patch(source.image, params.patch, mask.shape, (source.low, source.high), where=read)
     if len(patch) != len(image):  # a grey source into a colour target repeats, colour into grey averages
         patch = np.broadcast_to(patch, image.shape[:1] + patch.shape[1:]) if len(patch) == 1 else patch.mean(0)[None]
-    patch = np.where(read, patch, target_box)
+    # The solve reads source values only where `read` holds (both ends of every source difference
+    # it may take), so the zeros elsewhere never enter it.
     blended_box = blend_box(target_box, patch, mask, mix_gradients)
     spatial = mask.ndim
     low = params.target_low.reshape(-1, *([1] * spatial))
     high = params.target_high.reshape(-1, *([1] * spatial))
     np.clip(blended_box, low, high, out=blended_box)
-    changed = np.abs(blended_box - target_box).mean(axis=0) > CHANGE_THRESHOLD
+    change = np.abs(blended_box - target_box)
+    changed = (change[0] if len(change) == 1 else change.mean(axis=0)) > CHANGE_THRESHOLD
     # The solve spreads sub-threshold ripples over the whole box; outside the anomaly they would be
     # changes without a label, so those voxels keep the target's values.
-    anomaly = changed | mask
-    target_box[:, anomaly] = blended_box[:, anomaly]
+    np.copyto(target_box, blended_box, where=changed | mask)
     return changed
 
 
