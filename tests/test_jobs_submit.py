@@ -65,7 +65,10 @@ def ray_head():
     """A local head node on free ports; yields (environment for the job CLI, temp dir)."""
     # Short path: Ray's unix sockets live under the temp dir and their paths are length-limited.
     temp_dir = tempfile.mkdtemp(prefix="lwj", dir="/tmp")
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    # The job's `python` must be this environment's (as for a user with the venv activated): the
+    # suite may run as `.venv/bin/python -m pytest` without the venv's bin folder on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=path)
     env.pop("RAY_ADDRESS", None)
     dashboard_port = free_port()
     command = [
