@@ -11,7 +11,6 @@ starve other stages (see shared/ray-notes.md).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,15 +66,14 @@ class FoldEnsemblePredictor:
     A case that fails (unreadable, wrong channels) yields an error row and the run goes on.
     """
 
-    def __init__(self, models: list[FoldModel], out_uri: str, loader: Callable | None = None):
+    def __init__(self, models: list[FoldModel], out_uri: str):
         import torch
 
-        if loader is None:
-            from lightwork.models import load_model as loader
+        from lightwork.models import load_model
 
         self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.models = [(model, loader(model.checkpoint).to(self.device).eval()) for model in models]
+        self.models = [(model, load_model(model.checkpoint).to(self.device).eval()) for model in models]
         self.out_uri = out_uri
 
     def _predict(self, network, image: np.ndarray) -> np.ndarray:
@@ -111,10 +109,9 @@ def rows_add(rows: dict[str, list], case_id: str, model: str, uri: str, error: s
 
 
 def predict_cases(models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1,
-                  batch_size: int = 1, loader: Callable | None = None) -> list[dict]:
+                  batch_size: int = 1) -> list[dict]:
     """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
 
-    `loader(checkpoint_uri) -> torch.nn.Module` defaults to `lightwork.models.load_model`.
     Returns the output rows (case_id, model, uri, error). Needs a connected Ray cluster.
     """
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -122,7 +119,7 @@ def predict_cases(models: list[FoldModel], cases: list[dict], out_uri: str, acto
     dataset = ray.data.from_items([{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
                                   override_num_blocks=max(1, min(len(cases), 4 * actors)))
     predicted = dataset.map_batches(
-        FoldEnsemblePredictor, fn_constructor_kwargs={"models": models, "out_uri": out_uri, "loader": loader},
+        FoldEnsemblePredictor, fn_constructor_kwargs={"models": models, "out_uri": out_uri},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=ACTOR_CPUS, num_gpus=gpu_fraction)
     return predicted.take_all()

@@ -1,4 +1,5 @@
-"""Prediction through real Ray Data with real small model checkpoints, then scoring and the report."""
+"""Prediction through real Ray Data with real (untrained, tiny) lightwork U-Net checkpoints loaded by
+`lightwork.models.load_model`, then scoring and the report."""
 
 import json
 
@@ -12,18 +13,13 @@ from lightwork.data.manifest import read_manifest, write_manifest
 from lightwork.distributed.predict import FoldModel, predict_cases, prediction_table, run_fold_models
 from lightwork.evaluation import outputs
 from lightwork.evaluation.evaluate import evaluate_predictions
+from lightwork.models import PRESETS, UNet, save_model
 
 
-class TinyNet(torch.nn.Module):
-    """A real (untrained) two-layer conv net: [B, 1, *S] -> [B, 1, *S]."""
-
-    def __init__(self, seed: int):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.layers = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, 1, 1))
-
-    def forward(self, x):
-        return torch.sigmoid(self.layers(x))
+def tiny_unet(seed: int) -> UNet:
+    """The `tiny` 3D preset with seeded random weights: [B, 1, *S] -> raw scores [B, 1, *S]."""
+    torch.manual_seed(seed)
+    return UNet(PRESETS["tiny"]).eval()
 
 
 def _dataset(tmp_path):
@@ -48,9 +44,8 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
     cases = _dataset(tmp_path)
     folds = []
     for index in range(2):
-        path = tmp_path / "run" / f"fold{index}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.jit.save(torch.jit.script(TinyNet(index)), str(path))
+        path = tmp_path / "run" / f"fold{index}"
+        save_model(tiny_unet(index), str(path))
         folds.append({"split": "1/4", "name": f"split1-4_tasks{index}", "index": index, "best_checkpoint": str(path), "status": "done",
                       "val_dice_threshold": 0.4 + 0.1 * index})
     folds.append({"split": "1/4", "name": "split1-4_tasks4", "index": 4, "best_checkpoint": None, "status": "failed"})
@@ -61,14 +56,15 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
 
     out = str(tmp_path / "predictions")
     bad = {"case_id": "broken", "array_uri": str(tmp_path / "missing.npz")}
-    rows = predict_cases(models, cases + [bad], out, actors=1, loader=torch.jit.load)
+    rows = predict_cases(models, cases + [bad], out, actors=1)
     uris, errors = prediction_table(rows)
     assert len(errors) == 1 and "broken" in errors[0]
     ensemble_key = outputs.model_key("1/4", outputs.ENSEMBLE)
     assert set(uris) == {m.key for m in models} | {ensemble_key}
 
     case = load_case(cases[0]["array_uri"])
-    fold_outputs = [TinyNet(i)(torch.from_numpy(case.image[None])).detach().numpy()[0, 0] for i in range(2)]
+    with torch.inference_mode():
+        fold_outputs = [tiny_unet(i)(torch.from_numpy(case.image[None])).numpy()[0, 0] for i in range(2)]
     ensemble = outputs.read_prediction(uris[ensemble_key]["case0"])
     np.testing.assert_allclose(outputs.read_prediction(uris[models[0].key]["case0"]), fold_outputs[0], atol=1e-5)
     np.testing.assert_allclose(ensemble, np.mean(fold_outputs, axis=0), atol=1e-5)
