@@ -9,8 +9,12 @@ Columns (pyarrow types):
     spacing        list<float> voxel spacing of the model grid, mm
     recipe         string      recipe name ("brain", "cxr", ...)
     recipe_version string
-    fold           int8        0-4: the 5 contiguous folds of the sorted case list
+    recipe_options string      the recipe's options as canonical JSON (shape, spacing, ...)
+    fold           int8        0-4: the 5 contiguous folds of the sorted usable case list; null if failed
     has_lesion     bool        a ground-truth lesion mask is stored in the case
+    image_label    int8        1 anomalous, 0 normal, null unknown: from the lesion mask when one is
+                               stored (any non-zero voxel), else from a label folder name (NORMAL,
+                               PNEUMONIA, see `lightwork.data.discover`)
     status         string      "ok" or "failed"
     error          string      why a failed case failed; null when ok
 """
@@ -34,8 +38,10 @@ SCHEMA = pa.schema(
         ("spacing", pa.list_(pa.float32())),
         ("recipe", pa.string()),
         ("recipe_version", pa.string()),
+        ("recipe_options", pa.string()),
         ("fold", pa.int8()),
         ("has_lesion", pa.bool_()),
+        ("image_label", pa.int8()),
         ("status", pa.string()),
         ("error", pa.string()),
     ]
