@@ -1,0 +1,88 @@
+"""A montage of prepared cases: what the recipes made, for a quick visual check (matplotlib Agg).
+
+One row per case: 3D cases show the sagittal, coronal and axial slices through the lesion's
+centre of mass (the foreground's bounding-box centre when there is no lesion); 2D cases show the
+image. Contours: foreground in yellow, lesion in red. Titles carry the case id, its image label
+and its intensity range.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from lightwork.data import storage
+from lightwork.data.cases import PreparedCase, load_case
+from lightwork.data.manifest import read_manifest, usable
+
+VIEWS = ("sagittal", "coronal", "axial")
+
+
+def centre_of(case: PreparedCase) -> tuple[int, ...]:
+    """Voxel the 3D views pass through: lesion centre of mass, else the foreground box centre."""
+    mask = case.lesion.astype(bool) if case.lesion is not None and case.lesion.any() else None
+    if mask is not None:
+        return tuple(int(round(v)) for v in np.argwhere(mask).mean(axis=0))
+    where = np.argwhere(case.foreground)
+    return tuple(int(v) for v in (where.min(axis=0) + where.max(axis=0)) // 2)
+
+
+def panels(case: PreparedCase) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(view name, image, foreground, lesion) 2D arrays to draw, rows top to bottom.
+
+    3D arrays are RAS (x, y, z): each view is transposed so superior/anterior point up.
+    """
+    image, foreground, lesion = case.image.mean(axis=0), case.foreground, case.lesion
+    if image.ndim == 2:
+        return [("image", image, foreground, lesion)]
+    centre = centre_of(case)
+
+    def cut(array: np.ndarray | None, axis: int) -> np.ndarray | None:
+        return None if array is None else np.take(array, centre[axis], axis=axis).T
+
+    return [(view, cut(image, axis), cut(foreground, axis), cut(lesion, axis)) for axis, view in enumerate(VIEWS)]
+
+
+def render_montage(cases: list[tuple[PreparedCase, int | None]]) -> bytes:
+    """PNG bytes of the montage of (case, image_label) pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(len(panels(case)) for case, _ in cases)
+    figure, axes = plt.subplots(len(cases), columns, figsize=(3.0 * columns, 3.0 * len(cases)), squeeze=False)
+    for row, (case, label) in enumerate(cases):
+        views = panels(case)
+        for column in range(columns):
+            ax = axes[row, column]
+            ax.axis("off")
+            if column >= len(views):
+                continue
+            view, image, foreground, lesion = views[column]
+            origin = "lower" if case.image.ndim == 4 else "upper"
+            ax.imshow(image, cmap="gray", origin=origin, interpolation="nearest")
+            if foreground.any() and not foreground.all():
+                ax.contour(foreground.astype(float), levels=[0.5], colors="yellow", linewidths=0.7, origin=origin)
+            if lesion is not None and lesion.any():
+                ax.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.9, origin=origin)
+            title = view if column else f"{case.case_id}\nlabel {label if label is not None else '?'}, " \
+                                         f"[{case.image.min():.2f}, {case.image.max():.2f}] {view}"
+            ax.set_title(title, fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def montage(manifest: str, out: str, max_cases: int = 12) -> int:
+    """Draw the first `max_cases` usable cases of a manifest (dataset folder or .parquet URI) into
+    the PNG at `out` (local or s3://); returns how many cases it shows."""
+    rows = usable(read_manifest(manifest))[: max(max_cases, 0)]
+    if not rows:
+        raise ValueError(f"{manifest}: no usable cases to draw")
+    cases = [(load_case(row["array_uri"]), row.get("image_label")) for row in rows]
+    storage.write_bytes(out, render_montage(cases))
+    return len(cases)

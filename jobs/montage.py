@@ -1,0 +1,32 @@
+"""`lightwork montage`: draw prepared cases of a manifest with their foreground and lesion contours.
+
+    lightwork montage MANIFEST --out PNG [--max N]
+
+MANIFEST is a prepared dataset folder or its manifest.parquet (local or s3://); PNG may be s3:// too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lightwork.data.montage import montage
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lightwork montage", description=__doc__.split("\n")[0])
+    parser.add_argument("manifest", help="prepared dataset folder or manifest.parquet")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--max", type=int, default=12, help="at most this many cases (first by id)")
+    args = parser.parse_args(argv)
+    try:
+        shown = montage(args.manifest, args.out, args.max)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"lightwork montage: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {shown} cases")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
