@@ -21,6 +21,7 @@ import numpy as np
 
 from lightwork.anomalies.patch import SourcePatch, draw_source_patch, extract_source_patch
 from lightwork.anomalies.poisson import blend_box
+from lightwork.anomalies.shapes import AnomalyShape
 
 CHANGE_THRESHOLD = 1e-3  # channel-mean absolute change that makes a box voxel anomalous
 SOURCE_TRIES = 8  # sources (and transforms) tried before a blend gives up
@@ -216,12 +217,18 @@ class PoissonBlendTask:
         self.mix_gradients = mix_gradients
 
     def draw(
-        self, rng: np.random.Generator, image: np.ndarray, foreground: np.ndarray | None, mask: np.ndarray
+        self,
+        rng: np.random.Generator,
+        image: np.ndarray,
+        foreground: np.ndarray | None,
+        shape: AnomalyShape,
+        corner: Sequence[int],
     ) -> BlendParams:
-        """Draw one anomaly's source and patch transform; `mask` is its [*P] shape in the box."""
-        return draw_blend(rng, self.sources, Source(image, foreground, *channel_range(image)), mask.shape)
+        """Draw one anomaly's source and patch transform for the box of `shape` (the corner does
+        not matter: the source is read wherever the patch transform says)."""
+        return draw_blend(rng, self.sources, Source(image, foreground, *channel_range(image)), shape.mask.shape)
 
-    def apply(self, image: np.ndarray, mask: np.ndarray, corner: Sequence[int], params: BlendParams) -> np.ndarray:
+    def apply(self, image: np.ndarray, shape: AnomalyShape, corner: Sequence[int], params: BlendParams) -> np.ndarray:
         """Blend into `image` in place; returns the anomaly's [*P] bool mask in its box (the shape
         and the voxels changed by more than the threshold)."""
-        return mask | apply_blend(image, mask, corner, params, self.mix_gradients)
+        return shape.mask | apply_blend(image, shape.mask, corner, params, self.mix_gradients)

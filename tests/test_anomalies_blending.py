@@ -20,6 +20,7 @@ from lightwork.anomalies.patch import (
     draw_source_patch,
     extract_source_patch,
 )
+from lightwork.anomalies.shapes import AnomalyShape
 
 
 def test_cubic_sample_is_exact_on_the_grid_and_for_quadratics():
@@ -177,12 +178,13 @@ def test_inter_blend_requires_sources_and_tasks_are_deterministic():
     rng = np.random.default_rng(6)
     image = rng.random((1, 40, 44), dtype=np.float32)
     mask = _ellipse_mask((15, 17))
+    shape = AnomalyShape("ellipse", np.array([15.0, 17.0]), np.eye(2), np.array([7.0, 8.0]), mask)
     results = []
     external = PoissonBlendTask(1, sources=lambda generator: generator.random((1, 30, 30), dtype=np.float32))
     for task in (PoissonBlendTask(0), PoissonBlendTask(0), external):
         out = image.copy()
         generator = np.random.default_rng(11)
-        anomaly = task.apply(out, mask, (10, 12), task.draw(generator, image, None, mask))
+        anomaly = task.apply(out, shape, (10, 12), task.draw(generator, image, None, shape, (10, 12)))
         assert (anomaly >= mask).all()
         results.append(out)
     np.testing.assert_array_equal(results[0], results[1])

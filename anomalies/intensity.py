@@ -1,0 +1,83 @@
+"""Task 4 (`intensity`): a smooth intensity change (method.md section 2, item 4).
+
+Per channel, delta = +/-(0.1 + Gamma(3, 0.2)) (sign 50/50, drawn per channel) is added inside the
+anomaly mask with the weight min(edt / d_s, 1): edt is the Euclidean distance (voxels) to the
+mask's edge, the box border counting as outside, and d_s = min(min(S) * (0.02 + Gamma(3, 0.01)),
+max(edt)), so the change ramps up from the edge over d_s voxels. The result is clipped to the
+image's per-channel range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.ndimage
+
+from lightwork.anomalies.blending import channel_range
+from lightwork.anomalies.shapes import AnomalyShape
+
+DELTA_OFFSET = 0.1  # |delta| = DELTA_OFFSET + Gamma(DELTA_GAMMA_SHAPE, DELTA_GAMMA_SCALE)
+DELTA_GAMMA_SHAPE = 3.0
+DELTA_GAMMA_SCALE = 0.2
+RAMP_OFFSET = 0.02  # d_s / min(S) = RAMP_OFFSET + Gamma(RAMP_GAMMA_SHAPE, RAMP_GAMMA_SCALE)
+RAMP_GAMMA_SHAPE = 3.0
+RAMP_GAMMA_SCALE = 0.01
+
+
+@dataclass(frozen=True)
+class IntensityParams:
+    """One intensity anomaly's random choices."""
+
+    delta: np.ndarray  # [C] float32 signed change per channel (intensity units)
+    ramp_fraction: float  # the ramp width d_s as a fraction of min(S), before capping at max(edt)
+    low: np.ndarray  # [C] float32 the image's per-channel range, which the result is clipped to
+    high: np.ndarray
+
+
+def ramp_weights(mask: np.ndarray, ramp_width: float) -> np.ndarray:
+    """min(edt / d_s, 1) over a [*P] bool mask, d_s = min(ramp_width, max(edt)); [*P] float32,
+    0 outside the mask, in (0, 1] inside."""
+    padded = np.pad(mask, 1)
+    distance = scipy.ndimage.distance_transform_edt(padded)[(slice(1, -1),) * mask.ndim].astype(np.float32)
+    width = np.float32(min(ramp_width, float(distance.max())))
+    distance /= width
+    return np.minimum(distance, np.float32(1), out=distance)
+
+
+class IntensityTask:
+    """The per-anomaly halves of task 4; the framework draws the shape, repeats and labels."""
+
+    task_id = 4
+    name = "intensity"
+
+    def draw(
+        self,
+        rng: np.random.Generator,
+        image: np.ndarray,
+        foreground: np.ndarray | None,
+        shape: AnomalyShape,
+        corner: Sequence[int],
+    ) -> IntensityParams:
+        """Draw order: magnitudes [C], signs [C], ramp fraction."""
+        channels = len(image)
+        magnitude = DELTA_OFFSET + rng.gamma(DELTA_GAMMA_SHAPE, DELTA_GAMMA_SCALE, size=channels)
+        sign = np.where(rng.random(channels) < 0.5, -1.0, 1.0)
+        ramp_fraction = RAMP_OFFSET + float(rng.gamma(RAMP_GAMMA_SHAPE, RAMP_GAMMA_SCALE))
+        low, high = channel_range(image)
+        return IntensityParams((sign * magnitude).astype(np.float32), ramp_fraction, low, high)
+
+    def apply(
+        self, image: np.ndarray, shape: AnomalyShape, corner: Sequence[int], params: IntensityParams
+    ) -> np.ndarray:
+        """Add the ramped change inside the mask of the box at `corner`, in place; returns the
+        shape's mask (the only voxels that can change)."""
+        spatial = image.ndim - 1
+        weights = ramp_weights(shape.mask, min(image.shape[1:]) * params.ramp_fraction)
+        box = image[(slice(None), *(slice(c, c + n) for c, n in zip(corner, shape.mask.shape)))]
+        column = (-1, *([1] * spatial))
+        changed = box + params.delta.reshape(column) * weights
+        np.clip(changed, params.low.reshape(column), params.high.reshape(column), out=changed)
+        np.copyto(box, changed, where=shape.mask)
+        return shape.mask

@@ -1,0 +1,189 @@
+"""Anomaly shapes and their placement (method.md section 1).
+
+A shape is a hyper-ellipse or hyper-rectangle (50/50) with per-axis sizes
+`int(clip((0.03 + Gamma(2, 0.1)) * S_d, round(0.06 S_d), round(0.8 S_d)))` (ellipse: diameters),
+sheared (from the identity, each row d gets one random off-diagonal entry, column != d, drawn from
+N(0, 0.2)) and rotated (a Givens rotation by U(-pi/2, pi/2) for every axis pair i < j); when the
+transformed shape's bounding box exceeds round(0.8 S_d) on an axis, the transform is scaled down
+to fit. The mask is rasterised only over the shape's own axis-aligned box.
+
+Placement draws a uniform corner with the box inside the image; with a foreground mask it
+re-draws until at least half of the anomaly's voxels lie on the foreground (PLACEMENT_TRIES random
+corners, then an exact choice among the corners that qualify, or a clear error when none does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.signal
+
+from lightwork.anomalies.patch import _rotation
+
+SIZE_OFFSET = 0.03  # size fraction = SIZE_OFFSET + Gamma(SIZE_GAMMA_SHAPE, SIZE_GAMMA_SCALE)
+SIZE_GAMMA_SHAPE = 2.0
+SIZE_GAMMA_SCALE = 0.1
+MIN_SIZE_FRACTION = 0.06  # sizes are clipped to [round(0.06 S_d), round(0.8 S_d)]
+MAX_SIZE_FRACTION = 0.8
+SHEAR_STD = 0.2
+MAX_ANGLE = np.pi / 2
+MIN_SPATIAL = 9  # smallest spatial size: round(0.06 * 9) = 1 is the smallest anomaly size
+MIN_FOREGROUND_FRACTION = 0.5
+PLACEMENT_TRIES = 200
+KINDS = ("ellipse", "rectangle")
+
+
+@dataclass(frozen=True)
+class AnomalyShape:
+    """One anomaly shape in its own axis-aligned box.
+
+    A shape coordinate u (centred on 0, in voxels before the transform) is inside when
+    sum_d (2 u_d / sizes_d)^2 <= 1 (ellipse) or |u_d| <= sizes_d / 2 for all d (rectangle); it lies
+    at box voxel `centre + matrix @ u`.
+    """
+
+    kind: str  # "ellipse" | "rectangle"
+    sizes: np.ndarray  # [D] float64 full extents (ellipse diameters / rectangle sides), voxels, before transform
+    matrix: np.ndarray  # [D, D] float64: box offset = matrix @ shape coordinate (rotation @ shear, scaled to fit)
+    centre: np.ndarray  # [D] float64 the shape centre in box voxel coordinates
+    mask: np.ndarray  # [*P] bool in its axis-aligned box (P = box shape)
+
+
+def size_bounds(image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per axis, the (lower [D], upper [D]) int64 bounds on an anomaly size, in voxels."""
+    spatial = np.asarray(image_shape, dtype=np.float64)
+    return (
+        np.round(MIN_SIZE_FRACTION * spatial).astype(np.int64),
+        np.round(MAX_SIZE_FRACTION * spatial).astype(np.int64),
+    )
+
+
+def check_image_shape(image_shape: Sequence[int]) -> None:
+    """Raise a ValueError when an image's spatial shape cannot hold the smallest anomaly."""
+    if len(image_shape) < 1 or min(image_shape) < MIN_SPATIAL:
+        raise ValueError(
+            f"image spatial shape {tuple(image_shape)} is too small for an anomaly: every spatial axis needs "
+            f">= {MIN_SPATIAL} voxels (the smallest anomaly size is round(0.06 * S_d) >= 1 voxel)"
+        )
+
+
+def _half_extents(kind: str, matrix: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per box axis, the transformed shape's largest distance from its centre (voxels)."""
+    scaled = matrix * (sizes / 2)[None, :]
+    if kind == "ellipse":
+        return np.sqrt((scaled**2).sum(axis=1))
+    return np.abs(scaled).sum(axis=1)
+
+
+def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> AnomalyShape:
+    """Rasterise a shape of `kind` with full extents `sizes` [D] transformed by `matrix` [D, D]
+    onto the smallest box holding it (deterministic; `draw_shape` draws the arguments).
+
+    The box has ceil(2 * half extent) voxels per axis with the shape centred in it; a voxel belongs
+    to the mask when its back-transformed coordinate lies inside the shape. A shape too thin to
+    cover any grid point still marks the box's middle voxel, so a mask is never empty.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"shape kind must be one of {KINDS}, got {kind!r}")
+    sizes = np.asarray(sizes, dtype=np.float64)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    spatial = len(sizes)
+    half = _half_extents(kind, matrix, sizes)
+    box = np.maximum(np.ceil(2 * half - 1e-9), 1).astype(np.int64)
+    centre = (box - 1) / 2
+    # Back to unit-shape coordinates: v = diag(2 / sizes) matrix^-1 (x - centre).
+    unit = (2 / sizes)[:, None] * np.linalg.inv(matrix)
+    offsets = [
+        (np.arange(n, dtype=np.float32) - np.float32(c)).reshape([n if d == axis else 1 for d in range(spatial)])
+        for axis, (n, c) in enumerate(zip(box, centre))
+    ]
+    inside = None
+    for row in unit.astype(np.float32):
+        # Partial sums broadcast over lower-dimensional arrays; only the last addition is box-sized.
+        coordinate = offsets[0] * row[0]
+        for d in range(1, spatial):
+            coordinate = coordinate + offsets[d] * row[d]
+        term = coordinate * coordinate if kind == "ellipse" else np.abs(coordinate)
+        if inside is None:
+            inside = np.broadcast_to(term, tuple(box)).copy()
+        elif kind == "ellipse":
+            inside += term
+        else:
+            np.maximum(inside, term, out=inside)
+    mask = inside <= 1
+    if not mask.any():
+        mask[tuple((box - 1) // 2)] = True
+    return AnomalyShape(kind, sizes, matrix, centre, mask)
+
+
+def draw_shape(rng: np.random.Generator, image_shape: Sequence[int]) -> AnomalyShape:
+    """Draw one anomaly shape for an image of spatial shape `image_shape` (any D >= 1).
+
+    Draw order (fixed, for reproducibility): sizes [D], kind, shear columns [D] and values [D]
+    (D >= 2), rotation angles [D (D - 1) / 2].
+
+    Raises:
+        ValueError: an axis shorter than MIN_SPATIAL voxels.
+    """
+    check_image_shape(image_shape)
+    spatial_size = np.asarray(image_shape, dtype=np.float64)
+    spatial = len(spatial_size)
+    lower, upper = size_bounds(image_shape)
+    fraction = SIZE_OFFSET + rng.gamma(SIZE_GAMMA_SHAPE, SIZE_GAMMA_SCALE, size=spatial)
+    sizes = np.clip(fraction * spatial_size, lower, upper).astype(np.int64).astype(np.float64)
+    kind = KINDS[0] if rng.random() < 0.5 else KINDS[1]
+    shear = np.eye(spatial)
+    if spatial > 1:
+        columns = rng.integers(spatial - 1, size=spatial)
+        columns += columns >= np.arange(spatial)  # skip the diagonal
+        shear[np.arange(spatial), columns] = rng.normal(0.0, SHEAR_STD, size=spatial)
+    angles = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=spatial * (spatial - 1) // 2)
+    matrix = _rotation(angles, spatial) @ shear
+    span = 2 * _half_extents(kind, matrix, sizes)
+    if (span > upper).any():
+        matrix = matrix * float(np.min(upper / span))
+    return make_shape(kind, sizes, matrix)
+
+
+def place_shape(
+    rng: np.random.Generator,
+    shape: AnomalyShape,
+    foreground: np.ndarray | None,
+    image_shape: Sequence[int],
+) -> tuple[int, ...]:
+    """Draw the box corner of `shape` in an image of spatial shape `image_shape`.
+
+    Without a foreground the corner is uniform over the positions that keep the box inside the
+    image. With one ([*S] bool), corners are re-drawn until at least half of the mask's voxels lie
+    on the foreground; after PLACEMENT_TRIES misses, the corner is chosen uniformly among all the
+    qualifying corners (counted exactly), so a rare fit is still found.
+
+    Raises:
+        ValueError: the box is larger than the image, or no corner puts half the anomaly on the
+            foreground ("foreground too small").
+    """
+    box = shape.mask.shape
+    image_shape = tuple(image_shape)
+    if len(box) != len(image_shape) or any(p > s for p, s in zip(box, image_shape)):
+        raise ValueError(f"anomaly box {box} does not fit in an image of spatial shape {image_shape}")
+    positions = np.asarray(image_shape) - np.asarray(box) + 1
+    if foreground is None:
+        return tuple(int(c) for c in rng.integers(0, positions))
+    voxels = np.count_nonzero(shape.mask)
+    for _ in range(PLACEMENT_TRIES):
+        corner = rng.integers(0, positions)
+        window = foreground[tuple(slice(c, c + p) for c, p in zip(corner, box))]
+        if np.count_nonzero(window & shape.mask) >= MIN_FOREGROUND_FRACTION * voxels:
+            return tuple(int(c) for c in corner)
+    flipped = shape.mask[(slice(None, None, -1),) * len(box)].astype(np.float64)
+    overlap = np.rint(scipy.signal.fftconvolve(foreground.astype(np.float64), flipped, mode="valid"))
+    eligible = np.argwhere(overlap >= MIN_FOREGROUND_FRACTION * voxels)
+    if len(eligible) == 0:
+        raise ValueError(
+            f"foreground too small: no placement puts >= {MIN_FOREGROUND_FRACTION:.0%} of a {shape.kind} anomaly "
+            f"({voxels} voxels, box {box}) on the foreground ({np.count_nonzero(foreground)} foreground voxels "
+            f"in an image of spatial shape {image_shape})"
+        )
+    return tuple(int(c) for c in eligible[rng.integers(len(eligible))])
