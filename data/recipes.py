@@ -140,7 +140,7 @@ class CropToForeground:
 
 @dataclass(frozen=True)
 class Resample:
-    """Resample to `spacing_mm` per axis over the same field of view (linear image, nearest masks).
+    """Resample to `spacing_mm` per axis over about the same field of view (linear image, nearest masks).
 
     The grid keeps the axis directions of the current affine (a per-axis zoom in voxel space).
     """
@@ -150,10 +150,10 @@ class Resample:
     def __call__(self, sample: Sample) -> Sample:
         dims = sample.image.ndim
         factors = np.array([self.spacing_mm / s for s in voxel_spacing(sample.affine, dims)])
-        shape = tuple(max(int(round(n / f)), 1) for n, f in zip(sample.image.shape, factors))
-        factors = np.array(sample.image.shape) / np.array(shape)  # exact field of view
         if np.allclose(factors, 1.0):
             return sample
+        # Same first edge; the far edge moves by under one new voxel (the spacing is exact).
+        shape = tuple(max(int(round(n / f)), 1) for n, f in zip(sample.image.shape, factors))
         offset = (factors - 1.0) / 2.0
 
         def zoom(array: np.ndarray, order: int) -> np.ndarray:

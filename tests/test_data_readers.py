@@ -155,3 +155,22 @@ def test_nan_wrong_rank_and_missing_files_are_named(tmp_path):
         readers.read_image(str(tmp_path / "multi.nii.gz"))
     with pytest.raises(ValueError, match=r"absent\.nii\.gz: no such file"):
         readers.read_image(str(tmp_path / "absent.nii.gz"))
+
+
+def test_cxr_recipe_inverts_monochrome1_and_applies_the_dicom_window(tmp_path):
+    from lightwork.data.recipes import ChestRecipe
+
+    stored = np.zeros((40, 40), np.uint16)
+    stored[:, 20:] = 1000  # right half: high stored values
+    stored[:20, :20] = 5000  # beyond the window: clipped like the right half
+    prepared = {}
+    for photometric in ("MONOCHROME1", "MONOCHROME2"):
+        path = tmp_path / f"{photometric}.dcm"
+        path.write_bytes(dicom_bytes(stored, generate_uid(), photometric=photometric, window=(500, 1000)))
+        prepared[photometric] = ChestRecipe(size=40)("case", readers.read_image(str(path))).image[0]
+    for image in prepared.values():
+        assert image.min() == -1.0 and image.max() == 1.0
+        np.testing.assert_array_equal(image[:20, :20], image[0, 39])  # clipped to the window's top
+    # MONOCHROME2: high stored values are bright; MONOCHROME1: they are dark.
+    assert prepared["MONOCHROME2"][:, 20:].mean() > prepared["MONOCHROME2"][20:, :20].mean()
+    assert prepared["MONOCHROME1"][:, 20:].mean() < prepared["MONOCHROME1"][20:, :20].mean()
