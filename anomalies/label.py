@@ -11,7 +11,7 @@ boxes stays 0, so the work scales with the anomaly, not the image.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import combinations
 
 import numpy as np
@@ -27,29 +27,46 @@ def flipped_gaussian(change: np.ndarray, sigma: float = LABEL_SIGMA) -> np.ndarr
     return -np.expm1(-(change * change) / np.float32(2 * sigma * sigma))
 
 
-def _morphology(values: np.ndarray, filter1d: Callable[..., np.ndarray], combine: np.ufunc) -> np.ndarray:
-    """Grey dilation (maximum filters) or erosion (minimum filters) with the connectivity-2
-    structuring element: the offsets with at most two non-zero coordinates are the union of the
-    3x3 squares of all axis pairs, each a product of two 1D filters of size 3. Voxels beyond the
-    array are ignored (scipy's default `reflect` mode gives the same for a size-3 element)."""
-    along = [filter1d(values, 3, axis=axis, mode="nearest") for axis in range(values.ndim)]
+def _filter3(values: np.ndarray, axis: int, combine: np.ufunc) -> np.ndarray:
+    """The maximum (combine=np.maximum) or minimum of each voxel and its two neighbours along
+    `axis`; voxels beyond the array are ignored. Shifted views: far faster than scipy's filter1d
+    on the small boxes labels need."""
+    result = values.copy()
+    later = tuple(slice(1, None) if d == axis else slice(None) for d in range(values.ndim))
+    earlier = tuple(slice(None, -1) if d == axis else slice(None) for d in range(values.ndim))
+    combine(result[later], values[earlier], out=result[later])
+    combine(result[earlier], values[later], out=result[earlier])
+    return result
+
+
+def _morphology(values: np.ndarray, combine: np.ufunc) -> np.ndarray:
+    """Grey dilation (combine=np.maximum) or erosion (np.minimum) with the connectivity-2
+    structuring element: the offsets with at most two non-zero coordinates, i.e. the union of the
+    3x3 squares of all axis pairs (i < j), each a product of two size-3 filters. Since a filter
+    along j distributes over the pointwise combination, the squares sharing their later axis j take
+    one filter: result = combine over j of filter_j(combine over i < j of filter_i(values)),
+    2 (D - 1) filters in all. Voxels beyond the array are ignored (for a size-3 element this equals
+    scipy.ndimage's default `reflect` mode)."""
     if values.ndim == 1:
-        return along[0]
+        return _filter3(values, 0, combine)
+    earlier = _filter3(values, 0, combine)
     result = None
-    for first, second in combinations(range(values.ndim), 2):
-        square = filter1d(along[first], 3, axis=second, mode="nearest")
+    for axis in range(1, values.ndim):
+        square = _filter3(earlier, axis, combine)
         result = square if result is None else combine(result, square, out=result)
+        if axis < values.ndim - 1:
+            combine(earlier, _filter3(values, axis, combine), out=earlier)
     return result
 
 
 def dilate(values: np.ndarray) -> np.ndarray:
     """Grey dilation with generate_binary_structure(D, 2)."""
-    return _morphology(values, scipy.ndimage.maximum_filter1d, np.maximum)
+    return _morphology(values, np.maximum)
 
 
 def erode(values: np.ndarray) -> np.ndarray:
     """Grey erosion with generate_binary_structure(D, 2)."""
-    return _morphology(values, scipy.ndimage.minimum_filter1d, np.minimum)
+    return _morphology(values, np.minimum)
 
 
 def fill_holes(values: np.ndarray) -> np.ndarray:
@@ -131,15 +148,31 @@ def label_boxes(
     boxes: Sequence[tuple[Sequence[int], np.ndarray]],
     sigma: float = LABEL_SIGMA,
 ) -> np.ndarray:
-    """`soft_label` of the union of anomalies given as (corner, [*P] bool mask in its box) pairs,
-    computed over the boxes' common bounding region only. Returns [*S] float32."""
-    spatial_shape = anomalous.shape[1:]
-    label = np.zeros(spatial_shape, dtype=np.float32)
-    start = np.min([corner for corner, _ in boxes], axis=0)
-    stop = np.max([np.add(corner, box.shape) for corner, box in boxes], axis=0)
-    region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-    mask = np.zeros(tuple(stop - start), dtype=bool)
+    """`soft_label` of the union of anomalies given as (corner, [*P] bool mask in its box) pairs.
+
+    Boxes that overlap or touch (a connected component may span them) are grouped, and each group
+    is labelled over its own bounding region only, so far-apart anomalies never make the work
+    image-sized. Returns [*S] float32.
+    """
+    label = np.zeros(anomalous.shape[1:], dtype=np.float32)
+    groups: list[tuple[np.ndarray, np.ndarray, list]] = []
     for corner, box in boxes:
-        mask[tuple(slice(c - a, c - a + n) for c, a, n in zip(corner, start, box.shape))] |= box
-    _label_into(label, anomalous, original, region, mask, sigma)
+        start, stop, members = np.asarray(corner), np.add(corner, box.shape), [(corner, box)]
+        touching = True
+        while touching:  # merge every group this box, or its growing union, touches
+            touching = False
+            for index, (other_start, other_stop, other_members) in enumerate(groups):
+                if (other_start <= stop).all() and (start <= other_stop).all():
+                    del groups[index]
+                    start, stop = np.minimum(start, other_start), np.maximum(stop, other_stop)
+                    members += other_members
+                    touching = True
+                    break
+        groups.append((start, stop, members))
+    for start, stop, members in groups:
+        mask = np.zeros(tuple(stop - start), dtype=bool)
+        for corner, box in members:
+            mask[tuple(slice(c - a, c - a + n) for c, a, n in zip(corner, start, box.shape))] |= box
+        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        _label_into(label, anomalous, original, region, mask, sigma)
     return label
