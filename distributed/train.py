@@ -24,7 +24,6 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
@@ -33,6 +32,7 @@ from ray import train, tune
 
 from lightwork.config import RunConfig, config_from_dict, save_config
 from lightwork.data import manifest, storage
+from lightwork.distributed import stream
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, parse_splits, plan_split
@@ -44,20 +44,20 @@ STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "
                "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
 HISTORY_FILE = "history.json"
 RECORD_FILE = "fold.json"
-
-# (plan, run config, seed) -> {"train": Dataset, "val": Dataset}; rows `image` [C,*S], `label` [*S]
-# (+ `healthy` [C,*S] in validation rows).
-DatasetFactory = Callable[[FoldPlan, RunConfig, int], dict]
+TRIAL_DRIVER_CPUS = 0.01  # the Tune trial that drives a fold's TorchTrainer (0 is refused)
 
 
 @dataclass(frozen=True)
 class TrialResources:
-    """Resources of one trial: per Train worker, and how many trials run at once."""
+    """Resources of one trial: per Train worker, how many trials run at once, and the CPUs each
+    running trial leaves for its data stream (what the workers and drivers of the concurrent
+    trials leave on the cluster, shared evenly)."""
 
     num_workers: int | tuple[int, int]
     cpus_per_worker: float
     gpus_per_worker: float
     max_concurrent_trials: int
+    cpus_for_data: float
 
 
 def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, float],
@@ -87,7 +87,8 @@ def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, 
     if concurrent < 1:
         raise ValueError(f"resources: one trial needs {per_trial_cpu} CPUs ({min_workers} workers x "
                          f"{res.cpus_per_worker} + {cpus_for_data} for data) but the cluster has {cpus}")
-    return TrialResources(workers, res.cpus_per_worker, gpu_fraction, concurrent)
+    data = (cpus - concurrent * (min_workers * res.cpus_per_worker + TRIAL_DRIVER_CPUS)) / concurrent
+    return TrialResources(workers, res.cpus_per_worker, gpu_fraction, concurrent, data)
 
 
 def _all_reduce_sum(sums: torch.Tensor) -> torch.Tensor:
@@ -226,7 +227,7 @@ def _read_record(run: str, plan: FoldPlan) -> runs.FoldRecord:
 
 
 def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, seed: int,
-            steps: dict, datasets_factory: DatasetFactory, resources: TrialResources, env: dict) -> None:
+            steps: dict, resources: TrialResources, env: dict) -> None:
     """One Tune trial: fit the fold's TorchTrainer, then write its fold record."""
     from ray.tune.integration.ray_train import TuneReportCallback
     from ray.train.torch import TorchTrainer
@@ -247,9 +248,11 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
                            "steps_per_epoch": steps[plan.name]},
         scaling_config=train.ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu,
                                            resources_per_worker=per_worker),
-        datasets=datasets_factory(plan, config, seed),
+        datasets=stream.fold_datasets(plan, config, seed, data_cpus=resources.cpus_for_data),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
-        dataset_config=train.DataConfig(datasets_to_split=[] if resources.num_workers == 1 else "all"),
+        # The ingest options keep the stream within the trial's CPU budget and in item order.
+        dataset_config=train.DataConfig(datasets_to_split=[] if resources.num_workers == 1 else "all",
+                                        execution_options=stream.ingest_options(resources.cpus_for_data)),
         run_config=train.RunConfig(
             name=plan.name, storage_path=storage_path, storage_filesystem=filesystem,
             worker_runtime_env={"env_vars": env},
@@ -282,18 +285,11 @@ def _as_uri(run: str, path: str) -> str:
     return path if "://" in path else f"{scheme}://{path}"
 
 
-def _default_datasets(plan: FoldPlan, config: RunConfig, seed: int) -> dict:
-    from lightwork.distributed import stream
-
-    return stream.fold_datasets(plan, config, seed)
-
-
-def train_splits(config: RunConfig, split_spec: str, seed: int = 0,
-                 datasets_factory: DatasetFactory | None = None) -> list[runs.FoldRecord]:
+def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
     Ray cluster; write `config.yaml` and `folds.json` under `{storage_path}/{name}`; return the records.
 
-    `datasets_factory` builds each fold's Ray Datasets (default: `lightwork.distributed.stream`).
+    Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
     run = runs.run_uri(config.storage_path, config.name)
     rows = manifest.usable(manifest.read_manifest(config.data.manifest))
@@ -312,15 +308,16 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0,
     runs.write_folds(run, list(records.values()))
     if todo:
         resources = plan_trial_resources(len(todo), config, ray.cluster_resources())
+        stream.plan_synthesis(resources.cpus_for_data)  # fails fast when no synthesis pool fits
         steps = {plan.name: max(1, sum(fold_sizes.get(f, 0) for f in plan.train_folds) // config.train.batch_size)
                  for plan in todo}
         driver = tune.with_parameters(
             _driver, config_dict=config.to_dict(), plans={plan.name: plan for plan in todo}, run=run, seed=seed,
-            steps=steps, datasets_factory=datasets_factory or _default_datasets, resources=resources,
+            steps=steps, resources=resources,
             env={name: os.environ[name] for name in STORAGE_ENV if name in os.environ})
         storage_path, filesystem = _ray_storage(run)
         tuner = tune.Tuner(
-            tune.with_resources(driver, {"cpu": 0.01}),
+            tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
             param_space={"fold": tune.grid_search([plan.name for plan in todo])},
             tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,

@@ -1,0 +1,216 @@
+"""Synthetic samples from prepared cases: the pure (Ray-free) half of the training stream.
+
+One sample is one prepared case, one anomaly task and one (epoch) index, all reproducible:
+
+    task          = tasks[sample_generator(seed, epoch, case_id, -1).integers(len(tasks))]
+    image, label  = make_task(task, ...)(healthy, foreground, sample_generator(seed, epoch, case_id, task))
+
+so a sample depends only on (run seed, epoch, case id, allowed tasks, the image set), never on the
+process, actor or order that draws it. Validation version v of a case uses the epoch index
+`VALIDATION_EPOCH + v`: the same validation set every epoch, drawn apart from every training epoch.
+
+Sources of the two blending tasks (method.md section 2):
+    0 intra_blend  another case of the same image set (the training folds' cases for training
+                   samples, the validation folds' for validation), chosen with the sample's generator.
+    1 inter_blend  a case of the external dataset (`data.external_manifest`) when one is given.
+                   Without one, a stand-in external pool: STANDIN_COUNT procedurally textured images of
+                   the image set's shape and rank (smooth noise at three scales plus sharp-edged
+                   ellipsoids of random intensity, in [0, 1], one channel), a function of the run seed
+                   only. A log line says when the stand-in is used.
+Cases are read through a bounded least-recently-used cache (one per process).
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from lightwork.anomalies.seeding import sample_generator, stable_id
+from lightwork.data.cases import PreparedCase, load_case
+from lightwork.data.phantom import smooth_noise
+
+log = logging.getLogger(__name__)
+
+NUM_TASKS = 5
+VALIDATION_EPOCH = 2**40  # epoch index of validation version 0; training epochs stay far below
+CACHE_CASES = 32  # prepared cases a process keeps in memory (80x112x80: ~3 MB each)
+SOURCE_TRIES = 8  # draws of a readable blend source before a sample fails
+STANDIN_COUNT = 8  # stand-in external images
+STANDIN_SCALES = ((0.02, 0.3), (0.06, 0.5), (0.15, 0.8))  # (noise sigma / min(shape), weight)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One synthetic sample.
+
+    key: "{case_id}@{epoch}" (unique per sample of a run); image: anomalous [C, *S] float32;
+    label: [*S] float32 in [0, 1]; healthy: the case's image [C, *S] float32.
+    """
+
+    key: str
+    case_id: str
+    epoch: int
+    task: int
+    image: np.ndarray
+    label: np.ndarray
+    healthy: np.ndarray
+
+
+class CaseCache:
+    """Prepared cases by URI, the `capacity` most recently used kept in memory."""
+
+    def __init__(self, capacity: int = CACHE_CASES) -> None:
+        self.capacity = capacity
+        self._cases: OrderedDict[str, PreparedCase] = OrderedDict()
+
+    def __contains__(self, uri: str) -> bool:
+        return uri in self._cases
+
+    def get(self, uri: str) -> PreparedCase:
+        """The case at `uri`; ValueError naming the file when it is not a readable prepared case."""
+        case = self._cases.pop(uri, None)
+        if case is None:
+            try:
+                case = load_case(uri)
+            except FileNotFoundError as error:
+                raise ValueError(f"{uri}: prepared case not found") from error
+            except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a damaged or truncated .npz
+                raise ValueError(f"{uri}: not a readable prepared case ({error})") from error
+        self._cases[uri] = case
+        while len(self._cases) > self.capacity:
+            self._cases.popitem(last=False)
+        return case
+
+
+@dataclass(frozen=True)
+class StandinParams:
+    """The random choices of one stand-in external image."""
+
+    noise: tuple[np.ndarray, ...]  # one smoothed noise field [*S] per scale
+    centres: np.ndarray  # [K, D] ellipsoid centres, voxels
+    radii: np.ndarray  # [K, D] semi-axes, voxels
+    values: np.ndarray  # [K] intensity added inside each ellipsoid
+
+
+def draw_standin(rng: np.random.Generator, shape: Sequence[int]) -> StandinParams:
+    """Noise fields and 3-6 ellipsoids for a stand-in image of spatial `shape`."""
+    shape = tuple(int(n) for n in shape)
+    noise = tuple(smooth_noise(rng, shape, max(1.0, fraction * min(shape))) for fraction, _ in STANDIN_SCALES)
+    count = int(rng.integers(3, 7))
+    extent = np.array(shape, dtype=float)
+    centres = rng.uniform(0.15, 0.85, size=(count, len(shape))) * extent
+    radii = rng.uniform(0.05, 0.3, size=(count, len(shape))) * extent
+    return StandinParams(noise, centres, radii, rng.uniform(-1.5, 1.5, size=count))
+
+
+def render_standin(params: StandinParams) -> np.ndarray:
+    """The stand-in image, [1, *S] float32 rescaled to [0, 1]."""
+    image = sum(weight * field for (_, weight), field in zip(STANDIN_SCALES, params.noise))
+    grid = np.indices(image.shape, dtype=np.float32)
+    for centre, radii, value in zip(params.centres, params.radii, params.values):
+        inside = sum(((grid[d] - centre[d]) / radii[d]) ** 2 for d in range(image.ndim)) <= 1.0
+        image[inside] += value
+    image -= image.min()
+    image /= max(float(image.max()), 1e-8)
+    return image[None].astype(np.float32)
+
+
+def standin_sources(seed: int, shape: Sequence[int], count: int = STANDIN_COUNT) -> list[np.ndarray]:
+    """The stand-in external pool: `count` [1, *S] float32 images, a function of (seed, shape) only."""
+    key = stable_id("standin-external:" + "x".join(str(int(n)) for n in shape))
+    return [render_standin(draw_standin(np.random.default_rng(np.random.SeedSequence([int(seed), key, index])),
+                                        shape)) for index in range(count)]
+
+
+class Synthesiser:
+    """Draws samples of one image set with a set of tasks.
+
+    Args:
+        seed: the run seed.
+        tasks: allowed task ids (0-4), e.g. a fold plan's train_tasks or val_tasks.
+        image_set: (case_id, array_uri) of every case of the image set (intra_blend's sources).
+        external: array URIs of the external dataset's prepared cases (inter_blend's sources);
+            empty: the stand-in pool (see the module docstring).
+        max_push: the deformation tasks' largest push, voxels (5 brain, 10 CXR).
+        cache_cases: prepared cases kept in memory.
+    """
+
+    def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
+                 external: Sequence[str] = (), max_push: float = 5.0, cache_cases: int = CACHE_CASES) -> None:
+        from lightwork.anomalies import make_task
+
+        self.tasks = tuple(int(task) for task in tasks)
+        if not self.tasks or any(task not in range(NUM_TASKS) for task in self.tasks):
+            raise ValueError(f"tasks must be a non-empty subset of 0-{NUM_TASKS - 1}, got {tasks}")
+        if not image_set:
+            raise ValueError("the image set is empty: no case to synthesise from")
+        self.seed = int(seed)
+        self.image_set = [(str(case_id), str(uri)) for case_id, uri in image_set]
+        self.external = list(external)
+        self.cache = CaseCache(cache_cases)
+        self._make_task = make_task
+        self._tasks = {task: make_task(task, max_push=max_push) for task in self.tasks if task in (2, 3)}
+        self._tasks.update({task: make_task(task) for task in self.tasks if task == 4})
+        if 1 in self.tasks and self.external:
+            self._tasks[1] = make_task(1, sources=self._external_source)
+        self._standin_tasks: dict[tuple[int, ...], object] = {}
+
+    def _source(self, rng: np.random.Generator, uris: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """A source drawn from `uris`; an unreadable one is logged and drawn again (SOURCE_TRIES
+        times: the draws depend on the files only, never on what this process has seen)."""
+        problem = ""
+        for _ in range(SOURCE_TRIES):
+            uri = uris[int(rng.integers(len(uris)))]
+            try:
+                case = self.cache.get(uri)
+            except ValueError as error:
+                problem = str(error)
+                log.warning("blend source skipped: %s", problem)
+                continue
+            return case.image, (case.foreground if case.foreground.any() else None)
+        raise ValueError(f"no readable blend source in {SOURCE_TRIES} draws: {problem}")
+
+    def _external_source(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._source(rng, self.external)
+
+    def _task(self, task: int, case_id: str, shape: tuple[int, ...]):
+        if task == 0:
+            others = [uri for other, uri in self.image_set if other != case_id] or [uri for _, uri in self.image_set]
+            return self._make_task(0, sources=lambda rng: self._source(rng, others))
+        if task == 1 and not self.external:
+            if shape not in self._standin_tasks:
+                log.warning("inter_blend: no external dataset given (data.external_manifest); using %d procedurally "
+                         "textured stand-in images of shape %s from the run seed", STANDIN_COUNT, shape)
+                self._standin_tasks[shape] = self._make_task(1, sources=standin_sources(self.seed, shape))
+            return self._standin_tasks[shape]
+        return self._tasks[task]
+
+    def pick_task(self, case_id: str, epoch: int) -> int:
+        """The task of the sample (case, epoch): uniform over the allowed tasks."""
+        return self.tasks[int(sample_generator(self.seed, epoch, case_id, -1).integers(len(self.tasks)))]
+
+    def sample(self, case_id: str, uri: str, epoch: int) -> Sample:
+        """The sample of case `case_id` (stored at `uri`) at `epoch`.
+
+        Raises:
+            ValueError: the case cannot be read, or the task cannot place an anomaly on it (the
+                message names the case, its file and the task).
+        """
+        case = self.cache.get(uri)
+        task = self.pick_task(case_id, epoch)
+        rng = sample_generator(self.seed, epoch, case_id, task)
+        try:
+            image, label = self._task(task, case_id, case.image.shape[1:])(case.image, case.foreground, rng)
+        except ValueError as error:
+            raise ValueError(f"case {case_id} ({uri}), task {task}, epoch {epoch}: {error}") from error
+        return Sample(f"{case_id}@{epoch}", case_id, epoch, task, image, label, case.image)
+
+    def validation_sample(self, case_id: str, uri: str, version: int) -> Sample:
+        """Validation version `version` of a case (the same in every epoch of training)."""
+        return self.sample(case_id, uri, VALIDATION_EPOCH + version)

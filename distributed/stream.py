@@ -1,0 +1,252 @@
+"""A fold's training and validation data: prepared cases -> synthetic anomalies, streamed by Ray Data.
+
+    items      a lazy Datasource (READ_CPUS per read task, one at a time) of (case_id, array_uri,
+               epoch) rows: for training, data epoch e = 0, 1, ... lists the plan's training-fold
+               cases in an order drawn from sample_generator(seed, e, ORDER_KEY, -1) (no Ray
+               shuffle: the order is part of the run's reproducibility); for validation, every
+               validation-fold case at epochs VALIDATION_EPOCH + v, v < data.val_per_case
+    synthesis  map_batches(_Synthesise, ActorPoolStrategy(min_size=1, max_size=n)): each actor holds
+               a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache)
+    rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
+               validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero)
+               (`keys=True` adds sample_key, case_id, task, epoch for inspection)
+
+Every sample is a function of (seed, epoch, case, tasks, image set) only, so the rows are the same
+whatever the number of actors, and in the same order under `ingest_options` (preserve_order).
+The training stream holds enough data epochs for the whole run (`training_epochs`); validation is
+synthesised once per fold (materialised) and read again every epoch.
+
+Resources (ray-notes: a Ray Data stage that asks for more CPUs than are left hangs silently): a
+trial's data budget B CPUs (`TrialResources.cpus_for_data`, what the Train workers leave) pays for
+the read task (READ_CPUS) and the synthesis pool:
+
+    actors = max(1, round(B - READ_CPUS - SLACK_CPUS))      one per CPU: synthesis is single-threaded
+    cpus per actor = (B - READ_CPUS - SLACK_CPUS) / actors   fractional, so the pool fits exactly
+
+and `plan_synthesis` raises when fewer than MIN_ACTOR_CPUS are left. On a GPU cluster, the pool
+needed to keep a GPU fed is ceil(GPU samples/s / per-core synthesis samples/s) (see
+benchmarks/pipeline.py for both rates); size `resources.cpus_per_worker` and the cluster's CPU
+workers so that B reaches it.
+
+A case that cannot be read or synthesised (a corrupt file, too little foreground) is skipped,
+counted and logged by its actor: one bad volume must not stop a run over thousands.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import ray
+from ray.data import Datasource, ExecutionOptions, ExecutionResources, ReadTask
+from ray.data.block import BlockMetadata
+
+from lightwork.anomalies.seeding import sample_generator
+from lightwork.config import RunConfig, TrainSection
+from lightwork.data import manifest
+from lightwork.data.synthesis import CACHE_CASES, VALIDATION_EPOCH, Synthesiser
+from lightwork.training.folds import FoldPlan
+
+log = logging.getLogger(__name__)
+
+READ_CPUS = 0.05  # the item read task: generates a few small tables
+SLACK_CPUS = 0.01  # kept free of rounding
+MIN_ACTOR_CPUS = 0.25
+MAX_READ_TASKS = 256
+ORDER_KEY = "<stream order>"  # the generator key of a data epoch's case order
+VOXELS_PER_CALL = 2**21  # samples per actor call: about this many voxels (80x112x80: 3, 256x256: 32)
+ITEM_SCHEMA = pa.schema([("case_id", pa.string()), ("array_uri", pa.string()), ("epoch", pa.int64())])
+
+
+@dataclass(frozen=True)
+class SynthesisPool:
+    """The synthesis actor pool of one dataset: at most `actors`, each asking `cpus_per_actor`."""
+
+    actors: int
+    cpus_per_actor: float
+
+
+def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool:
+    """The pool that fits a data budget of `data_cpus` CPUs (formula in the module docstring).
+
+    `actors` fixes the pool size (benchmarks, tests); the budget is then shared among them.
+    Raises ValueError when the budget leaves an actor fewer than MIN_ACTOR_CPUS.
+    """
+    usable = data_cpus - READ_CPUS - SLACK_CPUS
+    count = actors if actors is not None else max(1, round(usable))
+    if count < 1 or usable / count < MIN_ACTOR_CPUS:
+        raise ValueError(
+            f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} actor(s) need at least "
+            f"{count * MIN_ACTOR_CPUS + READ_CPUS + SLACK_CPUS:.2f}; lower resources.cpus_per_worker or "
+            f"resources.max_concurrent_trials, or add CPUs to the cluster")
+    return SynthesisPool(count, usable / count)
+
+
+def ingest_options(data_cpus: float) -> ExecutionOptions:
+    """Ray Data options for a trial's datasets: its CPU budget, rows in item order."""
+    return ExecutionOptions(resource_limits=ExecutionResources.for_limits(cpu=data_cpus), preserve_order=True)
+
+
+def training_epochs(train_cases: int, settings: TrainSection) -> int:
+    """Data epochs the training stream holds: every step the run can take, plus one epoch of margin.
+
+    Steps per epoch are `train_cases // batch_size` (as in distributed/train.py); the run stops
+    at `max_epochs` or `max_steps`, whichever comes first.
+    """
+    steps_per_epoch = max(1, train_cases // settings.batch_size)
+    steps = settings.max_epochs * steps_per_epoch
+    if settings.max_steps is not None:
+        steps = min(steps, settings.max_steps)
+    return math.ceil(steps * settings.batch_size / max(train_cases, 1)) + 1
+
+
+def rows_per_call(shape: Sequence[int]) -> int:
+    """Samples an actor synthesises per call for cases of spatial `shape` (1-32)."""
+    return int(np.clip(round(VOXELS_PER_CALL / max(1, math.prod(shape))), 1, 32))
+
+
+class _Items(Datasource):
+    """(case_id, array_uri, epoch) rows: for each epoch in `epochs`, every case once, in the order
+    drawn for that epoch (`shuffle`) or as given."""
+
+    def __init__(self, cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool,
+                 block_rows: int) -> None:
+        super().__init__()
+        self.cases, self.epochs, self.seed = list(cases), list(epochs), seed
+        self.shuffle, self.block_rows = shuffle, block_rows
+
+    def estimate_inmemory_data_size(self) -> int:
+        return 128 * len(self.cases) * len(self.epochs)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.cases))
+        return sample_generator(self.seed, epoch, ORDER_KEY, -1).permutation(len(self.cases))
+
+    def _blocks(self, epochs: list[int]):
+        rows = [(self.cases[index], epoch) for epoch in epochs for index in self._order(epoch)]
+        for start in range(0, len(rows), self.block_rows):
+            chunk = rows[start:start + self.block_rows]
+            yield pa.table({"case_id": [case[0] for case, _ in chunk], "array_uri": [case[1] for case, _ in chunk],
+                            "epoch": [epoch for _, epoch in chunk]}, schema=ITEM_SCHEMA)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context=None) -> list[ReadTask]:
+        count = min(len(self.epochs), MAX_READ_TASKS)
+        groups = [list(part) for part in np.array_split(np.asarray(self.epochs, dtype=np.int64), count) if len(part)]
+        return [ReadTask(lambda group=[int(e) for e in group]: self._blocks(group),
+                         BlockMetadata(num_rows=len(group) * len(self.cases), size_bytes=128 * len(group) * len(self.cases),
+                                       input_files=None, exec_stats=None),
+                         schema=ITEM_SCHEMA, per_task_row_limit=per_task_row_limit)
+                for group in groups]
+
+
+class _Synthesise:
+    """Ray Data callable class: a batch of items -> a batch of samples (bad items skipped, counted, logged)."""
+
+    def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
+                 external: Sequence[str], max_push: float, validation: bool, keys: bool) -> None:
+        self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push, CACHE_CASES)
+        self.validation, self.keys = validation, keys
+        self.skipped = 0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        samples = []
+        for case_id, uri, epoch in zip(batch["case_id"], batch["array_uri"], batch["epoch"]):
+            try:
+                samples.append(self.synthesiser.sample(str(case_id), str(uri), int(epoch)))
+            except ValueError as error:
+                self.skipped += 1
+                log.warning("skipped a sample (%d skipped by this actor so far): %s", self.skipped, error)
+        columns = {"image": [s.image for s in samples], "label": [s.label for s in samples]}
+        if self.validation:
+            columns["healthy"] = [s.healthy for s in samples]
+        out = {name: np.stack(arrays) for name, arrays in columns.items() if arrays}
+        if self.keys and samples:
+            out.update(sample_key=np.array([s.key for s in samples]), case_id=np.array([s.case_id for s in samples]),
+                       task=np.array([s.task for s in samples], np.int8),
+                       epoch=np.array([s.epoch for s in samples], np.int64))
+        return out
+
+
+def _cases(rows: list[dict], folds: Sequence[int]) -> list[tuple[str, str]]:
+    return [(row["case_id"], row["array_uri"]) for row in rows if row["fold"] in folds]
+
+
+def _external(config: RunConfig) -> list[str]:
+    if not config.data.external_manifest:
+        return []
+    rows = manifest.usable(manifest.read_manifest(config.data.external_manifest))
+    if not rows:
+        raise ValueError(f"{config.data.external_manifest}: the external dataset has no usable cases")
+    return [row["array_uri"] for row in rows]
+
+
+def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], config: RunConfig, seed: int,
+                      epochs: Sequence[int], *, validation: bool, pool: SynthesisPool, shape: Sequence[int],
+                      external: Sequence[str] = (), keys: bool = False) -> ray.data.Dataset:
+    """The synthetic samples of `cases` (their own image set) with `tasks` at `epochs`.
+
+    Training order (validation=False): per epoch, the cases in a seed-drawn order; validation:
+    as given, with `healthy`. `shape` is the cases' spatial shape (sets the samples per call).
+    """
+    if not cases:
+        raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
+    items = ray.data.read_datasource(_Items(cases, epochs, seed, shuffle=not validation,
+                                            block_rows=rows_per_call(shape)),
+                                     num_cpus=READ_CPUS, concurrency=1)
+    return items.map_batches(
+        _Synthesise, batch_size=rows_per_call(shape), batch_format="numpy",
+        fn_constructor_kwargs={"seed": seed, "tasks": tuple(tasks), "image_set": list(cases),
+                               "external": list(external), "max_push": config.data.max_push,
+                               "validation": validation, "keys": keys},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.actors), num_cpus=pool.cpus_per_actor)
+
+
+def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_cpus: float | None = None,
+                 actors: int | None = None, keys: bool = False) -> ray.data.Dataset:
+    """The lazy "train" or "val" dataset of one fold model (rows: module docstring).
+
+    Args:
+        plan: the fold (its folds and tasks).
+        config: the run (data.manifest, data.external_manifest, data.val_per_case, data.max_push, train).
+        seed: the run seed.
+        part: "train" (the plan's training folds and tasks, `training_epochs` data epochs) or "val"
+            (its validation folds and tasks, data.val_per_case versions per case).
+        data_cpus: the CPU budget of the dataset's stream; None: what one trial leaves on the cluster.
+        actors: a fixed synthesis pool size (default: planned from the budget).
+        keys: add sample_key, case_id, task, epoch columns.
+    """
+    from lightwork.distributed.train import plan_trial_resources
+
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    if data_cpus is None:
+        data_cpus = plan_trial_resources(1, config, ray.cluster_resources()).cpus_for_data
+    pool = plan_synthesis(data_cpus, actors)
+    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
+    validation = part == "val"
+    cases = _cases(rows, plan.val_folds if validation else plan.train_folds)
+    if validation:
+        epochs = [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)]
+    else:
+        epochs = list(range(training_epochs(len(cases), config.train)))
+    log.info("%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs", plan.name, part, len(cases),
+             len(epochs), pool.actors, pool.cpus_per_actor)
+    dataset = synthesis_dataset(cases, plan.val_tasks if validation else plan.train_tasks, config, seed, epochs,
+                                validation=validation, pool=pool, shape=rows[0]["shape"] if rows else (),
+                                external=_external(config), keys=keys)
+    dataset.context.execution_options = ingest_options(data_cpus)
+    return dataset
+
+
+def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float | None = None,
+                  keys: bool = False) -> dict[str, ray.data.Dataset]:
+    """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`): the
+    validation set is synthesised once here and read again every epoch."""
+    train = fold_dataset(plan, config, seed, "train", data_cpus, keys=keys)
+    return {"train": train, "val": fold_dataset(plan, config, seed, "val", data_cpus, keys=keys).materialize()}
