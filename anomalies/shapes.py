@@ -5,7 +5,8 @@ A shape is a hyper-ellipse or hyper-rectangle (50/50) with per-axis sizes
 sheared (from the identity, each row d gets one random off-diagonal entry, column != d, drawn from
 N(0, 0.2)) and rotated (a Givens rotation by U(-pi/2, pi/2) for every axis pair i < j); when the
 transformed shape's bounding box exceeds round(0.8 S_d) on an axis, the transform is scaled down
-to fit. The mask is rasterised only over the shape's own axis-aligned box.
+to fit (the transformed rectangle's bounding box is checked, also for an ellipse). The mask is
+rasterised only over that axis-aligned box.
 
 Placement draws a uniform corner with the box inside the image; with a foreground mask it
 re-draws until at least half of the anomaly's voxels lie on the foreground (PLACEMENT_TRIES random
@@ -69,19 +70,19 @@ def check_image_shape(image_shape: Sequence[int]) -> None:
         )
 
 
-def _half_extents(kind: str, matrix: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Per box axis, the transformed shape's largest distance from its centre (voxels)."""
-    scaled = matrix * (sizes / 2)[None, :]
-    if kind == "ellipse":
-        return np.sqrt((scaled**2).sum(axis=1))
-    return np.abs(scaled).sum(axis=1)
+def _half_extents(matrix: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per box axis, the largest distance from the centre of the transformed rectangle of full
+    extents `sizes` (voxels): the box of both kinds, an ellipse being inscribed in it."""
+    return np.abs(matrix) @ (sizes / 2)
 
 
 def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> AnomalyShape:
     """Rasterise a shape of `kind` with full extents `sizes` [D] transformed by `matrix` [D, D]
     onto the smallest box holding it (deterministic; `draw_shape` draws the arguments).
 
-    The box has ceil(2 * half extent) voxels per axis with the shape centred in it; a voxel belongs
+    The box is the bounding box of the transformed rectangle for both kinds (as the method's
+    reference does; an ellipse is inscribed in it, which makes the median box of a brain volume
+    about 29^3): ceil(2 * half extent) voxels per axis with the shape centred in it. A voxel belongs
     to the mask when its back-transformed coordinate lies inside the shape. A shape too thin to
     cover any grid point still marks the box's middle voxel, so a mask is never empty.
     """
@@ -90,7 +91,7 @@ def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> Anomaly
     sizes = np.asarray(sizes, dtype=np.float64)
     matrix = np.asarray(matrix, dtype=np.float64)
     spatial = len(sizes)
-    half = _half_extents(kind, matrix, sizes)
+    half = _half_extents(matrix, sizes)
     box = np.maximum(np.ceil(2 * half - 1e-9), 1).astype(np.int64)
     centre = (box - 1) / 2
     # Back to unit-shape coordinates: v = diag(2 / sizes) matrix^-1 (x - centre).
@@ -141,7 +142,7 @@ def draw_shape(rng: np.random.Generator, image_shape: Sequence[int]) -> AnomalyS
         shear[np.arange(spatial), columns] = rng.normal(0.0, SHEAR_STD, size=spatial)
     angles = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=spatial * (spatial - 1) // 2)
     matrix = _rotation(angles, spatial) @ shear
-    span = 2 * _half_extents(kind, matrix, sizes)
+    span = 2 * _half_extents(matrix, sizes)
     if (span > upper).any():
         matrix = matrix * float(np.min(upper / span))
     return make_shape(kind, sizes, matrix)
