@@ -10,8 +10,9 @@ The rules, applied to every file below SRC (recursively; names starting with '.'
    (`Flair_subtrMeanDivStd` -> flair, subtrmeandivstd). Role by tokens, first match wins:
    lesion mask if a token is one of LESION_TOKENS (lesion, seg, gold, otmulticlass, ...);
    brain mask if one is in BRAIN_MASK_TOKENS (brainmask, mask, dlmuse); otherwise an image.
-3. A folder other than SRC itself is a *case folder* (one case, id = its path) when it holds a
-   mask file, or exactly one image, or images of two or more modalities (MODALITY_TOKENS).
+3. A folder other than SRC itself and not named as a label folder (LABEL_FOLDERS) is a *case
+   folder* (one case, id = its path) when it holds a mask file, or exactly one image, or images
+   of two or more modalities (MODALITY_TOKENS).
    Its image is the one matching `modality`; with no modality it must be the only image. Its
    brain mask and lesion mask are the mask files in it (at most one of each).
 4. Any other folder is *flat*: each image in it is one case (id = its path without the suffix),
@@ -144,7 +145,8 @@ def discover_cases(src: str, modality: str | None = None, volumes: bool = True) 
         masks = [e for e in entries if role_of(e.stem) != "image"]
         label = _folder_label(src_name, folder)
         modalities = set().union(*(modality_of(e.tokens) for e in images)) if images else set()
-        if folder and images and (masks or len(images) == 1 or len(modalities) >= 2):
+        label_folder = folder.rsplit("/", 1)[-1].lower() in LABEL_FOLDERS
+        if folder and images and not label_folder and (masks or len(images) == 1 or len(modalities) >= 2):
             cases.append(_case_folder(src, folder, images, masks, modality, label))
         else:
             cases += [_flat_case(src, e, masks_by_stem, label) for e in images if matches_modality(e.tokens, modality)]

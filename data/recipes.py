@@ -270,16 +270,19 @@ class Resize2D:
 
 @dataclass(frozen=True)
 class Equalise:
-    """Histogram equalisation of an image in [0, 1] over `bins` bins; output in [0, 1]."""
+    """Histogram equalisation of an image in [0, 1] over `bins` bins (the cumulative histogram,
+    interpolated between bin centres), stretched to span exactly [0, 1]."""
 
     bins: int = 256
 
     def __call__(self, sample: Sample) -> Sample:
         counts, edges = np.histogram(sample.image, bins=self.bins, range=(0.0, 1.0))
         cdf = np.cumsum(counts).astype(np.float64)
-        cdf = (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)
         image = np.interp(sample.image, (edges[:-1] + edges[1:]) / 2.0, cdf)
-        return sample.with_arrays(image, sample.masks, sample.affine)
+        low, high = float(image.min()), float(image.max())
+        if high <= low:
+            raise ValueError(f"{sample.name}: constant image, nothing to equalise")
+        return sample.with_arrays((image - low) / (high - low), sample.masks, sample.affine)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ run goes on; a crashed Ray task counts as a failed case too.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -69,7 +70,11 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
         wanted = f" matching modality {modality!r}" if modality else ""
         raise ValueError(f"{src}: no cases found{wanted} (see lightwork.data.discover for the layout rules)")
     previous = previous_rows(dst)
+    # Object-storage settings travel with the tasks: workers started before they were set lack them.
+    storage_env = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
     task = ray.remote(num_cpus=cpus_per_case, max_retries=1)(prepare_case)
+    if storage_env:
+        task = task.options(runtime_env={"env_vars": storage_env})
     pending = {task.remote(source, recipe, dst, previous.get(source.case_id)): source for source in sources}
     # Checkpoints list finished cases and earlier rows of the unfinished ones, never placeholders.
     rows = {source.case_id: previous[source.case_id] for source in sources if source.case_id in previous}

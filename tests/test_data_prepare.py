@@ -1,0 +1,206 @@
+"""Case discovery on every supported layout, and `lightwork prepare` through real Ray on a generated
+cohort with a corrupt file and a NaN volume, to a local folder and to a real S3 endpoint."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lightwork.data import phantom, storage
+from lightwork.data.cases import load_case
+from lightwork.data.discover import discover_cases
+from lightwork.data.manifest import read_manifest
+from lightwork.data.recipes import BrainRecipe
+
+# The demo cohort's 32x40x32 volumes at 5 mm -> 16x20x16 at 10 mm: seconds, not minutes.
+SMALL = ["--shape", "16,20,16", "--spacing", "5", "--downsample", "2"]
+
+
+def touch(root, *paths: str) -> None:
+    for path in paths:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(b"")
+
+
+def summary(cases) -> dict:
+    """case id -> (image name, brain mask name, lesion name, label, problem) with names relative to the case's folder."""
+    def name(uri: str | None) -> str | None:
+        return uri.rsplit("/", 1)[-1] if uri else None
+
+    return {c.case_id: (name(c.image), name(c.brain_mask), name(c.lesion), c.image_label, c.problem) for c in cases}
+
+
+def test_discovery_of_demo_cohort_layouts(tmp_path):
+    touch(tmp_path, "healthy/b-h-0/flair.nii.gz", "healthy/b-h-0/brainmask.nii.gz",
+          "test/b-t-0/flair.nii.gz", "test/b-t-0/brainmask.nii.gz", "test/b-t-0/lesion.nii.gz",
+          "chest/c-h-0/image.png", "chest/c-t-0/image.png", "chest/c-t-0/lesion.png")
+    assert summary(discover_cases(str(tmp_path))) == {
+        "chest_c-h-0": ("image.png", None, None, None, None),
+        "chest_c-t-0": ("image.png", None, "lesion.png", None, None),
+        "healthy_b-h-0": ("flair.nii.gz", "brainmask.nii.gz", None, 0, None),  # a "healthy" folder: label 0
+        "test_b-t-0": ("flair.nii.gz", "brainmask.nii.gz", "lesion.nii.gz", None, None),  # the lesion decides later
+    }
+    assert list(summary(discover_cases(str(tmp_path / "test")))) == ["b-t-0"]
+
+
+def test_discovery_of_ixi_brats_mslub_and_kermany_like_layouts(tmp_path):
+    touch(tmp_path, "ixi/IXI1-T1_ds.nii.gz", "ixi/IXI2-T1_ds.nii.gz", "ixi/parcellation/IXI1-T1_ds_DLMUSE.nii.gz",
+          "ixi/demog.csv", "brats/p1/Flair_subtrMeanDivStd.nii.gz", "brats/p1/T1c_subtrMeanDivStd.nii.gz",
+          "brats/p1/brainmask.nii.gz", "brats/p1/OTMultiClass.nii.gz", "mslub/p7/FLAIR.nii.gz", "mslub/p7/T1.nii.gz",
+          "mslub/p7/T2.nii.gz", "mslub/p7/GOLD_STANDARD.nii.gz", "kermany/NORMAL/a.jpeg", "kermany/PNEUMONIA/b.jpeg")
+    assert summary(discover_cases(str(tmp_path / "ixi"), "T1")) == {
+        "IXI1-T1_ds": ("IXI1-T1_ds.nii.gz", "IXI1-T1_ds_DLMUSE.nii.gz", None, None, None),
+        "IXI2-T1_ds": ("IXI2-T1_ds.nii.gz", None, None, None, None),
+    }
+    assert discover_cases(str(tmp_path / "ixi"), "flair") == []
+    assert summary(discover_cases(str(tmp_path / "brats"), "t1c")) == {
+        "p1": ("T1c_subtrMeanDivStd.nii.gz", "brainmask.nii.gz", "OTMultiClass.nii.gz", None, None)}
+    assert summary(discover_cases(str(tmp_path / "mslub"), "flair")) == {"p7": ("FLAIR.nii.gz", None, "GOLD_STANDARD.nii.gz", None, None)}
+    unchosen = discover_cases(str(tmp_path / "mslub"))[0]
+    assert unchosen.problem == "several images (FLAIR.nii.gz, T1.nii.gz, T2.nii.gz): choose one with --modality"
+    assert summary(discover_cases(str(tmp_path / "kermany"), volumes=False)) == {
+        "NORMAL_a": ("a.jpeg", None, None, 0, None), "PNEUMONIA_b": ("b.jpeg", None, None, 1, None)}
+    assert summary(discover_cases(str(tmp_path / "kermany" / "PNEUMONIA"), volumes=False)) == {"b": ("b.jpeg", None, None, 1, None)}
+
+
+def test_discovery_of_dicom_series_and_flat_folders(tmp_path):
+    touch(tmp_path, "series/s1/001.dcm", "series/s1/002.dcm", "series/s2/x.DCM", "flat/a.npy", "flat/b.png",
+          "flat/.hidden.png", "dup/x/a.nii", "dup/x/b.nii", "dup/x_a.nii")
+    volumes = discover_cases(str(tmp_path / "series"))
+    assert [(c.case_id, c.image) for c in volumes] == [("s1", str(tmp_path / "series/s1")), ("s2", str(tmp_path / "series/s2"))]
+    assert [c.case_id for c in discover_cases(str(tmp_path / "series"), volumes=False)] == ["s1_001", "s1_002", "s2"]  # s2 holds one image: a case folder
+    assert [c.case_id for c in discover_cases(str(tmp_path / "flat"))] == ["a", "b"]
+    with pytest.raises(ValueError, match="share the id"):
+        discover_cases(str(tmp_path / "dup"))
+    with pytest.raises(ValueError, match="not a folder"):
+        discover_cases(str(tmp_path / "absent"))
+
+
+def test_discovery_of_the_real_data_sets(real_data):
+    ixi = discover_cases(str(real_data("brain", "healthy_ixi_t1")), "t1")
+    assert len(ixi) == 10 and all(c.brain_mask and c.brain_mask.endswith("_DLMUSE.nii.gz") for c in ixi)
+    brats = discover_cases(str(real_data("brain", "lesion_brats2015")), "flair")
+    assert len(brats) == 5 and all(c.lesion.endswith("OTMultiClass.nii.gz") and c.brain_mask for c in brats)
+    mslub = discover_cases(str(real_data("brain", "lesion_mslub")), "flair")
+    assert len(mslub) == 3 and all(c.lesion.endswith("GOLD_STANDARD.nii.gz") and c.brain_mask is None for c in mslub)
+    kermany = discover_cases(str(real_data("cxr_kermany", "train")), volumes=False)
+    assert [sum(c.image_label == label for c in kermany) for label in (0, 1)] == [1341, 300]
+
+
+def write_bad_cases(root: str) -> None:
+    """Two broken cases beside the cohort: a corrupt NIfTI and a volume holding a NaN."""
+    mask = phantom.case_files(phantom.make_brain_case(0, "bad", with_lesions=False))[phantom.BRAIN_MASK_FILE]
+    storage.write_bytes(storage.join(root, "bad-corrupt", phantom.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all"))
+    storage.write_bytes(storage.join(root, "bad-corrupt", phantom.BRAIN_MASK_FILE), mask)
+    volume = np.ones(phantom.BRAIN_SHAPE, np.float32)
+    volume[3, 4, 5] = np.nan
+    storage.write_bytes(storage.join(root, "bad-nan", phantom.BRAIN_IMAGE_FILE), phantom.nifti_bytes(volume, np.eye(4)))
+    storage.write_bytes(storage.join(root, "bad-nan", phantom.BRAIN_MASK_FILE), mask)
+
+
+def check_prepared(dst: str, healthy: int, test: int) -> list[dict]:
+    rows = read_manifest(dst)
+    ok = [row for row in rows if row["status"] == "ok"]
+    failed = {row["case_id"]: row["error"] for row in rows if row["status"] == "failed"}
+    assert len(ok) == healthy + test and set(failed) == {"bad-corrupt", "bad-nan"}
+    assert "bad-corrupt/flair.nii.gz: not a readable NIfTI" in failed["bad-corrupt"]
+    assert "bad-nan/flair.nii.gz: 1 NaN/inf values" in failed["bad-nan"]
+    # 5 contiguous folds over the sorted usable cases; failed cases have none.
+    assert [row["fold"] for row in ok] == [i * 5 // len(ok) for i in range(len(ok))]
+    assert all(row["fold"] is None for row in rows if row["status"] == "failed")
+    for row in ok:
+        case = load_case(row["array_uri"])
+        is_test = row["case_id"].startswith("test_")
+        assert row["shape"] == [16, 20, 16] and row["spacing"] == [10.0, 10.0, 10.0]
+        assert case.image.shape == (1, 16, 20, 16) and np.isfinite(case.image).all()
+        assert row["has_lesion"] == is_test and row["image_label"] == (1 if is_test else 0)
+        assert (case.lesion is not None) == is_test
+    return rows
+
+
+def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_session, tmp_path, capsys):
+    from lightwork.distributed.prepare import prepare_dataset
+    from lightwork.jobs import prepare
+
+    src, dst = str(tmp_path / "raw"), str(tmp_path / "prepared")
+    phantom.write_cohort(src, "brain", num_healthy=3, num_test=2, seed=1)
+    write_bad_cases(src)
+    assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared 5, reused 0, failed 2 of 7 cases" in out and "FAILED bad-corrupt:" in out and "FAILED bad-nan:" in out
+    first = {row["case_id"]: row for row in check_prepared(dst, healthy=3, test=2)}
+
+    # Same command again: every finished case is reused; the failed ones are tried again.
+    recipe = BrainRecipe(shape=(16, 20, 16), spacing_mm=5.0, downsample=2)
+    again = prepare_dataset(src, dst, recipe, progress=False)
+    assert (again.prepared, again.skipped, [case for case, _ in again.failed]) == (0, 5, ["bad-corrupt", "bad-nan"])
+    # One changed source file re-prepares that case only; other options re-prepare everything.
+    changed = phantom.case_files(phantom.make_brain_case(9, "other", with_lesions=False))[phantom.BRAIN_IMAGE_FILE]
+    storage.write_bytes(storage.join(src, "healthy", "brain-healthy-001", phantom.BRAIN_IMAGE_FILE), changed)
+    third = prepare_dataset(src, dst, recipe, progress=False)
+    assert (third.prepared, third.skipped) == (1, 4)
+    rows = {row["case_id"]: row for row in read_manifest(dst)}
+    assert rows["healthy_brain-healthy-001"]["checksum"] != first["healthy_brain-healthy-001"]["checksum"]
+    assert rows["healthy_brain-healthy-000"]["checksum"] == first["healthy_brain-healthy-000"]["checksum"]
+    # The first 3 cases by id (two of them the broken ones) with other options: prepared again.
+    other = prepare_dataset(src, dst, BrainRecipe(shape=(8, 10, 8), spacing_mm=5.0, downsample=4), limit=3, progress=False)
+    assert (other.prepared, other.skipped, other.total) == (1, 0, 3)
+    assert [row["shape"] for row in read_manifest(dst)] == [None, None, [8, 10, 8]]
+
+
+def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, capsys):
+    from lightwork.jobs import prepare
+
+    src, dst = str(tmp_path / "chest"), str(tmp_path / "prepared")
+    phantom.write_cohort(src, "cxr", num_healthy=2, num_test=1, seed=2)
+    assert prepare.main([src, dst, "--recipe", "cxr", "--size", "32", "--no-progress"]) == 0
+    rows = read_manifest(dst)
+    assert [(r["case_id"], r["shape"], r["image_label"], r["has_lesion"]) for r in rows] == [
+        ("healthy_cxr-healthy-000", [32, 32], 0, False), ("healthy_cxr-healthy-001", [32, 32], 0, False),
+        ("test_cxr-test-000", [32, 32], 1, True)]
+    case = load_case(rows[-1]["array_uri"])
+    assert case.image.min() == -1.0 and case.image.max() == 1.0 and case.lesion.any()
+
+    broken = tmp_path / "broken"
+    (broken / "x").mkdir(parents=True)
+    (broken / "x" / "image.png").write_bytes(b"not a png")
+    assert prepare.main([str(broken), str(tmp_path / "out"), "--recipe", "cxr", "--no-progress"]) == 1
+    assert "FAILED x: " in capsys.readouterr().out
+    assert prepare.main([str(tmp_path / "empty-dir-absent"), str(tmp_path / "out2"), "--recipe", "cxr"]) == 1
+
+
+def test_prepare_from_and_to_a_real_s3_bucket(ray_session, s3_server, capsys):
+    from lightwork.jobs import montage, prepare
+
+    root = f"s3://{s3_server['bucket']}/prepare-test"
+    src, dst = f"{root}/raw", f"{root}/prepared"
+    phantom.write_cohort(src, "brain", num_healthy=3, num_test=2, seed=3)
+    write_bad_cases(src)
+    assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
+    assert "prepared 5, reused 0, failed 2 of 7 cases" in capsys.readouterr().out
+    rows = check_prepared(dst, healthy=3, test=2)
+    assert all(row["array_uri"].startswith(f"{dst}/cases/") for row in rows if row["status"] == "ok")
+    assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
+    assert "prepared 0, reused 5, failed 2 of 7 cases" in capsys.readouterr().out
+    assert montage.main([dst, "--out", f"{root}/montage.png", "--max", "3"]) == 0
+    assert storage.read_bytes(f"{root}/montage.png")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prepared_case_keeps_the_source_geometry(tmp_path):
+    from lightwork.data.discover import CaseSource
+    from lightwork.data.prepare import prepare_case
+
+    phantom.write_cohort_case(str(tmp_path), "test", "c", "brain", seed=4)
+    source = CaseSource("c", str(tmp_path / "test/c/flair.nii.gz"), str(tmp_path / "test/c/brainmask.nii.gz"),
+                        str(tmp_path / "test/c/lesion.nii.gz"))
+    result = prepare_case(source, BrainRecipe(shape=(32, 40, 32), spacing_mm=5.0, downsample=1), str(tmp_path / "prepared"))
+    assert result.row["status"] == "ok", result.row["error"]
+    case = load_case(result.row["array_uri"])
+    original = nib.load(str(tmp_path / "test/c/lesion.nii.gz"))
+    assert case.source_shape == original.shape
+    np.testing.assert_allclose(case.source_affine, original.affine)
+    # Same grid here (5 mm, 32x40x32 around the brain): the lesion is the original one, shifted at most.
+    assert case.lesion.sum() == (np.asanyarray(original.dataobj) != 0).sum()
