@@ -45,14 +45,18 @@ def bounded_squared_distance(mask: np.ndarray, reach: int) -> np.ndarray:
     """
     padded = np.pad(mask, 1)
     squared = np.where(padded, np.float32(np.inf), np.float32(0))
+    source = np.empty_like(squared)
+    shifted = np.empty_like(squared)  # scratch: no allocation per step
     for axis in range(mask.ndim):
-        source = squared.copy()
+        np.copyto(source, squared)
         for step in range(1, min(reach, padded.shape[axis] - 1) + 1):
             ahead = tuple(slice(step, None) if d == axis else slice(None) for d in range(mask.ndim))
             behind = tuple(slice(None, -step) if d == axis else slice(None) for d in range(mask.ndim))
             cost = np.float32(step * step)
-            np.minimum(squared[ahead], source[behind] + cost, out=squared[ahead])
-            np.minimum(squared[behind], source[ahead] + cost, out=squared[behind])
+            np.add(source[behind], cost, out=shifted[behind])
+            np.minimum(squared[ahead], shifted[behind], out=squared[ahead])
+            np.add(source[ahead], cost, out=shifted[ahead])
+            np.minimum(squared[behind], shifted[ahead], out=squared[behind])
     return squared[(slice(1, -1),) * mask.ndim]
 
 

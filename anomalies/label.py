@@ -69,13 +69,27 @@ def erode(values: np.ndarray) -> np.ndarray:
     return _morphology(values, np.minimum)
 
 
+def _bounding_slices(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """The slices of a bool array's bounding box grown by `margin` (within the array), or None
+    when nothing is set."""
+    bounds = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(d for d in range(mask.ndim) if d != axis)))
+        if len(hits) == 0:
+            return None
+        bounds.append(slice(max(int(hits[0]) - margin, 0), int(hits[-1]) + 1 + margin))
+    return tuple(bounds)
+
+
 def fill_holes(values: np.ndarray) -> np.ndarray:
     """Grey hole filling: reconstruction by erosion of `values` from a marker equal to `values` on
     the box border (and above them inside), with the connectivity-2 element.
 
     Every voxel ends at the lowest level at which it connects to the border. The marker starts at
     a tight upper bound of that level, the lower of the running maxima from the border along each
-    axis direction (each a path to the border), so the iteration usually stops after one step.
+    axis direction (each a path to the border); where that bound already equals `values` nothing
+    can change, so the iteration runs only over the bounding box of the other voxels, grown by
+    the one-voxel ring of fixed neighbours they read (often nothing is left to iterate).
     """
     if min(values.shape) <= 2:
         return values
@@ -85,11 +99,18 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
         backward = np.flip(np.maximum.accumulate(np.flip(values, axis), axis=axis), axis)
         bound = np.minimum(forward, backward, out=forward)
         marker = bound if marker is None else np.minimum(marker, bound, out=marker)
+    active = _bounding_slices(marker > values, margin=1)
+    if active is None:
+        return marker
+    floor = values[active]
+    region = marker[active]
     while True:
-        updated = np.maximum(erode(marker), values)
-        if np.array_equal(updated, marker):
-            return marker
-        marker = updated
+        updated = np.maximum(erode(region), floor)
+        if np.array_equal(updated, region):
+            break
+        region = updated
+    marker[active] = region
+    return marker
 
 
 def _label_into(
@@ -132,13 +153,9 @@ def soft_label(
     if mask.dtype != np.bool_ or mask.shape != anomalous.shape[1:]:
         raise ValueError(f"soft_label: mask must be bool of shape {anomalous.shape[1:]}, got {mask.dtype} {mask.shape}")
     label = np.zeros(mask.shape, dtype=np.float32)
-    region = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(d for d in range(mask.ndim) if d != axis)))
-        if len(hits) == 0:
-            return label
-        region.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    _label_into(label, anomalous, original, tuple(region), mask[tuple(region)], sigma)
+    region = _bounding_slices(mask)
+    if region is not None:
+        _label_into(label, anomalous, original, region, mask[region], sigma)
     return label
 
 
