@@ -80,6 +80,16 @@ def generate_cohort(dst_uri: str, kind: str, seed: int, num_healthy: int = 20, n
     return phantom.cohort_at(dst_uri, kind, groups)
 
 
+def demo_recipe_options(kind: str) -> list[str]:
+    """`lightwork prepare` options that keep the demo cohort on its own small grid (the paper's
+    80x112x80 / 256x256 grids would make the demo too slow for a laptop): the brain recipe
+    resamples to the phantom's spacing and skips the downsampling."""
+    if kind == "brain":
+        shape = ",".join(map(str, phantom.BRAIN_SHAPE))
+        return ["--spacing", str(phantom.BRAIN_SPACING_MM), "--downsample", "1", "--shape", shape]
+    return ["--size", str(max(phantom.CHEST_SHAPE))]
+
+
 def default_run_name(request: PipelineRequest) -> str:
     """A deterministic name, so that re-running the same command resumes the same run."""
     source = "demo" if request.data is None else request.recipe
@@ -115,11 +125,12 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
 
         clock = time.perf_counter()
         prepared_healthy = storage.join(run, "prepared", "healthy")
-        _step("prepare", prepare.main, [healthy, prepared_healthy, "--recipe", request.recipe])
+        recipe = ["--recipe", request.recipe, *(demo_recipe_options(request.recipe) if request.data is None else [])]
+        _step("prepare", prepare.main, [healthy, prepared_healthy, *recipe])
         prepared_test = None
         if test is not None:
             prepared_test = storage.join(run, "prepared", "test")
-            _step("prepare", prepare.main, [test, prepared_test, "--recipe", request.recipe])
+            _step("prepare", prepare.main, [test, prepared_test, *recipe])
         seconds["prepare"] = time.perf_counter() - clock
         if last == STEPS.index("prepare"):
             return PipelineResult(run, storage.join(run, "prepared"), seconds)
