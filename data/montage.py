@@ -78,9 +78,12 @@ def render_montage(cases: list[tuple[PreparedCase, int | None]]) -> bytes:
 
 
 def montage(manifest: str, out: str, max_cases: int = 12) -> int:
-    """Draw the first `max_cases` usable cases of a manifest (dataset folder or .parquet URI) into
-    the PNG at `out` (local or s3://); returns how many cases it shows."""
-    rows = usable(read_manifest(manifest))[: max(max_cases, 0)]
+    """Draw `max_cases` usable cases of a manifest (dataset folder or .parquet URI), evenly spaced
+    over its sorted case list (first and last included), into the PNG at `out` (local or s3://);
+    returns how many cases it shows."""
+    rows = usable(read_manifest(manifest))
+    if len(rows) > max_cases:
+        rows = [rows[i] for i in np.unique(np.linspace(0, len(rows) - 1, max(max_cases, 0)).round().astype(int))]
     if not rows:
         raise ValueError(f"{manifest}: no usable cases to draw")
     cases = [(load_case(row["array_uri"]), row.get("image_label")) for row in rows]

@@ -81,10 +81,14 @@ def shifted_affine(affine: np.ndarray, start: np.ndarray) -> np.ndarray:
 
 def foreground_box(mask: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) voxel bounds (upper exclusive) of a mask; ValueError when it is empty."""
-    where = np.argwhere(mask)
-    if len(where) == 0:
-        raise ValueError(f"{name}: empty foreground (no brain voxels)")
-    return where.min(axis=0), where.max(axis=0) + 1
+    lower, upper = [], []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            raise ValueError(f"{name}: empty foreground (no brain voxels)")
+        lower.append(hits[0])
+        upper.append(hits[-1] + 1)
+    return np.array(lower), np.array(upper)
 
 
 def window_of(array: np.ndarray, start: np.ndarray, shape: tuple[int, ...], fill) -> np.ndarray:
@@ -118,8 +122,10 @@ class HoleFilledForeground:
 
     def __call__(self, sample: Sample) -> Sample:
         source = sample.masks[self.mask] if self.mask in sample.masks else sample.image != 0
-        filled = ndimage.binary_fill_holes(source)
-        foreground_box(filled, sample.name)
+        lower, upper = foreground_box(source, sample.name)
+        box = tuple(slice(a, b) for a, b in zip(lower, upper))  # holes lie inside the bounding box
+        filled = np.zeros_like(source)
+        filled[box] = ndimage.binary_fill_holes(source[box])
         return sample.with_arrays(sample.image, {**sample.masks, "foreground": filled}, sample.affine)
 
 
@@ -173,11 +179,13 @@ class ZScore:
 
     def __call__(self, sample: Sample) -> Sample:
         inside = sample.masks[self.mask]
-        values = sample.image[inside].astype(np.float64)
-        std = float(values.std()) if values.size else 0.0
+        values = sample.image[inside]
+        mean = float(values.mean(dtype=np.float64)) if values.size else 0.0
+        std = float(values.std(dtype=np.float64)) if values.size else 0.0
         if std <= 0:
             raise ValueError(f"{sample.name}: constant intensity over the foreground, cannot z-score")
-        image = np.where(inside, (sample.image - values.mean()) / std, 0.0)
+        image = (sample.image - np.float32(mean)) * np.float32(1.0 / std)
+        image[~inside] = 0.0
         return sample.with_arrays(image, sample.masks, sample.affine)
 
 
@@ -209,12 +217,16 @@ class Downsample:
         if any(n % f for n in sample.image.shape):
             raise ValueError(f"{sample.name}: shape {sample.image.shape} is not divisible by the downsampling factor {f}")
 
-        def blocks(array: np.ndarray) -> np.ndarray:
-            split = sum(((n // f, f) for n in array.shape), ())
-            return array.astype(np.float32).reshape(split).mean(axis=tuple(range(1, 2 * array.ndim, 2)))
+        def block_sum(array: np.ndarray, dtype) -> np.ndarray:
+            out = array.astype(dtype)
+            for axis in range(array.ndim):  # one axis at a time: each pass shrinks the array
+                out = out.reshape(out.shape[:axis] + (out.shape[axis] // f, f) + out.shape[axis + 1:]).sum(axis=axis + 1)
+            return out
 
-        masks = {key: blocks(mask) >= 0.5 for key, mask in sample.masks.items()}
-        return sample.with_arrays(blocks(sample.image), masks, scaled_affine(sample.affine, [f] * sample.image.ndim))
+        voxels = f ** sample.image.ndim
+        masks = {key: 2 * block_sum(mask, np.uint16) >= voxels for key, mask in sample.masks.items()}
+        image = block_sum(sample.image, np.float32) / np.float32(voxels)
+        return sample.with_arrays(image, masks, scaled_affine(sample.affine, [f] * sample.image.ndim))
 
 
 @dataclass(frozen=True)

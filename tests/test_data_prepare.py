@@ -13,6 +13,7 @@ from lightwork.data import phantom, storage
 from lightwork.data.cases import load_case
 from lightwork.data.discover import discover_cases
 from lightwork.data.manifest import read_manifest
+from lightwork.data.montage import montage
 from lightwork.data.recipes import BrainRecipe
 
 # The demo cohort's 32x40x32 volumes at 5 mm -> 16x20x16 at 10 mm: seconds, not minutes.
@@ -163,6 +164,8 @@ def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, cap
         ("test_cxr-test-000", [32, 32], 1, True)]
     case = load_case(rows[-1]["array_uri"])
     assert case.image.min() == -1.0 and case.image.max() == 1.0 and case.lesion.any()
+    assert montage(dst, str(tmp_path / "montage.png"), max_cases=2) == 2  # first and last case
+    assert (tmp_path / "montage.png").read_bytes()[:4] == b"\x89PNG"
 
     broken = tmp_path / "broken"
     (broken / "x").mkdir(parents=True)
@@ -173,7 +176,8 @@ def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, cap
 
 
 def test_prepare_from_and_to_a_real_s3_bucket(ray_session, s3_server, capsys):
-    from lightwork.jobs import montage, prepare
+    from lightwork.jobs import montage as montage_job
+    from lightwork.jobs import prepare
 
     root = f"s3://{s3_server['bucket']}/prepare-test"
     src, dst = f"{root}/raw", f"{root}/prepared"
@@ -185,7 +189,7 @@ def test_prepare_from_and_to_a_real_s3_bucket(ray_session, s3_server, capsys):
     assert all(row["array_uri"].startswith(f"{dst}/cases/") for row in rows if row["status"] == "ok")
     assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
     assert "prepared 0, reused 5, failed 2 of 7 cases" in capsys.readouterr().out
-    assert montage.main([dst, "--out", f"{root}/montage.png", "--max", "3"]) == 0
+    assert montage_job.main([dst, "--out", f"{root}/montage.png", "--max", "3"]) == 0
     assert storage.read_bytes(f"{root}/montage.png")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
