@@ -79,8 +79,7 @@ def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[int, ...]:
         )
     spatial_shape = image.shape[1:]
     check_image_shape(spatial_shape)
-    # A float64 sum of finite float32 values cannot overflow; NaN and Inf propagate into it.
-    if not np.isfinite(image.sum(dtype=np.float64)):
+    if not np.isfinite(image).all():
         raise ValueError("image has NaN or Inf values")
     if foreground is not None:
         if not isinstance(foreground, np.ndarray) or foreground.dtype != np.bool_:

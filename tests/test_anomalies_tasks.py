@@ -11,7 +11,7 @@ import pytest
 import scipy.ndimage
 
 from lightwork.anomalies import TASK_NAMES, SyntheticTask, make_task, soft_label
-from lightwork.anomalies.intensity import IntensityParams, IntensityTask
+from lightwork.anomalies.intensity import IntensityParams, IntensityTask, bounded_squared_distance, ramp_weights
 from lightwork.anomalies.shapes import draw_shape, make_shape, place_shape
 
 DEFORMATION = ("sink", "source")
@@ -156,6 +156,21 @@ def test_intensity_change_has_the_drawn_sign_and_magnitude_with_an_edge_ramp():
     assert abs(np.mean([p.ramp_fraction for p in draws]) - 0.05) < 0.002
     np.testing.assert_array_equal(draws[0].low, [0, 0])
     np.testing.assert_array_equal(draws[0].high, [1, 1])
+
+
+def test_ramp_distance_is_the_exact_edt_up_to_its_reach():
+    rng = np.random.default_rng(13)
+    for index in range(60):
+        mask = draw_shape(rng, (80, 112, 80) if index % 2 else (256, 256)).mask
+        edt = scipy.ndimage.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
+        reach = int(rng.integers(1, 15))
+        squared = bounded_squared_distance(mask, reach)
+        near = edt <= reach
+        np.testing.assert_array_equal(squared[near], (edt[near] ** 2).astype(np.float32))
+        assert (squared[~near] > reach**2).all()
+        width = rng.uniform(0.5, 14)
+        expected = np.minimum(edt / min(width, edt.max()), 1)
+        np.testing.assert_allclose(ramp_weights(mask, width), expected, atol=1e-6)
 
 
 def test_registry_by_id_and_name_and_its_errors():
