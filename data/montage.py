@@ -1,9 +1,9 @@
 """A montage of prepared cases: what the recipes made, for a quick visual check (matplotlib Agg).
 
-One row per case: 3D cases show the sagittal, coronal and axial slices through the lesion's
-centre of mass (the foreground's bounding-box centre when there is no lesion); 2D cases show the
-image. Contours: foreground in yellow, lesion in red. Titles carry the case id, its image label
-and its intensity range.
+3D cases take one row each and show the sagittal, coronal and axial slices through the lesion's
+centre of mass (the foreground's bounding-box centre when there is no lesion); 2D images fill
+rows of up to four. Contours: foreground in yellow, lesion in red. Titles carry the case id, its
+image label and its intensity range.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lightwork.data.cases import PreparedCase, load_case
 from lightwork.data.manifest import read_manifest, usable
 
 VIEWS = ("sagittal", "coronal", "axial")
+MAX_2D_COLUMNS = 4
 
 
 def centre_of(case: PreparedCase) -> tuple[int, ...]:
@@ -51,25 +52,23 @@ def render_montage(cases: list[tuple[PreparedCase, int | None]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = max(len(panels(case)) for case, _ in cases)
-    figure, axes = plt.subplots(len(cases), columns, figsize=(3.0 * columns, 3.0 * len(cases)), squeeze=False)
-    for row, (case, label) in enumerate(cases):
-        views = panels(case)
-        for column in range(columns):
-            ax = axes[row, column]
-            ax.axis("off")
-            if column >= len(views):
-                continue
-            view, image, foreground, lesion = views[column]
-            origin = "lower" if case.image.ndim == 4 else "upper"
-            ax.imshow(image, cmap="gray", origin=origin, interpolation="nearest")
-            if foreground.any() and not foreground.all():
-                ax.contour(foreground.astype(float), levels=[0.5], colors="yellow", linewidths=0.7, origin=origin)
-            if lesion is not None and lesion.any():
-                ax.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.9, origin=origin)
-            title = view if column else f"{case.case_id}\nlabel {label if label is not None else '?'}, " \
-                                         f"[{case.image.min():.2f}, {case.image.max():.2f}] {view}"
-            ax.set_title(title, fontsize=7)
+    # One row per 3D case (its three views); 2D cases fill rows of up to MAX_2D_COLUMNS images.
+    cells = [(case, label, index, view) for case, label in cases for index, view in enumerate(panels(case))]
+    columns = len(VIEWS) if any(case.image.ndim == 4 for case, _ in cases) else min(MAX_2D_COLUMNS, len(cells))
+    rows = -(-len(cells) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (case, label, index, (view, image, foreground, lesion)) in zip(axes.ravel(), cells):
+        origin = "lower" if case.image.ndim == 4 else "upper"
+        ax.imshow(image, cmap="gray", origin=origin, interpolation="nearest")
+        if foreground.any() and not foreground.all():
+            ax.contour(foreground.astype(float), levels=[0.5], colors="yellow", linewidths=0.7, origin=origin)
+        if lesion is not None and lesion.any():
+            ax.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.9, origin=origin)
+        title = view if index else (f"{case.case_id}\nlabel {label if label is not None else '?'}, "
+                                    f"[{case.image.min():.2f}, {case.image.max():.2f}] {view}")
+        ax.set_title(title, fontsize=7)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
