@@ -1,0 +1,139 @@
+"""Synthesis speed of the five anomaly tasks on one core, against the reference's quiet figures.
+
+    python benchmarks/synthesis.py                # 200 calls per task and grid
+    python benchmarks/synthesis.py --calls 20     # quick
+    python benchmarks/synthesis.py --profile      # + cProfile of every task slower than the target
+
+Per task call (the full `task(image, foreground, rng)`: 1-4 anomalies and the soft label), on the
+phantom of method.md section 6: smoothed noise (Gaussian, sigma 2 voxels) in [0, 1] with an
+ellipsoidal foreground (80x112x80 with the mask, 256x256 without); blend sources are other such
+phantoms. Generators: `sample_generator(SEED, call, "phantom", task)`, so every run draws the same
+anomalies. Prints the wall-clock median/min/max ms per task and the median CPU time of the thread (what the
+call costs when it has the core to itself: on a busy machine the wall clock also counts the wait
+for a core), beside the reference (ms), the target (reference / 3) and the speed-up (reference /
+median CPU time), then the samples per second one core sustains with the tasks
+mixed uniformly (a seeded task sequence) against the reference's mean over the tasks.
+
+Threads are pinned to one (OMP/MKL/OPENBLAS variables set before numpy loads); the load average
+is printed, as other processes on the machine slow every figure.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.ndimage  # noqa: E402
+
+from lightwork.anomalies import TASK_NAMES, make_task  # noqa: E402
+from lightwork.anomalies.seeding import sample_generator  # noqa: E402
+
+SEED = 0
+SOURCES = 4  # phantoms feeding the blends
+# The reference's quiet one-core figures (ms per call incl. the label), method.md section 6.
+REFERENCE_MS = {
+    (80, 112, 80): (51.0, 44.0, 35.0, 36.0, 22.0),
+    (256, 256): (5.6, 6.0, 5.3, 5.4, 3.7),
+}
+MAX_PUSH = {3: 5.0, 2: 10.0}
+SPEEDUP_TARGET = 3.0
+
+
+def phantom(seed: int, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed noise in [0, 1] ([1, *S] float32) and an ellipsoidal foreground ([*S] bool)."""
+    rng = np.random.default_rng(seed)
+    noise = scipy.ndimage.gaussian_filter(rng.random(shape), 2.0)
+    noise = (noise - noise.min()) / (noise.max() - noise.min())
+    axes = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    return noise[None].astype(np.float32), sum(axis**2 for axis in axes) < 0.8
+
+
+def tasks_for(shape: tuple[int, ...]) -> list:
+    """The five tasks, set up for this grid (blend sources: other phantoms)."""
+    sources = [phantom(100 + index, shape) for index in range(SOURCES)]
+    made = []
+    for task_id, name in enumerate(TASK_NAMES):
+        if name in ("intra_blend", "inter_blend"):
+            made.append(make_task(task_id, sources=sources))
+        elif name in ("sink", "source"):
+            made.append(make_task(task_id, max_push=MAX_PUSH[len(shape)]))
+        else:
+            made.append(make_task(task_id))
+    return made
+
+
+def time_calls(task, image, foreground, task_id: int, calls: int, first: int = 0) -> np.ndarray:
+    """[2, calls] seconds per call: wall clock and this thread's CPU time (generators for calls
+    first .. first + calls - 1)."""
+    seconds = np.empty((2, calls))
+    for index in range(calls):
+        rng = sample_generator(SEED, first + index, "phantom", task_id)
+        wall, cpu = time.perf_counter(), time.thread_time()
+        task(image, foreground, rng)
+        seconds[:, index] = time.perf_counter() - wall, time.thread_time() - cpu
+    return seconds
+
+
+def profile(task, image, foreground, task_id: int, calls: int) -> None:
+    """Print where a task's time goes (cProfile, top functions by own time)."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    time_calls(task, image, foreground, task_id, calls)
+    profiler.disable()
+    print(f"\n--- cProfile: {TASK_NAMES[task_id]}, {calls} calls, top functions by own time")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="timed calls per task and grid (20: quick)")
+    parser.add_argument("--profile", action="store_true", help="profile every task slower than reference / 3")
+    args = parser.parse_args()
+    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; {args.calls} calls per task; one thread")
+    header = (f"{'grid':<12} {'task':<12} {'median':>7} {'min':>7} {'max':>7} {'cpu med':>8} {'ref':>6} {'target':>7} "
+              f"{'speed-up':>9}")
+    print(header + "\n" + "-" * len(header))
+    slow = []
+    for shape, reference in REFERENCE_MS.items():
+        image, foreground = phantom(SEED, shape)
+        if len(shape) == 2:
+            foreground = None  # 256x256 without a mask, as the reference was measured
+        tasks = tasks_for(shape)
+        grid = "x".join(map(str, shape))
+        for task_id, task in enumerate(tasks):
+            time_calls(task, image, foreground, task_id, 3, first=10**6)  # warm-up (imports, caches)
+            wall, cpu = 1e3 * time_calls(task, image, foreground, task_id, args.calls)
+            speedup = reference[task_id] / float(np.median(cpu))
+            print(f"{grid:<12} {TASK_NAMES[task_id]:<12} {np.median(wall):7.2f} {wall.min():7.2f} {wall.max():7.2f} "
+                  f"{np.median(cpu):8.2f} "
+                  f"{reference[task_id]:6.1f} {reference[task_id] / SPEEDUP_TARGET:7.2f} {speedup:8.2f}x"
+                  + ("" if speedup >= SPEEDUP_TARGET else "  < 3x"))
+            if speedup < SPEEDUP_TARGET:
+                slow.append((shape, task_id))
+        # Mixed: a seeded uniform task sequence, the throughput of one core.
+        order = np.random.default_rng(SEED).integers(len(tasks), size=args.calls * len(tasks))
+        wall, cpu = time.perf_counter(), time.thread_time()
+        for index, task_id in enumerate(order):
+            tasks[task_id](image, foreground, sample_generator(SEED, index, "mixed", int(task_id)))
+        wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+        reference_rate = 1e3 / float(np.mean(reference))
+        print(f"{grid:<12} {'mixed':<12} {len(order) / wall:.1f} samples/s on one core (wall), {len(order) / cpu:.1f} "
+              f"per CPU second; reference {reference_rate:.1f}/s -> {len(order) / cpu / reference_rate:.2f}x")
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    if args.profile:
+        for shape, task_id in slow:
+            image, foreground = phantom(SEED, shape)
+            profile(tasks_for(shape)[task_id], image, foreground if len(shape) == 3 else None, task_id,
+                    max(args.calls // 2, 10))
+
+
+if __name__ == "__main__":
+    main()
