@@ -105,7 +105,8 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
     floor = values[active]
     region = marker[active]
     while True:
-        updated = np.maximum(erode(region), floor)
+        updated = erode(region)
+        np.maximum(updated, floor, out=updated)
         if np.array_equal(updated, region):
             break
         region = updated
