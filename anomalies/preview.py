@@ -19,10 +19,10 @@ function of the seed and the shape), which only stands in for a real external da
 deformation tasks push at most 5 voxels in 3D and 10 in 2D (the brain and chest X-ray settings).
 
 The figure has one row per task: 3D inputs show the sagittal, coronal and axial slices through
-the anomaly's label-weighted centre of mass (the foreground's box centre when the label is empty),
-each as original | anomalous | label heat map; 2D inputs show the three panels once. Grey panels
-share one intensity window (the original's 1st-99th percentile inside the foreground); the label
-map spans [0, 1].
+the strongest anomaly's label-weighted centre of mass (the foreground's box centre when the label
+is empty), each as original | anomalous | label heat map; 2D inputs show the three panels once.
+Grey panels share one intensity window (the original's 1st-99th percentile inside the
+foreground); the label map spans [0, 1].
 """
 
 from __future__ import annotations
@@ -144,10 +144,13 @@ def preview_rows(
 
 
 def focus(label: np.ndarray, foreground: np.ndarray) -> tuple[int, ...]:
-    """The voxel the 3D views pass through: the label-weighted centre of mass, else the
-    foreground's bounding-box centre."""
+    """The voxel the 3D views pass through: the label-weighted centre of mass of the strongest
+    anomaly (the connected part of label > 0 with the largest label sum: several anomalies' common
+    centre may lie in none of them), else the foreground's bounding-box centre."""
     if label.any():
-        return tuple(int(round(v)) for v in scipy.ndimage.center_of_mass(label))
+        parts, count = scipy.ndimage.label(label > 0, structure=np.ones((3,) * label.ndim))
+        strongest = 1 + int(np.argmax(scipy.ndimage.sum_labels(label, parts, range(1, count + 1))))
+        return tuple(int(round(v)) for v in scipy.ndimage.center_of_mass(label, parts, strongest))
     where = np.argwhere(foreground)
     return tuple(int(v) for v in (where.min(axis=0) + where.max(axis=0)) // 2)
 

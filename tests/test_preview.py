@@ -82,3 +82,12 @@ def test_bad_requests_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="unknown task 'warp'"):
         task_ids(["warp"])
     assert task_ids(["all", "sink"]) == [0, 1, 2, 3, 4] and task_ids(["3", "intensity"]) == [3, 4]
+
+
+def test_views_pass_through_the_strongest_anomaly_not_between_anomalies():
+    label = np.zeros((30, 30, 30), np.float32)
+    label[3:8, 3:8, 3:8] = 0.4
+    label[20:25, 18:23, 21:26] = 0.9
+    foreground = np.ones(label.shape, bool)
+    assert focus(label, foreground) == (22, 20, 23)  # the mean of the two would lie in neither
+    assert focus(np.zeros_like(label), foreground) == (14, 14, 14)
