@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightwork.anomalies.blending import channel_range
-from lightwork.anomalies.shapes import AnomalyShape
+from lightwork.anomalies.shapes import AnomalyShape, bounding_slices
 
 DELTA_OFFSET = 0.1  # |delta| = DELTA_OFFSET + Gamma(DELTA_GAMMA_SHAPE, DELTA_GAMMA_SCALE)
 DELTA_GAMMA_SHAPE = 3.0
@@ -105,10 +105,12 @@ class IntensityTask:
         """Add the ramped change inside the mask of the box at `corner`, in place; returns the
         shape's mask (the only voxels that can change)."""
         spatial = image.ndim - 1
-        weights = ramp_weights(shape.mask, min(image.shape[1:]) * params.ramp_fraction)
-        box = image[(slice(None), *(slice(c, c + n) for c, n in zip(corner, shape.mask.shape)))]
+        tight = bounding_slices(shape.mask)  # the same distances as over the whole box, fewer voxels
+        mask = shape.mask[tight]
+        weights = ramp_weights(mask, min(image.shape[1:]) * params.ramp_fraction)
+        box = image[(slice(None), *(slice(c + t.start, c + t.stop) for c, t in zip(corner, tight)))]
         column = (-1, *([1] * spatial))
         changed = box + params.delta.reshape(column) * weights
         np.clip(changed, params.low.reshape(column), params.high.reshape(column), out=changed)
-        np.copyto(box, changed, where=shape.mask)
+        np.copyto(box, changed, where=mask)
         return shape.mask

@@ -17,6 +17,8 @@ from itertools import combinations
 import numpy as np
 import scipy.ndimage
 
+from lightwork.anomalies.shapes import bounding_slices
+
 LABEL_SIGMA = 0.2
 
 
@@ -69,18 +71,6 @@ def erode(values: np.ndarray) -> np.ndarray:
     return _morphology(values, np.minimum)
 
 
-def _bounding_slices(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """The slices of a bool array's bounding box grown by `margin` (within the array), or None
-    when nothing is set."""
-    bounds = []
-    for axis in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(d for d in range(mask.ndim) if d != axis)))
-        if len(hits) == 0:
-            return None
-        bounds.append(slice(max(int(hits[0]) - margin, 0), int(hits[-1]) + 1 + margin))
-    return tuple(bounds)
-
-
 def fill_holes(values: np.ndarray) -> np.ndarray:
     """Grey hole filling: reconstruction by erosion of `values` from a marker equal to `values` on
     the box border (and above them inside), with the connectivity-2 element.
@@ -99,7 +89,7 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
         backward = np.flip(np.maximum.accumulate(np.flip(values, axis), axis=axis), axis)
         bound = np.minimum(forward, backward, out=forward)
         marker = bound if marker is None else np.minimum(marker, bound, out=marker)
-    active = _bounding_slices(marker > values, margin=1)
+    active = bounding_slices(marker > values, margin=1)
     if active is None:
         return marker
     floor = values[active]
@@ -154,7 +144,7 @@ def soft_label(
     if mask.dtype != np.bool_ or mask.shape != anomalous.shape[1:]:
         raise ValueError(f"soft_label: mask must be bool of shape {anomalous.shape[1:]}, got {mask.dtype} {mask.shape}")
     label = np.zeros(mask.shape, dtype=np.float32)
-    region = _bounding_slices(mask)
+    region = bounding_slices(mask)
     if region is not None:
         _label_into(label, anomalous, original, region, mask[region], sigma)
     return label
@@ -191,6 +181,7 @@ def label_boxes(
         mask = np.zeros(tuple(stop - start), dtype=bool)
         for corner, box in members:
             mask[tuple(slice(c - a, c - a + n) for c, a, n in zip(corner, start, box.shape))] |= box
-        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-        _label_into(label, anomalous, original, region, mask, sigma)
+        tight = bounding_slices(mask)  # an ellipse fills little of its box's corners
+        region = tuple(slice(int(a) + t.start, int(a) + t.stop) for a, t in zip(start, tight))
+        _label_into(label, anomalous, original, region, mask[tight], sigma)
     return label

@@ -61,6 +61,18 @@ def size_bounds(image_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def bounding_slices(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """The slices of a bool array's bounding box grown by `margin` (within the array), or None
+    when nothing is set."""
+    bounds = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(d for d in range(mask.ndim) if d != axis)))
+        if len(hits) == 0:
+            return None
+        bounds.append(slice(max(int(hits[0]) - margin, 0), int(hits[-1]) + 1 + margin))
+    return tuple(bounds)
+
+
 def check_image_shape(image_shape: Sequence[int]) -> None:
     """Raise a ValueError when an image's spatial shape cannot hold the smallest anomaly."""
     if len(image_shape) < 1 or min(image_shape) < MIN_SPATIAL:
