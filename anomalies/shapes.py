@@ -92,9 +92,9 @@ def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> Anomaly
     """Rasterise a shape of `kind` with full extents `sizes` [D] transformed by `matrix` [D, D]
     onto the smallest box holding it (deterministic; `draw_shape` draws the arguments).
 
-    The box is the bounding box of the transformed rectangle for both kinds (as the method's
-    reference does; an ellipse is inscribed in it, which makes the median box of a brain volume
-    about 29^3): ceil(2 * half extent) voxels per axis with the shape centred in it. A voxel belongs
+    The box is the bounding box of the transformed rectangle for both kinds, an ellipse being
+    inscribed in it: method.md's median box of ~29^3 for a brain volume is this box (the ellipses'
+    own bounding boxes would give ~24^3). ceil(2 * half extent) voxels per axis, the shape centred. A voxel belongs
     to the mask when its back-transformed coordinate lies inside the shape. A shape too thin to
     cover any grid point still marks the box's middle voxel, so a mask is never empty.
     """
