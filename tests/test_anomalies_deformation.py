@@ -258,3 +258,21 @@ def test_bad_arguments_are_clear_errors():
         DeformationTask(4)
     with pytest.raises(ValueError, match="max_push must exceed 0.5 voxels"):
         DeformationTask(2, max_push=0.2)
+
+
+@pytest.mark.parametrize("task_id", [2, 3])
+def test_boxes_at_the_image_border_read_as_the_whole_image_would(task_id):
+    """The box (+2 voxels) read near the border repeats the edge voxel as cubic_sample does on the
+    whole image: the same anomaly in an edge-padded copy gives the same values."""
+    rng = np.random.default_rng(7)
+    image = rng.random((1, 30, 26)).astype(np.float32)
+    shape = make_shape("ellipse", [19, 15], _rotation([0.5], 2))
+    task = DeformationTask(task_id, max_push=10.0)
+    for corner in [(0, 0), tuple(s - n for s, n in zip(image.shape[1:], shape.mask.shape))]:
+        params = task.draw(np.random.default_rng(1), image, None, shape, corner)
+        small = image.copy()
+        task.apply(small, shape, corner, params)
+        padded = np.pad(image, ((0, 0), (4, 4), (4, 4)), mode="edge")
+        task.apply(padded, shape, tuple(c + 4 for c in corner), params)
+        np.testing.assert_allclose(padded[:, 4:-4, 4:-4], small, atol=2e-6)  # float32 coordinate rounding
+        assert not np.array_equal(small, image)
