@@ -154,7 +154,7 @@ class DeformationTask:
         mean_edge_distance = float(np.sqrt(((edge - centre[:, None]) ** 2).sum(axis=0)).mean())
         low, high = push_bounds(mean_edge_distance, self.max_push)
         uniform = float(rng.random())
-        push = low + uniform * (high - low) if low < high else max(high, 0.0)
+        push = low + uniform * (high - low) if low < high else high
         return DeformationParams(centre, push, mean_edge_distance, exponent(self.task_id, mean_edge_distance, push))
 
     def apply(
