@@ -1,8 +1,8 @@
 """Prepare one case: raw files -> recipe -> checks -> `DST/cases/<case_id>.npz` and its manifest row.
 
-Pure library code (no Ray): `lightwork.distributed.prepare` runs `prepare_case` once per case as
-a Ray task. A case that cannot be prepared never raises here: its row says status "failed" and
-why, so that a run over many cases goes on.
+Pure library code (no Ray): `lightwork.distributed.prepare` runs `prepare_cases` (a list of
+cases, one after another) as Ray tasks. A case that cannot be prepared never raises here: its
+row says status "failed" and why, so that a run over many cases goes on.
 
 Idempotence: the row's checksum is the sha256 of the raw files (role, file name and bytes, in a
 fixed order). A case whose previous row is "ok" with the same checksum, recipe, recipe version
@@ -105,6 +105,11 @@ def prepare_case(source: CaseSource, recipe: Recipe, dst: str, previous: dict | 
         row["error"] = message if isinstance(error, ValueError) else f"case {source.case_id}: {type(error).__name__}: {message}"
         row["array_uri"] = None
     return CaseResult(row, False, time.perf_counter() - clock)
+
+
+def prepare_cases(sources: list[CaseSource], recipe: Recipe, dst: str, previous: list[dict | None]) -> list[CaseResult]:
+    """`prepare_case` for each source in turn (`previous[i]` is the earlier row of `sources[i]`)."""
+    return [prepare_case(source, recipe, dst, row) for source, row in zip(sources, previous)]
 
 
 def with_folds(rows: list[dict]) -> list[dict]:

@@ -1,8 +1,8 @@
-"""`lightwork prepare` on Ray: one task per case, a progress bar, a manifest that survives restarts.
+"""`lightwork prepare` on Ray: cases fanned out to tasks, a progress bar, a restartable manifest.
 
-Cases are found with `lightwork.data.discover`, prepared by `lightwork.data.prepare.prepare_case`
-as Ray tasks asking for a fraction of a CPU (see shared/ray-notes.md), and recorded in
-`DST/manifest.parquet`. Re-running the same command skips cases whose raw files and recipe did
+Cases are found with `lightwork.data.discover`, prepared by `lightwork.data.prepare.prepare_cases`
+in Ray tasks (one case each, or a few when there are thousands) asking for a fraction of a CPU
+(see shared/ray-notes.md), and recorded in `DST/manifest.parquet`. Re-running the same command skips cases whose raw files and recipe did
 not change; the manifest is also written every `checkpoint_seconds` while cases finish, so an
 interrupted run loses at most that much work. A failed case is recorded with its error and the
 run goes on; a crashed Ray task counts as a failed case too.
@@ -16,10 +16,24 @@ from dataclasses import dataclass
 
 from lightwork.data import manifest, storage
 from lightwork.data.discover import discover_cases
-from lightwork.data.prepare import CaseResult, base_row, prepare_case, with_folds
+from lightwork.data.prepare import CaseResult, base_row, prepare_cases, with_folds
 from lightwork.data.recipes import Recipe
 
 CPUS_PER_CASE = 0.5
+TASKS_PER_SLOT = 8  # tasks per concurrently running task: balances load, amortises per-task overhead
+
+
+def cases_per_task(cases: int, slots: float) -> int:
+    """Cases per Ray task: about TASKS_PER_SLOT tasks for each task that can run at once, so that
+    thousands of small 2D cases do not pay Ray's per-task overhead each, and few cases still spread."""
+    return max(1, cases // max(1, int(slots * TASKS_PER_SLOT)))
+
+
+def crashed(source, recipe: Recipe, error: Exception) -> CaseResult:
+    """The failed result of a case whose Ray task died (worker crash, lost object, ...)."""
+    row = base_row(source, recipe)
+    row["error"] = f"case {source.case_id}: Ray task failed ({type(error).__name__}: {str(error).splitlines()[0]})"
+    return CaseResult(row, False, 0.0)
 
 
 @dataclass
@@ -72,10 +86,12 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
     previous = previous_rows(dst)
     # Object-storage settings travel with the tasks: workers started before they were set lack them.
     storage_env = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
-    task = ray.remote(num_cpus=cpus_per_case, max_retries=1)(prepare_case)
+    task = ray.remote(num_cpus=cpus_per_case, max_retries=1)(prepare_cases)
     if storage_env:
         task = task.options(runtime_env={"env_vars": storage_env})
-    pending = {task.remote(source, recipe, dst, previous.get(source.case_id)): source for source in sources}
+    size = cases_per_task(len(sources), ray.cluster_resources().get("CPU", 1.0) / cpus_per_case)
+    chunks = [sources[start:start + size] for start in range(0, len(sources), size)]
+    pending = {task.remote(chunk, recipe, dst, [previous.get(s.case_id) for s in chunk]): chunk for chunk in chunks}
     # Checkpoints list finished cases and earlier rows of the unfinished ones, never placeholders.
     rows = {source.case_id: previous[source.case_id] for source in sources if source.case_id in previous}
     results: list[CaseResult] = []
@@ -84,17 +100,15 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=checkpoint_seconds)
             for ref in done:
-                source = pending.pop(ref)
+                chunk = pending.pop(ref)
                 try:
-                    result = ray.get(ref)
+                    finished = ray.get(ref)
                 except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
                         ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
-                    row = base_row(source, recipe)
-                    row["error"] = f"case {source.case_id}: Ray task failed ({type(error).__name__}: {str(error).splitlines()[0]})"
-                    result = CaseResult(row, False, 0.0)
-                results.append(result)
-                rows[source.case_id] = result.row
-                bar.update(1)
+                    finished = [crashed(source, recipe, error) for source in chunk]
+                results += finished
+                rows.update((result.row["case_id"], result.row) for result in finished)
+                bar.update(len(chunk))
             if pending and time.monotonic() - last_write > checkpoint_seconds:
                 manifest.write_manifest(dst, with_folds(list(rows.values())))
                 last_write = time.monotonic()

@@ -193,6 +193,13 @@ def test_prepare_from_and_to_a_real_s3_bucket(ray_session, s3_server, capsys):
     assert storage.read_bytes(f"{root}/montage.png")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_cases_per_task_amortises_thousands_and_spreads_few():
+    from lightwork.distributed.prepare import cases_per_task
+
+    assert cases_per_task(1641, slots=4) == 51  # Kermany on 2 CPUs at 0.5 CPU per task: 33 tasks
+    assert cases_per_task(10, slots=4) == 1 and cases_per_task(3, slots=0.5) == 1
+
+
 def test_prepared_case_keeps_the_source_geometry(tmp_path):
     from lightwork.data.discover import CaseSource
     from lightwork.data.prepare import prepare_case
