@@ -174,3 +174,19 @@ def test_cxr_recipe_inverts_monochrome1_and_applies_the_dicom_window(tmp_path):
     # MONOCHROME2: high stored values are bright; MONOCHROME1: they are dark.
     assert prepared["MONOCHROME2"][:, 20:].mean() > prepared["MONOCHROME2"][20:, :20].mean()
     assert prepared["MONOCHROME1"][:, 20:].mean() < prepared["MONOCHROME1"][20:, :20].mean()
+
+
+def test_dicom_series_and_nifti_read_from_a_real_s3_bucket(s3_server, tmp_path):
+    from lightwork.data import storage
+
+    root = f"s3://{s3_server['bucket']}/readers-test"
+    uid = generate_uid()
+    for k in (1, 0, 2):
+        storage.write_bytes(f"{root}/series/{k}.dcm", dicom_bytes(np.full((4, 5), 10 * k), uid, position=(0.0, 0.0, 2.0 * k)))
+    loaded = readers.read_image(f"{root}/series")
+    assert loaded.array.shape == (5, 4, 3) and loaded.array[0, 0, :].tolist() == [0.0, 10.0, 20.0]
+    assert loaded.provenance["files"] == [f"{root}/series/{k}.dcm" for k in range(3)]
+    volume = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "v.nii.gz")
+    storage.write_bytes(f"{root}/v.nii.gz", (tmp_path / "v.nii.gz").read_bytes())
+    np.testing.assert_array_equal(readers.read_image(f"{root}/v.nii.gz").array, volume)
