@@ -354,6 +354,14 @@ class BrainRecipe:
     downsample: int = 2
     name: str = "brain"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        if len(self.shape) != 3 or min(self.shape) < 1:
+            raise ValueError(f"brain recipe: shape must be 3 positive sizes, got {self.shape}")
+        if self.spacing_mm <= 0 or int(self.downsample) != self.downsample or self.downsample < 1:
+            raise ValueError(f"brain recipe: spacing must be > 0 mm and downsample a positive integer, "
+                             f"got {self.spacing_mm} and {self.downsample}")
+
     def steps(self, has_brain_mask: bool) -> list[Step]:
         steps: list[Step] = [ApplyMask("brain")] if has_brain_mask else []
         steps += [HoleFilledForeground("brain"), CropToForeground(margin=2), Resample(self.spacing_mm)]
@@ -376,6 +384,10 @@ class ChestRecipe:
 
     size: int = 256
     name: str = "cxr"
+
+    def __post_init__(self) -> None:
+        if int(self.size) != self.size or self.size < 2:
+            raise ValueError(f"cxr recipe: size must be an integer >= 2, got {self.size}")
 
     def steps(self) -> list[Step]:
         return [Window(), InvertMonochrome1(), Resize2D(self.size), Equalise(), ScaleSymmetric(), WholeImageForeground()]

@@ -183,3 +183,9 @@ def test_make_recipe_rejects_options_of_the_other_recipe():
         recipes.make_recipe("cxr", shape=(32, 40, 32))
     with pytest.raises(ValueError, match="unknown recipe"):
         recipes.make_recipe("ct")
+    with pytest.raises(ValueError, match="shape must be 3 positive sizes"):
+        recipes.make_recipe("brain", shape=(32, 40))
+    with pytest.raises(ValueError, match="downsample a positive integer"):
+        recipes.make_recipe("brain", downsample=0)
+    with pytest.raises(ValueError, match="size must be an integer >= 2"):
+        recipes.make_recipe("cxr", size=1)
