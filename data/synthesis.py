@@ -41,6 +41,8 @@ NUM_TASKS = 5
 VALIDATION_EPOCH = 2**40  # epoch index of validation version 0; training epochs stay far below
 CACHE_CASES = 32  # prepared cases a process keeps in memory (80x112x80: ~3 MB each)
 SOURCE_TRIES = 8  # draws of a readable blend source before a sample fails
+MAX_SKIPPED_FRACTION = 0.25  # of the samples an actor has seen: more failing is no longer "one bad volume"
+MIN_SKIPPED_TO_FAIL = 3
 STANDIN_COUNT = 8  # stand-in external images
 STANDIN_SCALES = ((0.02, 0.3), (0.06, 0.5), (0.15, 0.8))  # (noise sigma / min(shape), weight)
 
@@ -214,3 +216,45 @@ class Synthesiser:
     def validation_sample(self, case_id: str, uri: str, version: int) -> Sample:
         """Validation version `version` of a case (the same in every epoch of training)."""
         return self.sample(case_id, uri, VALIDATION_EPOCH + version)
+
+
+class BatchSynthesiser:
+    """Item batches -> sample batches (the Ray Data callable class of `lightwork.distributed.stream`,
+    importing nothing heavier than numpy so that synthesis actors start fast).
+
+    Input columns: case_id, array_uri (str), epoch (int). Output: image [B, C, *S] float32, label
+    [B, *S] float32, + healthy [B, C, *S] (`validation`), + sample_key, case_id, task (int8), epoch
+    (`keys`). An item that raises ValueError (an unreadable case, one a task cannot use) is
+    skipped, counted (`skipped`) and logged; a batch whose items all fail is empty. When more than
+    MAX_SKIPPED_FRACTION of the items seen fail (and at least MIN_SKIPPED_TO_FAIL), the data or
+    the code is broken, not one volume: the last error is raised.
+    """
+
+    def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
+                 external: Sequence[str], max_push: float, validation: bool, keys: bool) -> None:
+        self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push)
+        self.validation, self.keys = validation, keys
+        self.seen = self.skipped = 0
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        samples = []
+        for case_id, uri, epoch in zip(batch["case_id"], batch["array_uri"], batch["epoch"]):
+            self.seen += 1
+            try:
+                samples.append(self.synthesiser.sample(str(case_id), str(uri), int(epoch)))
+            except ValueError as error:
+                self.skipped += 1
+                if self.skipped >= MIN_SKIPPED_TO_FAIL and self.skipped > MAX_SKIPPED_FRACTION * self.seen:
+                    raise ValueError(f"{self.skipped} of {self.seen} samples failed; the last: {error}") from error
+                log.warning("skipped a sample (%d of %d skipped by this actor so far): %s", self.skipped,
+                            self.seen, error)
+        if not samples:
+            return {}
+        out = {"image": np.stack([s.image for s in samples]), "label": np.stack([s.label for s in samples])}
+        if self.validation:
+            out["healthy"] = np.stack([s.healthy for s in samples])
+        if self.keys:
+            out.update(sample_key=np.array([s.key for s in samples]), case_id=np.array([s.case_id for s in samples]),
+                       task=np.array([s.task for s in samples], np.int8),
+                       epoch=np.array([s.epoch for s in samples], np.int64))
+        return out

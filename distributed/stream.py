@@ -5,8 +5,8 @@
                cases in an order drawn from sample_generator(seed, e, ORDER_KEY, -1) (no Ray
                shuffle: the order is part of the run's reproducibility); for validation, every
                validation-fold case at epochs VALIDATION_EPOCH + v, v < data.val_per_case
-    synthesis  map_batches(_Synthesise, ActorPoolStrategy(min_size=1, max_size=n)): each actor holds
-               a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache)
+    synthesis  map_batches(BatchSynthesiser, ActorPoolStrategy(min_size=1, max_size=n)): each actor
+               holds a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache)
     rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
                validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero)
                (`keys=True` adds sample_key, case_id, task, epoch for inspection)
@@ -29,7 +29,8 @@ benchmarks/pipeline.py for both rates); size `resources.cpus_per_worker` and the
 workers so that B reaches it.
 
 A case that cannot be read or synthesised (a corrupt file, too little foreground) is skipped,
-counted and logged by its actor: one bad volume must not stop a run over thousands.
+counted and logged by its actor (`BatchSynthesiser`): one bad volume must not stop a run over
+thousands.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from ray.data.block import BlockMetadata
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import RunConfig, TrainSection
 from lightwork.data import manifest
-from lightwork.data.synthesis import CACHE_CASES, VALIDATION_EPOCH, Synthesiser
+from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.training.folds import FoldPlan
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,18 @@ ITEM_SCHEMA = pa.schema([("case_id", pa.string()), ("array_uri", pa.string()), (
 
 @dataclass(frozen=True)
 class SynthesisPool:
-    """The synthesis actor pool of one dataset: at most `actors`, each asking `cpus_per_actor`."""
+    """The synthesis actor pool of one dataset: `min_actors` (started at once) to `actors` (Ray
+    Data adds actors while the consumer waits), each asking `cpus_per_actor`."""
 
     actors: int
     cpus_per_actor: float
+    min_actors: int = 1
 
 
 def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool:
     """The pool that fits a data budget of `data_cpus` CPUs (formula in the module docstring).
 
-    `actors` fixes the pool size (benchmarks, tests); the budget is then shared among them.
+    `actors` fixes the pool size (benchmarks, tests): all start at once and share the budget.
     Raises ValueError when the budget leaves an actor fewer than MIN_ACTOR_CPUS.
     """
     usable = data_cpus - READ_CPUS - SLACK_CPUS
@@ -83,7 +86,7 @@ def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool
             f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} actor(s) need at least "
             f"{count * MIN_ACTOR_CPUS + READ_CPUS + SLACK_CPUS:.2f}; lower resources.cpus_per_worker or "
             f"resources.max_concurrent_trials, or add CPUs to the cluster")
-    return SynthesisPool(count, usable / count)
+    return SynthesisPool(count, usable / count, min_actors=count if actors is not None else 1)
 
 
 def ingest_options(data_cpus: float) -> ExecutionOptions:
@@ -145,34 +148,6 @@ class _Items(Datasource):
                 for group in groups]
 
 
-class _Synthesise:
-    """Ray Data callable class: a batch of items -> a batch of samples (bad items skipped, counted, logged)."""
-
-    def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
-                 external: Sequence[str], max_push: float, validation: bool, keys: bool) -> None:
-        self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push, CACHE_CASES)
-        self.validation, self.keys = validation, keys
-        self.skipped = 0
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        samples = []
-        for case_id, uri, epoch in zip(batch["case_id"], batch["array_uri"], batch["epoch"]):
-            try:
-                samples.append(self.synthesiser.sample(str(case_id), str(uri), int(epoch)))
-            except ValueError as error:
-                self.skipped += 1
-                log.warning("skipped a sample (%d skipped by this actor so far): %s", self.skipped, error)
-        columns = {"image": [s.image for s in samples], "label": [s.label for s in samples]}
-        if self.validation:
-            columns["healthy"] = [s.healthy for s in samples]
-        out = {name: np.stack(arrays) for name, arrays in columns.items() if arrays}
-        if self.keys and samples:
-            out.update(sample_key=np.array([s.key for s in samples]), case_id=np.array([s.case_id for s in samples]),
-                       task=np.array([s.task for s in samples], np.int8),
-                       epoch=np.array([s.epoch for s in samples], np.int64))
-        return out
-
-
 def _cases(rows: list[dict], folds: Sequence[int]) -> list[tuple[str, str]]:
     return [(row["case_id"], row["array_uri"]) for row in rows if row["fold"] in folds]
 
@@ -200,11 +175,12 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
                                             block_rows=rows_per_call(shape)),
                                      num_cpus=READ_CPUS, concurrency=1)
     return items.map_batches(
-        _Synthesise, batch_size=rows_per_call(shape), batch_format="numpy",
+        BatchSynthesiser, batch_size=rows_per_call(shape), batch_format="numpy",
         fn_constructor_kwargs={"seed": seed, "tasks": tuple(tasks), "image_set": list(cases),
                                "external": list(external), "max_push": config.data.max_push,
                                "validation": validation, "keys": keys},
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool.actors), num_cpus=pool.cpus_per_actor)
+        compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.actors),
+        num_cpus=pool.cpus_per_actor)
 
 
 def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_cpus: float | None = None,

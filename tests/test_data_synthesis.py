@@ -1,0 +1,92 @@
+"""Samples from prepared cases without Ray: task choice, reproducibility, sources, stand-in pool, cache."""
+
+import numpy as np
+import pytest
+
+from lightwork.data.cases import PreparedCase, save_case
+from lightwork.data.phantom import smooth_noise
+from lightwork.data.synthesis import VALIDATION_EPOCH, CaseCache, Synthesiser, standin_sources
+
+
+@pytest.fixture
+def image_set(tmp_path):
+    """Four smooth 2D cases (20x24, foreground all but a border) as (case_id, uri)."""
+    rng = np.random.default_rng(3)
+    foreground = np.zeros((20, 24), bool)
+    foreground[2:-2, 2:-2] = True
+    cases = []
+    for index in range(4):
+        uri = str(tmp_path / f"c{index}.npz")
+        save_case(uri, PreparedCase(f"c{index}", (smooth_noise(rng, (20, 24), 1.5) * 0.2 + 1.0)[None], foreground))
+        cases.append((f"c{index}", uri))
+    return cases
+
+
+def test_task_choice_is_uniform_over_the_allowed_tasks(image_set):
+    synthesiser = Synthesiser(4, (0, 2, 3), image_set)
+    picks = [synthesiser.pick_task(f"case{i}", epoch) for i in range(100) for epoch in range(6)]
+    counts = {task: picks.count(task) for task in (0, 2, 3)}
+    assert set(picks) == {0, 2, 3} and all(150 <= n <= 250 for n in counts.values()), counts
+    again = Synthesiser(4, (0, 2, 3), image_set)
+    assert [again.pick_task(f"case{i}", epoch) for i in range(100) for epoch in range(6)] == picks
+
+
+def test_samples_depend_only_on_seed_epoch_and_case(image_set):
+    case_id, uri = image_set[1]
+    first = [Synthesiser(9, (0, 1, 4), image_set).sample(case_id, uri, epoch) for epoch in range(6)]
+    # a fresh process state (empty cache, other samples drawn before) gives the same bytes
+    other = Synthesiser(9, (0, 1, 4), image_set)
+    for other_id, other_uri in image_set:
+        other.sample(other_id, other_uri, 3)
+    for epoch, sample in enumerate(first):
+        again = other.sample(case_id, uri, epoch)
+        assert (again.key, again.task) == (f"{case_id}@{epoch}", sample.task)
+        np.testing.assert_array_equal(again.image, sample.image)
+        np.testing.assert_array_equal(again.label, sample.label)
+    assert {s.task for s in first} <= {0, 1, 4}
+    assert len({s.image.tobytes() for s in first}) == 6  # every epoch differs
+    for sample in first:
+        assert sample.image.dtype == np.float32 and sample.image.shape == (1, 20, 24)
+        assert sample.label.dtype == np.float32 and sample.label.shape == (20, 24)
+    validation = other.validation_sample(case_id, uri, 1)
+    assert validation.epoch == VALIDATION_EPOCH + 1
+    np.testing.assert_array_equal(validation.image, other.sample(case_id, uri, VALIDATION_EPOCH + 1).image)
+    np.testing.assert_array_equal(validation.healthy, other.cache.get(uri).image)
+
+
+def test_intra_blend_reads_another_case_of_the_image_set(image_set):
+    pair = image_set[:2]
+    synthesiser = Synthesiser(0, (0,), pair)
+    sample = synthesiser.sample(*pair[0], 0)
+    assert sample.task == 0 and pair[1][1] in synthesiser.cache  # the source was the other case
+
+
+def test_standin_pool_is_textured_reproducible_and_seeded():
+    pool = standin_sources(5, (20, 24, 16), count=3)
+    assert len(pool) == 3
+    for image in pool:
+        assert image.shape == (1, 20, 24, 16) and image.dtype == np.float32
+        assert image.min() == 0 and image.max() == 1 and image.std() > 0.05
+    assert all(np.array_equal(a, b) for a, b in zip(pool, standin_sources(5, (20, 24, 16), count=3)))
+    assert not np.array_equal(pool[0], standin_sources(6, (20, 24, 16), count=1)[0])
+    assert standin_sources(5, (30, 30), count=1)[0].shape == (1, 30, 30)
+
+
+def test_case_cache_keeps_the_most_recent_and_names_bad_files(image_set, tmp_path):
+    cache = CaseCache(capacity=2)
+    for _, uri in image_set[:3]:
+        cache.get(uri)
+    assert image_set[0][1] not in cache and image_set[1][1] in cache and image_set[2][1] in cache
+    truncated = tmp_path / "bad.npz"
+    truncated.write_bytes((tmp_path / "c0.npz").read_bytes()[:200])
+    with pytest.raises(ValueError, match="bad.npz"):
+        cache.get(str(truncated))
+    with pytest.raises(ValueError, match="missing.npz: prepared case not found"):
+        cache.get(str(tmp_path / "missing.npz"))
+
+
+def test_bad_arguments_are_clear_errors(image_set):
+    with pytest.raises(ValueError, match="subset of 0-4"):
+        Synthesiser(0, (5,), image_set)
+    with pytest.raises(ValueError, match="image set is empty"):
+        Synthesiser(0, (4,), [])
