@@ -77,6 +77,8 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
     from tqdm import tqdm
 
     clock = time.perf_counter()
+    # Local paths become absolute: workers (and later jobs) may run in another working folder.
+    src, dst = (uri if storage.is_remote(uri) else os.path.abspath(uri) for uri in (src, dst))
     sources = discover_cases(src, modality, volumes=recipe.name == "brain")
     if limit is not None:
         sources = sources[:limit]

@@ -152,13 +152,16 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
     assert [row["shape"] for row in read_manifest(dst)] == [None, None, [8, 10, 8]]
 
 
-def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, capsys):
+def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, capsys, monkeypatch):
     from lightwork.jobs import prepare
 
     src, dst = str(tmp_path / "chest"), str(tmp_path / "prepared")
     phantom.write_cohort(src, "cxr", num_healthy=2, num_test=1, seed=2)
-    assert prepare.main([src, dst, "--recipe", "cxr", "--size", "32", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path)  # relative paths are stored absolute
+    assert prepare.main(["chest", "prepared", "--recipe", "cxr", "--size", "32", "--no-progress"]) == 0
     rows = read_manifest(dst)
+    assert rows[0]["source_uri"] == f"{src}/healthy/cxr-healthy-000/image.png"
+    assert rows[0]["array_uri"] == f"{dst}/cases/healthy_cxr-healthy-000.npz"
     assert [(r["case_id"], r["shape"], r["image_label"], r["has_lesion"]) for r in rows] == [
         ("healthy_cxr-healthy-000", [32, 32], 0, False), ("healthy_cxr-healthy-001", [32, 32], 0, False),
         ("test_cxr-test-000", [32, 32], 1, True)]
