@@ -190,10 +190,16 @@ def _first_value(value) -> float | None:
         return None
 
 
+def _stored_dtype(dataset) -> str:
+    """The stored pixel type from the header (e.g. uint16), without decoding the pixels again."""
+    signed = int(getattr(dataset, "PixelRepresentation", 0) or 0) == 1
+    return f"{'int' if signed else 'uint'}{int(getattr(dataset, 'BitsAllocated', 16) or 16)}"
+
+
 def _dicom_provenance(uri: str, dataset, pixels: np.ndarray, files: list[str]) -> dict:
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
     provenance = {"uri": uri, "format": "dicom", "original_shape": tuple(pixels.shape),
-                  "original_dtype": str(dataset.pixel_array.dtype), "modality": str(getattr(dataset, "Modality", "")),
+                  "original_dtype": _stored_dtype(dataset), "modality": str(getattr(dataset, "Modality", "")),
                   "photometric": photometric, "monochrome1": photometric == "MONOCHROME1", "files": files}
     for key, tag in (("window_center", "WindowCenter"), ("window_width", "WindowWidth")):
         value = _first_value(getattr(dataset, tag, None))

@@ -113,7 +113,7 @@ def test_single_dicom_file_records_window_and_monochrome1(tmp_path):
     loaded = readers.read_image(str(path))
     assert loaded.array.shape == (3, 4) and loaded.spacing == (0.2, 0.3)
     np.testing.assert_allclose(loaded.array, np.arange(12).reshape(3, 4) * 1.5 + 1.0)
-    assert loaded.provenance["monochrome1"] is True
+    assert loaded.provenance["monochrome1"] is True and loaded.provenance["original_dtype"] == "uint16"
     assert loaded.provenance["window_center"] == 5.0 and loaded.provenance["window_width"] == 8.0
 
 
