@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -169,8 +170,13 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
     Training order (validation=False): per epoch, the cases in a seed-drawn order; validation:
     as given, with `healthy`. `shape` is the cases' spatial shape (sets the samples per call).
     """
+    from lightwork.distributed.train import STORAGE_ENV
+
     if not cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
+    # Actors read the cases: they need the object-storage variables even when the cluster's
+    # processes started before they were set.
+    env = {name: os.environ[name] for name in STORAGE_ENV if name in os.environ}
     items = ray.data.read_datasource(_Items(cases, epochs, seed, shuffle=not validation,
                                             block_rows=rows_per_call(shape)),
                                      num_cpus=READ_CPUS, concurrency=1)
@@ -180,7 +186,7 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
                                "external": list(external), "max_push": config.data.max_push,
                                "validation": validation, "keys": keys},
         compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.actors),
-        num_cpus=pool.cpus_per_actor)
+        num_cpus=pool.cpus_per_actor, **({"runtime_env": {"env_vars": env}} if env else {}))
 
 
 def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_cpus: float | None = None,

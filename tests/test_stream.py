@@ -1,0 +1,168 @@
+"""The fold data stream through real Ray Data: shapes and dtypes, folds and tasks of the plan,
+the same rows whatever the number of synthesis actors, cases read from a real S3 endpoint, a
+corrupt case skipped and counted, and the resource plan."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from lightwork.config import load_config
+from lightwork.data import manifest
+from lightwork.data.cases import PreparedCase, load_case, save_case
+from lightwork.data.phantom import smooth_noise
+from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
+from lightwork.distributed.stream import fold_dataset, fold_datasets, plan_synthesis, training_epochs
+from lightwork.distributed.train import plan_trial_resources
+from lightwork.training.folds import plan_split
+
+IMAGE_COLUMNS = {"image", "label"}
+
+
+def write_cases(root: str, shape, count=10, channels=1, seed=0) -> str:
+    """`count` smooth noise cases (foreground: all but a 2-voxel border) and their manifest at `root`."""
+    rng = np.random.default_rng(seed)
+    ids = [f"case{i:02d}" for i in range(count)]
+    folds = manifest.contiguous_folds(ids)
+    foreground = np.zeros(shape, bool)
+    foreground[tuple(slice(2, -2) for _ in shape)] = True
+    rows = []
+    for case_id in ids:
+        image = np.stack([smooth_noise(rng, shape, 2.0) for _ in range(channels)]) * 0.2 + 1.0
+        uri = f"{root}/{case_id}.npz"
+        save_case(uri, PreparedCase(case_id, image.astype(np.float32), foreground))
+        rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
+                     "shape": list(shape), "spacing": [1.0] * len(shape), "recipe": "test", "recipe_version": "1",
+                     "fold": folds[case_id], "has_lesion": False, "status": "ok", "error": None})
+    return manifest.write_manifest(root, rows)
+
+
+def config_for(data: str, *overrides):
+    return load_config(preset="tiny", overrides=[f"data.manifest={data}", *overrides])
+
+
+def plan_of(split: str, index: int):
+    return plan_split(split, {fold: 2 for fold in range(5)})[index]
+
+
+def fold_of(case_id: str) -> int:
+    return int(case_id[4:]) // 2
+
+
+def test_rows_follow_the_plan(ray_session, tmp_path):
+    data = write_cases(str(tmp_path / "data"), (16, 16, 16))
+    config = config_for(data, "data.val_per_case=2", "train.max_epochs=2", "train.batch_size=2")
+    plan = plan_of("2/3", 0)  # trains with tasks 0, 1, validates with 2, 3, 4; the image sets swap (3 folds > 2)
+    assert plan.train_tasks == (0, 1) and plan.train_folds == (2, 3, 4) and plan.val_folds == (0, 1)
+    datasets = fold_datasets(plan, config, seed=5, data_cpus=1.0, keys=True)
+    train_rows = datasets["train"].take_all()
+    # every step of the run plus an epoch of margin, each data epoch a permutation of the train cases
+    epochs = training_epochs(6, config.train)
+    assert epochs == 3 and len(train_rows) == 6 * epochs
+    for epoch in range(epochs):
+        keys = [row["sample_key"] for row in train_rows[6 * epoch:6 * epoch + 6]]
+        assert sorted(keys) == [f"case0{i}@{epoch}" for i in range(4, 10)]
+    orders = [[row["case_id"] for row in train_rows[6 * e:6 * e + 6]] for e in range(epochs)]
+    assert len({tuple(order) for order in orders}) > 1  # the order is drawn per epoch
+    assert {fold_of(row["case_id"]) for row in train_rows} == {2, 3, 4}
+    assert {int(row["task"]) for row in train_rows} == {0, 1}
+    for row in train_rows:
+        assert row["image"].shape == (1, 16, 16, 16) and row["image"].dtype == np.float32
+        assert row["label"].shape == (16, 16, 16) and row["label"].dtype == np.float32
+        assert 0 <= row["label"].min() and row["label"].max() <= 1
+    assert sum(row["label"].max() > 0 for row in train_rows) >= len(train_rows) / 2  # most samples show an anomaly
+
+    val_rows = datasets["val"].take_all()
+    assert sorted(row["sample_key"] for row in val_rows) == sorted(
+        f"case{i:02d}@{VALIDATION_EPOCH + v}" for i in range(4) for v in range(2))
+    assert {int(row["task"]) for row in val_rows} <= {2, 3, 4}
+    for row in val_rows:
+        healthy = load_case(f"{tmp_path}/data/{row['case_id']}.npz").image
+        np.testing.assert_array_equal(row["healthy"], healthy)  # the unchanged case: its target is zero
+        assert row["image"].shape == healthy.shape and row["label"].shape == healthy.shape[1:]
+        assert (row["label"].max() > 0) <= (row["image"] != healthy).any()  # a label marks a change
+
+    # What Train gets: only tensor columns, which convert to torch batches.
+    plain = fold_datasets(plan, config, seed=5, data_cpus=1.0)
+    batch = next(iter(plain["train"].iter_torch_batches(batch_size=2)))
+    assert set(batch) == IMAGE_COLUMNS and tuple(batch["image"].shape) == (2, 1, 16, 16, 16)
+    batch = next(iter(plain["val"].iter_torch_batches(batch_size=3)))
+    assert set(batch) == IMAGE_COLUMNS | {"healthy"}
+
+
+def test_same_rows_whatever_the_number_of_actors(ray_session, tmp_path):
+    data = write_cases(str(tmp_path / "data"), (32, 32), channels=3)
+    config = config_for(data, "train.max_epochs=3", "train.batch_size=2")
+    plan = plan_of("3/2", 3)  # tasks 0, 2, 3 on folds 0, 2, 3
+
+    def rows(actors, seed=7):
+        dataset = fold_dataset(plan, config, seed, "train", data_cpus=3.0, actors=actors, keys=True)
+        return [(row["sample_key"], int(row["task"]), row["image"].tobytes(), row["label"].tobytes())
+                for row in dataset.iter_rows()]
+
+    one, two = rows(1), rows(2)
+    assert len(one) == 6 * training_epochs(6, config.train) and one == two  # same bytes, same order
+    assert {task for _, task, _, _ in one} == {0, 2, 3}
+    other_seed = rows(2, seed=8)
+    assert [key for key, *_ in other_seed] != [key for key, *_ in one]
+
+
+def test_cases_on_s3_give_the_local_rows(ray_session, s3_server, tmp_path):
+    local = write_cases(str(tmp_path / "data"), (24, 24))
+    remote = write_cases(f"s3://{s3_server['bucket']}/stream-cases", (24, 24))
+    plan = plan_of("1/4", 3)
+
+    def rows(data):
+        datasets = fold_datasets(plan, config_for(data, "train.max_epochs=1"), seed=1, data_cpus=1.0, keys=True)
+        return {name: sorted((row["sample_key"], row["image"].tobytes()) for row in dataset.iter_rows())
+                for name, dataset in datasets.items()}
+
+    from_s3 = rows(remote)
+    assert from_s3 == rows(local) and len(from_s3["val"]) == 2
+
+
+def test_a_corrupt_case_is_skipped_counted_and_logged(ray_session, tmp_path, caplog):
+    data = write_cases(str(tmp_path / "data"), (16, 16))
+    bad = tmp_path / "data" / "case03.npz"
+    bad.write_bytes(bad.read_bytes()[:300])  # truncated
+    plan = plan_of("1/4", 0)  # trains on folds 1-4 (they are the larger set), validates on fold 0
+    rows = fold_dataset(plan, config_for(data, "train.max_epochs=1"), 0, "train", data_cpus=1.0, keys=True).take_all()
+    assert {row["case_id"] for row in rows} == {f"case{i:02d}" for i in range(2, 10)} - {"case03"}
+
+    # The actor's own count and message, without Ray.
+    image_set = [(f"case{i:02d}", f"{tmp_path}/data/case{i:02d}.npz") for i in range(2, 10)]
+    synthesise = BatchSynthesiser(0, (0,), image_set, (), 5.0, validation=False, keys=True)
+    items = {"case_id": np.array(["case03", "case02", "case03"]), "array_uri": np.array([str(bad),
+             f"{tmp_path}/data/case02.npz", str(bad)]), "epoch": np.array([0, 0, 1])}
+    with caplog.at_level(logging.WARNING):
+        out = synthesise(items)
+    assert list(out["sample_key"]) == ["case02@0"] and synthesise.skipped == 2
+    assert str(bad) in caplog.text and "2 of 3 skipped" in caplog.text
+
+
+def test_inter_blend_reads_the_external_dataset(tmp_path):
+    data = write_cases(str(tmp_path / "data"), (24, 24), count=5)
+    external = write_cases(str(tmp_path / "external"), (40, 40), count=3, seed=9)
+    synthesise = BatchSynthesiser(0, (1,), [(f"case{i:02d}", f"{tmp_path}/data/case{i:02d}.npz") for i in range(5)],
+                             [row["array_uri"] for row in manifest.read_manifest(external)], 5.0,
+                             validation=False, keys=True)
+    out = synthesise({"case_id": np.array(["case00"]), "array_uri": np.array([f"{tmp_path}/data/case00.npz"]),
+                      "epoch": np.array([0])})
+    assert out["task"].tolist() == [1] and out["label"].max() > 0
+    assert any(f"{tmp_path}/external/case{i:02d}.npz" in synthesise.synthesiser.cache for i in range(3))
+
+
+def test_resource_plan_fits_the_synthesis_pool():
+    config = load_config(preset="tiny", overrides=["resources.cpus_per_worker=1"])
+    trials = plan_trial_resources(5, config, {"CPU": 8})  # 4 concurrent trials
+    assert trials.max_concurrent_trials == 4
+    assert trials.cpus_for_data == pytest.approx((8 - 4 * 1.01) / 4)
+    pool = plan_synthesis(trials.cpus_for_data)
+    assert pool.actors == 1 and pool.cpus_per_actor == pytest.approx(trials.cpus_for_data - 0.06)
+    big = plan_synthesis(plan_trial_resources(1, config, {"CPU": 16, "GPU": 1}).cpus_for_data)
+    assert big.actors == 15 and big.actors * big.cpus_per_actor <= 16 - 1.01
+    assert plan_synthesis(3.0, actors=2).cpus_per_actor == pytest.approx(2.94 / 2)
+    with pytest.raises(ValueError, match="left for synthesis"):
+        plan_synthesis(0.2)
+    with pytest.raises(ValueError, match="left for synthesis"):
+        plan_synthesis(1.0, actors=8)
