@@ -608,6 +608,12 @@ def case_files(case: PhantomCase) -> dict[str, bytes]:
     return files
 
 
+def cohort_case_files(kind: str, group: str) -> tuple[str, ...]:
+    """The file names `case_files` writes for a case of `kind` ("brain"/"cxr") in `group`."""
+    names = (BRAIN_IMAGE_FILE, BRAIN_MASK_FILE, LESION_FILE) if kind == "brain" else (CHEST_IMAGE_FILE, CHEST_LESION_FILE)
+    return names if group == "test" else names[:-1]
+
+
 def cohort_case_ids(kind: str, num_healthy: int, num_test: int) -> dict[str, list[str]]:
     """The case ids of a cohort by group: `{"healthy": [...], "test": [...]}`."""
     if num_healthy < 1 or num_test < 0:
@@ -620,14 +626,18 @@ def write_cohort_case(dst_uri: str, group: str, case_id: str, kind: str, seed: i
                       shape: tuple[int, ...] | None = None) -> str:
     """Generate one case of a cohort and write its folder `DST/group/case_id/`; returns that URI.
 
-    Cases of the `test` group carry lesions; `healthy` ones do not.
+    Cases of the `test` group carry lesions; `healthy` ones do not. A case is generated from its
+    seed alone, so a folder already holding every file of the case is left as it is (re-running
+    the pipeline does not regenerate the cohort).
     """
     from lightwork.data import storage
 
     if group not in ("healthy", "test"):
         raise ValueError(f"unknown cohort group {group!r}: choose 'healthy' or 'test'")
-    case = make_case(kind, seed, case_id, with_lesions=group == "test", shape=shape)
     folder = storage.join(dst_uri, group, case_id)
+    if all(storage.exists(storage.join(folder, name)) for name in cohort_case_files(kind, group)):
+        return folder
+    case = make_case(kind, seed, case_id, with_lesions=group == "test", shape=shape)
     for name, payload in case_files(case).items():
         storage.write_bytes(storage.join(folder, name), payload)
     return folder

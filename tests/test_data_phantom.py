@@ -62,3 +62,14 @@ def test_written_cohort_is_readable_nifti_and_png(tmp_path):
     chest = phantom.write_cohort(str(tmp_path / "cxr"), "cxr", num_healthy=1, num_test=1, seed=5)
     image = np.asarray(Image.open(f"{chest.healthy_uri}/{chest.healthy_ids[0]}/{phantom.CHEST_IMAGE_FILE}"))
     assert image.shape == phantom.CHEST_SHAPE and image.dtype == np.uint8 and image.std() > 20
+
+
+def test_rewriting_a_cohort_keeps_complete_cases_and_completes_partial_ones(tmp_path):
+    phantom.write_cohort(str(tmp_path), "cxr", num_healthy=2, num_test=1, seed=1)
+    kept = tmp_path / "healthy" / "cxr-healthy-000" / "image.png"
+    partial = tmp_path / "test" / "cxr-test-000"
+    kept_mtime = kept.stat().st_mtime_ns
+    (partial / "lesion.png").unlink()
+    phantom.write_cohort(str(tmp_path), "cxr", num_healthy=2, num_test=1, seed=1)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    assert sorted(p.name for p in partial.iterdir()) == ["image.png", "lesion.png"]
