@@ -1,5 +1,5 @@
-"""Every fold of a split through real Ray Data, Train and Tune on tiny 3D and 2D datasets:
-best checkpoints, falling validation loss, resume without redoing finished folds, and a training
+"""Every fold of a split through the real synthesis stream (Ray Data), Train and Tune on tiny 3D
+and 2D datasets: best checkpoints, falling validation loss, resume without redoing finished folds, and a training
 worker killed mid-run whose trial resumes from its checkpoint with its history intact."""
 
 import json
@@ -15,6 +15,7 @@ import torch
 from lightwork.config import load_config
 from lightwork.data import manifest, storage
 from lightwork.data.cases import PreparedCase, save_case
+from lightwork.data.phantom import smooth_noise
 from lightwork.models import load_model
 from lightwork.training import runs
 
@@ -22,59 +23,22 @@ pytestmark = pytest.mark.slow
 
 
 def write_dataset(root, shape, count=10):
-    """`count` smooth random cases of spatial `shape` written as prepared cases + manifest."""
+    """`count` smooth noise cases of spatial `shape` (foreground: all but a 2-voxel border) written
+    as prepared cases + manifest, for the real synthesis stream."""
     rng = np.random.default_rng(0)
     rows = []
     ids = [f"case{i:02d}" for i in range(count)]
     folds = manifest.contiguous_folds(ids)
+    foreground = np.zeros(shape, bool)
+    foreground[tuple(slice(2, -2) for _ in shape)] = True
     for case_id in ids:
-        image = rng.normal(0.5, 0.05, size=(1, *shape)).astype(np.float32)
+        image = (smooth_noise(rng, shape, 2.0) * 0.2 + 1.0)[None]
         uri = str(root / f"{case_id}.npz")
-        save_case(uri, PreparedCase(case_id, image, np.ones(shape, bool)))
+        save_case(uri, PreparedCase(case_id, image, foreground))
         rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
                      "shape": list(shape), "spacing": [1.0] * len(shape), "recipe": "test", "recipe_version": "1",
                      "fold": folds[case_id], "has_lesion": False, "status": "ok", "error": None})
     return manifest.write_manifest(str(root), rows)
-
-
-def make_datasets_factory():
-    """Fold datasets built with real Ray Data from the prepared cases: a bright box of random
-    size/place per sample (a stand-in for the synthesis tasks, which the stream tests cover)."""
-
-    def factory(plan, config, seed):
-        import ray
-
-        from lightwork.anomalies.seeding import sample_generator
-        from lightwork.data.cases import load_case
-
-        rows = [r for r in manifest.usable(manifest.read_manifest(config.data.manifest))]
-
-        def with_box(row, task):
-            case = load_case(row["array_uri"])
-            rng = sample_generator(seed, 0, row["case_id"], task)
-            shape = case.image.shape[1:]
-            size = [int(rng.integers(2, max(3, s // 2))) for s in shape]
-            corner = [int(rng.integers(0, s - z)) for s, z in zip(shape, size)]
-            box = tuple(slice(c, c + z) for c, z in zip(corner, size))
-            image = case.image.copy()
-            image[(slice(None), *box)] += 0.5
-            label = np.zeros(shape, np.float32)
-            label[box] = 1 - np.exp(-0.5**2 / (2 * 0.2**2))
-            return case.image, image, label
-
-        def train_row(row):
-            _, image, label = with_box(row, plan.train_tasks[0])
-            return {"image": image, "label": label}
-
-        def val_row(row):
-            healthy, image, label = with_box(row, plan.val_tasks[0])
-            return {"healthy": healthy, "image": image, "label": label}
-
-        pick = lambda folds: [{"case_id": r["case_id"], "array_uri": r["array_uri"]} for r in rows if r["fold"] in folds]  # noqa: E731
-        return {"train": ray.data.from_items(pick(plan.train_folds)).map(train_row, num_cpus=0.1),
-                "val": ray.data.from_items(pick(plan.val_folds)).map(val_row, num_cpus=0.1)}
-
-    return factory
 
 
 def run_config(tmp_path, shape, name, storage_path, **train):
@@ -109,7 +73,7 @@ def test_split_3d_end_to_end_and_resume(ray_session, tmp_path):
     from lightwork.distributed.train import train_splits
 
     config = run_config(tmp_path, (16, 16, 16), "brain3d", tmp_path / "runs", max_epochs=3)
-    records = train_splits(config, "1/4", seed=1, datasets_factory=make_datasets_factory())
+    records = train_splits(config, "1/4", seed=1)
     check_records(records, epochs=3)
     run = runs.run_uri(config.storage_path, config.name)
     assert [r.name for r in runs.read_folds(run)] == [r.name for r in records]
@@ -125,7 +89,7 @@ def test_split_3d_end_to_end_and_resume(ray_session, tmp_path):
     record_file = tmp_path / "runs" / "brain3d" / interrupted.name / "fold.json"
     record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "status": "running"}))
     stamps = {r.name: os.path.getmtime(tmp_path / "runs" / "brain3d" / r.name / "fold.json") for r in records}
-    again = train_splits(config, "1/4", seed=1, datasets_factory=make_datasets_factory())
+    again = train_splits(config, "1/4", seed=1)
     check_records(again, epochs=3)
     for record in records:
         changed = os.path.getmtime(tmp_path / "runs" / "brain3d" / record.name / "fold.json") != stamps[record.name]
@@ -159,7 +123,7 @@ def test_split_2d_on_s3_survives_killed_worker(ray_session, s3_server, tmp_path)
     killer = threading.Thread(target=_kill_first_worker_after_report, args=(run, killed, stop), daemon=True)
     killer.start()
     try:
-        records = train_splits(config, "4/1", seed=2, datasets_factory=make_datasets_factory())
+        records = train_splits(config, "4/1", seed=2)
     finally:
         stop.set()
         killer.join()
