@@ -61,6 +61,7 @@ MIN_ACTOR_CPUS = 0.25
 MAX_READ_TASKS = 256
 ORDER_KEY = "<stream order>"  # the generator key of a data epoch's case order
 VOXELS_PER_CALL = 2**21  # samples per actor call: about this many voxels (80x112x80: 3, 256x256: 32)
+IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) are synthesised in the driver
 ITEM_SCHEMA = pa.schema([("case_id", pa.string()), ("array_uri", pa.string()), ("epoch", pa.int64())])
 
 
@@ -189,6 +190,30 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
         num_cpus=pool.cpus_per_actor, **({"runtime_env": {"env_vars": env}} if env else {}))
 
 
+@dataclass(frozen=True)
+class _Part:
+    """What one part ("train" or "val") of a fold synthesises."""
+
+    cases: list[tuple[str, str]]
+    tasks: tuple[int, ...]
+    epochs: list[int]
+    shape: tuple[int, ...]
+    external: list[str]
+
+
+def _part(plan: FoldPlan, config: RunConfig, part: str) -> _Part:
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
+    shape = tuple(rows[0]["shape"]) if rows else ()
+    if part == "val":
+        epochs = [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)]
+        return _Part(_cases(rows, plan.val_folds), plan.val_tasks, epochs, shape, _external(config))
+    cases = _cases(rows, plan.train_folds)
+    return _Part(cases, plan.train_tasks, list(range(training_epochs(len(cases), config.train))), shape,
+                 _external(config))
+
+
 def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_cpus: float | None = None,
                  actors: int | None = None, keys: bool = False) -> ray.data.Dataset:
     """The lazy "train" or "val" dataset of one fold model (rows: module docstring).
@@ -205,30 +230,37 @@ def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_c
     """
     from lightwork.distributed.train import plan_trial_resources
 
-    if part not in ("train", "val"):
-        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    what = _part(plan, config, part)
     if data_cpus is None:
         data_cpus = plan_trial_resources(1, config, ray.cluster_resources()).cpus_for_data
     pool = plan_synthesis(data_cpus, actors)
-    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
-    validation = part == "val"
-    cases = _cases(rows, plan.val_folds if validation else plan.train_folds)
-    if validation:
-        epochs = [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)]
-    else:
-        epochs = list(range(training_epochs(len(cases), config.train)))
-    log.info("%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs", plan.name, part, len(cases),
-             len(epochs), pool.actors, pool.cpus_per_actor)
-    dataset = synthesis_dataset(cases, plan.val_tasks if validation else plan.train_tasks, config, seed, epochs,
-                                validation=validation, pool=pool, shape=rows[0]["shape"] if rows else (),
-                                external=_external(config), keys=keys)
+    log.info("%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs", plan.name, part,
+             len(what.cases), len(what.epochs), pool.actors, pool.cpus_per_actor)
+    dataset = synthesis_dataset(what.cases, what.tasks, config, seed, what.epochs, validation=part == "val",
+                                pool=pool, shape=what.shape, external=what.external, keys=keys)
     dataset.context.execution_options = ingest_options(data_cpus)
     return dataset
 
 
 def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float | None = None,
                   keys: bool = False) -> dict[str, ray.data.Dataset]:
-    """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`): the
-    validation set is synthesised once here and read again every epoch."""
+    """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`).
+
+    The validation set is synthesised once here and read again every epoch: by the actor pool,
+    or, when it holds at most IN_PROCESS_VOXELS voxels, in this process (no actor to start; the
+    same rows).
+    """
     train = fold_dataset(plan, config, seed, "train", data_cpus, keys=keys)
-    return {"train": train, "val": fold_dataset(plan, config, seed, "val", data_cpus, keys=keys).materialize()}
+    what = _part(plan, config, "val")
+    if len(what.cases) * len(what.epochs) * math.prod(what.shape) > IN_PROCESS_VOXELS:
+        return {"train": train, "val": fold_dataset(plan, config, seed, "val", data_cpus, keys=keys).materialize()}
+    if not what.cases:
+        raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
+    items = {"case_id": np.array([case_id for _ in what.epochs for case_id, _ in what.cases]),
+             "array_uri": np.array([uri for _ in what.epochs for _, uri in what.cases]),
+             "epoch": np.array([epoch for epoch in what.epochs for _ in what.cases], np.int64)}
+    batch = BatchSynthesiser(seed, what.tasks, what.cases, what.external, config.data.max_push, validation=True,
+                             keys=keys)(items)
+    count = len(next(iter(batch.values()), ()))
+    return {"train": train, "val": ray.data.from_items([{name: column[index] for name, column in batch.items()}
+                                                        for index in range(count)])}

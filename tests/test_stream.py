@@ -72,7 +72,10 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
         assert 0 <= row["label"].min() and row["label"].max() <= 1
     assert sum(row["label"].max() > 0 for row in train_rows) >= len(train_rows) / 2  # most samples show an anomaly
 
-    val_rows = datasets["val"].take_all()
+    val_rows = datasets["val"].take_all()  # synthesised in this process (a small set)
+    from_actors = fold_dataset(plan, config, 5, "val", data_cpus=1.0, keys=True).take_all()
+    assert [(r["sample_key"], r["image"].tobytes(), r["label"].tobytes(), r["healthy"].tobytes()) for r in val_rows] \
+        == [(r["sample_key"], r["image"].tobytes(), r["label"].tobytes(), r["healthy"].tobytes()) for r in from_actors]
     assert sorted(row["sample_key"] for row in val_rows) == sorted(
         f"case{i:02d}@{VALIDATION_EPOCH + v}" for i in range(4) for v in range(2))
     assert {int(row["task"]) for row in val_rows} <= {2, 3, 4}
