@@ -1,0 +1,136 @@
+"""Synthesis throughput: the bare single-core loop beside the Ray Data stream with 1 and 2 actors.
+
+    python benchmarks/pipeline.py                        # 80x112x80 brain and 256x256 chest phantoms
+    python benchmarks/pipeline.py --presets cxr --appetite 500
+
+Per preset: phantom cases prepared as the recipes leave them (brain: z-scored over the brain,
+zero outside; chest: scaled to [-1, 1], whole-image foreground), written as `.npz` files with a
+manifest in a temporary folder; every sample uses one of all five tasks (inter_blend from the
+stand-in external pool). Then, in the same run and on the same (case, epoch) items:
+    bare      `Synthesiser.sample` in this process (one core): samples/s over all items after a
+              warm-up pass (cases cached, stand-in pool built), and the median time per sample
+    ray, n    `stream.synthesis_dataset` with n synthesis actors, consumed with `iter_batches` in
+              this process: samples/s from the first batch to the last (actor start-up, reported
+              apart, excluded), and the ratio to n x the bare rate (goal >= 0.8)
+Pool sizing for a GPU: actors = ceil(GPU samples/s appetite / per-core synthesis samples/s), with the
+bare rate as the per-core rate (printed for `--appetite` values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from lightwork.config import load_config
+from lightwork.data import manifest, phantom
+from lightwork.data.cases import PreparedCase, save_case
+from lightwork.data.synthesis import Synthesiser
+from lightwork.distributed import stream
+
+PRESETS = {  # shape, spacing mm, cases, samples
+    "brain": ((80, 112, 80), 2.0, 6, 36),
+    "cxr": ((256, 256), 1.4, 16, 1280),
+}
+ALL_TASKS = (0, 1, 2, 3, 4)
+SEED = 0
+
+
+def prepare(kind: str, root: str, shape: tuple[int, ...], spacing_mm: float, count: int) -> list[tuple[str, str]]:
+    """Write `count` prepared phantom cases and their manifest under `root`; returns (case_id, uri)."""
+    rows, cases = [], []
+    ids = [f"{kind}{index:03d}" for index in range(count)]
+    folds = manifest.contiguous_folds(ids)
+    for case_id in ids:
+        make = phantom.make_brain_case if kind == "brain" else phantom.make_chest_case
+        case = make(SEED, case_id, False, shape, spacing_mm)
+        if kind == "brain":
+            inside = case.image[case.foreground]
+            image = np.where(case.foreground, (case.image - inside.mean()) / inside.std(), 0.0)
+            foreground = case.foreground
+        else:
+            image, foreground = case.image * 2.0 - 1.0, np.ones(shape, bool)
+        uri = os.path.join(root, f"{case_id}.npz")
+        save_case(uri, PreparedCase(case_id, image[None].astype(np.float32), foreground))
+        cases.append((case_id, uri))
+        rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
+                     "shape": list(shape), "spacing": [spacing_mm] * len(shape), "recipe": kind,
+                     "recipe_version": "phantom", "fold": folds[case_id], "has_lesion": False, "status": "ok",
+                     "error": None})
+    manifest.write_manifest(root, rows)
+    return cases
+
+
+def bare(cases: list[tuple[str, str]], epochs: int, max_push: float) -> tuple[float, float]:
+    """(samples/s, median ms per sample) of the single-process loop over the items."""
+    synthesiser = Synthesiser(SEED, ALL_TASKS, cases, max_push=max_push)
+    for case_id, uri in cases:  # warm-up: cases cached, stand-in pool built
+        synthesiser.sample(case_id, uri, epochs)
+    times = []
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        for case_id, uri in cases:
+            before = time.perf_counter()
+            synthesiser.sample(case_id, uri, epoch)
+            times.append(time.perf_counter() - before)
+    return len(times) / (time.perf_counter() - started), 1000 * statistics.median(times)
+
+
+def through_ray(cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...], actors: int,
+                max_push: float) -> tuple[float, float, int]:
+    """(samples/s after the first batch, seconds to the first batch, samples) of the Ray stream."""
+    config = load_config(overrides=[f"data.max_push={max_push}"])
+    dataset = stream.synthesis_dataset(cases, ALL_TASKS, config, SEED, list(range(epochs)), validation=False,
+                                       pool=stream.plan_synthesis(2.0, actors), shape=shape)
+    dataset.context.execution_options = stream.ingest_options(2.0)
+    started = time.perf_counter()
+    first, count = None, 0
+    for batch in dataset.iter_batches(batch_size=stream.rows_per_call(shape), batch_format="numpy"):
+        if first is None:
+            first = time.perf_counter()
+            first_rows = len(batch["image"])
+        count += len(batch["image"])
+    return (count - first_rows) / (time.perf_counter() - first), first - started, count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="brain,cxr", help="comma-separated: brain, cxr")
+    parser.add_argument("--samples", type=int, default=None, help="samples per measurement (default per preset)")
+    parser.add_argument("--appetite", type=float, action="append", default=None,
+                        help="GPU samples/s to size a pool for (repeatable; default 20, 100, 500)")
+    args = parser.parse_args(argv)
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print(f"machine: {os.cpu_count()} cores; Ray with 2 CPUs; all five tasks, inter_blend from the stand-in pool")
+    header = (f"{'preset':<6} {'shape':<12} {'samples':>7} {'bare/s':>8} {'ms/sample':>9} {'ray 1/s':>8} "
+              f"{'x bare':>7} {'ray 2/s':>8} {'x 2 bare':>8} {'start s':>7}")
+    print(header, flush=True)
+    for preset in [name.strip() for name in args.presets.split(",")]:
+        shape, spacing, count, samples = PRESETS[preset]
+        max_push = load_config(preset="brain" if preset == "brain" else "cxr").data.max_push
+        epochs = max(1, math.ceil((args.samples or samples) / count))
+        with tempfile.TemporaryDirectory() as root:
+            cases = prepare(preset, root, shape, spacing, count)
+            rate, median_ms = bare(cases, epochs, max_push)
+            one, start_one, total = through_ray(cases, epochs, shape, 1, max_push)
+            two, start_two, _ = through_ray(cases, epochs, shape, 2, max_push)
+        print(f"{preset:<6} {'x'.join(map(str, shape)):<12} {total:>7} {rate:>8.1f} {median_ms:>9.1f} "
+                    f"{one:>8.1f} {one / rate:>7.2f} {two:>8.1f} {two / (2 * rate):>8.2f} "
+                    f"{max(start_one, start_two):>7.1f}", flush=True)
+        print(f"  pool for a GPU ({preset}): actors = ceil(appetite / {rate:.1f} samples/s per core): " +
+              ", ".join(f"{appetite:g}/s -> {math.ceil(appetite / rate)}" for appetite in args.appetite or (20, 100, 500)))
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
