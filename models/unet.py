@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from lightwork.models.positional import PositionalEncoding
+from lightwork.models.positional import EncodedInputConv2d, EncodedInputConv3d
 
 
 @dataclass
@@ -63,28 +63,29 @@ def _norm(dims: int):
 
 
 class ConvBlock(nn.Sequential):
-    """conv(k=3, stride) -> InstanceNorm(affine) -> GELU."""
+    """conv(k=3, stride) -> InstanceNorm(affine) -> GELU; `conv` defaults to the plain convolution."""
 
-    def __init__(self, dims: int, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, dims: int, in_channels: int, out_channels: int, stride: int = 1, conv=None) -> None:
         super().__init__(
-            _conv(dims)(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
+            (conv or _conv(dims))(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
             _norm(dims)(out_channels, affine=True),
             nn.GELU(),
         )
 
 
 class Stage(nn.Sequential):
-    """Two ConvBlocks; the first may downsample with stride 2."""
+    """Two ConvBlocks; the first may downsample with stride 2 (and may be given its conv class)."""
 
-    def __init__(self, dims: int, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__(ConvBlock(dims, in_channels, out_channels, stride), ConvBlock(dims, out_channels, out_channels))
+    def __init__(self, dims: int, in_channels: int, out_channels: int, stride: int = 1, conv=None) -> None:
+        super().__init__(ConvBlock(dims, in_channels, out_channels, stride, conv),
+                         ConvBlock(dims, out_channels, out_channels))
 
 
 class UNet(nn.Module):
     """[B, in_channels, *S] float -> [B, out_channels, *S] raw scores (no nonlinearity).
 
-    With `config.positional_encoding` the D + 64 encoding channels are added inside the model,
-    so callers feed only the image.
+    With `config.positional_encoding` the D + 64 encoding channels are added inside the model
+    (by its first convolution, `EncodedInputConv*d`), so callers feed only the image.
     """
 
     def __init__(self, config: UNetConfig) -> None:
@@ -95,11 +96,12 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: features needs at least 2 levels, got {config.features}")
         self.config = config
         dims = config.spatial_dims
-        self.encode_position = PositionalEncoding() if config.positional_encoding else None
         channels = config.in_channels + (dims + 64 if config.positional_encoding else 0)
+        first_conv = (EncodedInputConv3d if dims == 3 else EncodedInputConv2d) if config.positional_encoding else None
         self.encoder = nn.ModuleList()
         for level, width in enumerate(config.features):
-            self.encoder.append(Stage(dims, channels, width, stride=1 if level == 0 else 2))
+            self.encoder.append(Stage(dims, channels, width, stride=1 if level == 0 else 2,
+                                      conv=first_conv if level == 0 else None))
             channels = width
         self.decoder = nn.ModuleList()
         for skip_width in reversed(config.features[:-1]):
@@ -113,7 +115,7 @@ class UNet(nn.Module):
         if image.ndim != expected or image.shape[1] != self.config.in_channels:
             raise ValueError(f"UNet: expected [B, {self.config.in_channels}, *S] with {self.config.spatial_dims} "
                              f"spatial dims, got shape {tuple(image.shape)}")
-        x = self.encode_position(image) if self.encode_position is not None else image
+        x = image
         skips = []
         for stage in self.encoder:
             x = stage(x)

@@ -56,3 +56,27 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.equal(loaded(image), model(image))
     with pytest.raises(FileNotFoundError, match="not a lightwork checkpoint"):
         load_model(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("shape,stride", [((6, 7, 5), 1), ((9, 8), 1), ((9, 8, 6), 2)])
+def test_first_convolution_equals_the_convolution_of_image_and_encoding_concatenated(shape, stride):
+    """The encoding's half of the first convolution is computed once per batch: same outputs and
+    gradients as convolving the concatenated [image, encoding] input with the same weights."""
+    from lightwork.models.positional import EncodedInputConv2d, EncodedInputConv3d
+
+    torch.manual_seed(0)
+    dims = len(shape)
+    conv_class, plain = (EncodedInputConv3d, torch.nn.functional.conv3d) if dims == 3 else \
+        (EncodedInputConv2d, torch.nn.functional.conv2d)
+    conv = conv_class(2 + dims + 64, 5, kernel_size=3, stride=stride, padding=1).double()
+    image = torch.randn(3, 2, *shape, dtype=torch.float64, requires_grad=True)
+    split = conv(image)
+    concatenated = torch.cat([image, positional_encoding(shape).double()[None].expand(3, -1, *shape)], dim=1)
+    whole = plain(concatenated, conv.weight, conv.bias, stride=stride, padding=1)
+    assert torch.allclose(split, whole, atol=1e-12)
+    weights = torch.randn_like(whole)
+    split_grads = torch.autograd.grad((split * weights).sum(), [image, conv.weight, conv.bias])
+    whole_grads = torch.autograd.grad((whole * weights).sum(), [image, conv.weight, conv.bias])
+    for split_grad, whole_grad in zip(split_grads, whole_grads):
+        assert torch.allclose(split_grad, whole_grad, atol=1e-10)
+    assert list(conv.state_dict()) == ["weight", "bias"]
