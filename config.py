@@ -56,11 +56,14 @@ class ResourcesSection:
 
     num_workers: Ray Train workers per trial (DDP when > 1); min_workers < num_workers makes the
     worker group elastic. gpus_per_trial: fraction of a GPU per worker (0 = CPU); None plans it.
+    data_cpus_per_trial: the least CPU budget each running trial keeps for its synthesis stream
+    (what the trials leave beyond that is shared out among their streams).
     """
 
     num_workers: int = 1
     min_workers: int | None = None
     cpus_per_worker: float = 1.0
+    data_cpus_per_trial: float = 1.0
     gpus_per_worker: float | None = None
     max_concurrent_trials: int | None = None
     max_failures: int = 2
@@ -90,9 +93,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cxr": {"model": MODEL_PRESETS["cxr"].to_dict(),
             "train": {"lr": 5e-3, "batch_size": 50, "val_batch_size": 50}, "data": {"max_push": 10.0}},
     # Small models that train in minutes on a CPU.
+    # Two trials at once on a 2-core laptop: one training thread each, synthesis of the small demo
+    # volumes is cheap.
     "demo": {"model": MODEL_PRESETS["demo"].to_dict(),
              "train": {"lr": 2e-3, "batch_size": 4, "warmup_steps": 10, "decay_steps": 500,
-                       "patience_steps": 200, "max_epochs": 20}},
+                       "patience_steps": 200, "max_epochs": 20},
+             "resources": {"cpus_per_worker": 0.5, "data_cpus_per_trial": 0.4}},
     "tiny": {"model": MODEL_PRESETS["tiny"].to_dict(),
              "train": {"lr": 5e-3, "batch_size": 2, "warmup_steps": 2, "decay_steps": 100,
                        "patience_steps": 50, "max_epochs": 2}},

@@ -238,6 +238,7 @@ def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_c
              len(what.cases), len(what.epochs), pool.actors, pool.cpus_per_actor)
     dataset = synthesis_dataset(what.cases, what.tasks, config, seed, what.epochs, validation=part == "val",
                                 pool=pool, shape=what.shape, external=what.external, keys=keys)
+    quiet(dataset)
     dataset.context.execution_options = ingest_options(data_cpus)
     return dataset
 
@@ -262,5 +263,12 @@ def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float
     batch = BatchSynthesiser(seed, what.tasks, what.cases, what.external, config.data.max_push, validation=True,
                              keys=keys)(items)
     count = len(next(iter(batch.values()), ()))
-    return {"train": train, "val": ray.data.from_items([{name: column[index] for name, column in batch.items()}
-                                                        for index in range(count)])}
+    val = ray.data.from_items([{name: column[index] for name, column in batch.items()} for index in range(count)])
+    return {"train": train, "val": quiet(val)}
+
+
+def quiet(dataset: ray.data.Dataset) -> ray.data.Dataset:
+    """No progress bars for a training stream (it is read every epoch in the Train worker: the
+    bars would fill the job's log; Tune's table and TensorBoard show the progress)."""
+    dataset.context.enable_progress_bars = False
+    return dataset

@@ -60,10 +60,9 @@ class TrialResources:
     cpus_for_data: float
 
 
-def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, float],
-                         cpus_for_data: float = 1.0) -> TrialResources:
-    """Fit `num_trials` trials on `cluster` (`ray.cluster_resources()`), leaving `cpus_for_data`
-    CPUs per running trial for the synthesis actors.
+def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, float]) -> TrialResources:
+    """Fit `num_trials` trials on `cluster` (`ray.cluster_resources()`), leaving at least
+    `resources.data_cpus_per_trial` CPUs per running trial for the synthesis actors.
 
     GPUs: when the cluster has G GPUs and more trials than G, several trials share one GPU
     (fraction 1 / ceil(trials / G), each worker) unless `resources.gpus_per_worker` fixes it.
@@ -78,6 +77,7 @@ def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, 
     if gpu_fraction is None:
         gpu_fraction = 0.0 if gpus < 1 else min(1.0, 1.0 / math.ceil(num_trials * res.num_workers / gpus))
     cpus = cluster.get("CPU", 0.0)
+    cpus_for_data = res.data_cpus_per_trial
     per_trial_cpu = min_workers * res.cpus_per_worker + cpus_for_data
     fit_cpu = int(cpus // per_trial_cpu) if per_trial_cpu > 0 else num_trials
     fit_gpu = int(gpus // (min_workers * gpu_fraction)) if gpu_fraction > 0 else num_trials

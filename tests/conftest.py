@@ -109,6 +109,36 @@ def s3_server(tmp_path_factory):
                 os.environ[name] = value
 
 
+def _check_fold_records(records, epochs: int, folds: int = 5) -> None:
+    """Every fold done after `epochs` epochs, validation loss fell, and the recorded best (loss,
+    step, threshold, kept checkpoint) is the epoch with the least validation loss."""
+    import json
+
+    from lightwork.data import storage
+    from lightwork.models import load_model
+
+    assert len(records) == folds
+    for record in records:
+        assert record.status == "done", record.error
+        val_losses = [h["val_loss"] for h in record.history]
+        assert [h["epoch"] for h in record.history] == list(range(1, epochs + 1))
+        assert val_losses[-1] < val_losses[0]
+        assert record.best_val_loss == pytest.approx(min(val_losses))
+        best_epoch = record.history[val_losses.index(min(val_losses))]
+        assert record.best_step == best_epoch["step"]
+        assert record.val_dice_threshold == best_epoch["val_dice_threshold"]
+        model = load_model(record.best_checkpoint)
+        saved = json.loads(storage.read_bytes(storage.join(record.best_checkpoint, "history.json")))
+        assert saved[-1]["step"] == record.best_step  # the kept checkpoint is the best epoch's
+        assert not model.training
+
+
+@pytest.fixture
+def check_fold_records():
+    """`check_fold_records(records, epochs, folds=5)`: the checks every trained split must pass."""
+    return _check_fold_records
+
+
 @pytest.fixture
 def real_data():
     """`shared_data` for tests: `real_data("brain", "healthy_ixi_t1")` (the suite runs with

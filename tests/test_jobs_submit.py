@@ -8,7 +8,6 @@ the processes of that session.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from lightwork.training import runs
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -100,38 +101,41 @@ def submit(env: dict, entrypoint: list[str], timeout_s: float) -> str:
 
 
 def printed(log: str, label: str) -> Path:
-    lines = [line for line in log.splitlines() if line.startswith(f"{label}: ")]
-    assert lines, f"the job printed no `{label}:` line"
-    return Path(lines[-1].removeprefix(f"{label}: ").strip())
+    """The path the job printed after `label: ` (its last such line; a progress bar's control codes
+    may precede it on the same line)."""
+    lines = [line.rsplit(f"{label}: ", 1)[1] for line in log.splitlines() if f"{label}: " in line]
+    assert lines, f"the job printed no `{label}:` line:\n{log[-3000:]}"
+    return Path(lines[-1].strip())
 
 
 @pytest.mark.slow
-def test_submitted_pipeline_attaches_and_generates_the_demo_cohort_on_the_cluster(ray_head, tmp_path):
+def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_path, check_fold_records):
+    """The README's cluster commands: the demo pipeline (3D cohort, 1/4 split, 3 epochs per fold to
+    keep the suite short) submitted to a head node: every fold through the synthesis stream,
+    Train and Tune, then the report."""
     env, temp_dir = ray_head
     storage = tmp_path / "runs"
-    log = submit(env, ["python", "jobs/pipeline.py", "--until", "generate", "--storage", str(storage),
-                       "--name", "submitted", "--seed", "3"], timeout_s=120)
-    cohort = printed(log, "generate output")
-    assert cohort == storage / "submitted" / "demo-data"
+    log = submit(env, ["python", "jobs/pipeline.py", "--config", "demo", "--set", "train.max_epochs=3",
+                       "--storage", str(storage), "--name", "e2e", "--seed", "3"], timeout_s=600)
+    # The job attached to this head node instead of starting its own Ray: only one session exists.
+    assert "Connecting to existing Ray cluster" in log
+    assert len(list(temp_dir.glob("session_2*"))) == 1
+    cohort = storage / "e2e" / "demo-data"
     healthy = sorted(p.name for p in (cohort / "healthy").iterdir())
     test = sorted(p.name for p in (cohort / "test").iterdir())
     assert len(healthy) == 20 and len(test) == 6
     assert all((cohort / "test" / case / "lesion.nii.gz").exists() for case in test)
-    # The job attached to this head node instead of starting its own Ray: only one session exists.
-    assert "Connecting to existing Ray cluster" in log
-    assert len(list(temp_dir.glob("session_2*"))) == 1
 
+    records = runs.read_folds(str(storage / "e2e" / "train"))
+    check_fold_records(records, epochs=3)
+    # the first fold's model trained on folds 1-4 (image sets swap: its validation fold is smaller)
+    assert records[0].train_folds == [1, 2, 3, 4] and records[0].val_folds == [0] and records[0].train_tasks == [0]
 
-MISSING_STEPS = [step for step in ("prepare", "train", "evaluate") if importlib.util.find_spec(f"lightwork.jobs.{step}") is None]
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(bool(MISSING_STEPS), reason=f"pipeline steps not in the package yet: {MISSING_STEPS}")
-def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_path):
-    env, _ = ray_head
-    storage = tmp_path / "runs"
-    log = submit(env, ["python", "jobs/pipeline.py", "--config", "demo", "--storage", str(storage), "--name", "e2e"],
-                 timeout_s=600)
     report = printed(log, "report")
-    assert report.exists() and report.is_relative_to(storage)
-    assert json.loads((report.parent / "metrics.json").read_text())
+    assert report == storage / "e2e" / "report" / "report.md" and report.exists()
+    metrics = json.loads((report.parent / "metrics.json").read_text())
+    split = metrics["splits"]["1/4"]
+    assert sorted(split["folds"]) == sorted(record.name for record in records)
+    assert split["ensemble"]["cases"] == 6 and split["ensemble"]["cases_with_mask"] == 6
+    assert 0 < split["ensemble"]["pixel_ap"] <= 1 and 0.5 < split["ensemble"]["pixel_auroc"] <= 1
+    assert set(metrics["baselines"]) >= {"random", "intensity"}

@@ -1,6 +1,10 @@
-"""Every fold of a split through the real synthesis stream (Ray Data), Train and Tune on tiny 3D
-and 2D datasets: best checkpoints, falling validation loss, resume without redoing finished folds, and a training
-worker killed mid-run whose trial resumes from its checkpoint with its history intact."""
+"""Every fold of a split through the real synthesis stream (Ray Data), Train and Tune on a tiny 2D
+dataset with the run folder in a real S3 bucket: best checkpoints, falling validation loss, a training
+worker killed mid-run whose trial resumes from its checkpoint with its history intact, and an
+interrupted run resumed without redoing finished folds.
+
+The 3D split runs end to end, through `ray job submit`, in tests/test_jobs_submit.py (the demo).
+"""
 
 import json
 import os
@@ -52,51 +56,6 @@ def run_config(tmp_path, shape, name, storage_path, **train):
     return load_config(preset="tiny", overrides=overrides)
 
 
-def check_records(records, epochs):
-    assert len(records) == 5
-    for record in records:
-        assert record.status == "done", record.error
-        val_losses = [h["val_loss"] for h in record.history]
-        assert [h["epoch"] for h in record.history] == list(range(1, epochs + 1))
-        assert val_losses[-1] < val_losses[0]
-        assert record.best_val_loss == pytest.approx(min(val_losses))
-        best_epoch = record.history[val_losses.index(min(val_losses))]
-        assert record.best_step == best_epoch["step"]
-        assert record.val_dice_threshold == best_epoch["val_dice_threshold"]
-        model = load_model(record.best_checkpoint)
-        saved = json.loads(storage.read_bytes(storage.join(record.best_checkpoint, "history.json")))
-        assert saved[-1]["step"] == record.best_step  # the kept checkpoint is the best epoch's
-        assert not model.training
-
-
-def test_split_3d_end_to_end_and_resume(ray_session, tmp_path):
-    from lightwork.distributed.train import train_splits
-
-    config = run_config(tmp_path, (16, 16, 16), "brain3d", tmp_path / "runs", max_epochs=3)
-    records = train_splits(config, "1/4", seed=1)
-    check_records(records, epochs=3)
-    run = runs.run_uri(config.storage_path, config.name)
-    assert [r.name for r in runs.read_folds(run)] == [r.name for r in records]
-    assert (tmp_path / "runs" / "brain3d" / "config.yaml").exists()
-    # the first fold's model trained on folds 1-4 (image sets swap: its validation fold is smaller)
-    assert records[0].train_folds == [1, 2, 3, 4] and records[0].val_folds == [0] and records[0].train_tasks == [0]
-    with torch.no_grad():
-        output = load_model(records[0].best_checkpoint)(torch.zeros(1, 1, 16, 16, 16))
-    assert output.shape == (1, 1, 16, 16, 16)
-
-    # An interrupted run: one fold never finished. The re-run trains only that fold.
-    interrupted = records[2]
-    record_file = tmp_path / "runs" / "brain3d" / interrupted.name / "fold.json"
-    record_file.write_text(json.dumps({**json.loads(record_file.read_text()), "status": "running"}))
-    stamps = {r.name: os.path.getmtime(tmp_path / "runs" / "brain3d" / r.name / "fold.json") for r in records}
-    again = train_splits(config, "1/4", seed=1)
-    check_records(again, epochs=3)
-    for record in records:
-        changed = os.path.getmtime(tmp_path / "runs" / "brain3d" / record.name / "fold.json") != stamps[record.name]
-        assert changed == (record.name == interrupted.name)
-    assert again[2].history == interrupted.history  # resumed from its checkpoint, not retrained
-
-
 def _kill_first_worker_after_report(run_uri, killed: list, stop: threading.Event):
     """Once any fold has reported a checkpoint, SIGKILL one live Ray Train worker process."""
     from ray.util.state import list_actors
@@ -113,8 +72,9 @@ def _kill_first_worker_after_report(run_uri, killed: list, stop: threading.Event
         filesystem.invalidate_cache()
 
 
-def test_split_2d_on_s3_survives_killed_worker(ray_session, s3_server, tmp_path):
-    """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint."""
+def test_split_2d_on_s3_survives_killed_worker_and_resumes(ray_session, s3_server, tmp_path, check_fold_records):
+    """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint;
+    then a run interrupted before one fold finished is resumed."""
     from lightwork.distributed.train import train_splits
 
     config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=3)
@@ -128,9 +88,26 @@ def test_split_2d_on_s3_survives_killed_worker(ray_session, s3_server, tmp_path)
         stop.set()
         killer.join()
     assert killed, "no worker was killed: the test did not exercise a failure"
-    check_records(records, epochs=3)  # every trial completed with epochs 1..3, none lost or repeated
+    check_fold_records(records, epochs=3)  # every trial completed with epochs 1..3, none lost or repeated
     assert all(record.best_checkpoint.startswith(f"s3://{s3_server['bucket']}/runs/cxr2d/") for record in records)
     assert [r.name for r in runs.read_folds(run)] == [r.name for r in records]
     assert storage.exists(storage.join(run, "config.yaml"))
     filesystem, run_path = storage.filesystem(run)
     assert filesystem.glob(f"{run_path}/{records[0].name}/tensorboard/events.out.tfevents.*")
+    # the first fold's model trained on folds 0-3 (4/1: image sets do not swap, its validation fold is smaller)
+    assert records[0].train_folds == [0, 1, 2, 3] and records[0].val_folds == [4]
+    with torch.no_grad():
+        output = load_model(records[0].best_checkpoint)(torch.zeros(1, 1, 32, 32))
+    assert output.shape == (1, 1, 32, 32)
+
+    # An interrupted run: one fold never finished. The re-run trains only that fold.
+    interrupted = records[2]
+    record_uri = storage.join(run, interrupted.name, "fold.json")
+    storage.write_bytes(record_uri, json.dumps({**json.loads(storage.read_bytes(record_uri)), "status": "running"}).encode())
+    before = {r.name: storage.read_bytes(storage.join(run, r.name, "fold.json")) for r in records}
+    again = train_splits(config, "4/1", seed=2)
+    check_fold_records(again, epochs=3)
+    for record in records:
+        changed = storage.read_bytes(storage.join(run, record.name, "fold.json")) != before[record.name]
+        assert changed == (record.name == interrupted.name)
+    assert again[2].history == interrupted.history  # resumed from its checkpoint, not retrained

@@ -17,8 +17,17 @@ def test_small_models_share_gpus():
 
 
 def test_cpu_bound_concurrency_leaves_room_for_data():
-    plan = plan_trial_resources(5, config("resources.cpus_per_worker=1"), {"CPU": 8}, cpus_for_data=1.0)
+    plan = plan_trial_resources(5, config("resources.cpus_per_worker=1", "resources.data_cpus_per_trial=1.0"), {"CPU": 8})
     assert plan.gpus_per_worker == 0 and plan.max_concurrent_trials == 4  # 8 CPUs / (1 + 1)
+
+
+def test_demo_preset_runs_two_trials_on_two_cpus():
+    from lightwork.distributed.stream import plan_synthesis
+
+    plan = plan_trial_resources(5, load_config(preset="demo"), {"CPU": 2})
+    assert plan.max_concurrent_trials == 2 and plan.cpus_per_worker == 0.5
+    assert plan.cpus_for_data == pytest.approx(0.49)  # (2 - 2 x (0.5 + 0.01 trial driver)) / 2
+    assert plan_synthesis(plan.cpus_for_data).actors == 1
 
 
 def test_ddp_and_elastic_workers():
