@@ -21,10 +21,11 @@ def test_cpu_bound_concurrency_leaves_room_for_data():
     assert plan.gpus_per_worker == 0 and plan.max_concurrent_trials == 4  # 8 CPUs / (1 + 1)
 
 
-def test_demo_preset_runs_two_trials_on_two_cpus():
+def test_data_budget_per_trial_sets_the_concurrency():
     from lightwork.distributed.stream import plan_synthesis
 
-    plan = plan_trial_resources(5, load_config(preset="demo"), {"CPU": 2})
+    plan = plan_trial_resources(5, config("resources.cpus_per_worker=0.5", "resources.data_cpus_per_trial=0.4"),
+                                {"CPU": 2})
     assert plan.max_concurrent_trials == 2 and plan.cpus_per_worker == 0.5
     assert plan.cpus_for_data == pytest.approx(0.49)  # (2 - 2 x (0.5 + 0.01 trial driver)) / 2
     assert plan_synthesis(plan.cpus_for_data).actors == 1
