@@ -139,10 +139,26 @@ def write_report(out_dir: str | Path, metrics: dict, histograms: dict[str, Score
     return storage.join(str(out_dir), "report.md")
 
 
+def _json_safe(value):
+    """`value` with NaN/inf floats as None (JSON null: strict readers reject NaN) and numpy scalars as
+    Python numbers."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def _write_report_locally(out: Path, metrics: dict, histograms: dict[str, ScoreHistogram],
                           montages: dict[str, list[MontagePanel]], notes: list[str] | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
     lines = ["# lightwork evaluation report", ""]
     region = "foreground voxels only" if metrics.get("foreground_only") else "all voxels of the model grid"
     lines += [f"Scores are clipped to [0, 1]; metrics are computed over {region}. AP/AUROC/Dice in %.",

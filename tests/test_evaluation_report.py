@@ -54,3 +54,21 @@ def test_report_to_s3(s3_server, tmp_path):
     assert uri.endswith("/report/report.md")
     assert b"| **1/4 / ensemble** |" in storage.read_bytes(uri)
     assert storage.exists(f"s3://{s3_server['bucket']}/report/curves.png")
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    """A metric that is undefined (sample AUROC when every case has a lesion) is stored as null, not NaN."""
+    scorer = metrics.SetScorer()
+    lesion = np.zeros((3, 24, 24), np.uint8)
+    lesion[1, 8:14, 8:14] = 1
+    scorer.add_case("case0", lesion * 0.8, lesion, None)
+    summary = scorer.summary()
+    assert np.isnan(summary["sample_auroc"])
+    report.write_report(tmp_path, {"splits": {"1/4": {"ensemble": summary}}}, {"ensemble": scorer.pixels}, {})
+
+    def reject(constant):
+        raise ValueError(f"metrics.json holds {constant}")
+
+    stored = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=reject)
+    assert stored["splits"]["1/4"]["ensemble"]["sample_auroc"] is None
+    assert stored["splits"]["1/4"]["ensemble"]["pixel_ap"] == summary["pixel_ap"]
