@@ -85,3 +85,9 @@ def read_manifest(dataset_uri: str) -> list[dict]:
 def usable(rows: list[dict]) -> list[dict]:
     """The rows whose case was prepared successfully."""
     return [row for row in rows if row["status"] == "ok"]
+
+
+def healthy(rows: list[dict]) -> list[dict]:
+    """The usable rows a model may train on: no lesion mask and not labelled anomalous (image_label 1);
+    an unknown label (null) counts as healthy."""
+    return [row for row in usable(rows) if not row["has_lesion"] and row.get("image_label") != 1]

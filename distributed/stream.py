@@ -204,7 +204,7 @@ class _Part:
 def _part(plan: FoldPlan, config: RunConfig, part: str) -> _Part:
     if part not in ("train", "val"):
         raise ValueError(f"part must be 'train' or 'val', got {part!r}")
-    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
+    rows = manifest.healthy(manifest.read_manifest(config.data.manifest))
     shape = tuple(rows[0]["shape"]) if rows else ()
     if part == "val":
         epochs = [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)]

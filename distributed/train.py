@@ -292,9 +292,14 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
     run = runs.run_uri(config.storage_path, config.name)
-    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
+    usable = manifest.usable(manifest.read_manifest(config.data.manifest))
+    rows = manifest.healthy(usable)
     if not rows:
-        raise ValueError(f"{config.data.manifest}: no usable cases in the manifest")
+        raise ValueError(f"{config.data.manifest}: no usable healthy cases in the manifest "
+                         f"({len(usable)} usable, all with a lesion mask or labelled anomalous)")
+    if len(rows) < len(usable):
+        print(f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
+              f"are left out of training; {len(rows)} healthy cases remain")
     fold_sizes: dict[int, int] = {}
     for row in rows:
         fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1

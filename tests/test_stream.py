@@ -169,3 +169,16 @@ def test_resource_plan_fits_the_synthesis_pool():
         plan_synthesis(0.2)
     with pytest.raises(ValueError, match="left for synthesis"):
         plan_synthesis(1.0, actors=8)
+
+
+def test_training_and_validation_use_healthy_cases_only(ray_session, tmp_path):
+    """A case with a lesion mask or labelled anomalous (e.g. a PNEUMONIA folder) never reaches a model."""
+    data = write_cases(str(tmp_path / "data"), (16, 16))
+    rows = manifest.read_manifest(data)
+    rows[5]["has_lesion"], rows[7]["image_label"], rows[8]["image_label"] = True, 1, 0
+    data = manifest.write_manifest(str(tmp_path / "data"), rows)
+    config = config_for(data, "train.max_epochs=1", "train.batch_size=1")
+    plan = plan_of("1/4", 4)  # trains on folds 0-3, validates on fold 4 (cases 8, 9)
+    datasets = fold_datasets(plan, config, seed=1, data_cpus=1.0, keys=True)
+    assert {row["case_id"] for row in datasets["train"].take_all()} == {f"case0{i}" for i in (0, 1, 2, 3, 4, 6)}
+    assert {row["case_id"] for row in datasets["val"].take_all()} == {"case08", "case09"}
