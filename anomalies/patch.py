@@ -32,7 +32,7 @@ class SourcePatch:
     centre: tuple[int, ...]  # a source voxel, on the source foreground when one was given
 
 
-def _rotation(angles: Sequence[float], spatial: int) -> np.ndarray:
+def givens_rotation(angles: Sequence[float], spatial: int) -> np.ndarray:
     """The product of Givens rotations, one per axis pair (i < j) in lexicographic order."""
     rotation = np.eye(spatial)
     for (i, j), angle in zip(combinations(range(spatial), 2), angles):
@@ -73,7 +73,7 @@ def draw_source_patch(
     if (source_size < 3).any():
         raise ValueError(f"source image of spatial shape {tuple(source_shape)} is too small for a patch")
     angles = rng.uniform(-MAX_ROTATION, MAX_ROTATION, size=spatial * (spatial - 1) // 2)
-    rotation = _rotation(angles, spatial)
+    rotation = givens_rotation(angles, spatial)
     scale = 1.0 + rng.exponential(SCALE_RATE)
     if rng.random() < 0.5:
         scale = 1.0 / scale

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.signal
+import scipy.fft
 
-from lightwork.anomalies.patch import _rotation
+from lightwork.anomalies.patch import givens_rotation
 
 SIZE_OFFSET = 0.03  # size fraction = SIZE_OFFSET + Gamma(SIZE_GAMMA_SHAPE, SIZE_GAMMA_SCALE)
 SIZE_GAMMA_SHAPE = 2.0
@@ -153,11 +153,26 @@ def draw_shape(rng: np.random.Generator, image_shape: Sequence[int]) -> AnomalyS
         columns += columns >= np.arange(spatial)  # skip the diagonal
         shear[np.arange(spatial), columns] = rng.normal(0.0, SHEAR_STD, size=spatial)
     angles = rng.uniform(-MAX_ANGLE, MAX_ANGLE, size=spatial * (spatial - 1) // 2)
-    matrix = _rotation(angles, spatial) @ shear
+    matrix = givens_rotation(angles, spatial) @ shear
     span = 2 * _half_extents(matrix, sizes)
     if (span > upper).any():
         matrix = matrix * float(np.min(upper / span))
     return make_shape(kind, sizes, matrix)
+
+
+def overlap_counts(foreground: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For every box corner c with the box inside the image, the number of `mask` voxels ([*P] bool)
+    that lie on `foreground` ([*S] bool) when the box sits at c: [*(S - P + 1)] float64, integral
+    (the valid cross-correlation, by real FFTs of the padded size)."""
+    full = [s + p - 1 for s, p in zip(foreground.shape, mask.shape)]
+    padded = [scipy.fft.next_fast_len(n, real=True) for n in full]
+    axes = tuple(range(foreground.ndim))
+    flipped = mask[(slice(None, None, -1),) * mask.ndim]
+    product = scipy.fft.rfftn(foreground.astype(np.float64), padded, axes=axes) * \
+        scipy.fft.rfftn(flipped.astype(np.float64), padded, axes=axes)
+    convolution = scipy.fft.irfftn(product, padded, axes=axes)
+    valid = tuple(slice(p - 1, s) for s, p in zip(foreground.shape, mask.shape))
+    return np.rint(convolution[valid])
 
 
 def place_shape(
@@ -190,9 +205,7 @@ def place_shape(
         window = foreground[tuple(slice(c, c + p) for c, p in zip(corner, box))]
         if np.count_nonzero(window & shape.mask) >= MIN_FOREGROUND_FRACTION * voxels:
             return tuple(int(c) for c in corner)
-    flipped = shape.mask[(slice(None, None, -1),) * len(box)].astype(np.float64)
-    overlap = np.rint(scipy.signal.fftconvolve(foreground.astype(np.float64), flipped, mode="valid"))
-    eligible = np.argwhere(overlap >= MIN_FOREGROUND_FRACTION * voxels)
+    eligible = np.argwhere(overlap_counts(foreground, shape.mask) >= MIN_FOREGROUND_FRACTION * voxels)
     if len(eligible) == 0:
         raise ValueError(
             f"foreground too small: no placement puts >= {MIN_FOREGROUND_FRACTION:.0%} of a {shape.kind} anomaly "

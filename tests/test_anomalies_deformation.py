@@ -16,7 +16,7 @@ from lightwork.anomalies.deformation import (
     inner_edge,
     push_bounds,
 )
-from lightwork.anomalies.patch import _rotation
+from lightwork.anomalies.patch import givens_rotation
 from lightwork.anomalies.shapes import draw_shape, make_shape
 
 
@@ -27,11 +27,11 @@ def _shapes():
     return [
         make_shape("ellipse", [21, 13], np.eye(2)),
         make_shape("rectangle", [17, 9], np.eye(2)),
-        make_shape("ellipse", [23, 11], _rotation([0.7], 2) @ shear2),
-        make_shape("rectangle", [19, 12], _rotation([-1.1], 2) @ shear2),
+        make_shape("ellipse", [23, 11], givens_rotation([0.7], 2) @ shear2),
+        make_shape("rectangle", [19, 12], givens_rotation([-1.1], 2) @ shear2),
         make_shape("ellipse", [15, 11, 9], np.eye(3)),
-        make_shape("rectangle", [13, 9, 11], _rotation([0.4, -0.9, 1.2], 3) @ shear3),
-        make_shape("ellipse", [17, 9, 12], _rotation([-0.3, 1.3, 0.5], 3) @ shear3),
+        make_shape("rectangle", [13, 9, 11], givens_rotation([0.4, -0.9, 1.2], 3) @ shear3),
+        make_shape("ellipse", [17, 9, 12], givens_rotation([-0.3, 1.3, 0.5], 3) @ shear3),
     ]
 
 
@@ -266,7 +266,7 @@ def test_boxes_at_the_image_border_read_as_the_whole_image_would(task_id):
     whole image: the same anomaly in an edge-padded copy gives the same values."""
     rng = np.random.default_rng(7)
     image = rng.random((1, 30, 26)).astype(np.float32)
-    shape = make_shape("ellipse", [19, 15], _rotation([0.5], 2))
+    shape = make_shape("ellipse", [19, 15], givens_rotation([0.5], 2))
     task = DeformationTask(task_id, max_push=10.0)
     for corner in [(0, 0), tuple(s - n for s, n in zip(image.shape[1:], shape.mask.shape))]:
         params = task.draw(np.random.default_rng(1), image, None, shape, corner)

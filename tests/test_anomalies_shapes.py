@@ -154,3 +154,18 @@ def test_image_too_small_for_an_anomaly():
         draw_shape(rng, (8, 40))
     shape = draw_shape(rng, (9, 9))
     assert shape.mask.any() and (np.array(shape.mask.shape) <= 7).all()
+
+
+@pytest.mark.parametrize("image_shape, box", [((23, 17), (5, 4)), ((12, 10, 9), (4, 3, 5))])
+def test_overlap_counts_equal_the_direct_count(image_shape, box):
+    """The FFT correlation behind the exact placement counts what a loop over every corner counts
+    (an asymmetric mask: a flipped or shifted correlation would differ)."""
+    rng = np.random.default_rng(len(box))
+    foreground = rng.random(image_shape) < 0.6
+    mask = rng.random(box) < 0.5
+    mask[(0,) * len(box)] = True
+    counts = shapes.overlap_counts(foreground, mask)
+    assert counts.shape == tuple(s - p + 1 for s, p in zip(image_shape, box))
+    for corner in np.ndindex(counts.shape):
+        window = foreground[tuple(slice(c, c + p) for c, p in zip(corner, box))]
+        assert counts[corner] == np.count_nonzero(window & mask)
