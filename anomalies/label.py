@@ -11,9 +11,11 @@ boxes stays 0, so the work scales with the anomaly, not the image.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from itertools import combinations
+from itertools import product
 
+import numba
 import numpy as np
 import scipy.ndimage
 
@@ -71,36 +73,67 @@ def erode(values: np.ndarray) -> np.ndarray:
     return _morphology(values, np.minimum)
 
 
-def fill_holes(values: np.ndarray) -> np.ndarray:
-    """Grey hole filling: reconstruction by erosion of `values` from a marker equal to `values` on
-    the box border (and above them inside), with the connectivity-2 element.
+@functools.lru_cache(maxsize=8)
+def _neighbour_steps(ndim: int) -> np.ndarray:
+    """[K, D] int64: the connectivity-2 neighbour steps (one or two coordinates differ, by one)."""
+    return np.array([step for step in product((-1, 0, 1), repeat=ndim) if 1 <= np.count_nonzero(step) <= 2],
+                    dtype=np.int64)
 
-    Every voxel ends at the lowest level at which it connects to the border. The marker starts at
-    a tight upper bound of that level, the lower of the running maxima from the border along each
-    axis direction (each a path to the border); where that bound already equals `values` nothing
-    can change, so the iteration runs only over the bounding box of the other voxels, grown by
-    the one-voxel ring of fixed neighbours they read (often nothing is left to iterate).
-    """
+
+def _neighbour_offsets(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat-index offsets in a C-ordered array of `shape` of the connectivity-2 neighbours:
+    ([K/2] int64 negative, [K/2] int64 positive)."""
+    strides = np.cumprod((1,) + shape[:0:-1])[::-1]
+    flat = np.sort(_neighbour_steps(len(shape)) @ strides)
+    return flat[: len(flat) // 2], flat[len(flat) // 2:]
+
+
+@numba.njit(cache=True, nogil=True)
+def _sweep_until_stable(marker, values, interior, earlier, later):
+    """Reconstruction by erosion in place on flat arrays (marker, values: [N] float; interior,
+    earlier, later: int64): every `interior` voxel (ascending
+    flat indices) becomes max(values, min(itself, its neighbours)), in alternating raster sweeps
+    (forward reading the `earlier` neighbours, backward the `later` ones, already updated in the
+    sweep) until a forward and a backward sweep change nothing: then every voxel is a fixed point
+    of the parallel iteration, and since both start from the same marker and only lower it, the
+    result is the same greatest fixed point, bit for bit (min and max only)."""
+    changed = True
+    while changed:
+        changed = False
+        for direction in range(2):
+            offsets = earlier if direction == 0 else later
+            count = interior.size
+            for k in range(count):
+                index = interior[k] if direction == 0 else interior[count - 1 - k]
+                level = marker[index]
+                if level == values[index]:
+                    continue  # at its floor already: nothing can lower it
+                for offset in offsets:
+                    neighbour = marker[index + offset]
+                    if neighbour < level:
+                        level = neighbour
+                if level < values[index]:
+                    level = values[index]
+                if level < marker[index]:
+                    marker[index] = level
+                    changed = True
+
+
+def fill_holes(values: np.ndarray) -> np.ndarray:
+    """Grey hole filling: reconstruction by erosion of `values` ([*P] float, any D) from a marker
+    equal to `values` on the box border and to their maximum inside, with the connectivity-2
+    element: every voxel ends at the lowest level at which it connects to the border. Compiled
+    raster sweeps (`_sweep_until_stable`) instead of one parallel erosion per voxel of hole depth.
+    Returns a new array of the same shape and dtype."""
     if min(values.shape) <= 2:
         return values
-    marker = None
-    for axis in range(values.ndim):
-        forward = np.maximum.accumulate(values, axis=axis)
-        backward = np.flip(np.maximum.accumulate(np.flip(values, axis), axis=axis), axis)
-        bound = np.minimum(forward, backward, out=forward)
-        marker = bound if marker is None else np.minimum(marker, bound, out=marker)
-    active = bounding_slices(marker > values, margin=1)
-    if active is None:
-        return marker
-    floor = values[active]
-    region = marker[active]
-    while True:
-        updated = erode(region)
-        np.maximum(updated, floor, out=updated)
-        if np.array_equal(updated, region):
-            break
-        region = updated
-    marker[active] = region
+    inside = (slice(1, -1),) * values.ndim
+    marker = np.array(values, order="C")
+    marker[inside] = values.max()
+    interior = np.arange(values.size, dtype=np.int64).reshape(values.shape)[inside]
+    earlier, later = _neighbour_offsets(values.shape)
+    _sweep_until_stable(marker.reshape(-1), np.ascontiguousarray(values).reshape(-1), interior.reshape(-1),
+                        earlier, later)
     return marker
 
 
