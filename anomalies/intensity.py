@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from lightwork.anomalies.blending import channel_range
@@ -35,6 +36,32 @@ class IntensityParams:
     high: np.ndarray
 
 
+@numba.njit(cache=True, nogil=True)
+def _min_plus_passes(squared, shape, reach):
+    """In place over a flat C-ordered array of `shape`: for every axis after the first,
+    f(x) <- min over |k| <= reach (within the axis) of f(x + k e_d) + k^2, reading the values from
+    before the axis' pass (float32 additions and minima: the same as the vectorised passes)."""
+    size = squared.size
+    source = np.empty_like(squared)
+    stride = size
+    for axis in range(len(shape)):
+        stride //= shape[axis]
+        if axis == 0:
+            continue
+        length = shape[axis]
+        source[:] = squared
+        for index in range(size):
+            position = (index // stride) % length
+            best = squared[index]
+            for step in range(1, min(reach, length - 1) + 1):
+                cost = np.float32(step * step)
+                if position - step >= 0:
+                    best = min(best, source[index - step * stride] + cost)
+                if position + step < length:
+                    best = min(best, source[index + step * stride] + cost)
+            squared[index] = best
+
+
 def bounded_squared_distance(mask: np.ndarray, reach: int) -> np.ndarray:
     """Squared Euclidean distance (voxels^2) from each voxel of a [*P] bool mask to the nearest
     voxel outside it, the box border counting as outside; [*P] float32, 0 outside the mask.
@@ -42,8 +69,8 @@ def bounded_squared_distance(mask: np.ndarray, reach: int) -> np.ndarray:
     Exact wherever the distance is at most `reach`; elsewhere a value above reach^2 (or inf).
     Separable: the first axis takes the exact 1D distance (positions of the nearest outside voxel
     before and after, by running maxima/minima), every further axis the minimum over offsets of at
-    most `reach`, f(x) = min_k f(x + k e_d) + k^2, so the cost is O(reach) passes, not a full
-    transform.
+    most `reach`, f(x) = min_k f(x + k e_d) + k^2 (compiled: `_min_plus_passes`), so the cost is
+    O(reach) per voxel, not a full transform.
     """
     padded = np.pad(mask, 1)
     position = np.arange(padded.shape[0], dtype=np.float32).reshape(-1, *([1] * (mask.ndim - 1)))
@@ -51,18 +78,8 @@ def bounded_squared_distance(mask: np.ndarray, reach: int) -> np.ndarray:
     after = np.flip(np.minimum.accumulate(np.flip(np.where(padded, np.float32(np.inf), position), 0), axis=0), 0)
     squared = np.minimum(position - before, after - position)
     squared *= squared
-    source = np.empty_like(squared)
-    shifted = np.empty_like(squared)  # scratch: no allocation per step
-    for axis in range(1, mask.ndim):
-        np.copyto(source, squared)
-        for step in range(1, min(reach, padded.shape[axis] - 1) + 1):
-            ahead = tuple(slice(step, None) if d == axis else slice(None) for d in range(mask.ndim))
-            behind = tuple(slice(None, -step) if d == axis else slice(None) for d in range(mask.ndim))
-            cost = np.float32(step * step)
-            np.add(source[behind], cost, out=shifted[behind])
-            np.minimum(squared[ahead], shifted[behind], out=squared[ahead])
-            np.add(source[ahead], cost, out=shifted[ahead])
-            np.minimum(squared[behind], shifted[ahead], out=squared[behind])
+    if mask.ndim > 1:
+        _min_plus_passes(squared.reshape(-1), np.asarray(squared.shape, dtype=np.int64), reach)
     return squared[(slice(1, -1),) * mask.ndim]
 
 
