@@ -80,12 +80,14 @@ def _neighbour_steps(ndim: int) -> np.ndarray:
                     dtype=np.int64)
 
 
-def _neighbour_offsets(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=256)
+def _neighbour_offsets(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat-index offsets in a C-ordered array of `shape` of the connectivity-2 neighbours:
-    ([K/2] int64 negative, [K/2] int64 positive)."""
+    ([K/2] int64 negative, [K/2] int64 positive, [K] int64 all); cached per shape, read-only."""
     strides = np.cumprod((1,) + shape[:0:-1])[::-1]
     flat = np.sort(_neighbour_steps(len(shape)) @ strides)
-    return flat[: len(flat) // 2], flat[len(flat) // 2:]
+    flat.flags.writeable = False
+    return flat[: len(flat) // 2], flat[len(flat) // 2:], flat
 
 
 @numba.njit(cache=True, nogil=True)
@@ -119,6 +121,44 @@ def _sweep_until_stable(marker, values, interior, earlier, later):
                     changed = True
 
 
+@numba.njit(cache=True, nogil=True)
+def _flood_components(padded, offsets, labels):
+    """Label the connected True voxels of a flat bool array whose border voxels are all False
+    (so every neighbour index stays inside), 1, 2, ... in the C order of each component's first
+    voxel (scipy.ndimage.label's numbering); labels: flat int32 zeros, written in place.
+    Returns the number of components."""
+    stack = np.empty(padded.size, np.int64)
+    count = 0
+    for start in range(padded.size):
+        if not padded[start] or labels[start]:
+            continue
+        count += 1
+        labels[start] = count
+        top = 0
+        stack[0] = start
+        while top >= 0:
+            index = stack[top]
+            top -= 1
+            for offset in offsets:
+                neighbour = index + offset
+                if padded[neighbour] and not labels[neighbour]:
+                    labels[neighbour] = count
+                    top += 1
+                    stack[top] = neighbour
+    return count
+
+
+def connected_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The connectivity-2 components of a [*P] bool mask: ([*P] int32 labels 1..n, 0 outside; n),
+    numbered as scipy.ndimage.label numbers them (compiled flood fill: `_flood_components`)."""
+    inside = (slice(1, -1),) * mask.ndim
+    padded = np.zeros(tuple(n + 2 for n in mask.shape), dtype=bool)
+    padded[inside] = mask
+    labels = np.zeros(padded.shape, dtype=np.int32)
+    count = _flood_components(padded.reshape(-1), _neighbour_offsets(padded.shape)[2], labels.reshape(-1))
+    return labels[inside], count
+
+
 def fill_holes(values: np.ndarray) -> np.ndarray:
     """Grey hole filling: reconstruction by erosion of `values` ([*P] float, any D) from a marker
     equal to `values` on the box border and to their maximum inside, with the connectivity-2
@@ -131,7 +171,7 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
     marker = np.array(values, order="C")
     marker[inside] = values.max()
     interior = np.arange(values.size, dtype=np.int64).reshape(values.shape)[inside]
-    earlier, later = _neighbour_offsets(values.shape)
+    earlier, later, _ = _neighbour_offsets(values.shape)
     _sweep_until_stable(marker.reshape(-1), np.ascontiguousarray(values).reshape(-1), interior.reshape(-1),
                         earlier, later)
     return marker
@@ -147,7 +187,7 @@ def _label_into(
 ) -> None:
     """Write the soft label of the anomaly `mask` (a [*R] bool array covering the image slices
     `region`) into `label` ([*S] float32, zero there)."""
-    components, _ = scipy.ndimage.label(mask, structure=scipy.ndimage.generate_binary_structure(mask.ndim, 2))
+    components, _ = connected_components(mask)
     for index, bounds in enumerate(scipy.ndimage.find_objects(components), start=1):
         inside = components[bounds] == index
         image_box = tuple(slice(r.start + b.start, r.start + b.stop) for r, b in zip(region, bounds))

@@ -7,7 +7,7 @@ import pytest
 import scipy.ndimage
 
 from lightwork.anomalies import soft_label
-from lightwork.anomalies.label import dilate, erode, fill_holes, flipped_gaussian, label_boxes
+from lightwork.anomalies.label import connected_components, dilate, erode, fill_holes, flipped_gaussian, label_boxes
 
 
 def _flipped(x):
@@ -106,6 +106,21 @@ def test_morphology_equals_scipy_with_the_connectivity_2_element():
             np.testing.assert_array_equal(dilate(values), scipy.ndimage.grey_dilation(values, footprint=structure))
             np.testing.assert_array_equal(erode(values), scipy.ndimage.grey_erosion(values, footprint=structure))
             np.testing.assert_array_equal(fill_holes(values), _reference_fill(values))
+
+
+def test_connected_components_equal_scipy_with_the_connectivity_2_element():
+    rng = np.random.default_rng(3)
+    for shape in [(30,), (17, 23), (9, 11, 10), (5, 6, 5, 6)]:
+        structure = scipy.ndimage.generate_binary_structure(len(shape), 2)
+        counts = []
+        for density in (0.05, 0.1, 0.2, 0.45):
+            mask = rng.random(shape) < density
+            labels, count = connected_components(mask)
+            expected, expected_count = scipy.ndimage.label(mask, structure=structure)
+            assert count == expected_count
+            np.testing.assert_array_equal(labels, expected)
+            counts.append(count)
+        assert max(counts) >= 3  # several components, numbered alike
 
 
 def test_label_boxes_equals_soft_label_of_the_union():
