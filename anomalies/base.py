@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from lightwork.anomalies.blending import channel_range
 from lightwork.anomalies.label import label_boxes
 from lightwork.anomalies.shapes import AnomalyShape, check_image_shape, draw_shape, place_shape
 
@@ -49,9 +50,12 @@ class AnomalyTask(Protocol):
         foreground: np.ndarray | None,
         shape: AnomalyShape,
         corner: tuple[int, ...],
+        image_range: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Any:
         """Draw one anomaly's parameters. image: [C, *S] float32 (the sample so far, read only);
-        foreground: [*S] bool or None; shape: placed with its box's first voxel at `corner`."""
+        foreground: [*S] bool or None; shape: placed with its box's first voxel at `corner`;
+        image_range: per-channel (low [C], high [C]) float32 of the task's input image, which
+        every anomaly of the sample is clipped to (None: the range of `image`)."""
         ...
 
     def apply(self, image: np.ndarray, shape: AnomalyShape, corner: tuple[int, ...], params: Any) -> np.ndarray:
@@ -61,8 +65,9 @@ class AnomalyTask(Protocol):
         ...
 
 
-def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[int, ...]:
-    """Validate a task call's arguments; returns the spatial shape S.
+def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
+    """Validate a task call's arguments; returns the spatial shape S and the image's per-channel
+    (low [C], high [C]) range (finite: a NaN or an infinity shows in the minimum or maximum).
 
     Raises:
         ValueError: naming the problem (type, dtype, rank, size, NaN/Inf, foreground shape or
@@ -79,7 +84,8 @@ def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[int, ...]:
         )
     spatial_shape = image.shape[1:]
     check_image_shape(spatial_shape)
-    if not np.isfinite(image).all():
+    low, high = channel_range(image)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise ValueError("image has NaN or Inf values")
     if foreground is not None:
         if not isinstance(foreground, np.ndarray) or foreground.dtype != np.bool_:
@@ -91,7 +97,7 @@ def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[int, ...]:
             raise ValueError("foreground too small: the foreground mask is empty")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator (no global random state), got {type(rng).__name__}")
-    return spatial_shape
+    return spatial_shape, (low, high)
 
 
 class SyntheticTask:
@@ -99,7 +105,9 @@ class SyntheticTask:
     module docstring for shapes and dtypes).
 
     Draw order per anomaly: shape, corner, the task's parameters, then (before the 4th) the stop
-    coin; so the same image, foreground and generator state give bit-identical results.
+    coin; so the same image, foreground and generator state give bit-identical results. Every
+    anomaly of a sample is clipped to the input image's per-channel range (computed once per call,
+    also the finiteness check), not to the range of the sample changed so far.
     """
 
     def __init__(self, task: AnomalyTask):
@@ -113,13 +121,13 @@ class SyntheticTask:
     def __call__(
         self, image: np.ndarray, foreground: np.ndarray | None, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        spatial_shape = check_inputs(image, foreground, rng)
+        spatial_shape, image_range = check_inputs(image, foreground, rng)
         anomalous = image.copy()
         boxes = []
         for count in range(1, MAX_ANOMALIES + 1):
             shape = draw_shape(rng, spatial_shape)
             corner = place_shape(rng, shape, foreground, spatial_shape)
-            params = self.task.draw(rng, anomalous, foreground, shape, corner)
+            params = self.task.draw(rng, anomalous, foreground, shape, corner, image_range)
             boxes.append((corner, self.task.apply(anomalous, shape, corner, params)))
             if count == MAX_ANOMALIES or rng.random() < STOP_PROBABILITY:
                 break

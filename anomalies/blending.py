@@ -223,10 +223,13 @@ class PoissonBlendTask:
         foreground: np.ndarray | None,
         shape: AnomalyShape,
         corner: Sequence[int],
+        image_range: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> BlendParams:
         """Draw one anomaly's source and patch transform for the box of `shape` (the corner does
-        not matter: the source is read wherever the patch transform says)."""
-        return draw_blend(rng, self.sources, Source(image, foreground, *channel_range(image)), shape.mask.shape)
+        not matter: the source is read wherever the patch transform says); the result is clipped
+        to `image_range` (default: the range of `image`)."""
+        low, high = channel_range(image) if image_range is None else image_range
+        return draw_blend(rng, self.sources, Source(image, foreground, low, high), shape.mask.shape)
 
     def apply(self, image: np.ndarray, shape: AnomalyShape, corner: Sequence[int], params: BlendParams) -> np.ndarray:
         """Blend into `image` in place; returns the anomaly's [*P] bool mask in its box (the shape

@@ -145,9 +145,10 @@ class DeformationTask:
         foreground: np.ndarray | None,
         shape: AnomalyShape,
         corner: Sequence[int],
+        image_range: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> DeformationParams:
         """Draw order: the centre's index among the mask voxels (C order), then the push's uniform.
-        Only the shape matters (not the image, foreground or corner)."""
+        Only the shape matters (not the image, its range, the foreground or the corner)."""
         voxels = np.flatnonzero(shape.mask)
         centre = np.array(np.unravel_index(voxels[rng.integers(len(voxels))], shape.mask.shape), dtype=np.int64)
         edge = np.asarray(np.nonzero(inner_edge(shape.mask)), dtype=np.float64)

@@ -107,13 +107,15 @@ class IntensityTask:
         foreground: np.ndarray | None,
         shape: AnomalyShape,
         corner: Sequence[int],
+        image_range: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> IntensityParams:
-        """Draw order: magnitudes [C], signs [C], ramp fraction."""
+        """Draw order: magnitudes [C], signs [C], ramp fraction. The result is clipped to
+        `image_range` (default: the range of `image`)."""
         channels = len(image)
         magnitude = DELTA_OFFSET + rng.gamma(DELTA_GAMMA_SHAPE, DELTA_GAMMA_SCALE, size=channels)
         sign = np.where(rng.random(channels) < 0.5, -1.0, 1.0)
         ramp_fraction = RAMP_OFFSET + float(rng.gamma(RAMP_GAMMA_SHAPE, RAMP_GAMMA_SCALE))
-        low, high = channel_range(image)
+        low, high = channel_range(image) if image_range is None else image_range
         return IntensityParams((sign * magnitude).astype(np.float32), ramp_fraction, low, high)
 
     def apply(

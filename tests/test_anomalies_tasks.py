@@ -11,6 +11,7 @@ import pytest
 import scipy.ndimage
 
 from lightwork.anomalies import TASK_NAMES, SyntheticTask, make_task, soft_label
+from lightwork.anomalies.blending import channel_range
 from lightwork.anomalies.intensity import IntensityParams, IntensityTask, bounded_squared_distance, ramp_weights
 from lightwork.anomalies.shapes import draw_shape, make_shape, place_shape
 
@@ -46,7 +47,7 @@ def _replay(task: SyntheticTask, image, foreground, seed):
     while True:
         shape = draw_shape(rng, image.shape[1:])
         corner = place_shape(rng, shape, foreground, image.shape[1:])
-        params = task.task.draw(rng, anomalous, foreground, shape, corner)
+        params = task.task.draw(rng, anomalous, foreground, shape, corner, channel_range(image))
         anomalies.append((corner, shape, task.task.apply(anomalous, shape, corner, params)))
         if len(anomalies) == 4 or rng.random() < 0.5:
             return anomalous, anomalies
@@ -122,6 +123,34 @@ def test_one_to_four_anomalies_stopping_with_probability_one_half():
     assert counts[0] == 0 and counts.sum() == 800
     # Expected 400 / 200 / 100 / 100; the bands are about 4 standard deviations.
     assert 345 < counts[1] < 455 and 150 < counts[2] < 250 and 65 < counts[3] < 135 and 65 < counts[4] < 135
+
+
+class _RangeRecorder:
+    """A task that records the clip range each draw gets and pushes its box far above the input."""
+
+    task_id, name = 4, "range-recorder"
+
+    def __init__(self):
+        self.ranges = []
+
+    def draw(self, rng, image, foreground, shape, corner, image_range=None):
+        self.ranges.append(image_range)
+
+    def apply(self, image, shape, corner, params):
+        image[(slice(None), *(slice(c, c + n) for c, n in zip(corner, shape.mask.shape)))] += 10.0
+        return shape.mask
+
+
+def test_every_anomaly_of_a_sample_is_clipped_to_the_input_range():
+    """The range comes from the input image, once per call, not from the sample changed so far."""
+    image, _ = _phantom(3, (40, 44), channels=2)
+    recorder = _RangeRecorder()
+    calls = [SyntheticTask(recorder)(image, None, np.random.default_rng(seed)) for seed in range(8)]
+    assert len(recorder.ranges) > len(calls)  # some calls drew several anomalies
+    low, high = image.reshape(2, -1).min(axis=1), image.reshape(2, -1).max(axis=1)
+    for drawn_low, drawn_high in recorder.ranges:
+        np.testing.assert_array_equal(drawn_low, low)
+        np.testing.assert_array_equal(drawn_high, high)
 
 
 def test_intensity_change_has_the_drawn_sign_and_magnitude_with_an_edge_ramp():
