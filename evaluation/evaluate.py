@@ -83,7 +83,7 @@ def _montages(cases: list[dict], prediction_uris: dict[str, dict[str, str]], sco
             case = load_case(by_uri[case_id])
             prediction = np.clip(outputs.read_prediction(prediction_uris[key][case_id]), 0, 1)
             value = case_scores[case_id][label]
-            result.append(report.panel_for_case(f"{case_id} {label}={value:.3f}", case.image, prediction, case.lesion))
+            result.append(report.panel_for_case(f"{case_id}\n{label}={value:.3g}", case.image, prediction, case.lesion))
         return result
 
     return {f"highest_scoring_{key.replace('/', '_')}": panels(highest, "score"),

@@ -108,7 +108,10 @@ def plot_curves(histograms: dict[str, ScoreHistogram], path: Path) -> None:
 
 
 def plot_montage(panels: list[MontagePanel], path: Path, title: str) -> None:
-    """Grid of image (grey) + prediction heat map (alpha) + ground-truth contour (green) into one PNG."""
+    """Grid of image (grey) + prediction heat map (alpha) + ground-truth contour (green) into one PNG.
+    The heat map's colour scale runs from 0 to the largest score shown (weak models score far below
+    1 and would show nothing on a fixed 0-1 scale); scores under 5% of it are transparent."""
+    top = max([float(panel.prediction.max()) for panel in panels] + [1e-3])
     columns = min(4, max(len(panels), 1))
     rows = max(math.ceil(len(panels) / columns), 1)
     figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.6 * rows + 0.4), squeeze=False)
@@ -116,7 +119,8 @@ def plot_montage(panels: list[MontagePanel], path: Path, title: str) -> None:
         axis.axis("off")
     for axis, panel in zip(axes.ravel(), panels):
         axis.imshow(panel.image, cmap="gray", interpolation="nearest")
-        heat = axis.imshow(np.ma.masked_less(panel.prediction, 0.05), cmap="inferno", vmin=0, vmax=1, alpha=0.6, interpolation="nearest")
+        heat = axis.imshow(np.ma.masked_less(panel.prediction, 0.05 * top), cmap="inferno", vmin=0, vmax=top, alpha=0.6,
+                           interpolation="nearest")
         if panel.lesion is not None and panel.lesion.any():
             axis.contour(panel.lesion != 0, levels=[0.5], colors="lime", linewidths=1.2)
         axis.set_title(panel.title, fontsize=9)
