@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from lightwork.data import storage  # noqa: E402
 from lightwork.evaluation.metrics import ScoreHistogram  # noqa: E402
 
+MASKLESS_NAMED = 20  # maskless cases named in report.md; metrics.json lists them all
 COLUMNS = (
     ("pixel_ap", "pixel AP"), ("pixel_ap_chunked", "pixel AP (20-vol chunks)"), ("pixel_auroc", "pixel AUROC"),
     ("slice_ap", "slice AP"), ("slice_auroc", "slice AUROC"), ("sample_ap", "sample AP"), ("sample_auroc", "sample AUROC"),
@@ -177,7 +178,9 @@ def _write_report_locally(out: Path, metrics: dict, histograms: dict[str, ScoreH
     lines += ["## Metrics", "", metrics_table(metrics), ""]
     maskless = sorted({case for entry in _all_summaries(metrics) for case in entry.get("maskless_cases", [])})
     if maskless:
-        lines += [f"Cases without a lesion mask, scored at sample level only ({len(maskless)}): " + ", ".join(maskless), ""]
+        named = ", ".join(maskless[:MASKLESS_NAMED]) + (
+            f" and {len(maskless) - MASKLESS_NAMED} more (all in metrics.json)" if len(maskless) > MASKLESS_NAMED else "")
+        lines += [f"Cases without a lesion mask, scored at sample level only ({len(maskless)}): {named}", ""]
     for note in notes or []:
         lines += [note, ""]
     if histograms:

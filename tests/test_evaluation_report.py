@@ -72,3 +72,14 @@ def test_metrics_json_is_strict_json(tmp_path):
     stored = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=reject)
     assert stored["splits"]["1/4"]["ensemble"]["sample_auroc"] is None
     assert stored["splits"]["1/4"]["ensemble"]["pixel_ap"] == summary["pixel_ap"]
+
+
+def test_a_long_list_of_maskless_cases_is_cut_in_the_report(tmp_path):
+    scorer = metrics.SetScorer()
+    for index in range(25):
+        scorer.add_case(f"xray{index:02d}", np.full((16, 16), 0.1 * (index % 2)), None, None, image_label=bool(index % 2))
+    path = report.write_report(tmp_path, {"splits": {"1/4": {"ensemble": scorer.summary()}}}, {}, {})
+    text = open(path).read()
+    assert "sample level only (25): xray00, xray01," in text and "xray19 and 5 more (all in metrics.json)" in text
+    assert "xray20" not in text
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["splits"]["1/4"]["ensemble"]["maskless_cases"]) == 25
