@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lightwork.anomalies.blending import channel_range
 from lightwork.anomalies.label import label_boxes
 from lightwork.anomalies.shapes import AnomalyShape, check_image_shape, draw_shape, place_shape
 
@@ -63,6 +62,12 @@ class AnomalyTask(Protocol):
         inside the box at `corner`; returns the anomaly's voxels in its box, [*P] bool (every
         changed voxel among them)."""
         ...
+
+
+def channel_range(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (min [C], max [C]) of a [C, *S] image."""
+    flat = image.reshape(len(image), -1)
+    return flat.min(axis=1), flat.max(axis=1)
 
 
 def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[tuple[int, ...], tuple[np.ndarray, np.ndarray]]:
@@ -201,3 +206,13 @@ register_task(1, TASK_NAMES[1], _blend(1))
 register_task(2, TASK_NAMES[2], _deformation(2))
 register_task(3, TASK_NAMES[3], _deformation(3))
 register_task(4, TASK_NAMES[4], _intensity)
+
+
+def warm_up() -> None:
+    """Run every task once on a small generated image, so that the compiled kernels (numba: read
+    from its on-disk cache, or compiled on a machine's first run) are loaded before the first real
+    sample: a synthesis worker calls this while it starts, not during its first batch."""
+    image = np.random.default_rng(0).random((1, 24, 24), dtype=np.float32)
+    for task_id in range(len(TASK_NAMES)):
+        task = make_task(task_id, sources=[image]) if task_id in (0, 1) else make_task(task_id)
+        task(image, None, np.random.default_rng(task_id))

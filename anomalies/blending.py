@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightwork.anomalies.base import channel_range
 from lightwork.anomalies.patch import SourcePatch, draw_source_patch, extract_source_patch
 from lightwork.anomalies.poisson import blend_box
 from lightwork.anomalies.shapes import AnomalyShape
@@ -38,12 +39,6 @@ class Source:
     foreground: np.ndarray | None  # [*S] bool
     low: np.ndarray  # [C] float32 per-channel minimum
     high: np.ndarray  # [C] float32 per-channel maximum
-
-
-def channel_range(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (min [C], max [C]) of a [C, *S] image."""
-    flat = image.reshape(len(image), -1)
-    return flat.min(axis=1), flat.max(axis=1)
 
 
 def make_source(item: SourceItem, where: str) -> Source:

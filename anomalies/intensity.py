@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from lightwork.anomalies.blending import channel_range
+from lightwork.anomalies.base import channel_range
 from lightwork.anomalies.shapes import AnomalyShape, bounding_slices
 
 DELTA_OFFSET = 0.1  # |delta| = DELTA_OFFSET + Gamma(DELTA_GAMMA_SHAPE, DELTA_GAMMA_SCALE)

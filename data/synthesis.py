@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightwork.anomalies.base import warm_up
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
 from lightwork.data.phantom import smooth_noise
@@ -235,6 +236,7 @@ class BatchSynthesiser:
         self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push)
         self.validation, self.keys = validation, keys
         self.seen = self.skipped = 0
+        warm_up()  # the compiled kernels load while the actor starts, not in its first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         samples = []

@@ -4,6 +4,8 @@ placement on the foreground, repetition, determinism, bad input, real images."""
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 import scipy.ndimage
 
 from lightwork.anomalies import TASK_NAMES, SyntheticTask, make_task, soft_label
-from lightwork.anomalies.blending import channel_range
+from lightwork.anomalies.base import channel_range
 from lightwork.anomalies.intensity import IntensityParams, IntensityTask, bounded_squared_distance, ramp_weights
 from lightwork.anomalies.shapes import draw_shape, make_shape, place_shape
 
@@ -200,6 +202,20 @@ def test_ramp_distance_is_the_exact_edt_up_to_its_reach():
         width = rng.uniform(0.5, 14)
         expected = np.minimum(edt / min(width, edt.max()), 1)
         np.testing.assert_allclose(ramp_weights(mask, width), expected, atol=1e-6)
+
+
+def test_warm_up_loads_every_compiled_kernel():
+    """In a fresh process no kernel is loaded; after warm_up every one is (so a synthesis actor's
+    first batch does not pay for them)."""
+    code = """
+from lightwork.anomalies.base import warm_up
+from lightwork.anomalies import intensity, label, patch
+kernels = [label._sweep_until_stable, label._flood_components, patch._cubic_sample, intensity._min_plus_passes]
+assert all(not kernel.signatures for kernel in kernels)
+warm_up()
+assert all(kernel.signatures for kernel in kernels), [kernel.__name__ for kernel in kernels if not kernel.signatures]
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
 
 
 def test_registry_by_id_and_name_and_its_errors():
