@@ -164,7 +164,7 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
     equal to `values` on the box border and to their maximum inside, with the connectivity-2
     element: every voxel ends at the lowest level at which it connects to the border. Compiled
     raster sweeps (`_sweep_until_stable`) instead of one parallel erosion per voxel of hole depth.
-    Returns a new array of the same shape and dtype."""
+    Returns a new array of the same shape and dtype (the input itself when an axis has 2 voxels or fewer)."""
     if min(values.shape) <= 2:
         return values
     inside = (slice(1, -1),) * values.ndim
