@@ -93,8 +93,8 @@ def _neighbour_offsets(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, 
 @numba.njit(cache=True, nogil=True)
 def _sweep_until_stable(marker, values, interior, earlier, later):
     """Reconstruction by erosion in place on flat arrays (marker, values: [N] float; interior,
-    earlier, later: int64): every `interior` voxel (ascending
-    flat indices) becomes max(values, min(itself, its neighbours)), in alternating raster sweeps
+    earlier, later: int64): every `interior` voxel (ascending flat indices) becomes
+    max(values, min(itself, its neighbours)), in alternating raster sweeps
     (forward reading the `earlier` neighbours, backward the `later` ones, already updated in the
     sweep) until a forward and a backward sweep change nothing: then every voxel is a fixed point
     of the parallel iteration, and since both start from the same marker and only lower it, the
