@@ -1,12 +1,16 @@
 """A fold's training and validation data: prepared cases -> synthetic anomalies, streamed by Ray Data.
 
-    items      a lazy Datasource (READ_CPUS per read task, one at a time) of (case_id, array_uri,
-               epoch) rows: for training, data epoch e = 0, 1, ... lists the plan's training-fold
-               cases in an order drawn from sample_generator(seed, e, ORDER_KEY, -1) (no Ray
-               shuffle: the order is part of the run's reproducibility); for validation, every
-               validation-fold case at epochs VALIDATION_EPOCH + v, v < data.val_per_case
+    items      a lazy Datasource (READ_CPUS per read task, one at a time, each up to about
+               ROWS_PER_READ_TASK rows of whole data epochs) of (case_id, array_uri, epoch) rows: for
+               training, data epoch e = 0, 1, ... lists the plan's training-fold cases in an order
+               drawn from sample_generator(seed, e, ORDER_KEY, -1) (no Ray shuffle: the order is
+               part of the run's reproducibility); for validation, every validation-fold case at
+               epochs VALIDATION_EPOCH + v, v < data.val_per_case
     synthesis  map_batches(BatchSynthesiser, ActorPoolStrategy(min_size=1, max_size=n)): each actor
-               holds a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache)
+               holds a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache);
+               a task is one item block (`rows_per_task`, up to CALLS_PER_TASK calls of
+               `rows_per_call` samples), and Ray Data merges a task's outputs into blocks of up to
+               128 MiB
     rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
                validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero)
                (`keys=True` adds sample_key, case_id, task, epoch for inspection)
@@ -59,8 +63,16 @@ READ_CPUS = 0.05  # the item read task: generates a few small tables
 SLACK_CPUS = 0.01  # kept free of rounding
 MIN_ACTOR_CPUS = 0.25
 MAX_READ_TASKS = 256
+# Items per read task. Read tasks run one at a time and each costs ~20-150 ms of scheduling on a busy
+# 2-core node: one per data epoch (16 items for a 16-case set) starved the synthesis actors.
+ROWS_PER_READ_TASK = 4096
 ORDER_KEY = "<stream order>"  # the generator key of a data epoch's case order
 VOXELS_PER_CALL = 2**21  # samples per actor call: about this many voxels (80x112x80: 3, 256x256: 32)
+MAX_ROWS_PER_CALL = 32
+# Actor calls per Ray task. Every task costs ~10-30 ms of scheduling on a busy 2-core node; at one
+# call per task (25 ms for 3 brain samples) that left the actor idle a third of the time.
+CALLS_PER_TASK = 16
+TASKS_PER_ACTOR = 4  # at least, when the stream is short (validation sets)
 IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) are synthesised in the driver
 ITEM_SCHEMA = pa.schema([("case_id", pa.string()), ("array_uri", pa.string()), ("epoch", pa.int64())])
 
@@ -110,13 +122,25 @@ def training_epochs(train_cases: int, settings: TrainSection) -> int:
 
 
 def rows_per_call(shape: Sequence[int]) -> int:
-    """Samples an actor synthesises per call for cases of spatial `shape` (1-32)."""
-    return int(np.clip(round(VOXELS_PER_CALL / max(1, math.prod(shape))), 1, 32))
+    """Samples an actor synthesises per call for cases of spatial `shape` (1-MAX_ROWS_PER_CALL)."""
+    return int(np.clip(round(VOXELS_PER_CALL / max(1, math.prod(shape))), 1, MAX_ROWS_PER_CALL))
+
+
+def rows_per_task(shape: Sequence[int], rows: int, actors: int) -> int:
+    """Items per synthesis actor task (one input block): CALLS_PER_TASK calls, fewer when a stream
+    of `rows` items would otherwise give some of the `actors` fewer than TASKS_PER_ACTOR tasks."""
+    per_call = rows_per_call(shape)
+    return int(np.clip(rows // (TASKS_PER_ACTOR * actors), per_call, CALLS_PER_TASK * per_call))
 
 
 class _Items(Datasource):
     """(case_id, array_uri, epoch) rows: for each epoch in `epochs`, every case once, in the order
-    drawn for that epoch (`shuffle`) or as given."""
+    drawn for that epoch (`shuffle`) or as given.
+
+    A read task yields its rows as one table (Ray Data would merge smaller ones up to its target
+    block size, 128 MiB); `block_count` is passed to `read_datasource` as `override_num_blocks`,
+    so that Ray Data splits that table into blocks of about `block_rows` rows, one actor task each.
+    """
 
     def __init__(self, cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool,
                  block_rows: int) -> None:
@@ -132,22 +156,39 @@ class _Items(Datasource):
             return np.arange(len(self.cases))
         return sample_generator(self.seed, epoch, ORDER_KEY, -1).permutation(len(self.cases))
 
-    def _blocks(self, epochs: list[int]):
+    def _table(self, epochs: list[int]) -> list[pa.Table]:
+        """The rows of `epochs` as a one-table list (a read task's blocks)."""
         rows = [(self.cases[index], epoch) for epoch in epochs for index in self._order(epoch)]
-        for start in range(0, len(rows), self.block_rows):
-            chunk = rows[start:start + self.block_rows]
-            yield pa.table({"case_id": [case[0] for case, _ in chunk], "array_uri": [case[1] for case, _ in chunk],
-                            "epoch": [epoch for _, epoch in chunk]}, schema=ITEM_SCHEMA)
+        return [pa.table({"case_id": [case[0] for case, _ in rows], "array_uri": [case[1] for case, _ in rows],
+                          "epoch": [epoch for _, epoch in rows]}, schema=ITEM_SCHEMA)]
+
+    def read_task_count(self) -> int:
+        """Read tasks of about ROWS_PER_READ_TASK rows each (whole epochs, at most MAX_READ_TASKS)."""
+        rows = len(self.epochs) * len(self.cases)
+        return min(len(self.epochs), MAX_READ_TASKS, max(1, math.ceil(rows / ROWS_PER_READ_TASK)))
+
+    def block_count(self) -> int:
+        """Blocks of about `block_rows` rows over all read tasks."""
+        per_task = len(self.epochs) * len(self.cases) / self.read_task_count()
+        return self.read_task_count() * max(1, round(per_task / self.block_rows))
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
-        count = min(len(self.epochs), MAX_READ_TASKS)
-        groups = [list(part) for part in np.array_split(np.asarray(self.epochs, dtype=np.int64), count) if len(part)]
-        return [ReadTask(lambda group=[int(e) for e in group]: self._blocks(group),
+        groups = [part for part in np.array_split(np.asarray(self.epochs, dtype=np.int64), self.read_task_count())
+                  if len(part)]
+        return [ReadTask(lambda group=[int(e) for e in group]: self._table(group),
                          BlockMetadata(num_rows=len(group) * len(self.cases), size_bytes=128 * len(group) * len(self.cases),
                                        input_files=None, exec_stats=None),
                          schema=ITEM_SCHEMA, per_task_row_limit=per_task_row_limit)
                 for group in groups]
+
+
+def item_dataset(cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool,
+                 block_rows: int) -> ray.data.Dataset:
+    """The (case_id, array_uri, epoch) rows of `cases` at `epochs` (order: `_Items`), in blocks of
+    about `block_rows` rows: one synthesis actor task each."""
+    source = _Items(cases, epochs, seed, shuffle, block_rows)
+    return ray.data.read_datasource(source, num_cpus=READ_CPUS, concurrency=1, override_num_blocks=source.block_count())
 
 
 def _cases(rows: list[dict], folds: Sequence[int]) -> list[tuple[str, str]]:
@@ -178,9 +219,8 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
     # Actors read the cases: they need the object-storage variables even when the cluster's
     # processes started before they were set.
     env = {name: os.environ[name] for name in STORAGE_ENV if name in os.environ}
-    items = ray.data.read_datasource(_Items(cases, epochs, seed, shuffle=not validation,
-                                            block_rows=rows_per_call(shape)),
-                                     num_cpus=READ_CPUS, concurrency=1)
+    items = item_dataset(cases, epochs, seed, shuffle=not validation,
+                         block_rows=rows_per_task(shape, len(cases) * len(epochs), pool.actors))
     return items.map_batches(
         BatchSynthesiser, batch_size=rows_per_call(shape), batch_format="numpy",
         fn_constructor_kwargs={"seed": seed, "tasks": tuple(tasks), "image_set": list(cases),

@@ -7,12 +7,14 @@ import logging
 import numpy as np
 import pytest
 
+from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import load_config
 from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, load_case, save_case
 from lightwork.data.phantom import smooth_noise
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
-from lightwork.distributed.stream import fold_dataset, fold_datasets, plan_synthesis, training_epochs
+from lightwork.distributed.stream import (CALLS_PER_TASK, ORDER_KEY, fold_dataset, fold_datasets, item_dataset,
+                                          plan_synthesis, rows_per_call, rows_per_task, training_epochs)
 from lightwork.distributed.train import plan_trial_resources
 from lightwork.training.folds import plan_split
 
@@ -153,6 +155,25 @@ def test_inter_blend_reads_the_external_dataset(tmp_path):
                       "epoch": np.array([0])})
     assert out["task"].tolist() == [1] and out["label"].max() > 0
     assert any(f"{tmp_path}/external/case{i:02d}.npz" in synthesise.synthesiser.cache for i in range(3))
+
+
+def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
+    """Each actor task is one item block: many calls' worth of items (one call per task left the
+    actors waiting on Ray's scheduling), every item once, in the drawn order."""
+    assert rows_per_call((80, 112, 80)) == 3 and rows_per_call((256, 256)) == 32
+    assert rows_per_task((80, 112, 80), 10_000, actors=2) == CALLS_PER_TASK * 3
+    assert rows_per_task((256, 256), 100_000, actors=4) == CALLS_PER_TASK * 32
+    assert rows_per_task((80, 112, 80), 80, actors=2) == 10  # a short stream: 4 tasks per actor
+    assert rows_per_task((80, 112, 80), 8, actors=2) == 3  # never below one call
+
+    cases = [(f"case{i:02d}", f"/data/case{i:02d}.npz") for i in range(16)]
+    epochs = list(range(40))
+    blocks = [bundle.num_rows() for bundle in item_dataset(cases, epochs, 3, True, 48).iter_internal_ref_bundles()]
+    assert sum(blocks) == 640 and len(blocks) == 13 and max(blocks) - min(blocks) <= 1
+    rows = item_dataset(cases, epochs, 3, True, 48).take_all()
+    expected = [(cases[index][0], epoch) for epoch in epochs
+                for index in sample_generator(3, epoch, ORDER_KEY, -1).permutation(16)]
+    assert [(row["case_id"], row["epoch"]) for row in rows] == expected
 
 
 def test_resource_plan_fits_the_synthesis_pool():
