@@ -12,6 +12,9 @@ stand-in external pool). Then, in the same run and on the same (case, epoch) ite
     ray, n    `stream.synthesis_dataset` with n synthesis actors, consumed with `iter_batches` in
               this process: samples/s from the first batch to the last (actor start-up, reported
               apart, excluded), and the ratio to n x the bare rate (goal >= 0.8)
+Each figure is measured `--repeats` times (bare, 1 actor, 2 actors, bare, ...); the table prints the
+medians, and each ratio's median with its range over the repeats (ratios pair each Ray
+measurement with the bare measurement just before it).
 Pool sizing for a GPU: actors = ceil(GPU samples/s appetite / per-core synthesis samples/s), with the
 bare rate as the per-core rate (printed for `--appetite` values).
 """
@@ -35,8 +38,8 @@ from lightwork.data.synthesis import Synthesiser
 from lightwork.distributed import stream
 
 PRESETS = {  # shape, spacing mm, cases, samples
-    "brain": ((80, 112, 80), 2.0, 6, 240),  # 36 samples (12 actor calls) gave ratios from 0.6 to 2.4
-    "cxr": ((256, 256), 1.4, 16, 1280),
+    "brain": ((80, 112, 80), 2.0, 6, 480),  # 36 samples (12 actor calls) gave ratios from 0.6 to 2.4
+    "cxr": ((256, 256), 1.4, 16, 4096),  # 1280 (2 s with 1 actor) varied by +-0.15 between runs
 }
 ALL_TASKS = (0, 1, 2, 3, 4)
 SEED = 0
@@ -99,10 +102,15 @@ def through_ray(cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...
     return (count - first_rows) / (time.perf_counter() - first), first - started, count
 
 
+def spread(ratios: list[float]) -> str:
+    return f"({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="brain,cxr", help="comma-separated: brain, cxr")
     parser.add_argument("--samples", type=int, default=None, help="samples per measurement (default per preset)")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per figure (medians are printed)")
     parser.add_argument("--appetite", type=float, action="append", default=None,
                         help="GPU samples/s to size a pool for (repeatable; default 20, 100, 500)")
     args = parser.parse_args(argv)
@@ -112,20 +120,31 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"machine: {os.cpu_count()} cores; Ray with 2 CPUs; all five tasks, inter_blend from the stand-in pool")
     header = (f"{'preset':<6} {'shape':<12} {'samples':>7} {'bare/s':>8} {'ms/sample':>9} {'ray 1/s':>8} "
-              f"{'x bare':>7} {'ray 2/s':>8} {'x 2 bare':>8} {'start s':>7}")
+              f"{'x bare':>7} {'(min-max)':>11} {'ray 2/s':>8} {'x 2 bare':>8} {'(min-max)':>11} {'start s':>7}")
     print(header, flush=True)
     for preset in [name.strip() for name in args.presets.split(",")]:
         shape, spacing, count, samples = PRESETS[preset]
         max_push = load_config(preset="brain" if preset == "brain" else "cxr").data.max_push
         epochs = max(1, math.ceil((args.samples or samples) / count))
+        bare_rates, median_ms, one, two, starts = [], [], [], [], []
         with tempfile.TemporaryDirectory() as root:
             cases = prepare(preset, root, shape, spacing, count)
-            rate, median_ms = bare(cases, epochs, max_push)
-            one, start_one, total = through_ray(cases, epochs, shape, 1, max_push)
-            two, start_two, _ = through_ray(cases, epochs, shape, 2, max_push)
-        print(f"{preset:<6} {'x'.join(map(str, shape)):<12} {total:>7} {rate:>8.1f} {median_ms:>9.1f} "
-                    f"{one:>8.1f} {one / rate:>7.2f} {two:>8.1f} {two / (2 * rate):>8.2f} "
-                    f"{max(start_one, start_two):>7.1f}", flush=True)
+            for _ in range(args.repeats):  # interleaved, so that each figure sees the same machine
+                rate, ms = bare(cases, epochs, max_push)
+                bare_rates.append(rate)
+                median_ms.append(ms)
+                for rates, actors in ((one, 1), (two, 2)):
+                    delivered, start, total = through_ray(cases, epochs, shape, actors, max_push)
+                    rates.append(delivered)
+                    starts.append(start)
+        rate, one_ratios, two_ratios = statistics.median(bare_rates), [], []
+        for index in range(args.repeats):
+            one_ratios.append(one[index] / bare_rates[index])
+            two_ratios.append(two[index] / (2 * bare_rates[index]))
+        print(f"{preset:<6} {'x'.join(map(str, shape)):<12} {total:>7} {rate:>8.1f} {statistics.median(median_ms):>9.1f} "
+              f"{statistics.median(one):>8.1f} {statistics.median(one_ratios):>7.2f} {spread(one_ratios):>11} "
+              f"{statistics.median(two):>8.1f} {statistics.median(two_ratios):>8.2f} {spread(two_ratios):>11} "
+              f"{statistics.median(starts):>7.1f}", flush=True)
         print(f"  pool for a GPU ({preset}): actors = ceil(appetite / {rate:.1f} samples/s per core): " +
               ", ".join(f"{appetite:g}/s -> {math.ceil(appetite / rate)}" for appetite in args.appetite or (20, 100, 500)))
     ray.shutdown()
