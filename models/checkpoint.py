@@ -8,7 +8,8 @@ import json
 import torch
 
 from lightwork.data import storage
-from lightwork.models.unet import UNet, UNetConfig
+from lightwork.config import UNetConfig
+from lightwork.models.unet import UNet
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "model.json"

@@ -9,49 +9,12 @@ Upsampling goes to the skip's exact shape, so spatial sizes need not be divisibl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 import torch
 from torch import nn
 from torch.nn import functional
 
+from lightwork.config import UNetConfig
 from lightwork.models.positional import EncodedInputConv2d, EncodedInputConv3d
-
-
-@dataclass
-class UNetConfig:
-    """Architecture of one model.
-
-    spatial_dims: 2 or 3. in_channels: image channels (the positional encoding adds D + 64).
-    features: channels per resolution level, encoder level 0 first; the last entry is the
-    bottleneck; len(features) - 1 = number of downsamplings.
-    """
-
-    spatial_dims: int = 3
-    in_channels: int = 1
-    out_channels: int = 1
-    features: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 320])
-    positional_encoding: bool = True
-
-    @staticmethod
-    def from_depth(spatial_dims: int, depth: int, base: int, cap: int, in_channels: int = 1) -> "UNetConfig":
-        """Features base * 2^level capped at `cap`, for `depth` downsamplings."""
-        features = [min(base * 2**level, cap) for level in range(depth + 1)]
-        return UNetConfig(spatial_dims=spatial_dims, in_channels=in_channels, features=features)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-PRESETS: dict[str, UNetConfig] = {
-    # 3D brain: 4 downsamplings, 32-64-128-256 + 320 bottleneck.
-    "brain": UNetConfig(spatial_dims=3, features=[32, 64, 128, 256, 320]),
-    # 2D CXR: 6 downsamplings, capped at 512.
-    "cxr": UNetConfig.from_depth(2, depth=6, base=32, cap=512),
-    # Small CPU models for demos and tests.
-    "demo": UNetConfig.from_depth(3, depth=3, base=8, cap=32),
-    "tiny": UNetConfig.from_depth(3, depth=2, base=4, cap=8),
-}
 
 
 def _conv(dims: int):

@@ -3,6 +3,8 @@ the same rows whatever the number of synthesis actors, cases read from a real S3
 corrupt case skipped and counted, and the resource plan."""
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,6 +176,15 @@ def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
     expected = [(cases[index][0], epoch) for epoch in epochs
                 for index in sample_generator(3, epoch, ORDER_KEY, -1).permutation(16)]
     assert [(row["case_id"], row["epoch"]) for row in rows] == expected
+
+
+def test_stream_processes_load_without_torch():
+    """Read tasks and synthesis actors import the stream, the config and the synthesiser; torch
+    (~2 s per process) is for the Train workers only."""
+    code = ("import sys, lightwork.config, lightwork.distributed.stream, lightwork.data.synthesis; "
+            "print(sorted(name for name in ('torch', 'lightwork.models') if name in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_resource_plan_fits_the_synthesis_pool():
