@@ -15,8 +15,9 @@ stand-in external pool). Then, in the same run and on the same (case, epoch) ite
 Each figure is measured `--repeats` times (bare, 1 actor, 2 actors, bare, ...); the table prints the
 medians, and each ratio's median with its range over the repeats (ratios pair each Ray
 measurement with the bare measurement just before it).
-Pool sizing for a GPU: actors = ceil(GPU samples/s appetite / per-core synthesis samples/s), with the
-bare rate as the per-core rate (printed for `--appetite` values).
+Pool sizing for a GPU: actors = ceil(GPU samples/s appetite / (stream efficiency x per-core synthesis
+samples/s)), with the bare rate as the per-core rate and the 1-actor ratio as the efficiency
+(printed for `--appetite` values).
 """
 
 from __future__ import annotations
@@ -151,8 +152,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{statistics.median(one):>8.1f} {statistics.median(one_ratios):>7.2f} {spread(one_ratios):>11} "
               f"{statistics.median(two):>8.1f} {statistics.median(two_ratios):>8.2f} {spread(two_ratios):>11} "
               f"{statistics.median(starts):>7.1f}", flush=True)
-        print(f"  pool for a GPU ({preset}): actors = ceil(appetite / {rate:.1f} samples/s per core): " +
-              ", ".join(f"{appetite:g}/s -> {math.ceil(appetite / rate)}" for appetite in args.appetite or (20, 100, 500)))
+        per_actor = statistics.median(one_ratios) * rate
+        print(f"  pool for a GPU ({preset}): actors = ceil(appetite / ({statistics.median(one_ratios):.2f} x {rate:.1f}"
+              f" samples/s per core)): " + ", ".join(f"{appetite:g}/s -> {math.ceil(appetite / per_actor)}"
+                                                  for appetite in args.appetite or (20, 100, 500)))
     ray.shutdown()
     return 0
 

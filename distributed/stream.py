@@ -28,9 +28,10 @@ the read task (READ_CPUS) and the synthesis pool:
     cpus per actor = (B - READ_CPUS - SLACK_CPUS) / actors   fractional, so the pool fits exactly
 
 and `plan_synthesis` raises when fewer than MIN_ACTOR_CPUS are left. On a GPU cluster, the pool
-needed to keep a GPU fed is ceil(GPU samples/s / per-core synthesis samples/s) (see
-benchmarks/pipeline.py for both rates); size `resources.cpus_per_worker` and the cluster's CPU
-workers so that B reaches it.
+needed to keep a GPU fed is ceil(GPU samples/s / (efficiency x per-core synthesis samples/s)),
+efficiency being what one actor delivers of the bare single-core rate (~0.8 for 80x112x80 and
+256x256 samples on 2 cores; benchmarks/pipeline.py measures all three, benchmarks/training.py the
+GPU's rate); size `resources.cpus_per_worker` and the cluster's CPU workers so that B reaches it.
 
 A case that cannot be read or synthesised (a corrupt file, too little foreground) is skipped,
 counted and logged by its actor (`BatchSynthesiser`): one bad volume must not stop a run over
