@@ -242,17 +242,16 @@ class _Part:
     external: list[str]
 
 
-def _part(plan: FoldPlan, config: RunConfig, part: str) -> _Part:
-    if part not in ("train", "val"):
-        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+def _parts(plan: FoldPlan, config: RunConfig) -> dict[str, _Part]:
+    """The "train" and "val" parts of a fold, from one read of the manifests."""
     rows = manifest.healthy(manifest.read_manifest(config.data.manifest))
     shape = tuple(rows[0]["shape"]) if rows else ()
-    if part == "val":
-        epochs = [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)]
-        return _Part(_cases(rows, plan.val_folds), plan.val_tasks, epochs, shape, _external(config))
-    cases = _cases(rows, plan.train_folds)
-    return _Part(cases, plan.train_tasks, list(range(training_epochs(len(cases), config.train))), shape,
-                 _external(config))
+    external = _external(config)
+    train_cases = _cases(rows, plan.train_folds)
+    return {"train": _Part(train_cases, plan.train_tasks, list(range(training_epochs(len(train_cases), config.train))),
+                           shape, external),
+            "val": _Part(_cases(rows, plan.val_folds), plan.val_tasks,
+                         [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)], shape, external)}
 
 
 def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_cpus: float | None = None,
@@ -269,9 +268,15 @@ def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_c
         actors: a fixed synthesis pool size (default: planned from the budget).
         keys: add sample_key, case_id, task, epoch columns.
     """
+    if part not in ("train", "val"):
+        raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+    return _part_dataset(plan, config, seed, part, _parts(plan, config)[part], data_cpus, actors, keys)
+
+
+def _part_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, what: _Part, data_cpus: float | None,
+                  actors: int | None, keys: bool) -> ray.data.Dataset:
     from lightwork.distributed.train import plan_trial_resources
 
-    what = _part(plan, config, part)
     if data_cpus is None:
         data_cpus = plan_trial_resources(1, config, ray.cluster_resources()).cpus_for_data
     pool = plan_synthesis(data_cpus, actors)
@@ -292,10 +297,11 @@ def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float
     or, when it holds at most IN_PROCESS_VOXELS voxels, in this process (no actor to start; the
     same rows).
     """
-    train = fold_dataset(plan, config, seed, "train", data_cpus, keys=keys)
-    what = _part(plan, config, "val")
+    parts = _parts(plan, config)
+    train = _part_dataset(plan, config, seed, "train", parts["train"], data_cpus, None, keys)
+    what = parts["val"]
     if len(what.cases) * len(what.epochs) * math.prod(what.shape) > IN_PROCESS_VOXELS:
-        return {"train": train, "val": fold_dataset(plan, config, seed, "val", data_cpus, keys=keys).materialize()}
+        return {"train": train, "val": _part_dataset(plan, config, seed, "val", what, data_cpus, None, keys).materialize()}
     if not what.cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
     items = {"case_id": np.array([case_id for _ in what.epochs for case_id, _ in what.cases]),
