@@ -170,8 +170,8 @@ class _Items(Datasource):
 
     def block_count(self) -> int:
         """Blocks of about `block_rows` rows over all read tasks."""
-        per_task = len(self.epochs) * len(self.cases) / self.read_task_count()
-        return self.read_task_count() * max(1, round(per_task / self.block_rows))
+        tasks = self.read_task_count()
+        return tasks * max(1, round(len(self.epochs) * len(self.cases) / tasks / self.block_rows))
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
