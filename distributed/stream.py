@@ -134,13 +134,25 @@ def rows_per_task(shape: Sequence[int], rows: int, actors: int) -> int:
     return int(np.clip(rows // (TASKS_PER_ACTOR * actors), per_call, CALLS_PER_TASK * per_call))
 
 
+def read_task_count(epochs: int, cases: int) -> int:
+    """Item read tasks of about ROWS_PER_READ_TASK rows each (whole epochs, at most MAX_READ_TASKS)."""
+    return min(epochs, MAX_READ_TASKS, max(1, math.ceil(epochs * cases / ROWS_PER_READ_TASK)))
+
+
+def item_block_count(epochs: int, cases: int, block_rows: int) -> int:
+    """Item blocks (synthesis actor tasks) of about `block_rows` rows over all read tasks."""
+    tasks = read_task_count(epochs, cases)
+    return tasks * max(1, round(epochs * cases / tasks / block_rows))
+
+
 class _Items(Datasource):
     """(case_id, array_uri, epoch) rows: for each epoch in `epochs`, every case once, in the order
     drawn for that epoch (`shuffle`) or as given.
 
     A read task yields its rows as one table (Ray Data would merge smaller ones up to its target
-    block size, 128 MiB); `block_count` is passed to `read_datasource` as `override_num_blocks`,
-    so that Ray Data splits that table into blocks of about `block_rows` rows, one actor task each.
+    block size, 128 MiB); `item_block_count` is passed to `read_datasource` as
+    `override_num_blocks`, so that Ray Data splits that table into blocks of about `block_rows` rows,
+    one actor task each.
     """
 
     def __init__(self, cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool,
@@ -163,20 +175,10 @@ class _Items(Datasource):
         return [pa.table({"case_id": [case[0] for case, _ in rows], "array_uri": [case[1] for case, _ in rows],
                           "epoch": [epoch for _, epoch in rows]}, schema=ITEM_SCHEMA)]
 
-    def read_task_count(self) -> int:
-        """Read tasks of about ROWS_PER_READ_TASK rows each (whole epochs, at most MAX_READ_TASKS)."""
-        rows = len(self.epochs) * len(self.cases)
-        return min(len(self.epochs), MAX_READ_TASKS, max(1, math.ceil(rows / ROWS_PER_READ_TASK)))
-
-    def block_count(self) -> int:
-        """Blocks of about `block_rows` rows over all read tasks."""
-        tasks = self.read_task_count()
-        return tasks * max(1, round(len(self.epochs) * len(self.cases) / tasks / self.block_rows))
-
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
-        groups = [part for part in np.array_split(np.asarray(self.epochs, dtype=np.int64), self.read_task_count())
-                  if len(part)]
+        groups = [part for part in np.array_split(np.asarray(self.epochs, dtype=np.int64),
+                                                  read_task_count(len(self.epochs), len(self.cases))) if len(part)]
         return [ReadTask(lambda group=[int(e) for e in group]: self._table(group),
                          BlockMetadata(num_rows=len(group) * len(self.cases), size_bytes=128 * len(group) * len(self.cases),
                                        input_files=None, exec_stats=None),
@@ -189,7 +191,8 @@ def item_dataset(cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: 
     """The (case_id, array_uri, epoch) rows of `cases` at `epochs` (order: `_Items`), in blocks of
     about `block_rows` rows: one synthesis actor task each."""
     source = _Items(cases, epochs, seed, shuffle, block_rows)
-    return ray.data.read_datasource(source, num_cpus=READ_CPUS, concurrency=1, override_num_blocks=source.block_count())
+    return ray.data.read_datasource(source, num_cpus=READ_CPUS, concurrency=1,
+                                    override_num_blocks=item_block_count(len(epochs), len(cases), block_rows))
 
 
 def _cases(rows: list[dict], folds: Sequence[int]) -> list[tuple[str, str]]:
@@ -220,14 +223,15 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
     # Actors read the cases: they need the object-storage variables even when the cluster's
     # processes started before they were set.
     env = {name: os.environ[name] for name in STORAGE_ENV if name in os.environ}
-    items = item_dataset(cases, epochs, seed, shuffle=not validation,
-                         block_rows=rows_per_task(shape, len(cases) * len(epochs), pool.actors))
+    block_rows = rows_per_task(shape, len(cases) * len(epochs), pool.actors)
+    items = item_dataset(cases, epochs, seed, shuffle=not validation, block_rows=block_rows)
+    usable = item_block_count(len(epochs), len(cases), block_rows)  # actors beyond one per task would idle
     return items.map_batches(
         BatchSynthesiser, batch_size=rows_per_call(shape), batch_format="numpy",
         fn_constructor_kwargs={"seed": seed, "tasks": tuple(tasks), "image_set": list(cases),
                                "external": list(external), "max_push": config.data.max_push,
                                "validation": validation, "keys": keys},
-        compute=ray.data.ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.actors),
+        compute=ray.data.ActorPoolStrategy(min_size=min(pool.min_actors, usable), max_size=min(pool.actors, usable)),
         num_cpus=pool.cpus_per_actor, **({"runtime_env": {"env_vars": env}} if env else {}))
 
 

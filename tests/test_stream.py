@@ -5,6 +5,7 @@ corrupt case skipped and counted, and the resource plan."""
 import logging
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +17,8 @@ from lightwork.data.cases import PreparedCase, load_case, save_case
 from lightwork.data.phantom import smooth_noise
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.distributed.stream import (CALLS_PER_TASK, ORDER_KEY, fold_dataset, fold_datasets, item_dataset,
-                                          plan_synthesis, rows_per_call, rows_per_task, training_epochs)
+                                          plan_synthesis, rows_per_call, rows_per_task, synthesis_dataset,
+                                          training_epochs)
 from lightwork.distributed.train import plan_trial_resources
 from lightwork.training.folds import plan_split
 
@@ -176,6 +178,19 @@ def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
     expected = [(cases[index][0], epoch) for epoch in epochs
                 for index in sample_generator(3, epoch, ORDER_KEY, -1).permutation(16)]
     assert [(row["case_id"], row["epoch"]) for row in rows] == expected
+
+
+def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_session, tmp_path):
+    """One item block cannot feed two actors: the pool shrinks to the blocks (Ray Data would start
+    an actor that never gets a task, and warn that it 'only received 1 input(s)')."""
+    data = write_cases(str(tmp_path / "data"), (16, 16), count=2)
+    cases = [(row["case_id"], row["array_uri"]) for row in manifest.read_manifest(data)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows = synthesis_dataset(cases[:1], (2,), config_for(data), 0, [0], validation=False,
+                                 pool=plan_synthesis(3.0, actors=2), shape=(16, 16)).take_all()
+    assert len(rows) == 1 and rows[0]["image"].shape == (1, 16, 16)
+    assert [str(warning.message) for warning in caught if "only received" in str(warning.message)] == []
 
 
 def test_stream_processes_load_without_torch():
