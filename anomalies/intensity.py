@@ -37,10 +37,33 @@ class IntensityParams:
 
 
 @numba.njit(cache=True, nogil=True)
+def _first_axis_squared(padded, squared):
+    """padded: [N, M] bool whose first and last rows are False; writes squared: [N, M] float32, the
+    squared distance along the first axis from each voxel to the nearest False one (0 on False
+    voxels), by a forward and a backward scan of the rows (M running positions each)."""
+    rows, columns = padded.shape
+    last = np.zeros(columns, np.int64)
+    for row in range(rows):
+        for column in range(columns):
+            if not padded[row, column]:
+                last[column] = row
+            squared[row, column] = row - last[column]
+    last[:] = rows - 1
+    for row in range(rows - 1, -1, -1):
+        for column in range(columns):
+            if not padded[row, column]:
+                last[column] = row
+            distance = min(squared[row, column], np.float32(last[column] - row))
+            squared[row, column] = distance * distance
+
+
+@numba.njit(cache=True, nogil=True)
 def _min_plus_passes(squared, shape, reach):
     """In place over a flat C-ordered array of `shape`: for every axis after the first,
     f(x) <- min over |k| <= reach (within the axis) of f(x + k e_d) + k^2, reading the values from
-    before the axis' pass (float32 additions and minima: the same as the vectorised passes)."""
+    before the axis' pass (float32 additions and minima). A shift by k along axis d is a shift by
+    k x stride within each contiguous block of the axis' length x stride voxels, so every inner
+    loop runs over contiguous memory (vectorised by the compiler)."""
     size = squared.size
     source = np.empty_like(squared)
     stride = size
@@ -49,17 +72,16 @@ def _min_plus_passes(squared, shape, reach):
         if axis == 0:
             continue
         length = shape[axis]
+        block = length * stride
         source[:] = squared
-        for index in range(size):
-            position = (index // stride) % length
-            best = squared[index]
+        for start in range(0, size, block):
             for step in range(1, min(reach, length - 1) + 1):
                 cost = np.float32(step * step)
-                if position - step >= 0:
-                    best = min(best, source[index - step * stride] + cost)
-                if position + step < length:
-                    best = min(best, source[index + step * stride] + cost)
-            squared[index] = best
+                shift = step * stride
+                for index in range(start + shift, start + block):
+                    squared[index] = min(squared[index], source[index - shift] + cost)
+                for index in range(start, start + block - shift):
+                    squared[index] = min(squared[index], source[index + shift] + cost)
 
 
 def bounded_squared_distance(mask: np.ndarray, reach: int) -> np.ndarray:
@@ -67,17 +89,13 @@ def bounded_squared_distance(mask: np.ndarray, reach: int) -> np.ndarray:
     voxel outside it, the box border counting as outside; [*P] float32, 0 outside the mask.
 
     Exact wherever the distance is at most `reach`; elsewhere a value above reach^2 (or inf).
-    Separable: the first axis takes the exact 1D distance (positions of the nearest outside voxel
-    before and after, by running maxima/minima), every further axis the minimum over offsets of at
-    most `reach`, f(x) = min_k f(x + k e_d) + k^2 (compiled: `_min_plus_passes`), so the cost is
-    O(reach) per voxel, not a full transform.
+    Separable: the first axis takes the exact 1D distance (`_first_axis_squared`), every further
+    axis the minimum over offsets of at most `reach`, f(x) = min_k f(x + k e_d) + k^2
+    (`_min_plus_passes`), so the cost is O(reach) per voxel, not a full transform.
     """
     padded = np.pad(mask, 1)
-    position = np.arange(padded.shape[0], dtype=np.float32).reshape(-1, *([1] * (mask.ndim - 1)))
-    before = np.maximum.accumulate(np.where(padded, np.float32(-np.inf), position), axis=0)
-    after = np.flip(np.minimum.accumulate(np.flip(np.where(padded, np.float32(np.inf), position), 0), axis=0), 0)
-    squared = np.minimum(position - before, after - position)
-    squared *= squared
+    squared = np.empty(padded.shape, dtype=np.float32)
+    _first_axis_squared(padded.reshape(len(padded), -1), squared.reshape(len(padded), -1))
     if mask.ndim > 1:
         _min_plus_passes(squared.reshape(-1), np.asarray(squared.shape, dtype=np.int64), reach)
     return squared[(slice(1, -1),) * mask.ndim]
