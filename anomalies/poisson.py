@@ -59,20 +59,26 @@ def _validate(
         raise ValueError("poisson_blend: source_patch has NaN or Inf")
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
+def _axis_eigenvalues(length: int) -> np.ndarray:
+    """One axis' share of the Laplacian's DST-I eigenvalues for a box `length` voxels long:
+    2 cos(pi (k + 1) / (length - 1)) - 2 for k < length - 2, [length - 2] float64. Cached: read only."""
+    k = np.arange(length - 2, dtype=np.float64)
+    values = 2.0 * np.cos(np.pi * (k + 1) / (length - 1)) - 2.0
+    values.flags.writeable = False
+    return values
+
+
 def _dirichlet_eigenvalues(box_shape: tuple[int, ...]) -> np.ndarray:
     """The discrete Laplacian's eigenvalues for the DST-I modes of a box's interior, shape
-    [*(N_d - 2)], all negative: sum_d (2 cos(pi (k_d + 1) / (N_d - 1)) - 2). Cached: read only."""
+    [*(N_d - 2)] float32, all negative: sum_d (2 cos(pi (k_d + 1) / (N_d - 1)) - 2), summed in
+    float64 in axis order. The axes' terms are cached per length (box shapes vary too much for a
+    cache of whole boxes)."""
     spatial = len(box_shape)
     total = np.zeros([n - 2 for n in box_shape], dtype=np.float64)
     for axis, n in enumerate(box_shape):
-        k = np.arange(n - 2, dtype=np.float64)
-        shape = [1] * spatial
-        shape[axis] = n - 2
-        total = total + (2.0 * np.cos(np.pi * (k + 1) / (n - 1)) - 2.0).reshape(shape)
-    total = total.astype(np.float32)
-    total.flags.writeable = False
-    return total
+        total += _axis_eigenvalues(n).reshape([n - 2 if d == axis else 1 for d in range(spatial)])
+    return total.astype(np.float32)
 
 
 def poisson_blend(
