@@ -80,12 +80,18 @@ def _neighbour_steps(ndim: int) -> np.ndarray:
                     dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=256)
 def _neighbour_offsets(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flat-index offsets in a C-ordered array of `shape` of the connectivity-2 neighbours:
-    ([K/2] int64 negative, [K/2] int64 positive, [K] int64 all); cached per shape, read-only."""
-    strides = np.cumprod((1,) + shape[:0:-1])[::-1]
-    flat = np.sort(_neighbour_steps(len(shape)) @ strides)
+    ([K/2] int64 negative, [K/2] int64 positive, [K] int64 all); read-only."""
+    return _offsets_after_first_axis(tuple(shape[1:]))
+
+
+@functools.lru_cache(maxsize=1024)
+def _offsets_after_first_axis(trailing: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_neighbour_offsets` of any shape (n, *trailing), cached by the axes that set the strides
+    (anomaly boxes vary too much for a cache of whole shapes)."""
+    strides = np.cumprod((1,) + trailing[::-1])[::-1]
+    flat = np.sort(_neighbour_steps(len(trailing) + 1) @ strides)
     flat.flags.writeable = False
     return flat[: len(flat) // 2], flat[len(flat) // 2:], flat
 
