@@ -29,9 +29,11 @@ the read task (READ_CPUS) and the synthesis pool:
 
 and `plan_synthesis` raises when fewer than MIN_ACTOR_CPUS are left. On a GPU cluster, the pool
 needed to keep a GPU fed is ceil(GPU samples/s / (efficiency x per-core synthesis samples/s)),
-efficiency being what one actor delivers of the bare single-core rate (~0.8 for 80x112x80 and
-256x256 samples on 2 cores; benchmarks/pipeline.py measures all three, benchmarks/training.py the
-GPU's rate); size `resources.cpus_per_worker` and the cluster's CPU workers so that B reaches it.
+efficiency being what one actor delivers of the bare single-core rate (0.6-0.8 for 80x112x80 and
+256x256 samples on 2-core machines: writing a task's output into the object store costs ~0.3-0.4
+ms per MB, ~2 ms per float32 brain sample against ~6 ms of synthesis; benchmarks/pipeline.py
+measures all three, benchmarks/training.py the GPU's rate); size `resources.cpus_per_worker` and
+the cluster's CPU workers so that B reaches it.
 
 A case that cannot be read or synthesised (a corrupt file, too little foreground) is skipped,
 counted and logged by its actor (`BatchSynthesiser`): one bad volume must not stop a run over
