@@ -86,12 +86,16 @@ class DataSection:
 
 @dataclass
 class ResourcesSection:
-    """How trials map onto the cluster.
+    """What one trial (one fold model) needs; the cluster only decides how many run at once
+    (`lightwork.distributed.resources`).
 
     num_workers: Ray Train workers per trial (DDP when > 1); min_workers < num_workers makes the
-    worker group elastic. gpus_per_trial: fraction of a GPU per worker (0 = CPU); None plans it.
-    data_cpus_per_trial: the least CPU budget each running trial keeps for its synthesis stream
-    (what the trials leave beyond that is shared out among their streams).
+    worker group elastic. cpus_per_worker / gpus_per_worker: each worker's bundle (on one node);
+    gpus_per_worker None = 1 wherever the cluster has or its autoscaler can add GPUs, else 0.
+    data_cpus_per_trial: the CPUs of the synthesis stream that feeds one trial (Ray places its
+    actors on any node; on a fixed cluster the trials' streams share what the workers leave, at
+    least this much each). max_failures: restarts of a trial's Train worker group;
+    trial_max_failures: retries of a trial whose driver or node is lost (Tune).
     """
 
     num_workers: int = 1
@@ -101,6 +105,7 @@ class ResourcesSection:
     gpus_per_worker: float | None = None
     max_concurrent_trials: int | None = None
     max_failures: int = 2
+    trial_max_failures: int = 2
 
 
 @dataclass

@@ -37,6 +37,7 @@ from lightwork.data import manifest, phantom
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.synthesis import Synthesiser
 from lightwork.distributed import stream
+from lightwork.distributed.resources import plan_synthesis
 
 # shape, spacing mm, cases, samples: enough samples that a task's output block (up to 48 brain /
 # 512 chest samples, delivered at once) is a small part of the measured window
@@ -99,7 +100,7 @@ def through_ray(cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...
     """
     config = load_config(overrides=[f"data.max_push={max_push}"])
     dataset = stream.synthesis_dataset(cases, ALL_TASKS, config, SEED, list(range(epochs)), validation=False,
-                                       pool=stream.plan_synthesis(2.0, actors), shape=shape)
+                                       pool=plan_synthesis(2.0, actors), shape=shape)
     dataset.context.execution_options = stream.ingest_options(2.0)
     started = time.perf_counter()
     arrivals, count = [], 0  # (seconds, samples so far) per batch

@@ -67,10 +67,8 @@ def pyarrow_filesystem(uri: str):
         region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
         if region:
             kwargs["region"] = region
-        # Explicit credentials travel with the pickled filesystem to Ray actors that lack the variables.
-        if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-            kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                          session_token=os.environ.get("AWS_SESSION_TOKEN"))
+        # Credentials come from the AWS chain of whichever process uses the filesystem: given
+        # explicitly, they would travel inside every pickled copy (Tune's experiment state, actors' arguments).
         fs = pafs.S3FileSystem(**kwargs)
         return fs, str(uri)[len("s3://"):]
     return pafs.LocalFileSystem(), urlparse(str(uri)).path if str(uri).startswith("file://") else str(uri)

@@ -86,11 +86,9 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
         wanted = f" matching modality {modality!r}" if modality else ""
         raise ValueError(f"{src}: no cases found{wanted} (see lightwork.data.discover for the layout rules)")
     previous = previous_rows(dst)
-    # Object-storage settings travel with the tasks: workers started before they were set lack them.
-    storage_env = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
+    # Tasks reach object storage with the credentials of their own environment, never a runtime_env
+    # (which Ray shows in its dashboard and state API).
     task = ray.remote(num_cpus=cpus_per_case, max_retries=1)(prepare_cases)
-    if storage_env:
-        task = task.options(runtime_env={"env_vars": storage_env})
     size = cases_per_task(len(sources), ray.cluster_resources().get("CPU", 1.0) / cpus_per_case)
     chunks = [sources[start:start + size] for start in range(0, len(sources), size)]
     pending = {task.remote(chunk, recipe, dst, [previous.get(s.case_id) for s in chunk]): chunk for chunk in chunks}

@@ -21,19 +21,18 @@ The training stream holds enough data epochs for the whole run (`training_epochs
 synthesised once per fold (materialised) and read again every epoch.
 
 Resources (ray-notes: a Ray Data stage that asks for more CPUs than are left hangs silently): a
-trial's data budget B CPUs (`TrialResources.cpus_for_data`, what the Train workers leave) pays for
-the read task (READ_CPUS) and the synthesis pool:
-
-    actors = max(1, round(B - READ_CPUS - SLACK_CPUS))      one per CPU: synthesis is single-threaded
-    cpus per actor = (B - READ_CPUS - SLACK_CPUS) / actors   fractional, so the pool fits exactly
-
-and `plan_synthesis` raises when fewer than MIN_ACTOR_CPUS are left. On a GPU cluster, the pool
+trial's data budget B CPUs (`TrialPlan.cpus_for_data`, see `lightwork.distributed.resources`) pays
+for the read task (READ_CPUS) and the synthesis pool (`plan_synthesis`). On a GPU cluster, the pool
 needed to keep a GPU fed is ceil(GPU samples/s / (efficiency x per-core synthesis samples/s)),
 efficiency being what one actor delivers of the bare single-core rate (0.6-0.8 for 80x112x80 and
 256x256 samples on 2-core machines: writing a task's output into the object store costs ~0.3-0.4
 ms per MB, ~2 ms per float32 brain sample against ~6 ms of synthesis; benchmarks/pipeline.py
-measures all three, benchmarks/training.py the GPU's rate); size `resources.cpus_per_worker` and
-the cluster's CPU workers so that B reaches it.
+measures all three, benchmarks/training.py the GPU's rate); declare it as
+`resources.data_cpus_per_trial`.
+
+Actors read the cases with the object-storage credentials of their own environment (the shell
+that ran `ray start`, a pod's `envFrom`, the AWS credential chain): nothing secret travels in a
+runtime_env, which Ray shows in its dashboard and state API.
 
 A case that cannot be read or synthesised (a corrupt file, too little foreground) is skipped,
 counted and logged by its actor (`BatchSynthesiser`): one bad volume must not stop a run over
@@ -44,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,13 +56,12 @@ from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import RunConfig, TrainSection
 from lightwork.data import manifest
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
+from lightwork.distributed.resources import READ_CPUS, SynthesisPool, cluster_shape, plan_synthesis, plan_trials
 from lightwork.training.folds import FoldPlan
+from lightwork.training.schedule import steps_per_epoch
 
 log = logging.getLogger(__name__)
 
-READ_CPUS = 0.05  # the item read task: generates a few small tables
-SLACK_CPUS = 0.01  # kept free of rounding
-MIN_ACTOR_CPUS = 0.25
 MAX_READ_TASKS = 256
 # Items per read task. Read tasks run one at a time and each costs ~20-150 ms of scheduling on a busy
 # 2-core node: one per data epoch (16 items for a 16-case set) starved the synthesis actors.
@@ -80,32 +77,6 @@ IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) 
 ITEM_SCHEMA = pa.schema([("case_id", pa.string()), ("array_uri", pa.string()), ("epoch", pa.int64())])
 
 
-@dataclass(frozen=True)
-class SynthesisPool:
-    """The synthesis actor pool of one dataset: `min_actors` (started at once) to `actors` (Ray
-    Data adds actors while the consumer waits), each asking `cpus_per_actor`."""
-
-    actors: int
-    cpus_per_actor: float
-    min_actors: int = 1
-
-
-def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool:
-    """The pool that fits a data budget of `data_cpus` CPUs (formula in the module docstring).
-
-    `actors` fixes the pool size (benchmarks, tests): all start at once and share the budget.
-    Raises ValueError when the budget leaves an actor fewer than MIN_ACTOR_CPUS.
-    """
-    usable = data_cpus - READ_CPUS - SLACK_CPUS
-    count = actors if actors is not None else max(1, round(usable))
-    if count < 1 or usable / count < MIN_ACTOR_CPUS:
-        raise ValueError(
-            f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} actor(s) need at least "
-            f"{count * MIN_ACTOR_CPUS + READ_CPUS + SLACK_CPUS:.2f}; lower resources.cpus_per_worker or "
-            f"resources.max_concurrent_trials, or add CPUs to the cluster")
-    return SynthesisPool(count, usable / count, min_actors=count if actors is not None else 1)
-
-
 def ingest_options(data_cpus: float) -> ExecutionOptions:
     """Ray Data options for a trial's datasets: its CPU budget, rows in item order."""
     return ExecutionOptions(resource_limits=ExecutionResources.for_limits(cpu=data_cpus), preserve_order=True)
@@ -114,11 +85,9 @@ def ingest_options(data_cpus: float) -> ExecutionOptions:
 def training_epochs(train_cases: int, settings: TrainSection) -> int:
     """Data epochs the training stream holds: every step the run can take, plus one epoch of margin.
 
-    Steps per epoch are `train_cases // batch_size` (as in distributed/train.py); the run stops
-    at `max_epochs` or `max_steps`, whichever comes first.
+    The run stops at `max_epochs` epochs of `steps_per_epoch` or at `max_steps`, whichever comes first.
     """
-    steps_per_epoch = max(1, train_cases // settings.batch_size)
-    steps = settings.max_epochs * steps_per_epoch
+    steps = settings.max_epochs * steps_per_epoch(train_cases, settings.batch_size)
     if settings.max_steps is not None:
         steps = min(steps, settings.max_steps)
     return math.ceil(steps * settings.batch_size / max(train_cases, 1)) + 1
@@ -218,13 +187,8 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
     Training order (validation=False): per epoch, the cases in a seed-drawn order; validation:
     as given, with `healthy`. `shape` is the cases' spatial shape (sets the samples per call).
     """
-    from lightwork.distributed.train import STORAGE_ENV
-
     if not cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
-    # Actors read the cases: they need the object-storage variables even when the cluster's
-    # processes started before they were set.
-    env = {name: os.environ[name] for name in STORAGE_ENV if name in os.environ}
     block_rows = rows_per_task(shape, len(cases) * len(epochs), pool.actors)
     items = item_dataset(cases, epochs, seed, shuffle=not validation, block_rows=block_rows)
     usable = item_block_count(len(epochs), len(cases), block_rows)  # actors beyond one per task would idle
@@ -234,7 +198,7 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
                                "external": list(external), "max_push": config.data.max_push,
                                "validation": validation, "keys": keys},
         compute=ray.data.ActorPoolStrategy(min_size=min(pool.min_actors, usable), max_size=min(pool.actors, usable)),
-        num_cpus=pool.cpus_per_actor, **({"runtime_env": {"env_vars": env}} if env else {}))
+        num_cpus=pool.cpus_per_actor)
 
 
 @dataclass(frozen=True)
@@ -281,10 +245,8 @@ def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_c
 
 def _part_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, what: _Part, data_cpus: float | None,
                   actors: int | None, keys: bool) -> ray.data.Dataset:
-    from lightwork.distributed.train import plan_trial_resources
-
     if data_cpus is None:
-        data_cpus = plan_trial_resources(1, config, ray.cluster_resources()).cpus_for_data
+        data_cpus = plan_trials(1, config.resources, cluster_shape()).cpus_for_data
     pool = plan_synthesis(data_cpus, actors)
     log.info("%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs", plan.name, part,
              len(what.cases), len(what.epochs), pool.actors, pool.cpus_per_actor)

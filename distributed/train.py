@@ -7,9 +7,16 @@
         train_loop_per_worker  `FoldTrainer` over `get_dataset_shard("train"/"val")`, restoring
                    from `ray.train.get_checkpoint()` after a worker failure (FailureConfig)
 
-Run layout: see `lightwork.training.runs`. Each fold's Train run is named after the fold inside the
-run folder, so re-running the same command resumes an interrupted fold from its latest
-checkpoint, and folds whose record says "done" are not trained again.
+Resources: declared per trial in `RunConfig.resources`, planned against the cluster's shape by
+`lightwork.distributed.resources` (on an autoscaling cluster, trials wait as PENDING while the
+autoscaler adds the nodes they ask for).
+
+Faults and resumption: Train restarts a fold's worker group (resources.max_failures); Tune runs a
+trial again when its driver or node is lost (resources.trial_max_failures). Each fold's Train run
+is named after the fold inside the run folder, so a retried trial, or the same command run again,
+resumes an interrupted fold from its latest checkpoint; folds whose record says "done" are not
+trained again. Tune's own experiment is not restored (its name carries the start time): the fold
+records and Train's same-name restore are what resume.
 
 Each reported checkpoint is a folder with `model.pt` + `model.json` (loadable by
 `lightwork.models.load_model`), `trainer.pt` (optimizer, scheduler, counters) and `history.json`;
@@ -20,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tempfile
 import time
@@ -33,62 +39,16 @@ from ray import train, tune
 from lightwork.config import RunConfig, config_from_dict, save_config
 from lightwork.data import manifest, storage
 from lightwork.distributed import stream
+from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, cluster_shape, plan_trials
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, parse_splits, plan_split
 from lightwork.training.loop import EpochResult, FoldTrainer
+from lightwork.training.schedule import steps_per_epoch
 
 TRAINER_STATE_FILE = "trainer.pt"
-# Object-storage variables every process that touches the run needs (Ray propagates only some).
-STORAGE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-               "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
 HISTORY_FILE = "history.json"
 RECORD_FILE = "fold.json"
-TRIAL_DRIVER_CPUS = 0.01  # the Tune trial that drives a fold's TorchTrainer (0 is refused)
-
-
-@dataclass(frozen=True)
-class TrialResources:
-    """Resources of one trial: per Train worker, how many trials run at once, and the CPUs each
-    running trial leaves for its data stream (what the workers and drivers of the concurrent
-    trials leave on the cluster, shared evenly)."""
-
-    num_workers: int | tuple[int, int]
-    cpus_per_worker: float
-    gpus_per_worker: float
-    max_concurrent_trials: int
-    cpus_for_data: float
-
-
-def plan_trial_resources(num_trials: int, config: RunConfig, cluster: dict[str, float]) -> TrialResources:
-    """Fit `num_trials` trials on `cluster` (`ray.cluster_resources()`), leaving at least
-    `resources.data_cpus_per_trial` CPUs per running trial for the synthesis actors.
-
-    GPUs: when the cluster has G GPUs and more trials than G, several trials share one GPU
-    (fraction 1 / ceil(trials / G), each worker) unless `resources.gpus_per_worker` fixes it.
-    Raises ValueError naming the shortfall when not even one trial fits.
-    """
-    res = config.resources
-    workers = res.num_workers if res.min_workers is None or res.min_workers >= res.num_workers \
-        else (res.min_workers, res.num_workers)
-    min_workers = workers if isinstance(workers, int) else workers[0]
-    gpus = cluster.get("GPU", 0.0)
-    gpu_fraction = res.gpus_per_worker
-    if gpu_fraction is None:
-        gpu_fraction = 0.0 if gpus < 1 else min(1.0, 1.0 / math.ceil(num_trials * res.num_workers / gpus))
-    cpus = cluster.get("CPU", 0.0)
-    cpus_for_data = res.data_cpus_per_trial
-    per_trial_cpu = min_workers * res.cpus_per_worker + cpus_for_data
-    fit_cpu = int(cpus // per_trial_cpu) if per_trial_cpu > 0 else num_trials
-    fit_gpu = int(gpus // (min_workers * gpu_fraction)) if gpu_fraction > 0 else num_trials
-    concurrent = min(num_trials, fit_cpu, fit_gpu, res.max_concurrent_trials or num_trials)
-    if gpu_fraction > 0 and gpus < gpu_fraction:
-        raise ValueError(f"resources: {gpu_fraction} GPU per worker requested, the cluster has {gpus}")
-    if concurrent < 1:
-        raise ValueError(f"resources: one trial needs {per_trial_cpu} CPUs ({min_workers} workers x "
-                         f"{res.cpus_per_worker} + {cpus_for_data} for data) but the cluster has {cpus}")
-    data = (cpus - concurrent * (min_workers * res.cpus_per_worker + TRIAL_DRIVER_CPUS)) / concurrent
-    return TrialResources(workers, res.cpus_per_worker, gpu_fraction, concurrent, data)
 
 
 def _all_reduce_sum(sums: torch.Tensor) -> torch.Tensor:
@@ -156,18 +116,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if saved is not None:
         with saved.as_directory() as folder:
             trainer.load_state_dict(torch.load(os.path.join(folder, TRAINER_STATE_FILE), map_location=device,
-                                               weights_only=False))
+                                               weights_only=True))
     if world > 1:
         trainer.model = train.torch.prepare_model(trainer.model)
     train_shard = train.get_dataset_shard("train")
     val_shard = train.get_dataset_shard("val")
-    steps_per_epoch = max(1, loop_config["steps_per_epoch"] // world)
+    steps = max(1, loop_config["steps_per_epoch"] // world)
     batch_iterator = iter(())
 
     def train_batches(epoch: int):
-        """`steps_per_epoch` batches from one persistent stream, restarted when it ends."""
+        """`steps` batches from one persistent stream, restarted when it ends."""
         nonlocal batch_iterator
-        for _ in range(steps_per_epoch):
+        for _ in range(steps):
             batch = next(batch_iterator, None)
             if batch is None:
                 batch_iterator = iter(train_shard.iter_torch_batches(batch_size=settings.batch_size, drop_last=True))
@@ -226,28 +186,56 @@ def _read_record(run: str, plan: FoldPlan) -> runs.FoldRecord:
     return runs.FoldRecord.from_plan(plan)
 
 
+@ray.remote
+def _nccl_usable() -> bool:
+    """Whether torch on this worker can run NCCL (a CUDA device and an NCCL build)."""
+    return torch.cuda.is_available() and torch.distributed.is_nccl_available()
+
+
+def torch_backend(plan: TrialPlan) -> str:
+    """The DDP backend the fold's workers can really use: NCCL where torch on a node with the
+    worker's bundle has CUDA and NCCL, else gloo (CPU clusters, and GPUs torch cannot drive)."""
+    if plan.gpus_per_worker <= 0:
+        return "gloo"
+    probe = _nccl_usable.options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker)
+    return "nccl" if ray.get(probe.remote()) else "gloo"
+
+
 def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, seed: int,
-            steps: dict, resources: TrialResources, env: dict) -> None:
-    """One Tune trial: fit the fold's TorchTrainer, then write its fold record."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-    from ray.train.torch import TorchTrainer
+            steps: dict, resources: TrialPlan) -> None:
+    """One Tune trial: fit the fold's TorchTrainer, then write its fold record.
 
-    os.environ.update(env)
-
+    A mistake in the run's data or settings (ValueError) fails the fold for good; anything else
+    (a lost node, a dead driver or controller) is raised for Tune to run the trial again.
+    """
     plan: FoldPlan = plans[trial_config["fold"]]
-    config = config_from_dict(config_dict)
     record = runs.FoldRecord.from_plan(plan)
     record.status = "running"
     _write_record(run, record)
+    try:
+        _fit_fold(plan, record, config_dict=config_dict, run=run, seed=seed, steps=steps[plan.name],
+                  resources=resources)
+    except Exception as error:
+        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+        _write_record(run, record)
+        if not isinstance(error, ValueError):
+            raise
+
+
+def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, seed: int, steps: int,
+              resources: TrialPlan) -> None:
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = config_from_dict(config_dict)
     storage_path, filesystem = _ray_storage(run)
-    use_gpu = resources.gpus_per_worker > 0
-    per_worker = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"run": config_dict, "fold_uri": _fold_uri(run, plan), "fold_name": plan.name,
-                           "steps_per_epoch": steps[plan.name]},
-        scaling_config=train.ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu,
-                                           resources_per_worker=per_worker),
+                           "steps_per_epoch": steps},
+        torch_config=TorchConfig(backend=torch_backend(resources)),
+        scaling_config=train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.gpus_per_worker > 0,
+                                           resources_per_worker=resources.worker_bundle),
         datasets=stream.fold_datasets(plan, config, seed, data_cpus=resources.cpus_for_data),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
         # The ingest options keep the stream within the trial's CPU budget and in item order.
@@ -255,18 +243,12 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
                                         execution_options=stream.ingest_options(resources.cpus_for_data)),
         run_config=train.RunConfig(
             name=plan.name, storage_path=storage_path, storage_filesystem=filesystem,
-            worker_runtime_env={"env_vars": env},
             failure_config=train.FailureConfig(max_failures=config.resources.max_failures),
             checkpoint_config=train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_loss",
                                                      checkpoint_score_order="min"),
             callbacks=[TuneReportCallback()]),
     )
-    try:
-        result = trainer.fit()
-    except Exception as error:
-        record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-        _write_record(run, record)
-        raise
+    result = trainer.fit()
     best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
     with result.checkpoint.as_directory() as folder:
         with open(os.path.join(folder, HISTORY_FILE)) as handle:
@@ -285,10 +267,36 @@ def _as_uri(run: str, path: str) -> str:
     return path if "://" in path else f"{scheme}://{path}"
 
 
-def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs.FoldRecord]:
+def describe_folds(plans: list[FoldPlan], fold_sizes: dict[int, int]) -> list[str]:
+    """What `--dry-run` prints about the folds: one line per model, its tasks and cases."""
+    def cases(folds) -> int:
+        return sum(fold_sizes.get(fold, 0) for fold in folds)
+
+    return [f"{plan.name:<28} train tasks {','.join(map(str, plan.train_tasks)):<8} folds "
+            f"{','.join(map(str, plan.train_folds)):<8} ({cases(plan.train_folds)} cases)   val tasks "
+            f"{','.join(map(str, plan.val_tasks)):<8} folds {','.join(map(str, plan.val_folds)):<8} "
+            f"({cases(plan.val_folds)} cases)" for plan in plans]
+
+
+class _FoldLines(tune.Callback):
+    """One console line per fold as its trial ends (the fold record says how it went)."""
+
+    def __init__(self, run: str, plans: dict[str, FoldPlan]) -> None:
+        self.run, self.plans = run, plans
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        print(summary_line(_read_record(self.run, self.plans[trial.config["fold"]])), flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.on_trial_complete(iteration, trials, trial)
+
+
+def train_splits(config: RunConfig, split_spec: str, seed: int = 0, dry_run: bool = False) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
     Ray cluster; write `config.yaml` and `folds.json` under `{storage_path}/{name}`; return the records.
 
+    The trials' resources are planned (and checked) before anything is written. `dry_run` prints
+    the fold plan and the resource plan and returns the records as they stand, training nothing.
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
     run = runs.run_uri(config.storage_path, config.name)
@@ -304,32 +312,22 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs
     for row in rows:
         fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
-    save_config(config, storage.join(run, runs.CONFIG_FILE))
     records = {plan.name: _read_record(run, plan) for plan in plans}
     todo = [plan for plan in plans if records[plan.name].status != "done"]
+    resources = plan_trials(len(todo), config.resources, cluster_shape()) if todo else None
+    if dry_run:
+        print(f"run {run}: {len(plans)} fold models, {len(todo)} to train, {len(rows)} healthy cases")
+        print("\n".join(describe_folds(plans, fold_sizes)))
+        if resources is not None:
+            print("\n".join(resources.lines()))
+        return list(records.values())
+    save_config(config, storage.join(run, runs.CONFIG_FILE))
     for plan in plans:
         if records[plan.name].status == "done":
             print(f"{plan.name}: done in an earlier run (best val loss {records[plan.name].best_val_loss:.5f}), skipped")
     runs.write_folds(run, list(records.values()))
-    if todo:
-        resources = plan_trial_resources(len(todo), config, ray.cluster_resources())
-        stream.plan_synthesis(resources.cpus_for_data)  # fails fast when no synthesis pool fits
-        steps = {plan.name: max(1, sum(fold_sizes.get(f, 0) for f in plan.train_folds) // config.train.batch_size)
-                 for plan in todo}
-        driver = tune.with_parameters(
-            _driver, config_dict=config.to_dict(), plans={plan.name: plan for plan in todo}, run=run, seed=seed,
-            steps=steps, resources=resources,
-            env={name: os.environ[name] for name in STORAGE_ENV if name in os.environ})
-        storage_path, filesystem = _ray_storage(run)
-        tuner = tune.Tuner(
-            tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
-            param_space={"fold": tune.grid_search([plan.name for plan in todo])},
-            tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
-            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,
-                                      storage_filesystem=filesystem,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
-        tuner.fit()
+    if resources is not None:
+        _fit_trials(todo, config, run, seed, resources, fold_sizes)
         records = {plan.name: _read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
     final = list(records.values())
@@ -337,10 +335,44 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs
     return final
 
 
+def _fit_trials(todo: list[FoldPlan], config: RunConfig, run: str, seed: int, resources: TrialPlan,
+                fold_sizes: dict[int, int]) -> None:
+    """One Tune trial per fold in `todo`; on an autoscaling cluster the first wave's bundles are
+    requested at once (and the request withdrawn at the end, so that idle nodes can go)."""
+    from ray.autoscaler.sdk import request_resources
+
+    steps = {plan.name: steps_per_epoch(sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size)
+             for plan in todo}
+    by_name = {plan.name: plan for plan in todo}
+    driver = tune.with_parameters(_driver, config_dict=config.to_dict(), plans=by_name, run=run, seed=seed,
+                                  steps=steps, resources=resources)
+    storage_path, filesystem = _ray_storage(run)
+    tuner = tune.Tuner(
+        tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
+        param_space={"fold": tune.grid_search([plan.name for plan in todo])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,
+                                  storage_filesystem=filesystem, callbacks=[_FoldLines(run, by_name)],
+                                  failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures)),
+    )
+    if resources.request:
+        request_resources(bundles=list(resources.request))
+    try:
+        tuner.fit()
+    finally:
+        if resources.request:
+            request_resources(bundles=[])
+
+
+def summary_line(record: runs.FoldRecord) -> str:
+    """A fold's status, epochs, steps, best validation loss and where its model is (or its error)."""
+    best = f"{record.best_val_loss:.5f}" if record.best_val_loss is not None else "-"
+    return (f"{record.name:<28} {record.status:<8} {record.epochs:>6} {record.steps:>7} {best:>10} "
+            f"{record.best_step or 0:>7}  {record.best_checkpoint or record.error}")
+
+
 def print_summary(records: list[runs.FoldRecord]) -> None:
     """One line per fold: status, epochs, steps, best validation loss and where its model is."""
     print(f"{'fold':<28} {'status':<8} {'epochs':>6} {'steps':>7} {'best val':>10} {'at step':>7}  checkpoint")
-    for r in records:
-        best = f"{r.best_val_loss:.5f}" if r.best_val_loss is not None else "-"
-        print(f"{r.name:<28} {r.status:<8} {r.epochs:>6} {r.steps:>7} {best:>10} {r.best_step or 0:>7}  "
-              f"{r.best_checkpoint or r.error}")
+    for record in records:
+        print(summary_line(record))

@@ -27,11 +27,13 @@ def shared_data(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(s3_server):
     """A local Ray cluster shared by the whole test session.
 
-    Logical CPUs above the 2 physical cores keep Ray Data read tasks, synthesis actors and train
-    workers from starving each other (see shared/ray-notes.md).
+    It starts after the S3 endpoint, so that its processes hold the AWS variables in their own
+    environment, as a cluster's processes do on pods with `envFrom` (lightwork never passes
+    credentials through Ray). Logical CPUs above the 2 physical cores keep Ray Data read tasks,
+    synthesis actors and train workers from starving each other (see shared/ray-notes.md).
     """
     import ray
 

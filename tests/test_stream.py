@@ -16,10 +16,9 @@ from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, load_case, save_case
 from lightwork.data.phantom import smooth_noise
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
+from lightwork.distributed.resources import plan_synthesis
 from lightwork.distributed.stream import (CALLS_PER_TASK, ORDER_KEY, fold_dataset, fold_datasets, item_dataset,
-                                          plan_synthesis, rows_per_call, rows_per_task, synthesis_dataset,
-                                          training_epochs)
-from lightwork.distributed.train import plan_trial_resources
+                                          rows_per_call, rows_per_task, synthesis_dataset, training_epochs)
 from lightwork.training.folds import plan_split
 
 IMAGE_COLUMNS = {"image", "label"}
@@ -200,22 +199,6 @@ def test_stream_processes_load_without_torch():
             "print(sorted(name for name in ('torch', 'lightwork.models') if name in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-def test_resource_plan_fits_the_synthesis_pool():
-    config = load_config(preset="tiny", overrides=["resources.cpus_per_worker=1"])
-    trials = plan_trial_resources(5, config, {"CPU": 8})  # 4 concurrent trials
-    assert trials.max_concurrent_trials == 4
-    assert trials.cpus_for_data == pytest.approx((8 - 4 * 1.01) / 4)
-    pool = plan_synthesis(trials.cpus_for_data)
-    assert pool.actors == 1 and pool.cpus_per_actor == pytest.approx(trials.cpus_for_data - 0.06)
-    big = plan_synthesis(plan_trial_resources(1, config, {"CPU": 16, "GPU": 1}).cpus_for_data)
-    assert big.actors == 15 and big.actors * big.cpus_per_actor <= 16 - 1.01
-    assert plan_synthesis(3.0, actors=2).cpus_per_actor == pytest.approx(2.94 / 2)
-    with pytest.raises(ValueError, match="left for synthesis"):
-        plan_synthesis(0.2)
-    with pytest.raises(ValueError, match="left for synthesis"):
-        plan_synthesis(1.0, actors=8)
 
 
 def test_training_and_validation_use_healthy_cases_only(ray_session, tmp_path):

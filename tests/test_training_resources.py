@@ -1,47 +1,81 @@
-"""Trial resource planning: fractional GPUs, concurrency limits, clear failure when nothing fits."""
+"""Trial resource planning: declared per-trial needs against fixed and autoscaling cluster shapes,
+GPUs by default where the cluster has or can get them, clear failures naming the field."""
 
 import pytest
 
 from lightwork.config import load_config
-from lightwork.distributed.train import plan_trial_resources
+from lightwork.distributed.resources import ClusterShape, NodeType, plan_synthesis, plan_trials
 
 
-def config(*overrides):
-    return load_config(preset="tiny", overrides=list(overrides))
+def resources(*overrides, preset="tiny"):
+    return load_config(preset=preset, overrides=[f"resources.{item}" for item in overrides]).resources
 
 
-def test_small_models_share_gpus():
-    plan = plan_trial_resources(10, config("resources.cpus_per_worker=2"), {"CPU": 64, "GPU": 4})
-    assert plan.gpus_per_worker == pytest.approx(1 / 3)  # 10 trials on 4 GPUs: 3 per GPU
-    assert plan.max_concurrent_trials == 10 and plan.num_workers == 1
+def fixed(*nodes):
+    return ClusterShape(alive=tuple(NodeType(f"n{i}", res, count) for i, (res, count) in enumerate(nodes)))
 
 
-def test_cpu_bound_concurrency_leaves_room_for_data():
-    plan = plan_trial_resources(5, config("resources.cpus_per_worker=1", "resources.data_cpus_per_trial=1.0"), {"CPU": 8})
-    assert plan.gpus_per_worker == 0 and plan.max_concurrent_trials == 4  # 8 CPUs / (1 + 1)
+# The shipped k8s/rayjob.yaml: a head with 0 CPUs, one 16-CPU synthesis pod up (max 8), GPU group at 0 (max 8).
+SHIPPED = ClusterShape(
+    alive=(NodeType("head", {"CPU": 0.0}, 1), NodeType("alive1", {"CPU": 16.0}, 1)),
+    node_types=(NodeType("cpu-synthesis", {"CPU": 16.0}, 8), NodeType("gpu-training", {"CPU": 4.0, "GPU": 1.0}, 8)))
 
 
-def test_data_budget_per_trial_sets_the_concurrency():
-    from lightwork.distributed.stream import plan_synthesis
+def test_fixed_cpu_cluster_runs_what_fits_and_shares_the_rest_for_data():
+    plan = plan_trials(5, resources("cpus_per_worker=1", "data_cpus_per_trial=1.0"), fixed(({"CPU": 8}, 1)))
+    assert plan.gpus_per_worker == 0 and plan.worker_bundle == {"CPU": 1}
+    assert plan.max_concurrent_trials == 4 and not plan.autoscaling and plan.request == ()
+    assert plan.cpus_for_data == pytest.approx((8 - 4 * 1.01) / 4)
 
-    plan = plan_trial_resources(5, config("resources.cpus_per_worker=0.5", "resources.data_cpus_per_trial=0.4"),
-                                {"CPU": 2})
-    assert plan.max_concurrent_trials == 2 and plan.cpus_per_worker == 0.5
-    assert plan.cpus_for_data == pytest.approx(0.49)  # (2 - 2 x (0.5 + 0.01 trial driver)) / 2
-    assert plan_synthesis(plan.cpus_for_data).actors == 1
+
+def test_a_fixed_gpu_cluster_trains_on_gpus_by_default_one_trial_per_gpu():
+    plan = plan_trials(10, resources("cpus_per_worker=2"), fixed(({"CPU": 16, "GPU": 4}, 1)))
+    assert plan.gpus_per_worker == 1 and plan.max_concurrent_trials == 4
+    shared = plan_trials(10, resources("cpus_per_worker=1", "gpus_per_worker=0.5"), fixed(({"CPU": 32, "GPU": 4}, 1)))
+    assert shared.max_concurrent_trials == 8  # declared half a GPU each: two per GPU
+
+
+def test_the_shipped_autoscaling_cluster_asks_for_gpus_and_cpu_pods():
+    """The issue's case: the snapshot says {"CPU": 16}; the node types say GPUs can be had."""
+    plan = plan_trials(5, resources("cpus_per_worker=4", "data_cpus_per_trial=7", preset="brain"), SHIPPED)
+    assert plan.autoscaling and plan.gpus_per_worker == 1
+    assert plan.max_concurrent_trials == 5  # the GPU group may grow to 8: every trial at once
+    assert plan.cpus_for_data == 7  # declared, not what the snapshot's one pod leaves
+    gpu_bundles = [bundle for bundle in plan.request if "GPU" in bundle]
+    assert gpu_bundles == [{"CPU": 4, "GPU": 1}] * 5
+    data_cpus = sum(bundle["CPU"] for bundle in plan.request if "GPU" not in bundle)
+    assert data_cpus == pytest.approx(5 * (7 + 0.01))  # synthesis pools, read tasks and drivers
+    assert plan.pool.actors == 7
+    assert any("requested from the autoscaler: 45 bundles" in line for line in plan.lines())
+
+
+def test_the_data_budget_is_the_clusters_not_the_gpu_nodes():
+    shape = fixed(({"CPU": 0}, 1), ({"CPU": 16}, 1), ({"CPU": 4, "GPU": 1}, 1))
+    plan = plan_trials(5, resources("cpus_per_worker=4"), shape)
+    assert plan.max_concurrent_trials == 1  # one GPU node holds one worker
+    assert plan.cpus_for_data == pytest.approx(20 - 4.01)  # the synthesis pod's CPUs count
 
 
 def test_ddp_and_elastic_workers():
-    plan = plan_trial_resources(5, config("resources.num_workers=4", "resources.min_workers=2"), {"CPU": 32, "GPU": 8})
-    assert plan.num_workers == (2, 4) and plan.gpus_per_worker == pytest.approx(1 / 3)
-    assert plan.max_concurrent_trials == 5
-    fixed = plan_trial_resources(2, config("resources.num_workers=4", "resources.max_concurrent_trials=1"),
-                                 {"CPU": 32, "GPU": 8})
-    assert fixed.num_workers == 4 and fixed.gpus_per_worker == 1 and fixed.max_concurrent_trials == 1
+    plan = plan_trials(5, resources("num_workers=4", "min_workers=2"), fixed(({"CPU": 32, "GPU": 8}, 1)))
+    assert plan.num_workers == (2, 4) and plan.min_workers == 2 and plan.gpus_per_worker == 1
+    assert plan.max_concurrent_trials == 4  # 8 GPUs / 2 workers at least
+    capped = plan_trials(2, resources("num_workers=4", "max_concurrent_trials=1"), fixed(({"CPU": 32, "GPU": 8}, 1)))
+    assert capped.num_workers == 4 and capped.max_concurrent_trials == 1
 
 
-def test_nothing_fits_is_a_clear_error():
-    with pytest.raises(ValueError, match="one trial needs 5.0 CPUs"):
-        plan_trial_resources(5, config("resources.cpus_per_worker=4"), {"CPU": 2})
-    with pytest.raises(ValueError, match="GPU per worker requested"):
-        plan_trial_resources(1, config("resources.gpus_per_worker=1"), {"CPU": 8})
+def test_what_no_node_can_hold_is_one_clear_error_naming_the_field():
+    with pytest.raises(ValueError, match=r"resources.gpus_per_worker: one Train worker needs \{CPU: 1, GPU: 1\}"):
+        plan_trials(1, resources("gpus_per_worker=1"), fixed(({"CPU": 8}, 1)))
+    with pytest.raises(ValueError, match=r"resources.cpus_per_worker: .*that the autoscaler can add"):
+        plan_trials(1, resources("cpus_per_worker=32"), SHIPPED)
+    with pytest.raises(ValueError, match="one trial needs 5 CPUs .* but the cluster has 4"):
+        plan_trials(5, resources("cpus_per_worker=4"), fixed(({"CPU": 4}, 1)))
+
+
+def test_synthesis_pool_fits_the_budget():
+    assert plan_synthesis(3.0, actors=2).cpus_per_actor == pytest.approx(2.94 / 2)
+    big = plan_synthesis(15.99)
+    assert big.actors == 16 and big.actors * big.cpus_per_actor <= 15.99
+    with pytest.raises(ValueError, match="left for synthesis"):
+        plan_synthesis(0.2)

@@ -1,0 +1,250 @@
+"""What one trial needs, what the cluster has or can add, and how many trials run at once.
+
+A run declares what one trial (one fold model) needs in `RunConfig.resources`: its Train workers
+(`num_workers`, each `cpus_per_worker` CPUs and `gpus_per_worker` GPUs) and the CPUs of the
+synthesis stream that feeds it (`data_cpus_per_trial`, Ray places those actors on any node).
+The cluster decides only how many trials run at once:
+
+    fixed cluster       as many trials as fit on the nodes alive now (each Train worker on one
+                        node), every running trial's stream sharing the CPUs the workers leave
+    autoscaling cluster as many as fit on the largest cluster its node types allow; trials wait
+                        as PENDING while the autoscaler adds nodes for the demand, and
+                        `request_resources` asks for the whole first wave at once
+
+A worker no node type could ever hold fails at once, naming the resource that is missing.
+`gpus_per_worker = None` means 1 wherever the cluster has or can get GPUs, else 0 (CPU training).
+
+The shape of the cluster comes from Ray: the nodes alive now (`ray.nodes()`) and, on an
+autoscaling cluster, the node types the autoscaler reports to the GCS (autoscaler v2: KubeRay's and
+`ray start --autoscaling-config`'s). Nothing here starts a task.
+
+Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the actors
+
+    actors = max(1, round(B - READ_CPUS - SLACK_CPUS))      one per CPU: synthesis is single-threaded
+    cpus per actor = (B - READ_CPUS - SLACK_CPUS) / actors   fractional, so the pool fits exactly
+
+and `plan_synthesis` raises when fewer than MIN_ACTOR_CPUS are left.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightwork.config import ResourcesSection
+
+TRIAL_DRIVER_CPUS = 0.01  # the Tune trial that drives a fold's TorchTrainer (0 is refused)
+READ_CPUS = 0.05  # a stream's item read task: generates a few small tables
+SLACK_CPUS = 0.01  # kept free of rounding
+MIN_ACTOR_CPUS = 0.25
+UNLIMITED = sys.maxsize  # a node type the autoscaler may add without a count limit
+
+
+@dataclass(frozen=True)
+class SynthesisPool:
+    """The synthesis actor pool of one dataset: `min_actors` (started at once) to `actors` (Ray
+    Data adds actors while the consumer waits), each asking `cpus_per_actor`."""
+
+    actors: int
+    cpus_per_actor: float
+    min_actors: int = 1
+
+
+def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool:
+    """The pool that fits a data budget of `data_cpus` CPUs (formula in the module docstring).
+
+    `actors` fixes the pool size (benchmarks, tests): all start at once and share the budget.
+    Raises ValueError when the budget leaves an actor fewer than MIN_ACTOR_CPUS.
+    """
+    usable = data_cpus - READ_CPUS - SLACK_CPUS
+    count = actors if actors is not None else max(1, round(usable))
+    if count < 1 or usable / count < MIN_ACTOR_CPUS:
+        raise ValueError(
+            f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} actor(s) need at least "
+            f"{count * MIN_ACTOR_CPUS + READ_CPUS + SLACK_CPUS:.2f}; raise resources.data_cpus_per_trial, lower "
+            f"resources.cpus_per_worker or resources.max_concurrent_trials, or add CPUs to the cluster")
+    return SynthesisPool(count, usable / count, min_actors=count if actors is not None else 1)
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """One kind of node: its resources ({"CPU": 16, "GPU": 1, ...}) and how many the cluster may
+    hold (`count`: alive now on a fixed cluster, the autoscaler's max on an autoscaling one)."""
+
+    name: str
+    resources: dict[str, float]
+    count: int
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """The nodes a run can use: alive now, and (autoscaling) every node type the autoscaler can add."""
+
+    alive: tuple[NodeType, ...]
+    node_types: tuple[NodeType, ...] = ()
+
+    @property
+    def autoscaling(self) -> bool:
+        return bool(self.node_types)
+
+    @property
+    def reachable(self) -> tuple[NodeType, ...]:
+        """The largest cluster the run can get: the autoscaler's node types at their maximum counts
+        and the alive nodes of no such type (the head), else the nodes alive now."""
+        shapes = [node.resources for node in self.node_types]
+        return self.node_types + tuple(node for node in self.alive if node.resources not in shapes)
+
+    def total(self, resource: str, reachable: bool = False) -> float:
+        nodes = self.reachable if reachable else self.alive
+        return sum(node.resources.get(resource, 0.0) * node.count for node in nodes)
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Resources of one trial and how the run's trials share the cluster.
+
+    num_workers: Train workers (an int, or (min, max) for an elastic group); cpus_per_worker /
+    gpus_per_worker: each worker's bundle; cpus_for_data: the CPU budget of each trial's synthesis
+    stream; max_concurrent_trials: trials running at once; pool: each stream's synthesis pool;
+    request: the bundles asked of the autoscaler for the first wave ([] on a fixed cluster).
+    """
+
+    num_trials: int
+    num_workers: int | tuple[int, int]
+    cpus_per_worker: float
+    gpus_per_worker: float
+    cpus_for_data: float
+    max_concurrent_trials: int
+    pool: SynthesisPool
+    autoscaling: bool
+    request: tuple[dict[str, float], ...] = ()
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers if isinstance(self.num_workers, int) else self.num_workers[0]
+
+    @property
+    def worker_bundle(self) -> dict[str, float]:
+        return _bundle(self.cpus_per_worker, self.gpus_per_worker)
+
+    def lines(self) -> list[str]:
+        """What `--dry-run` prints about resources."""
+        workers = (f"{self.num_workers}" if isinstance(self.num_workers, int)
+                   else f"{self.num_workers[0]}-{self.num_workers[1]} (elastic)")
+        waves = math.ceil(self.num_trials / self.max_concurrent_trials)
+        kind = "autoscaling" if self.autoscaling else "fixed-size"
+        lines = [f"per trial: {workers} Train worker(s) x {_text(self.worker_bundle)}, "
+                 f"{self.cpus_for_data:.2f} CPUs of synthesis ({self.pool.actors} actor(s) x "
+                 f"{self.pool.cpus_per_actor:.2f} CPUs) and {TRIAL_DRIVER_CPUS} CPUs for the trial driver",
+                 f"{kind} cluster: {self.max_concurrent_trials} of {self.num_trials} trials at once ({waves} wave(s))"]
+        if self.request:
+            total: dict[str, float] = {}
+            for bundle in self.request:
+                for key, value in bundle.items():
+                    total[key] = total.get(key, 0.0) + value
+            lines.append(f"requested from the autoscaler: {len(self.request)} bundles, {_text(total)} in all")
+        else:
+            lines.append("requested from the autoscaler: nothing (the cluster cannot grow)")
+        return lines
+
+
+def _bundle(cpus: float, gpus: float) -> dict[str, float]:
+    return {"CPU": cpus, **({"GPU": gpus} if gpus > 0 else {})}
+
+
+def _text(resources: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{key}: {value:g}" for key, value in sorted(resources.items())) + "}"
+
+
+def _fits(bundle: dict[str, float], node: dict[str, float]) -> int:
+    """How many `bundle`s one node of resources `node` holds."""
+    counts = [node.get(key, 0.0) / value for key, value in bundle.items() if value > 0]
+    return int(min(counts) + 1e-9) if counts else UNLIMITED
+
+
+def _workers_that_fit(bundle: dict[str, float], nodes: Sequence[NodeType]) -> int:
+    return min(UNLIMITED, sum(min(UNLIMITED, _fits(bundle, node.resources) * node.count) for node in nodes))
+
+
+def default_gpus_per_worker(resources: ResourcesSection, shape: ClusterShape) -> float:
+    """The declared GPUs per worker, or 1 where the cluster has or can get GPUs and 0 elsewhere."""
+    if resources.gpus_per_worker is not None:
+        return float(resources.gpus_per_worker)
+    return 1.0 if shape.total("GPU", reachable=True) > 0 else 0.0
+
+
+def plan_trials(num_trials: int, resources: ResourcesSection, shape: ClusterShape) -> TrialPlan:
+    """Plan `num_trials` trials of the declared `resources` on `shape` (see the module docstring).
+
+    Raises ValueError naming the field and the missing resource when no node (type) can hold one
+    Train worker, or, on a fixed cluster, when one whole trial does not fit.
+    """
+    workers = resources.num_workers if resources.min_workers is None or resources.min_workers >= resources.num_workers \
+        else (resources.min_workers, resources.num_workers)
+    min_workers = workers if isinstance(workers, int) else workers[0]
+    gpus = default_gpus_per_worker(resources, shape)
+    bundle = _bundle(resources.cpus_per_worker, gpus)
+    nodes = shape.reachable
+    if not any(_fits(bundle, node.resources) for node in nodes):
+        field = "resources.gpus_per_worker" if gpus > 0 and not any(_fits({"GPU": gpus}, node.resources)
+                                                                     for node in nodes) \
+            else "resources.cpus_per_worker"
+        largest = ", ".join(f"{node.name} {_text(node.resources)}" for node in nodes)
+        growth = "that the autoscaler can add" if shape.autoscaling else "alive (the cluster has no autoscaler)"
+        raise ValueError(f"{field}: one Train worker needs {_text(bundle)} on one node, and no node {growth} has it "
+                         f"(nodes: {largest or 'none'})")
+    # The drivers' TRIAL_DRIVER_CPUS are left out of the fit (they come out of the data share), so
+    # that one trial of 1 + 1 CPUs fits a 2-core workstation.
+    per_trial_cpus = min_workers * resources.cpus_per_worker + resources.data_cpus_per_trial
+    cpus = shape.total("CPU", reachable=True)
+    fit_cpu = int(cpus // per_trial_cpus + 1e-9) if per_trial_cpus > 0 else num_trials
+    fit_workers = _workers_that_fit(bundle, nodes) // min_workers
+    concurrent = min(num_trials, fit_cpu, fit_workers, resources.max_concurrent_trials or num_trials)
+    if concurrent < 1:
+        raise ValueError(f"resources: one trial needs {per_trial_cpus:g} CPUs ({min_workers} worker(s) x "
+                         f"{resources.cpus_per_worker:g} resources.cpus_per_worker + "
+                         f"{resources.data_cpus_per_trial:g} resources.data_cpus_per_trial) but the cluster "
+                         f"{'can grow to' if shape.autoscaling else 'has'} {cpus:g}")
+    if shape.autoscaling:
+        data = resources.data_cpus_per_trial
+    else:  # what the concurrent trials' workers and drivers leave, shared evenly among their streams
+        data = (cpus - concurrent * (min_workers * resources.cpus_per_worker + TRIAL_DRIVER_CPUS)) / concurrent
+    pool = plan_synthesis(data)
+    request: tuple[dict[str, float], ...] = ()
+    if shape.autoscaling:
+        per_trial = [bundle] * min_workers + [{"CPU": pool.cpus_per_actor}] * pool.actors + \
+            [{"CPU": READ_CPUS + SLACK_CPUS + TRIAL_DRIVER_CPUS}]
+        request = tuple(dict(item) for _ in range(concurrent) for item in per_trial)
+    return TrialPlan(num_trials, workers, resources.cpus_per_worker, gpus, data, concurrent, pool,
+                     shape.autoscaling, request)
+
+
+def _node_types_from_config(cluster_config) -> tuple[NodeType, ...]:
+    """The worker node types of the autoscaler's ClusterConfig message (None: no autoscaler)."""
+    if cluster_config is None:
+        return ()
+    types = []
+    for group in cluster_config.node_group_configs:
+        count = UNLIMITED if group.max_count == -1 else int(group.max_count)
+        resources = {key: float(value) for key, value in group.resources.items()}
+        if count and resources:
+            types.append(NodeType(group.name, resources, count))
+    return tuple(types)
+
+
+def cluster_shape() -> ClusterShape:
+    """The shape of the connected Ray cluster: alive nodes, and the autoscaler's node types."""
+    import ray
+    from ray._private.state import state
+
+    alive: dict[tuple, int] = {}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            resources = {key: float(value) for key, value in node.get("Resources", {}).items()
+                         if key in ("CPU", "GPU") or not (key.startswith("node:") or key.endswith("memory"))}
+            key = tuple(sorted(resources.items()))
+            alive[key] = alive.get(key, 0) + 1
+    nodes = tuple(NodeType(f"alive{index}", dict(key), count) for index, (key, count) in enumerate(alive.items()))
+    return ClusterShape(nodes, _node_types_from_config(state.get_cluster_config()))
