@@ -14,9 +14,13 @@ The cluster decides only how many trials run at once:
 A worker no node type could ever hold fails at once, naming the resource that is missing.
 `gpus_per_worker = None` means 1 wherever the cluster has or can get GPUs, else 0 (CPU training).
 
-The shape of the cluster comes from Ray: the nodes alive now (`ray.nodes()`) and, on an
-autoscaling cluster, the node types the autoscaler reports to the GCS (autoscaler v2: KubeRay's and
-`ray start --autoscaling-config`'s). Nothing here starts a task.
+The shape of the cluster comes from Ray: the nodes alive now (`ray.nodes()`), whether an
+autoscaler runs, and the node types it reports to the GCS where it does. Ray 2.60's autoscalers do
+not report them, so what the cluster can add is asked of the autoscaler itself (`autoscaler_can_add`,
+autoscaler v2 as KubeRay and `lightwork.distributed.local_cluster` run it): a cluster resource
+constraint of one bundle, which the autoscaler either reports infeasible or starts a node for.
+With autoscaler v1 nothing can be asked: a declared bundle is trusted, and GPUs are used only where
+they are alive or declared. Nothing here starts a task.
 
 Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the actors
 
@@ -30,7 +34,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lightwork.config import ResourcesSection
@@ -80,14 +85,21 @@ class NodeType:
 
 @dataclass(frozen=True)
 class ClusterShape:
-    """The nodes a run can use: alive now, and (autoscaling) every node type the autoscaler can add."""
+    """The nodes a run can use: alive now, whether an autoscaler runs ("v1", "v2" or None), and the
+    node types it may add where it reports them (else ())."""
 
     alive: tuple[NodeType, ...]
     node_types: tuple[NodeType, ...] = ()
+    autoscaler: str | None = None
 
     @property
     def autoscaling(self) -> bool:
-        return bool(self.node_types)
+        return self.autoscaler is not None or bool(self.node_types)
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the largest cluster the run can get is known (fixed, or node types reported)."""
+        return not self.autoscaling or bool(self.node_types)
 
     @property
     def reachable(self) -> tuple[NodeType, ...]:
@@ -145,6 +157,9 @@ class TrialPlan:
                 for key, value in bundle.items():
                     total[key] = total.get(key, 0.0) + value
             lines.append(f"requested from the autoscaler: {len(self.request)} bundles, {_text(total)} in all")
+        elif self.autoscaling:
+            lines.append(f"requested from the autoscaler: each waiting trial's bundles as it waits for them "
+                         f"({self.min_workers} x {_text(self.worker_bundle)} for its workers, then its synthesis pool)")
         else:
             lines.append("requested from the autoscaler: nothing (the cluster cannot grow)")
         return lines
@@ -168,52 +183,78 @@ def _workers_that_fit(bundle: dict[str, float], nodes: Sequence[NodeType]) -> in
     return min(UNLIMITED, sum(min(UNLIMITED, _fits(bundle, node.resources) * node.count) for node in nodes))
 
 
-def default_gpus_per_worker(resources: ResourcesSection, shape: ClusterShape) -> float:
+Probe = Callable[[dict[str, float]], "bool | None"]
+
+
+def _unknown(bundle: dict[str, float]) -> bool | None:
+    return None
+
+
+def default_gpus_per_worker(resources: ResourcesSection, shape: ClusterShape, can_add: Probe = _unknown) -> float:
     """The declared GPUs per worker, or 1 where the cluster has or can get GPUs and 0 elsewhere."""
     if resources.gpus_per_worker is not None:
         return float(resources.gpus_per_worker)
-    return 1.0 if shape.total("GPU", reachable=True) > 0 else 0.0
+    if shape.total("GPU", reachable=True) > 0:
+        return 1.0
+    return 1.0 if shape.autoscaling and can_add(_bundle(resources.cpus_per_worker, 1.0)) else 0.0
 
 
-def plan_trials(num_trials: int, resources: ResourcesSection, shape: ClusterShape) -> TrialPlan:
+def _check_worker_fits(bundle: dict[str, float], gpus: float, shape: ClusterShape, can_add: Probe) -> None:
+    """Raise naming the field when no node alive (fixed cluster), no reported node type, or no node
+    the autoscaler says it can add holds one Train worker's `bundle`."""
+    nodes = shape.reachable
+    if any(_fits(bundle, node.resources) for node in nodes):
+        return
+    if shape.bounded:
+        gpu_short = gpus > 0 and not any(_fits({"GPU": gpus}, node.resources) for node in nodes)
+    else:
+        verdict = can_add(bundle)
+        if verdict is not False:
+            return  # the autoscaler can add it, or cannot be asked: trust the declaration
+        gpu_short = gpus > 0 and can_add({"GPU": gpus}) is False
+    field = "resources.gpus_per_worker" if gpu_short else "resources.cpus_per_worker"
+    where = ("that the autoscaler can add" if shape.autoscaling
+             else "alive (the cluster has no autoscaler)")
+    known = ", ".join(f"{node.name} {_text(node.resources)}" for node in nodes)
+    raise ValueError(f"{field}: one Train worker needs {_text(bundle)} on one node, and no node {where} has it "
+                     f"(nodes now: {known or 'none'})")
+
+
+def plan_trials(num_trials: int, resources: ResourcesSection, shape: ClusterShape,
+                can_add: Probe = _unknown) -> TrialPlan:
     """Plan `num_trials` trials of the declared `resources` on `shape` (see the module docstring).
 
-    Raises ValueError naming the field and the missing resource when no node (type) can hold one
-    Train worker, or, on a fixed cluster, when one whole trial does not fit.
+    `can_add(bundle)` answers whether the autoscaler can add a node holding `bundle` (True, False,
+    or None when it cannot be asked). Raises ValueError naming the field and the missing resource
+    when no node can hold one Train worker, or, on a fixed cluster, when one whole trial does not fit.
     """
     workers = resources.num_workers if resources.min_workers is None or resources.min_workers >= resources.num_workers \
         else (resources.min_workers, resources.num_workers)
     min_workers = workers if isinstance(workers, int) else workers[0]
-    gpus = default_gpus_per_worker(resources, shape)
+    gpus = default_gpus_per_worker(resources, shape, can_add)
     bundle = _bundle(resources.cpus_per_worker, gpus)
+    _check_worker_fits(bundle, gpus, shape, can_add)
     nodes = shape.reachable
-    if not any(_fits(bundle, node.resources) for node in nodes):
-        field = "resources.gpus_per_worker" if gpus > 0 and not any(_fits({"GPU": gpus}, node.resources)
-                                                                     for node in nodes) \
-            else "resources.cpus_per_worker"
-        largest = ", ".join(f"{node.name} {_text(node.resources)}" for node in nodes)
-        growth = "that the autoscaler can add" if shape.autoscaling else "alive (the cluster has no autoscaler)"
-        raise ValueError(f"{field}: one Train worker needs {_text(bundle)} on one node, and no node {growth} has it "
-                         f"(nodes: {largest or 'none'})")
     # The drivers' TRIAL_DRIVER_CPUS are left out of the fit (they come out of the data share), so
     # that one trial of 1 + 1 CPUs fits a 2-core workstation.
     per_trial_cpus = min_workers * resources.cpus_per_worker + resources.data_cpus_per_trial
+    concurrent = min(num_trials, resources.max_concurrent_trials or num_trials)
     cpus = shape.total("CPU", reachable=True)
-    fit_cpu = int(cpus // per_trial_cpus + 1e-9) if per_trial_cpus > 0 else num_trials
-    fit_workers = _workers_that_fit(bundle, nodes) // min_workers
-    concurrent = min(num_trials, fit_cpu, fit_workers, resources.max_concurrent_trials or num_trials)
-    if concurrent < 1:
-        raise ValueError(f"resources: one trial needs {per_trial_cpus:g} CPUs ({min_workers} worker(s) x "
-                         f"{resources.cpus_per_worker:g} resources.cpus_per_worker + "
-                         f"{resources.data_cpus_per_trial:g} resources.data_cpus_per_trial) but the cluster "
-                         f"{'can grow to' if shape.autoscaling else 'has'} {cpus:g}")
+    if shape.bounded:
+        fit_cpu = int(cpus // per_trial_cpus + 1e-9) if per_trial_cpus > 0 else num_trials
+        concurrent = min(concurrent, fit_cpu, _workers_that_fit(bundle, nodes) // min_workers)
+        if concurrent < 1:
+            raise ValueError(f"resources: one trial needs {per_trial_cpus:g} CPUs ({min_workers} worker(s) x "
+                             f"{resources.cpus_per_worker:g} resources.cpus_per_worker + "
+                             f"{resources.data_cpus_per_trial:g} resources.data_cpus_per_trial) but the cluster "
+                             f"{'can grow to' if shape.autoscaling else 'has'} {cpus:g}")
     if shape.autoscaling:
         data = resources.data_cpus_per_trial
     else:  # what the concurrent trials' workers and drivers leave, shared evenly among their streams
         data = (cpus - concurrent * (min_workers * resources.cpus_per_worker + TRIAL_DRIVER_CPUS)) / concurrent
     pool = plan_synthesis(data)
     request: tuple[dict[str, float], ...] = ()
-    if shape.autoscaling:
+    if shape.autoscaling and shape.bounded:  # a request beyond what the node types allow would be infeasible
         per_trial = [bundle] * min_workers + [{"CPU": pool.cpus_per_actor}] * pool.actors + \
             [{"CPU": READ_CPUS + SLACK_CPUS + TRIAL_DRIVER_CPUS}]
         request = tuple(dict(item) for _ in range(concurrent) for item in per_trial)
@@ -235,9 +276,10 @@ def _node_types_from_config(cluster_config) -> tuple[NodeType, ...]:
 
 
 def cluster_shape() -> ClusterShape:
-    """The shape of the connected Ray cluster: alive nodes, and the autoscaler's node types."""
+    """The shape of the connected Ray cluster: alive nodes, its autoscaler, reported node types."""
     import ray
     from ray._private.state import state
+    from ray._private.worker import global_worker
 
     alive: dict[tuple, int] = {}
     for node in ray.nodes():
@@ -247,4 +289,49 @@ def cluster_shape() -> ClusterShape:
             key = tuple(sorted(resources.items()))
             alive[key] = alive.get(key, 0) + 1
     nodes = tuple(NodeType(f"alive{index}", dict(key), count) for index, (key, count) in enumerate(alive.items()))
-    return ClusterShape(nodes, _node_types_from_config(state.get_cluster_config()))
+    gcs = global_worker.gcs_client
+    namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()
+    if gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) == b"1":
+        autoscaler = "v2"
+    elif gcs.internal_kv_get(ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), namespace=None):
+        autoscaler = "v1"
+    else:
+        autoscaler = None
+    return ClusterShape(nodes, _node_types_from_config(state.get_cluster_config()), autoscaler)
+
+
+def autoscaler_can_add(bundle: dict[str, float], timeout_s: float = 60.0) -> bool | None:
+    """Whether the cluster's v2 autoscaler can bring up a node that holds `bundle`: a cluster resource
+    constraint of that one bundle, then the autoscaler's next reports (infeasible, or a node it
+    starts). None where that cannot be asked (no v2 autoscaler, or no verdict in `timeout_s`).
+
+    The constraint is withdrawn before returning; a node the autoscaler started for it stays for
+    its idle timeout (the run that asked usually needs it).
+    """
+    import ray
+    from ray.autoscaler.sdk import request_resources
+    from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
+    from ray._private.worker import global_worker
+
+    gcs = global_worker.gcs_client
+    namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()
+    if gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) != b"1":
+        return None
+    wanted = {key: value for key, value in bundle.items() if value > 0}
+    request_resources(bundles=[wanted])
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            reply = GetClusterStatusReply()
+            reply.ParseFromString(gcs.get_cluster_status(timeout_s=10))
+            state = reply.autoscaling_state
+            for constraint in state.infeasible_cluster_resource_constraints:
+                for request in constraint.resource_requests:
+                    if dict(request.request.resources_bundle) == wanted:
+                        return False
+            if state.pending_instance_requests or state.pending_instances:
+                return True
+            time.sleep(0.5)
+        return None
+    finally:
+        request_resources(bundles=[])

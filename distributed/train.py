@@ -39,7 +39,7 @@ from ray import train, tune
 from lightwork.config import RunConfig, config_from_dict, save_config
 from lightwork.data import manifest, storage
 from lightwork.distributed import stream
-from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, cluster_shape, plan_trials
+from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, parse_splits, plan_split
@@ -314,7 +314,7 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0, dry_run: boo
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
     records = {plan.name: _read_record(run, plan) for plan in plans}
     todo = [plan for plan in plans if records[plan.name].status != "done"]
-    resources = plan_trials(len(todo), config.resources, cluster_shape()) if todo else None
+    resources = plan_trials(len(todo), config.resources, cluster_shape(), autoscaler_can_add) if todo else None
     if dry_run:
         print(f"run {run}: {len(plans)} fold models, {len(todo)} to train, {len(rows)} healthy cases")
         print("\n".join(describe_folds(plans, fold_sizes)))

@@ -103,6 +103,22 @@ def test_resume_restores_everything():
     resumed.fit(lambda e: train, lambda e: val)
     assert resumed.state.step == straight.state.step == 9
     assert [h["val_loss"] for h in resumed.state.history] == pytest.approx([h["val_loss"] for h in straight.state.history], rel=1e-5)
+    # the history says where the run resumed: the epochs after the restore, not those before it
+    assert [h["restored_from_step"] for h in resumed.state.history] == [0, 3, 3]
+    assert [h["restored_from_step"] for h in straight.state.history] == [0, 0, 0]
+
+
+def test_trainer_state_loads_with_weights_only(tmp_path):
+    """A checkpoint's trainer state is plain tensors and containers: torch.load(weights_only=True) reads it."""
+    import torch
+
+    first = trainer(max_epochs=2)
+    first.run_epoch(batches(2, seed=1), batches(1, seed=2))
+    torch.save(first.state_dict(), tmp_path / "trainer.pt")
+    resumed = trainer(max_epochs=2)
+    resumed.load_state_dict(torch.load(tmp_path / "trainer.pt", weights_only=True))
+    assert resumed.state.step == first.state.step and resumed.state.history == first.state.history
+    assert resumed.flip_generator.random() == first.flip_generator.random()
 
 
 def test_config_overrides_and_unknown_keys(tmp_path):

@@ -79,3 +79,30 @@ def test_synthesis_pool_fits_the_budget():
     assert big.actors == 16 and big.actors * big.cpus_per_actor <= 15.99
     with pytest.raises(ValueError, match="left for synthesis"):
         plan_synthesis(0.2)
+
+
+HEAD_ONLY_V2 = ClusterShape(alive=(NodeType("head", {"CPU": 1.0}, 1),), autoscaler="v2")
+
+
+def test_an_autoscaler_that_does_not_report_node_types_is_asked():
+    """Ray 2.60's autoscalers report no node types: whether a bundle can be had is the autoscaler's answer."""
+    asked = []
+
+    def gpu_nodes_exist(bundle):
+        asked.append(bundle)
+        return bundle.get("GPU", 0) <= 1 and bundle.get("CPU", 0) <= 2
+
+    plan = plan_trials(5, resources(), HEAD_ONLY_V2, can_add=gpu_nodes_exist)
+    assert plan.gpus_per_worker == 1 and asked[0] == {"CPU": 1, "GPU": 1}
+    assert plan.autoscaling and plan.max_concurrent_trials == 5 and plan.cpus_for_data == 1.0
+    assert plan.request == ()  # an unbounded request could be infeasible as a whole: the trials ask as they wait
+    with pytest.raises(ValueError, match=r"resources.cpus_per_worker: one Train worker needs \{CPU: 4\} on one node"):
+        plan_trials(5, resources("cpus_per_worker=4"), HEAD_ONLY_V2, can_add=gpu_nodes_exist)
+    cpu_only = plan_trials(5, resources(), HEAD_ONLY_V2, can_add=lambda bundle: "GPU" not in bundle)
+    assert cpu_only.gpus_per_worker == 0
+    with pytest.raises(ValueError, match="resources.gpus_per_worker"):
+        plan_trials(5, resources("gpus_per_worker=1"), HEAD_ONLY_V2, can_add=lambda bundle: "GPU" not in bundle)
+    # Autoscaler v1 cannot be asked: a declared bundle is trusted, GPUs are not assumed.
+    v1 = ClusterShape(alive=HEAD_ONLY_V2.alive, autoscaler="v1")
+    assert plan_trials(5, resources(), v1).gpus_per_worker == 0
+    assert plan_trials(5, resources("gpus_per_worker=1"), v1).gpus_per_worker == 1

@@ -42,6 +42,7 @@ class EpochResult:
     best_step: int
     is_best: bool
     stop: bool
+    restored_from_step: int = 0  # the step of the checkpoint this run resumed from (0: it never resumed)
 
     def metrics(self) -> dict:
         return asdict(self)
@@ -56,6 +57,7 @@ class LoopState:
     best_val_loss: float = math.inf
     best_step: int = 0
     history: list[dict] = field(default_factory=list)
+    restored_from_step: int = 0
 
 
 def as_tensor(value, device: torch.device) -> torch.Tensor:
@@ -208,7 +210,8 @@ class FoldTrainer:
                              val_dice_threshold=validation.dice_threshold, val_dice=validation.dice,
                              lr=self.optimizer.param_groups[0]["lr"], samples=samples, epoch_seconds=elapsed,
                              data_wait_share=waiting / elapsed if elapsed > 0 else 0.0,
-                             best_val_loss=state.best_val_loss, best_step=state.best_step, is_best=is_best, stop=stop)
+                             best_val_loss=state.best_val_loss, best_step=state.best_step, is_best=is_best, stop=stop,
+                             restored_from_step=state.restored_from_step)
         state.history.append(result.metrics())
         return result
 
@@ -229,9 +232,10 @@ class FoldTrainer:
                 "flip_generator": self.flip_generator.bit_generator.state}
 
     def load_state_dict(self, saved: dict) -> None:
-        """Restore model, optimizer, scheduler, counters, best-so-far and history."""
+        """Restore model, optimizer, scheduler, counters, best-so-far and history; the epochs that
+        follow record the step they resumed from (`restored_from_step`)."""
         getattr(self.model, "module", self.model).load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.state = LoopState(**saved["loop"])
+        self.state = LoopState(**{**saved["loop"], "restored_from_step": saved["loop"]["step"]})
         self.flip_generator.bit_generator.state = saved["flip_generator"]
