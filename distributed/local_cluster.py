@@ -136,3 +136,27 @@ class AutoscalingCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def alive_nodes(address: str) -> list[dict]:
+    """The resources of each alive node of the cluster at `address` (GCS), read by a fresh driver
+    process (this one may be attached to another cluster)."""
+    code = ("import json, ray; ray.init(logging_level='ERROR'); "
+            "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, RAY_ADDRESS=address, RAY_AUTH_MODE="disabled"))
+    if out.returncode != 0:
+        raise RuntimeError(f"cannot list the nodes of {address}: {out.stderr[-2000:]}")
+    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("NODES "))[len("NODES "):])
+
+
+def list_state(dashboard: str, what: str, filters: list) -> list[dict]:
+    """Ray's state API (`ray.util.state.list_<what>`, detail=True) of the cluster whose dashboard
+    is at `dashboard`, as dicts."""
+    from dataclasses import asdict, is_dataclass
+
+    from ray.util import state
+
+    items = getattr(state, f"list_{what}")(address=dashboard, filters=filters, detail=True, limit=10_000,
+                                          raise_on_missing_output=False)
+    return [asdict(item) if is_dataclass(item) else dict(item) for item in items]

@@ -197,7 +197,11 @@ def torch_backend(plan: TrialPlan) -> str:
     worker's bundle has CUDA and NCCL, else gloo (CPU clusters, and GPUs torch cannot drive)."""
     if plan.gpus_per_worker <= 0:
         return "gloo"
-    probe = _nccl_usable.options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker)
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # Out of the Tune trial's placement group (which holds only the driver's CPUs), onto a worker's node.
+    probe = _nccl_usable.options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
+                                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     return "nccl" if ray.get(probe.remote()) else "gloo"
 
 

@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", help="where runs are stored (local or s3://); overrides storage_path")
     parser.add_argument("--name", help="run name (default: the config's name); same name = resume")
     parser.add_argument("--seed", type=int, default=0, help="run seed of the synthetic anomalies")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the fold plan and the resource plan, then exit without training")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field (repeatable)")
     args = parser.parse_args(argv)
@@ -47,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     if started:
         ray.init(address=os.environ.get("RAY_ADDRESS"))
     try:
-        records = train_splits(config, args.split, seed=args.seed)
+        records = train_splits(config, args.split, seed=args.seed, dry_run=args.dry_run)
     finally:
         if started:
             ray.shutdown()
-    return 0 if all(record.status == "done" for record in records) else 1
+    return 0 if args.dry_run or all(record.status == "done" for record in records) else 1
 
 
 if __name__ == "__main__":

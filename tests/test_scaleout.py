@@ -19,35 +19,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from lightwork.data import manifest, storage
-from lightwork.data.cases import PreparedCase, save_case
-from lightwork.distributed.local_cluster import AutoscalingCluster, free_port
+from lightwork.data import storage
+from lightwork.data.noise import write_noise_dataset
+from lightwork.distributed.local_cluster import AutoscalingCluster, alive_nodes, free_port, list_state
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
 LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
 TRAIN_TIMEOUT_S = 900
-
-
-def write_dataset(root: Path, shape=(24, 24), count: int = 10) -> str:
-    """`count` smooth random 2D cases (foreground: all but a 2-pixel border) and their manifest."""
-    rng = np.random.default_rng(0)
-    ids = [f"case{i:02d}" for i in range(count)]
-    folds = manifest.contiguous_folds(ids)
-    foreground = np.zeros(shape, bool)
-    foreground[2:-2, 2:-2] = True
-    rows = []
-    for case_id in ids:
-        image = (rng.normal(1.0, 0.2, shape)).astype(np.float32)[None]
-        uri = str(root / f"{case_id}.npz")
-        save_case(uri, PreparedCase(case_id, image, foreground))
-        rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
-                     "shape": list(shape), "spacing": [1.0, 1.0], "recipe": "cxr", "recipe_version": "1",
-                     "fold": folds[case_id], "has_lesion": False, "status": "ok", "error": None})
-    return manifest.write_manifest(str(root), rows)
 
 
 def train_command(data: str, storage_uri: str, name: str, *overrides: str) -> list[str]:
@@ -57,17 +38,8 @@ def train_command(data: str, storage_uri: str, name: str, *overrides: str) -> li
             "--split", "1/4", *[item for setting in settings for item in ("--set", setting)]]
 
 
-def alive_nodes(address: str) -> list[dict]:
-    """The alive nodes of the cluster at `address` (GCS), read from a fresh driver process."""
-    code = ("import json, ray; ray.init(logging_level='ERROR'); "
-            "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, RAY_ADDRESS=address, RAY_AUTH_MODE="disabled"))
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def test_gpu_trials_wait_for_the_autoscaler_run_there_and_the_nodes_go_when_idle(tmp_path):
-    data = write_dataset(tmp_path / "data")
+    data = write_noise_dataset(tmp_path / "data")
     with AutoscalingCluster({"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2, head_resources={"CPU": 1},
                             idle_timeout_s=10) as cluster:
         env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
@@ -108,19 +80,10 @@ def test_gpu_trials_wait_for_the_autoscaler_run_there_and_the_nodes_go_when_idle
         assert len(alive_nodes(cluster.address)) == 1, "idle GPU nodes were not removed"
 
 
-def list_state(dashboard: str, what: str, filters: list) -> list[dict]:
-    """Ray's state API (`ray.util.state.list_<what>`, detail=True) of the cluster at `dashboard`."""
-    from ray.util import state
-
-    return [dict(item) if not isinstance(item, dict) else item for item in
-            getattr(state, f"list_{what}")(address=dashboard, filters=filters, detail=True, limit=10_000,
-                                           raise_on_missing_output=False)]
-
-
 def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_of_ray(tmp_path, s3_server):
     from ray.cluster_utils import Cluster
 
-    data = write_dataset(tmp_path / "data")
+    data = write_noise_dataset(tmp_path / "data")
     run_uri = f"s3://{s3_server['bucket']}/scaleout/nodeloss"
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={
         "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
@@ -169,3 +132,19 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         assert s3_server["secret"] not in config_text and s3_server["secret"] not in output
     finally:
         cluster.shutdown()
+
+
+@pytest.mark.scale
+def test_thirty_trials_queue_on_a_small_fixed_cluster_and_all_finish(ray_session, tmp_path):
+    """The whole ablation (--split all: 5 + 10 + 10 + 5 models) on the suite's 8-CPU cluster, at
+    most 4 at once. Long (about 10 minutes on 2 cores): run with `-m scale`."""
+    from lightwork.config import load_config
+    from lightwork.distributed.train import train_splits
+
+    overrides = [f"data.manifest={write_noise_dataset(tmp_path / 'data')}", f"storage_path={tmp_path / 'runs'}",
+                 "name=ablation", "model.spatial_dims=2", "model.features=[4,8]", "train.batch_size=2",
+                 "train.val_batch_size=4", "train.max_epochs=1", "resources.cpus_per_worker=0.5",
+                 "resources.data_cpus_per_trial=1", "resources.max_concurrent_trials=4"]
+    records = train_splits(load_config(preset="tiny", overrides=overrides), "all")
+    assert [r.split for r in records] == ["1/4"] * 5 + ["2/3"] * 10 + ["3/2"] * 10 + ["4/1"] * 5
+    assert all(record.status == "done" for record in records), [r.error for r in records if r.status != "done"]
