@@ -14,10 +14,35 @@ from pathlib import Path
 import numpy as np
 
 from lightwork.data.cases import load_case
+from lightwork.data.manifest import read_manifest, usable
+from lightwork.errors import UserError
 from lightwork.evaluation import baselines, outputs, report
 from lightwork.evaluation.metrics import SetScorer
 
 MONTAGE_CASES = 4
+
+
+def read_test_set(data_uri: str) -> tuple[list[dict], str | None]:
+    """The usable rows of the test manifest at `data_uri`, and a line naming its failed rows (how
+    many, which, why; None when there are none) for the report and the console.
+
+    Raises:
+        UserError: no row is usable, or no usable case has a lesion mask or an image label (there
+            would be nothing to score the predictions against).
+    """
+    rows = read_manifest(data_uri)
+    cases = usable(rows)
+    failed = [row for row in rows if row["status"] != "ok"]
+    if not cases:
+        raise UserError(f"{data_uri}: no usable case to evaluate ({len(failed)} rows, all failed in prepare)")
+    if not any(row.get("has_lesion") or row.get("image_label") is not None for row in cases):
+        raise UserError(f"{data_uri}: none of the {len(cases)} usable cases has a lesion mask or an image label, "
+                        "so there is nothing to score against (prepare a test set with lesion masks or label folders)")
+    note = None
+    if failed:
+        note = f"Not evaluated, failed in prepare ({len(failed)}): " + "; ".join(
+            f"{row['case_id']} ({row.get('error') or 'no error recorded'})" for row in failed)
+    return cases, note
 
 
 def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str, str]], out_dir: str | Path,
