@@ -35,7 +35,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import scipy.ndimage
 
-from lightwork.anomalies.base import TASK_NAMES, make_task
+from lightwork.anomalies.registry import TASK_NAMES, make_task
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.data.readers import read_image, suffix_of, voxel_spacing
 from lightwork.data.recipes import HoleFilledForeground, Resample, Sample, ZScore, compose

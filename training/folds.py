@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-NUM_TASKS = 5
+from lightwork.anomalies.registry import TASK_COUNT
 SPLITS = {"1/4": 1, "2/3": 2, "3/2": 3, "4/1": 4}
 
 
@@ -60,8 +60,8 @@ def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[Fol
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose from {list(SPLITS)}")
     plans = []
-    for index, train_tasks in enumerate(itertools.combinations(range(NUM_TASKS), SPLITS[split])):
-        val_tasks = tuple(task for task in range(NUM_TASKS) if task not in train_tasks)
+    for index, train_tasks in enumerate(itertools.combinations(range(TASK_COUNT), SPLITS[split])):
+        val_tasks = tuple(task for task in range(TASK_COUNT) if task not in train_tasks)
         train_folds, val_folds = train_tasks, val_tasks
         if fold_sizes is not None:
             size = lambda folds: sum(fold_sizes.get(fold, 0) for fold in folds)  # noqa: E731
