@@ -19,6 +19,7 @@ from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.evaluation import outputs
 from lightwork.training import runs
+from lightwork.training.folds import ENSEMBLE, model_key
 
 ACTOR_CPUS = 0.25
 
@@ -36,7 +37,7 @@ class FoldModel:
 
     @property
     def key(self) -> str:
-        return outputs.model_key(self.split, self.name)
+        return model_key(self.split, self.name)
 
 
 def run_fold_models(run_uri: str) -> list[FoldModel]:
@@ -81,7 +82,7 @@ class FoldEnsemblePredictor:
                     per_split.setdefault(model.split, []).append(prediction)
                     rows_add(rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction))
                 for split, predictions in per_split.items():
-                    key = outputs.model_key(split, outputs.ENSEMBLE)
+                    key = model_key(split, ENSEMBLE)
                     mean = np.mean(predictions, axis=0)
                     rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
             except Exception as error:  # one bad case never kills the run

@@ -18,6 +18,7 @@ from lightwork.data.manifest import read_manifest, usable
 from lightwork.errors import UserError
 from lightwork.evaluation import baselines, outputs, report
 from lightwork.evaluation.metrics import SetScorer
+from lightwork.training.folds import ENSEMBLE, parse_model_key
 
 MONTAGE_CASES = 4
 
@@ -74,14 +75,14 @@ def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str,
             scorer.add_case(case.case_id, scores, case.lesion, case.foreground, label)
     metrics = {"foreground_only": foreground_only, "splits": {}, "baselines": {}}
     for key, scorer in scorers.items():
-        folder, name = key.split("/", 1)
-        entry = metrics["splits"].setdefault(folder.removeprefix("split").replace("-", "/"), {"folds": {}})
-        if name == outputs.ENSEMBLE:
+        split, name = parse_model_key(key)
+        entry = metrics["splits"].setdefault(split, {"folds": {}})
+        if name == ENSEMBLE:
             entry["ensemble"] = scorer.summary()
         else:
             entry["folds"][name] = scorer.summary()
     metrics["baselines"] = {name: scorer.summary() for name, scorer in baseline_scorers.items()}
-    histograms = {key: s.pixels for key, s in scorers.items() if key.endswith(outputs.ENSEMBLE)}
+    histograms = {key: s.pixels for key, s in scorers.items() if parse_model_key(key)[1] == ENSEMBLE}
     histograms.update({f"baseline {name}": s.pixels for name, s in baseline_scorers.items()})
     if unscorable:
         notes.append(f"Not scored, no lesion mask and no image label ({len(unscorable)}): " + ", ".join(unscorable))
@@ -92,7 +93,7 @@ def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str,
 
 
 def _montages(cases: list[dict], prediction_uris: dict[str, dict[str, str]], scorers: dict[str, SetScorer]) -> dict:
-    ensembles = sorted(key for key in scorers if key.endswith(outputs.ENSEMBLE)) or sorted(scorers)
+    ensembles = sorted(key for key in scorers if parse_model_key(key)[1] == ENSEMBLE) or sorted(scorers)
     if not ensembles:
         return {}
     key = ensembles[0]

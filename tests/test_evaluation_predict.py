@@ -14,7 +14,7 @@ from lightwork.evaluation import outputs
 from lightwork.evaluation.evaluate import evaluate_predictions
 from lightwork.models import PRESETS, UNet, save_model
 from lightwork.training import runs
-from lightwork.training.folds import plan_split
+from lightwork.training.folds import ENSEMBLE, model_key, parse_model_key, plan_split
 
 
 def tiny_unet(seed: int) -> UNet:
@@ -68,7 +68,7 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
     rows = predict_cases(models, cases + [bad], out, actors=1)
     uris, errors = prediction_table(rows)
     assert len(errors) == 1 and "broken" in errors[0]
-    ensemble_key = outputs.model_key("1/4", outputs.ENSEMBLE)
+    ensemble_key = model_key("1/4", ENSEMBLE)
     assert set(uris) == {m.key for m in models} | {ensemble_key}
 
     case = load_case(cases[0]["array_uri"])
@@ -147,3 +147,10 @@ def test_evaluate_run_refuses_what_it_cannot_score(ray_session, tmp_path):
     write_manifest(str(tmp_path / "failed"), [{"case_id": "bad0", "status": "failed", "error": "case bad0: empty"}])
     with pytest.raises(UserError, match="failed: no usable case to evaluate \\(1 rows, all failed in prepare\\)"):
         evaluate_run(_run(tmp_path), str(tmp_path / "failed"), str(tmp_path / "report"))
+
+
+def test_model_keys_are_made_and_parsed_in_one_place():
+    plan = plan_split("2/3")[9]
+    assert plan.name == "split2-3_tasks3-4" and model_key(plan.split, plan.name) == "split2-3/split2-3_tasks3-4"
+    assert parse_model_key(model_key(plan.split, plan.name)) == ("2/3", plan.name)
+    assert parse_model_key(model_key("4/1", ENSEMBLE)) == ("4/1", "ensemble")
