@@ -34,7 +34,7 @@ import numpy as np
 from lightwork.anomalies.registry import TASK_COUNT, warm_up
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
-from lightwork.data.phantom import smooth_noise
+from lightwork.data.phantom.fields import smooth_noise
 
 log = logging.getLogger(__name__)
 
