@@ -10,8 +10,9 @@ The rules, applied to every file below SRC (recursively; names starting with '.'
    (`Flair_subtrMeanDivStd` -> flair, subtrmeandivstd). Role by tokens, first match wins:
    lesion mask if a token is one of LESION_TOKENS (lesion, seg, gold, otmulticlass, ...);
    brain mask if one is in BRAIN_MASK_TOKENS (brainmask, mask, dlmuse); otherwise an image.
-   A name pattern given for a role (`brain_mask_pattern`, `lesion_pattern`: shell globs matched
-   case-insensitively against file names, e.g. `mask.nii.gz`, `*_seg.nii.gz`) overrides the tokens:
+   A name pattern given for a role (`MaskPatterns`; `lightwork prepare --brain-mask-pattern GLOB
+   --lesion-mask-pattern GLOB`: shell globs matched case-insensitively against file names, e.g.
+   `mask.nii.gz`, `*_seg.nii.gz`) overrides the tokens:
    a matching file has that role, and a file the tokens give that role but the pattern does not
    match is not used at all (e.g. a tool's `x_Prediction_mask.nii.gz` beside `mask.nii.gz`).
 3. A folder other than SRC itself and not named as a label folder (LABEL_FOLDERS) is a *case
@@ -41,13 +42,13 @@ case with a `problem`: `lightwork prepare` records it as failed and goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import logging
 import os
 import re
 from collections import defaultdict
-import dataclasses
 from dataclasses import dataclass
 
 from lightwork.data import storage

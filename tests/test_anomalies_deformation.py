@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from lightwork.anomalies import registry
 from lightwork.anomalies.deformation import (
     DeformationParams,
     DeformationTask,
@@ -16,7 +17,6 @@ from lightwork.anomalies.deformation import (
     inner_edge,
     push_bounds,
 )
-from lightwork.anomalies import registry
 from lightwork.anomalies.patch import givens_rotation
 from lightwork.anomalies.shapes import draw_shape, make_shape
 

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from lightwork.anomalies import make_task
-from lightwork.data.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.data.phantom import case_files, make_case
+from lightwork.data.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
 from lightwork.jobs.preview import main
 
 

@@ -17,6 +17,7 @@ import itertools
 from dataclasses import dataclass
 
 from lightwork.anomalies.registry import TASK_COUNT
+
 SPLITS = {"1/4": 1, "2/3": 2, "3/2": 3, "4/1": 4}
 ENSEMBLE = "ensemble"  # the model name of a split's ensemble in a model key
 
