@@ -12,13 +12,11 @@ CHECKED = ("anomalies", "data", "evaluation", "training")
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the lightwork modules it imports, for every module of the package."""
+    packages = [top for top in REPO.iterdir() if (top / "__init__.py").is_file() and top.name not in ("tests", "benchmarks")]
     paths = {}
-    for path in REPO.rglob("*.py"):
+    for path in [*REPO.glob("*.py"), *(path for package in packages for path in package.rglob("*.py"))]:
         parts = path.relative_to(REPO).with_suffix("").parts
-        if parts[0] in ("tests", "benchmarks", "build", ".venv") or parts[0].startswith("."):
-            continue
-        name = ".".join(("lightwork", *parts)).removesuffix(".__init__")
-        paths[name] = path
+        paths[".".join(("lightwork", *parts)).removesuffix(".__init__")] = path
 
     def module_of(name: str) -> str | None:  # "lightwork.data.storage.join" -> "lightwork.data.storage"
         while name and name not in paths:
