@@ -132,7 +132,8 @@ def test_evaluate_run_names_the_failed_manifest_rows(ray_session, tmp_path, caps
     assert line in (tmp_path / "report" / "report.md").read_text()
 
 
-def test_evaluate_run_refuses_what_it_cannot_score(ray_session, tmp_path):
+def test_evaluate_run_refuses_what_it_cannot_score(tmp_path):
+    """Each refusal comes before any prediction: no Ray is needed."""
     _dataset(tmp_path, labels=False)
     with pytest.raises(UserError, match=f"^{tmp_path}/data: none of the 3 usable cases has a lesion mask or an image label"):
         evaluate_run(_run(tmp_path), str(tmp_path / "data"), str(tmp_path / "report"))
