@@ -2,11 +2,21 @@
 
     task = make_task("intensity")            # or an id 0-4, see TASK_NAMES
     anomalous, label = task(image, foreground, rng)
+
+The registry (names, count, parameters) imports numpy only; the other names load on first use,
+so that what only needs the task names or the seeding stays light to import.
 """
 
-from lightwork.anomalies.base import TASK_NAMES, SyntheticTask, make_task
-from lightwork.anomalies.label import soft_label
-from lightwork.anomalies.poisson import poisson_blend
-from lightwork.anomalies.shapes import AnomalyShape
+from importlib import import_module
 
-__all__ = ["TASK_NAMES", "AnomalyShape", "SyntheticTask", "make_task", "poisson_blend", "soft_label"]
+from lightwork.anomalies.registry import TASK_COUNT, TASK_NAMES, make_task
+
+_LAZY = {"SyntheticTask": "base", "AnomalyShape": "shapes", "poisson_blend": "poisson", "soft_label": "label"}
+
+__all__ = ["TASK_COUNT", "TASK_NAMES", "AnomalyShape", "SyntheticTask", "make_task", "poisson_blend", "soft_label"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f"lightwork.anomalies.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The synthetic anomaly task interface and its registry (method.md sections 1 and 3).
+"""The synthetic anomaly task interface (method.md sections 1 and 3); the tasks' ids, names and
+parameters are `lightwork.anomalies.registry`'s.
 
 Every task is one callable, `task(image, foreground, rng) -> (anomalous, label)`:
 
@@ -11,19 +12,11 @@ Every task is one callable, `task(image, foreground, rng) -> (anomalous, label)`
 The framework (`SyntheticTask`) owns the common recipe: draw a shape, place it (>= 50% on the
 foreground), let the task draw its parameters and apply them inside the shape's box, then stop
 with probability 0.5 (at most 4 anomalies), and label the final image against the input. A task
-only implements the per-anomaly halves of `AnomalyTask`.
-
-Tasks have fixed ids and names (folds refer to the ids): 0 intra_blend, 1 inter_blend, 2 sink,
-3 source, 4 intensity. `make_task(name_or_id, **params)` builds one:
-    intra_blend / inter_blend: sources=..., mix_gradients=True (lightwork.anomalies.blending)
-    sink / source: max_push=5.0 (brain; 10 for chest X-rays) (lightwork.anomalies.deformation)
-    intensity: no parameters (lightwork.anomalies.intensity)
+only implements the per-anomaly halves of `AnomalyTask`; this module imports no task.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,7 +26,6 @@ from lightwork.anomalies.shapes import AnomalyShape, check_image_shape, draw_sha
 
 MAX_ANOMALIES = 4
 STOP_PROBABILITY = 0.5  # after each anomaly
-TASK_NAMES = ("intra_blend", "inter_blend", "sink", "source", "intensity")
 
 
 class AnomalyTask(Protocol):
@@ -137,82 +129,3 @@ class SyntheticTask:
             if count == MAX_ANOMALIES or rng.random() < STOP_PROBABILITY:
                 break
         return anomalous, label_boxes(anomalous, image, boxes)
-
-
-TaskFactory = Callable[..., AnomalyTask]
-_REGISTRY: dict[int, tuple[str, TaskFactory]] = {}
-
-
-def register_task(task_id: int, name: str, factory: TaskFactory) -> None:
-    """Register `factory(**params) -> AnomalyTask` under a fixed id and name (replacing any
-    previous registration of that id; a name may not move to another id)."""
-    for other_id, (other_name, _) in _REGISTRY.items():
-        if other_name == name and other_id != task_id:
-            raise ValueError(f"task name {name!r} is already registered with id {other_id}")
-    _REGISTRY[int(task_id)] = (name, factory)
-
-
-def make_task(name_or_id: str | int, **params: Any) -> SyntheticTask:
-    """The task with this id or name, built with `params` (see the module docstring).
-
-    Raises:
-        ValueError: an unknown task, or parameters the task does not take.
-    """
-    known = ", ".join(f"{task_id} {name}" for task_id, (name, _) in sorted(_REGISTRY.items()))
-    if isinstance(name_or_id, str):
-        found = [task_id for task_id, (name, _) in _REGISTRY.items() if name == name_or_id]
-        if not found:
-            raise ValueError(f"unknown anomaly task {name_or_id!r}; known tasks: {known}")
-        task_id = found[0]
-    elif isinstance(name_or_id, (int, np.integer)) and int(name_or_id) in _REGISTRY:
-        task_id = int(name_or_id)
-    else:
-        raise ValueError(f"unknown anomaly task {name_or_id!r}; known tasks: {known}")
-    name, factory = _REGISTRY[task_id]
-    try:
-        inspect.signature(factory).bind(**params)
-    except TypeError as error:
-        raise ValueError(f"task {name!r} does not take the parameters {sorted(params)}: {error}") from None
-    return SyntheticTask(factory(**params))
-
-
-# Built-in tasks; each factory imports its module on first use so importing the package stays light.
-def _blend(task_id: int) -> TaskFactory:
-    def factory(sources: Sequence | Callable | None = None, mix_gradients: bool = True) -> AnomalyTask:
-        from lightwork.anomalies.blending import PoissonBlendTask
-
-        return PoissonBlendTask(task_id, sources, mix_gradients)
-
-    return factory
-
-
-def _deformation(task_id: int) -> TaskFactory:
-    def factory(max_push: float = 5.0) -> AnomalyTask:
-        from lightwork.anomalies.deformation import DeformationTask
-
-        return DeformationTask(task_id, max_push)
-
-    return factory
-
-
-def _intensity() -> AnomalyTask:
-    from lightwork.anomalies.intensity import IntensityTask
-
-    return IntensityTask()
-
-
-register_task(0, TASK_NAMES[0], _blend(0))
-register_task(1, TASK_NAMES[1], _blend(1))
-register_task(2, TASK_NAMES[2], _deformation(2))
-register_task(3, TASK_NAMES[3], _deformation(3))
-register_task(4, TASK_NAMES[4], _intensity)
-
-
-def warm_up() -> None:
-    """Run every task once on a small generated image, so that the compiled kernels (numba: read
-    from its on-disk cache, or compiled on a machine's first run) are loaded before the first real
-    sample: a synthesis worker calls this while it starts, not during its first batch."""
-    image = np.random.default_rng(0).random((1, 24, 24), dtype=np.float32)
-    for task_id in range(len(TASK_NAMES)):
-        task = make_task(task_id, sources=[image]) if task_id in (0, 1) else make_task(task_id)
-        task(image, None, np.random.default_rng(task_id))

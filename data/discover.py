@@ -10,6 +10,11 @@ The rules, applied to every file below SRC (recursively; names starting with '.'
    (`Flair_subtrMeanDivStd` -> flair, subtrmeandivstd). Role by tokens, first match wins:
    lesion mask if a token is one of LESION_TOKENS (lesion, seg, gold, otmulticlass, ...);
    brain mask if one is in BRAIN_MASK_TOKENS (brainmask, mask, dlmuse); otherwise an image.
+   A name pattern given for a role (`MaskPatterns`; `lightwork prepare --brain-mask-pattern GLOB
+   --lesion-mask-pattern GLOB`: shell globs matched case-insensitively against file names, e.g.
+   `mask.nii.gz`, `*_seg.nii.gz`) overrides the tokens:
+   a matching file has that role, and a file the tokens give that role but the pattern does not
+   match is not used at all (e.g. a tool's `x_Prediction_mask.nii.gz` beside `mask.nii.gz`).
 3. A folder other than SRC itself and not named as a label folder (LABEL_FOLDERS) is a *case
    folder* (one case, id = its path) when it holds a mask file, or exactly one image, or images
    of two or more modalities (MODALITY_TOKENS).
@@ -25,7 +30,11 @@ The rules, applied to every file below SRC (recursively; names starting with '.'
    when the case is prepared); else a folder on the case's path (SRC's own name included)
    named as in LABEL_FOLDERS (NORMAL -> 0, PNEUMONIA -> 1, ...); else unknown (None).
 7. Case ids are the path relative to SRC with '/' replaced by '_' and characters other than
-   letters, digits, '.', '_' and '-' replaced by '_'; two cases with one id is an error.
+   letters, digits, '.', '_' and '-' replaced by '_'. When several cases clean to one id
+   (`café-T1`, `cafè-T1`), each of them gets '-' and 8 hex digits of its path's sha256 appended,
+   so that every case keeps a stable id of its own.
+8. Symbolic links are followed (a cohort assembled from links to case folders); a link to a
+   folder that contains it (a cycle) is skipped with a warning.
 
 A case folder that breaks a rule (two images and no modality, two lesion masks, ...) becomes a
 case with a `problem`: `lightwork prepare` records it as failed and goes on.
@@ -33,6 +42,11 @@ case with a `problem`: `lightwork prepare` records it as failed and goes on.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
+import hashlib
+import logging
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -49,6 +63,9 @@ MODALITY_TOKENS = {
     "t1c": ("t1c", "t1ce", "t1gd"),
 }
 LABEL_FOLDERS = {"normal": 0, "healthy": 0, "pneumonia": 1, "abnormal": 1}
+ROLE_OPTIONS = {"brain_mask": "--brain-mask-pattern", "lesion": "--lesion-mask-pattern"}  # the CLI flag naming each mask
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,10 +90,32 @@ class _Entry:
     path: str  # relative to SRC, '/'-separated ('' for a DICOM series filling SRC itself)
     stem: str
     suffix: str
+    role: str | None  # 'image', 'brain_mask', 'lesion'; None: a mask the role's pattern does not name (unused)
 
     @property
     def tokens(self) -> tuple[str, ...]:
         return name_tokens(self.stem)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class MaskPatterns:
+    """Shell globs naming the brain mask and the lesion mask of a case by file name (rule 2)."""
+
+    brain_mask: str | None = None
+    lesion: str | None = None
+
+    def role(self, name: str, stem: str) -> str | None:
+        """The role of a file (or DICOM series folder) called `name` whose stem is `stem`."""
+        for role in ("lesion", "brain_mask"):
+            pattern = getattr(self, role)
+            if pattern and fnmatch.fnmatchcase(name.lower(), pattern.lower()):
+                return role
+        role = role_of(stem)
+        return None if role != "image" and getattr(self, role) else role
 
 
 def name_tokens(stem: str) -> tuple[str, ...]:
@@ -109,19 +148,47 @@ def case_id_of(relative: str) -> str:
 
 
 def list_files(src: str) -> list[str]:
-    """Paths of every file below `src`, relative to it ('/'-separated, sorted)."""
+    """Paths of every file below `src`, relative to it ('/'-separated, sorted); local symbolic
+    links are followed, except a link back to a folder it is inside (logged and skipped)."""
     fs, root = storage.filesystem(src)
     if not fs.isdir(root):
         raise ValueError(f"{src}: not a folder or bucket prefix")
+    if not storage.is_remote(src):
+        return sorted(_local_files(root))
     root = root.rstrip("/")
     return sorted(path[len(root):].lstrip("/") for path in fs.find(root))
 
 
-def discover_cases(src: str, modality: str | None = None, volumes: bool = True) -> list[CaseSource]:
+def _local_files(root: str) -> list[str]:
+    files: list[str] = []
+    pending = [(root, "", frozenset({_identity(root)}))]
+    while pending:
+        folder, relative, ancestors = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                path = f"{relative}{entry.name}"
+                if entry.is_dir():  # follows a symbolic link
+                    identity = _identity(entry.path)
+                    if identity in ancestors:
+                        log.warning("%s: skipped, a symbolic link to a folder that contains it (a cycle)", entry.path)
+                        continue
+                    pending.append((entry.path, f"{path}/", ancestors | {identity}))
+                elif entry.is_file():
+                    files.append(path)
+    return files
+
+
+def _identity(path: str) -> tuple[int, int]:
+    status = os.stat(path)
+    return status.st_dev, status.st_ino
+
+
+def discover_cases(src: str, modality: str | None = None, volumes: bool = True,
+                   masks: MaskPatterns = MaskPatterns()) -> list[CaseSource]:
     """The cases under `src` sorted by id (see the module docstring for the rules).
 
     `volumes`: True for 3D recipes (DICOM files of a folder form one series), False for 2D.
-    Raises ValueError when two cases would share an id.
+    `masks`: file name patterns of the brain mask and the lesion mask (rule 2), when given.
     """
     folders: dict[str, list[_Entry]] = defaultdict(list)
     for relative in list_files(src):
@@ -132,29 +199,43 @@ def discover_cases(src: str, modality: str | None = None, volumes: bool = True) 
         folder = relative.rsplit("/", 1)[0] if "/" in relative else ""
         if volumes and suffix in DICOM_SUFFIXES:
             parent = folder.rsplit("/", 1)[0] if "/" in folder else ""
-            entry = _Entry(folder, folder.rsplit("/", 1)[-1] or _name(src), "")
+            stem = folder.rsplit("/", 1)[-1] or _name(src)
+            entry = _Entry(folder, stem, "", masks.role(stem, stem))
             if entry not in folders[parent]:
                 folders[parent].append(entry)
             continue
-        folders[folder].append(_Entry(relative, name[: len(name) - len(suffix)], suffix))
-    masks_by_stem = {entry.stem.lower(): entry for entries in folders.values() for entry in entries if role_of(entry.stem) != "image"}
+        stem = name[: len(name) - len(suffix)]
+        folders[folder].append(_Entry(relative, stem, suffix, masks.role(name, stem)))
+    masks_by_stem = {entry.stem.lower(): entry for entries in folders.values() for entry in entries
+                     if entry.role not in ("image", None)}
     src_name = _name(src)
     cases: list[CaseSource] = []
     for folder, entries in sorted(folders.items()):
-        images = [e for e in entries if role_of(e.stem) == "image"]
-        masks = [e for e in entries if role_of(e.stem) != "image"]
+        images = [e for e in entries if e.role == "image"]
+        mask_entries = [e for e in entries if e.role not in ("image", None)]
         label = _folder_label(src_name, folder)
         modalities = set().union(*(modality_of(e.tokens) for e in images)) if images else set()
         label_folder = folder.rsplit("/", 1)[-1].lower() in LABEL_FOLDERS
-        if folder and images and not label_folder and (masks or len(images) == 1 or len(modalities) >= 2):
-            cases.append(_case_folder(src, folder, images, masks, modality, label))
+        if folder and images and not label_folder and (mask_entries or len(images) == 1 or len(modalities) >= 2):
+            cases.append(_case_folder(src, folder, images, mask_entries, modality, label))
         else:
             cases += [_flat_case(src, e, masks_by_stem, label) for e in images if matches_modality(e.tokens, modality)]
+    return sorted(_unique_ids(src, cases), key=lambda case: case.case_id)
+
+
+def _unique_ids(src: str, cases: list[CaseSource]) -> list[CaseSource]:
+    """The cases, those sharing an id renamed `<id>-<8 hex digits of their image path's sha256>` (rule 7)."""
     ids = [case.case_id for case in cases]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise ValueError(f"{src}: several cases would share the id(s) {', '.join(duplicates)}; rename or split the folder")
-    return sorted(cases, key=lambda case: case.case_id)
+    shared = {case_id for case_id in ids if ids.count(case_id) > 1}
+    for case_id in sorted(shared):
+        log.warning("%s: several cases clean to the id %s; each gets a suffix of its own", src, case_id)
+
+    def unique(case: CaseSource) -> CaseSource:
+        relative = case.image[len(str(src)):].strip("/")
+        digest = hashlib.sha256(relative.encode("utf-8")).hexdigest()[:8]
+        return dataclasses.replace(case, case_id=f"{case.case_id}-{digest}")
+
+    return [unique(case) if case.case_id in shared else case for case in cases]
 
 
 def _name(uri: str) -> str:
@@ -181,13 +262,14 @@ def _case_folder(src: str, folder: str, images: list[_Entry], masks: list[_Entry
     chosen = [e for e in images if matches_modality(e.tokens, modality)]
     problem = None
     if len(chosen) != 1:
-        names = ", ".join(e.path.rsplit("/", 1)[-1] for e in images)
+        names = ", ".join(e.name for e in images)
         problem = (f"no image matches modality {modality!r} among {names}" if not chosen and modality else
                    f"several images ({names}): choose one with --modality")
-    by_role = {role: [e for e in masks if role_of(e.stem) == role] for role in ("brain_mask", "lesion")}
+    by_role = {role: [e for e in masks if e.role == role] for role in ("brain_mask", "lesion")}
     for role, found in by_role.items():
         if len(found) > 1:
-            problem = problem or f"several {role.replace('_', ' ')} files: {', '.join(e.path for e in found)}"
+            problem = problem or (f"several {role.replace('_', ' ')} files ({', '.join(e.name for e in found)}): "
+                                  f"name the {role.replace('_', ' ')} with {ROLE_OPTIONS[role]} GLOB")
     image = _uri(src, chosen) if len(chosen) == 1 else storage.join(src, folder)
     return CaseSource(case_id, image, _uri(src, by_role["brain_mask"]), _uri(src, by_role["lesion"]), label, problem)
 
@@ -196,8 +278,8 @@ def _flat_case(src: str, entry: _Entry, masks_by_stem: dict[str, _Entry], label:
     found: dict[str, str] = {}
     prefix = entry.stem.lower() + "_"
     for stem, mask in masks_by_stem.items():
-        if stem.startswith(prefix) and role_of(stem[len(prefix):]) != "image":
-            found.setdefault(role_of(stem[len(prefix):]), _uri(src, [mask]))
+        if stem.startswith(prefix):
+            found.setdefault(mask.role, _uri(src, [mask]))
     without_suffix = entry.path[: len(entry.path) - len(entry.suffix)]
     return CaseSource(case_id_of(without_suffix or entry.stem), _uri(src, [entry]), found.get("brain_mask"),
                       found.get("lesion"), label)

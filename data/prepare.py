@@ -12,8 +12,10 @@ and options, and whose `.npz` still exists, is not prepared again.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +24,7 @@ from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.discover import CaseSource
 from lightwork.data.manifest import contiguous_folds
 from lightwork.data.recipes import RECIPE_VERSION, Recipe, recipe_options
+from lightwork.errors import UserError
 
 CASES_FOLDER = "cases"
 
@@ -38,6 +41,25 @@ class CaseResult:
 
 def array_uri(dst: str, case_id: str) -> str:
     return storage.join(dst, CASES_FOLDER, f"{case_id}.npz")
+
+
+def check_destination(dst: str) -> None:
+    """Raise UserError naming `dst` when prepared cases cannot be written there (a local path at or
+    under a regular file, a folder without write permission, a bucket refusing writes); run before
+    any case is prepared. Creates `dst` when it is missing."""
+    if not storage.is_remote(dst):
+        for folder in (dst, *map(str, Path(dst).parents)):
+            if os.path.exists(folder):
+                if not os.path.isdir(folder):
+                    raise UserError(f"{dst}: cannot be the destination folder, {folder} is a file")
+                break
+    probe = storage.join(dst, ".lightwork-write-check")
+    try:
+        storage.write_bytes(probe, b"")
+        fs, path = storage.filesystem(probe)
+        fs.rm_file(path)
+    except OSError as error:
+        raise UserError(f"{dst}: cannot write the prepared cases there ({type(error).__name__}: {error})") from error
 
 
 def checksum(files: dict[str, dict[str, bytes]]) -> str:

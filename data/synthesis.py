@@ -31,14 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightwork.anomalies.base import warm_up
+from lightwork.anomalies.registry import TASK_COUNT, warm_up
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
-from lightwork.data.phantom import smooth_noise
+from lightwork.data.phantom.fields import smooth_noise
 
 log = logging.getLogger(__name__)
 
-NUM_TASKS = 5
 VALIDATION_EPOCH = 2**40  # epoch index of validation version 0; training epochs stay far below
 CACHE_CASES = 32  # prepared cases a process keeps in memory (80x112x80: ~3 MB each)
 SOURCE_TRIES = 8  # draws of a readable blend source before a sample fails
@@ -146,11 +145,11 @@ class Synthesiser:
 
     def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
                  external: Sequence[str] = (), max_push: float = 5.0, cache_cases: int = CACHE_CASES) -> None:
-        from lightwork.anomalies import make_task
+        from lightwork.anomalies.registry import make_task
 
         self.tasks = tuple(int(task) for task in tasks)
-        if not self.tasks or any(task not in range(NUM_TASKS) for task in self.tasks):
-            raise ValueError(f"tasks must be a non-empty subset of 0-{NUM_TASKS - 1}, got {tasks}")
+        if not self.tasks or any(task not in range(TASK_COUNT) for task in self.tasks):
+            raise ValueError(f"tasks must be a non-empty subset of 0-{TASK_COUNT - 1}, got {tasks}")
         if not image_set:
             raise ValueError("the image set is empty: no case to synthesise from")
         self.seed = int(seed)

@@ -10,7 +10,6 @@ starve other stages (see shared/ray-notes.md).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +18,8 @@ import ray
 from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.evaluation import outputs
+from lightwork.training import runs
+from lightwork.training.folds import ENSEMBLE, model_key
 
 ACTOR_CPUS = 0.25
 
@@ -36,26 +37,14 @@ class FoldModel:
 
     @property
     def key(self) -> str:
-        return outputs.model_key(self.split, self.name)
+        return model_key(self.split, self.name)
 
 
 def run_fold_models(run_uri: str) -> list[FoldModel]:
-    """The fold models of `{run_uri}/folds.json` that have a best checkpoint, in file order."""
-    uri = storage.join(run_uri, "folds.json")
-    try:
-        folds = json.loads(storage.read_bytes(uri))
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{uri}: no folds.json (is {run_uri} a `lightwork train` run?)") from error
-    models = [FoldModel(f["split"], f["name"], f["best_checkpoint"], f.get("val_dice_threshold"))
-              for f in folds if f.get("best_checkpoint")]
-    if not models:
-        raise ValueError(f"{uri}: no fold has a best checkpoint; nothing to evaluate")
-    return models
-
-
-def ensemble_keys(models: list[FoldModel]) -> dict[str, str]:
-    """Split -> storage key of that split's ensemble."""
-    return {model.split: outputs.model_key(model.split, outputs.ENSEMBLE) for model in models}
+    """The fold models of training run `run_uri` that have a best checkpoint, in file order
+    (UserError when it is not a run or has none; see `lightwork.training.runs.read_trained_folds`)."""
+    return [FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold)
+            for record in runs.read_trained_folds(run_uri)]
 
 
 class FoldEnsemblePredictor:
@@ -93,7 +82,7 @@ class FoldEnsemblePredictor:
                     per_split.setdefault(model.split, []).append(prediction)
                     rows_add(rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction))
                 for split, predictions in per_split.items():
-                    key = outputs.model_key(split, outputs.ENSEMBLE)
+                    key = model_key(split, ENSEMBLE)
                     mean = np.mean(predictions, axis=0)
                     rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
             except Exception as error:  # one bad case never kills the run
@@ -142,28 +131,29 @@ def evaluate_run(models_uri: str, data_uri: str, out: str, predictions_uri: str 
                  with_baselines: bool = True) -> int:
     """Predict the usable cases of a test manifest with every fold model of a training run, score
     folds, ensembles and baselines, and write the report to `out`; returns the exit status (0 ok,
-    1 nothing to score, 2 some predictions failed: they are listed in the report). Needs Ray.
+    2 some predictions failed: they are listed in the report). Needs Ray. Raises UserError, before
+    any prediction, when `models_uri` is not a run or the test set has nothing to score against;
+    rows that failed in prepare are named on stderr and in the report.
 
     The Dice threshold, unless given, is the mean of the fold models' thresholds maximising Dice
     on their synthetic validation samples (honest: no test data involved).
     """
     import sys
 
-    from lightwork.data.manifest import read_manifest, usable
-    from lightwork.evaluation.evaluate import evaluate_predictions
+    from lightwork.evaluation.evaluate import evaluate_predictions, read_test_set
 
-    cases = usable(read_manifest(data_uri))
-    if not cases:
-        print(f"{data_uri}: no usable cases", file=sys.stderr)
-        return 1
+    cases, failed_note = read_test_set(data_uri)
     models = run_fold_models(models_uri)
+    if failed_note:
+        print(failed_note, file=sys.stderr)
     rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
     uris, errors = prediction_table(rows)
     for error in errors:
         print(f"prediction failed: {error}", file=sys.stderr)
     failed = {row["case_id"] for row in rows if row["error"]}
     scored = [case for case in cases if case["case_id"] not in failed]
-    notes = [f"Not scored, prediction failed: {error}" for error in errors]
+    notes = [failed_note] if failed_note else []
+    notes += [f"Not scored, prediction failed: {error}" for error in errors]
     recorded = [model.val_dice_threshold for model in models]
     if dice_threshold is None and recorded and None not in recorded:
         dice_threshold = sum(recorded) / len(recorded)

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 
 from lightwork.data import manifest, storage
-from lightwork.data.discover import discover_cases
-from lightwork.data.prepare import CaseResult, base_row, prepare_cases, with_folds
+from lightwork.data.discover import MaskPatterns, discover_cases
+from lightwork.data.prepare import CaseResult, base_row, check_destination, prepare_cases, with_folds
 from lightwork.data.recipes import Recipe
 
 CPUS_PER_CASE = 0.5
@@ -67,11 +67,12 @@ def previous_rows(dst: str) -> dict[str, dict]:
 
 def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = None, limit: int | None = None,
                     cpus_per_case: float = CPUS_PER_CASE, progress: bool = True,
-                    checkpoint_seconds: float = 30.0) -> PrepareSummary:
+                    checkpoint_seconds: float = 30.0, masks: MaskPatterns = MaskPatterns()) -> PrepareSummary:
     """Prepare every case under `src` into `dst` with one Ray task each (Ray must be initialised).
 
-    The manifest lists exactly the cases found now (the first `limit` when given). Raises
-    ValueError when `src` holds no case.
+    The manifest lists exactly the cases found now (the first `limit` when given); `masks` name
+    the mask files (lightwork.data.discover rule 2). Raises UserError, before any case is
+    prepared, when `dst` cannot be written, and ValueError when `src` holds no case.
     """
     import ray
     from tqdm import tqdm
@@ -79,7 +80,8 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
     clock = time.perf_counter()
     # Local paths become absolute: workers (and later jobs) may run in another working folder.
     src, dst = (uri if storage.is_remote(uri) else os.path.abspath(uri) for uri in (src, dst))
-    sources = discover_cases(src, modality, volumes=recipe.name == "brain")
+    check_destination(dst)
+    sources = discover_cases(src, modality, volumes=recipe.name == "brain", masks=masks)
     if limit is not None:
         sources = sources[:limit]
     if not sources:

@@ -14,10 +14,36 @@ from pathlib import Path
 import numpy as np
 
 from lightwork.data.cases import load_case
+from lightwork.data.manifest import read_manifest, usable
+from lightwork.errors import UserError
 from lightwork.evaluation import baselines, outputs, report
 from lightwork.evaluation.metrics import SetScorer
+from lightwork.training.folds import ENSEMBLE, parse_model_key
 
 MONTAGE_CASES = 4
+
+
+def read_test_set(data_uri: str) -> tuple[list[dict], str | None]:
+    """The usable rows of the test manifest at `data_uri`, and a line naming its failed rows (how
+    many, which, why; None when there are none) for the report and the console.
+
+    Raises:
+        UserError: no row is usable, or no usable case has a lesion mask or an image label (there
+            would be nothing to score the predictions against).
+    """
+    rows = read_manifest(data_uri)
+    cases = usable(rows)
+    failed = [row for row in rows if row["status"] != "ok"]
+    if not cases:
+        raise UserError(f"{data_uri}: no usable case to evaluate ({len(failed)} rows, all failed in prepare)")
+    if not any(row.get("has_lesion") or row.get("image_label") is not None for row in cases):
+        raise UserError(f"{data_uri}: none of the {len(cases)} usable cases has a lesion mask or an image label, "
+                        "so there is nothing to score against (prepare a test set with lesion masks or label folders)")
+    note = None
+    if failed:
+        note = f"Not evaluated, failed in prepare ({len(failed)}): " + "; ".join(
+            f"{row['case_id']} ({row.get('error') or 'no error recorded'})" for row in failed)
+    return cases, note
 
 
 def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str, str]], out_dir: str | Path,
@@ -49,14 +75,14 @@ def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str,
             scorer.add_case(case.case_id, scores, case.lesion, case.foreground, label)
     metrics = {"foreground_only": foreground_only, "splits": {}, "baselines": {}}
     for key, scorer in scorers.items():
-        folder, name = key.split("/", 1)
-        entry = metrics["splits"].setdefault(folder.removeprefix("split").replace("-", "/"), {"folds": {}})
-        if name == outputs.ENSEMBLE:
+        split, name = parse_model_key(key)
+        entry = metrics["splits"].setdefault(split, {"folds": {}})
+        if name == ENSEMBLE:
             entry["ensemble"] = scorer.summary()
         else:
             entry["folds"][name] = scorer.summary()
     metrics["baselines"] = {name: scorer.summary() for name, scorer in baseline_scorers.items()}
-    histograms = {key: s.pixels for key, s in scorers.items() if key.endswith(outputs.ENSEMBLE)}
+    histograms = {key: s.pixels for key, s in scorers.items() if parse_model_key(key)[1] == ENSEMBLE}
     histograms.update({f"baseline {name}": s.pixels for name, s in baseline_scorers.items()})
     if unscorable:
         notes.append(f"Not scored, no lesion mask and no image label ({len(unscorable)}): " + ", ".join(unscorable))
@@ -67,7 +93,7 @@ def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str,
 
 
 def _montages(cases: list[dict], prediction_uris: dict[str, dict[str, str]], scorers: dict[str, SetScorer]) -> dict:
-    ensembles = sorted(key for key in scorers if key.endswith(outputs.ENSEMBLE)) or sorted(scorers)
+    ensembles = sorted(key for key in scorers if parse_model_key(key)[1] == ENSEMBLE) or sorted(scorers)
     if not ensembles:
         return {}
     key = ensembles[0]

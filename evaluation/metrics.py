@@ -8,8 +8,8 @@ Scores are float predictions, ground truth is `lesion != 0` on the model grid. L
             when the case has no mask); score = mean prediction
 
 `ScoreHistogram` accumulates pixel scores per class in bounded memory (fixed bins on [0, 1]
-after clipping) and gives AP/AUROC from the histograms; `ExactScores` keeps every score for the
-exact scikit-learn path on small sets.
+after clipping) and gives AP/AUROC from the histograms; `SetScorer` also keeps every score while a
+test set is small, for the exact scikit-learn path.
 """
 
 from __future__ import annotations
@@ -73,28 +73,6 @@ def sample_label_and_score(prediction: np.ndarray, lesion: np.ndarray | None, im
         raise ValueError("a sample needs a lesion mask or an image-level label")
     values = prediction[region] if region is not None else prediction
     return label, float(np.mean(values, dtype=np.float64))
-
-
-def chunked_pixel_ap(volumes: list[tuple[np.ndarray, np.ndarray]], chunk_volumes: int = PAPER_CHUNK_VOLUMES,
-                     shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0) -> float:
-    """The paper's pixel AP: mean AP over chunks of `chunk_volumes` volumes, for `shuffles` orders.
-
-    `volumes` is a list of (lesion labels, scores) per volume (flattened inside). Each shuffle
-    permutes the volumes (numpy Generator seeded by `seed`) and cuts them into consecutive chunks
-    (the last may be shorter); chunks without any lesion voxel are skipped. NaN if none has one.
-    """
-    rng = np.random.default_rng(seed)
-    aps: list[float] = []
-    for _ in range(shuffles):
-        order = rng.permutation(len(volumes))
-        for start in range(0, len(order), chunk_volumes):
-            chunk = [volumes[i] for i in order[start:start + chunk_volumes]]
-            labels = np.concatenate([np.asarray(lab).ravel() != 0 for lab, _ in chunk])
-            scores = np.concatenate([np.asarray(sco, dtype=np.float64).ravel() for _, sco in chunk])
-            ap, _ = ap_auroc(labels, scores)
-            if not np.isnan(ap):
-                aps.append(ap)
-    return float(np.mean(aps)) if aps else float("nan")
 
 
 @dataclass
@@ -265,7 +243,10 @@ class SetScorer:
             self.case_scores[case_id]["dice"] = dice(values >= self.dice_threshold, labels)
 
     def chunked_pixel_ap(self, chunk_volumes: int = PAPER_CHUNK_VOLUMES, shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0) -> float:
-        """The paper's chunked pixel AP (see `chunked_pixel_ap`) from the per-volume histograms."""
+        """The paper's pixel AP from the per-volume histograms: the mean AP over chunks of
+        `chunk_volumes` volumes, for `shuffles` orders. Each shuffle permutes the volumes (numpy
+        Generator seeded by `seed`) and cuts them into consecutive chunks (the last may be shorter);
+        chunks without any lesion voxel are skipped. NaN if none has one."""
         rng = np.random.default_rng(seed)
         aps = []
         for _ in range(shuffles):

@@ -18,13 +18,7 @@ from scipy.ndimage import affine_transform
 
 from lightwork.data import storage
 from lightwork.data.cases import PreparedCase
-
-ENSEMBLE = "ensemble"
-
-
-def model_key(split: str, name: str) -> str:
-    """Storage-safe folder name of one model, e.g. `split1-4/split1-4_tasks0`."""
-    return f"split{split.replace('/', '-')}/{name}"
+from lightwork.training.folds import ENSEMBLE, model_key  # noqa: F401  (the key format is folds'; kept importable here)
 
 
 def grid_uri(out_uri: str, model: str, case_id: str) -> str:

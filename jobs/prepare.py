@@ -2,6 +2,7 @@
 
     lightwork prepare SRC DST --recipe brain|cxr [--modality flair|t1|t2|t1c] [--skull-stripped]
         [--normalised] [--shape 80,112,80] [--spacing 1.0] [--downsample 2] [--size 256] [--limit N]
+        [--brain-mask-pattern GLOB] [--lesion-mask-pattern GLOB]
 
 SRC and DST are local folders or s3:// prefixes. Writes DST/cases/<case_id>.npz and
 DST/manifest.parquet (see lightwork.data.manifest); the layouts SRC may have are the rules of
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="where prepared arrays and manifest.parquet go (local or s3://)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
     parser.add_argument("--modality", help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)")
+    parser.add_argument("--brain-mask-pattern", metavar="GLOB", help="file name of each case's brain mask, e.g. mask.nii.gz")
+    parser.add_argument("--lesion-mask-pattern", metavar="GLOB", help="file name of each case's lesion mask, e.g. '*_seg.nii.gz'")
     parser.add_argument("--skull-stripped", action="store_true", help="brain: images are skull-stripped (no brain mask needed)")
     parser.add_argument("--normalised", action="store_true", help="brain: intensities are already z-scored (skip the z-score)")
     parser.add_argument("--shape", type=parse_shape, help="brain: output grid, default 80,112,80")
@@ -52,13 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
 
+    from lightwork.data.discover import MaskPatterns
     from lightwork.distributed.pipeline import connect
     from lightwork.distributed.prepare import prepare_dataset
 
     started = connect(args.num_cpus)
     try:
         summary = prepare_dataset(args.src, args.dst, recipe, modality=args.modality, limit=args.limit,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress,
+                                  masks=MaskPatterns(args.brain_mask_pattern, args.lesion_mask_pattern))
     except ValueError as error:
         print(f"lightwork prepare: {error}", file=sys.stderr)
         return 1

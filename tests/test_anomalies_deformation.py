@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from lightwork.anomalies import registry
 from lightwork.anomalies.deformation import (
     DeformationParams,
     DeformationTask,
@@ -237,14 +238,13 @@ def test_changes_stay_inside_the_mask_and_apply_is_deterministic(task_id, spatia
 
 
 def test_deformation_tasks_through_make_task():
-    base = pytest.importorskip("lightwork.anomalies.base", reason="the task framework (anomalies/base.py) is missing")
     image = scipy.ndimage.gaussian_filter(np.random.default_rng(5).random((1, 40, 36)), (0, 2, 2)).astype(np.float32)
     foreground = np.zeros((40, 36), bool)
     foreground[4:36, 3:33] = True
     for name, task_id in (("sink", 2), ("source", 3)):
-        task = base.make_task(name, max_push=10.0)
+        task = registry.make_task(name, max_push=10.0)
         assert task.task_id == task_id and task.name == name and task.task.max_push == 10.0
-        assert base.make_task(task_id).task.max_push == 5.0
+        assert registry.make_task(task_id).task.max_push == 5.0
         anomalous, label = task(image, foreground, np.random.default_rng(6))
         again, label_again = task(image, foreground, np.random.default_rng(6))
         np.testing.assert_array_equal(anomalous, again)

@@ -30,10 +30,7 @@ def _phantom(seed: int, shape: tuple[int, ...], channels: int = 1) -> tuple[np.n
 
 
 def _task(name: str, dims: int) -> SyntheticTask:
-    if name in DEFORMATION:
-        pytest.importorskip("lightwork.anomalies.deformation")
-        return make_task(name)
-    if name == "intensity":
+    if name in DEFORMATION or name == "intensity":
         return make_task(name)
     shape = (40, 44) if dims == 2 else (22, 26, 20)
     sources = [_phantom(100 + index, shape) for index in range(2)]
@@ -208,7 +205,7 @@ def test_warm_up_loads_every_compiled_kernel():
     """In a fresh process no kernel is loaded; after warm_up every one is (so a synthesis actor's
     first batch does not pay for them)."""
     code = """
-from lightwork.anomalies.base import warm_up
+from lightwork.anomalies.registry import warm_up
 from lightwork.anomalies import intensity, label, patch
 kernels = [label._sweep_until_stable, label._flood_components, patch._cubic_sample, intensity._first_axis_squared,
            intensity._min_plus_passes]
@@ -283,8 +280,6 @@ def test_every_task_on_a_real_brain_volume_and_a_real_chest_xray(name, real_data
         real_data("brain", "lesion_brats2015", "brats_2013_pat0001_1", "Flair_subtrMeanDivStd.nii.gz"),
         real_data("cxr_kermany", "train", "NORMAL"),
     )
-    if name in DEFORMATION:
-        pytest.importorskip("lightwork.anomalies.deformation")
     task_id = TASK_NAMES.index(name)
     for image, foreground, external in images:
         if name in DEFORMATION:
@@ -296,3 +291,22 @@ def test_every_task_on_a_real_brain_volume_and_a_real_chest_xray(name, real_data
         np.testing.assert_array_equal(anomalous, replayed)
         assert _check_sample(image, foreground, anomalous, label, anomalies)
         assert label.max() > 0.05
+
+
+def test_the_registry_is_light_and_the_interface_imports_no_task():
+    """The task names and count load with numpy only (what folds and the CLI need); the interface
+    module loads no task module (tasks import the interface, the registry imports the tasks)."""
+    code = """
+import sys
+import lightwork.anomalies.registry, lightwork.training.folds
+heavy = sorted(name for name in sys.modules if name.startswith(("scipy", "numba", "torch", "lightwork.anomalies.base")))
+assert not heavy, heavy
+import lightwork.anomalies.base
+tasks = sorted(name for name in sys.modules if name.rsplit(".", 1)[-1] in ("blending", "deformation", "intensity"))
+assert not tasks, tasks
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from lightwork.anomalies.registry import TASK_COUNT, task_id_of
+
+    assert TASK_COUNT == len(TASK_NAMES) == 5
+    assert [task_id_of(name) for name in ("sink", "3", 4, np.int64(1))] == [2, 3, 4, 1]

@@ -8,6 +8,7 @@ from PIL import Image
 from scipy import ndimage
 
 from lightwork.data import phantom
+from lightwork.data.phantom import brain, chest
 
 
 def test_brain_case_is_deterministic_and_varies_between_subjects():
@@ -21,14 +22,14 @@ def test_brain_case_is_deterministic_and_varies_between_subjects():
 
 
 def test_brain_tissues_have_the_flair_like_order():
-    params = phantom.draw_brain_params(phantom.case_generator(3, "subject"), (32, 40, 32), 5.0)
-    anatomy = phantom.render_brain_anatomy(params)
-    mean = {label: anatomy.clean[anatomy.tissue == label].mean() for label in (phantom.CSF, phantom.GREY, phantom.WHITE)}
-    assert mean[phantom.CSF] < 0.6 < mean[phantom.WHITE] < mean[phantom.GREY]
+    params = brain.draw_brain_params(phantom.case_generator(3, "subject"), (32, 40, 32), 5.0)
+    anatomy = brain.render_brain_anatomy(params)
+    mean = {label: anatomy.clean[anatomy.tissue == label].mean() for label in (brain.CSF, brain.GREY, brain.WHITE)}
+    assert mean[brain.CSF] < 0.6 < mean[brain.WHITE] < mean[brain.GREY]
     assert (anatomy.clean[~anatomy.head] == 0).all()
     # the brain sits inside the head, with skull and scalp around it
     assert anatomy.brain.sum() < 0.7 * anatomy.head.sum()
-    assert (anatomy.tissue == phantom.SKULL).sum() > 0
+    assert (anatomy.tissue == brain.SKULL).sum() > 0
 
 
 def test_test_lesions_are_inside_the_brain_and_hyperintense():
@@ -45,22 +46,22 @@ def test_test_lesions_are_inside_the_brain_and_hyperintense():
 
 def test_chest_case_has_dark_lungs_and_lesions_in_them():
     case = phantom.make_chest_case(1, "chest", with_lesions=True)
-    params = phantom.draw_chest_params(phantom.case_generator(1, "chest"))
-    anatomy = phantom.render_chest_anatomy(params)
+    params = chest.draw_chest_params(phantom.case_generator(1, "chest"))
+    anatomy = chest.render_chest_anatomy(params)
     assert case.image.shape == phantom.CHEST_SHAPE and 0.0 <= case.image.min() and case.image.max() <= 1.0
     assert anatomy.clean[anatomy.lungs].mean() < anatomy.clean[anatomy.body & ~anatomy.lungs].mean() - 0.2
     assert case.lesion.any() and anatomy.lungs[case.lesion.astype(bool)].all()
 
 
 def test_written_cohort_is_readable_nifti_and_png(tmp_path):
-    brain = phantom.write_cohort(str(tmp_path / "brain"), "brain", num_healthy=2, num_test=1, seed=5)
-    volume = nib.load(f"{brain.test_uri}/{brain.test_ids[0]}/{phantom.BRAIN_IMAGE_FILE}")
+    brains = phantom.write_cohort(str(tmp_path / "brain"), "brain", num_healthy=2, num_test=1, seed=5)
+    volume = nib.load(f"{brains.test_uri}/{brains.test_ids[0]}/{phantom.BRAIN_IMAGE_FILE}")
     assert volume.shape == phantom.BRAIN_SHAPE and nib.aff2axcodes(volume.affine) == ("R", "A", "S")
-    lesion = nib.load(f"{brain.test_uri}/{brain.test_ids[0]}/{phantom.LESION_FILE}").get_fdata()
+    lesion = nib.load(f"{brains.test_uri}/{brains.test_ids[0]}/{phantom.LESION_FILE}").get_fdata()
     assert lesion.any() and set(np.unique(lesion)) <= {0.0, 1.0}
-    assert not (tmp_path / "brain" / "healthy" / brain.healthy_ids[0] / phantom.LESION_FILE).exists()
-    chest = phantom.write_cohort(str(tmp_path / "cxr"), "cxr", num_healthy=1, num_test=1, seed=5)
-    image = np.asarray(Image.open(f"{chest.healthy_uri}/{chest.healthy_ids[0]}/{phantom.CHEST_IMAGE_FILE}"))
+    assert not (tmp_path / "brain" / "healthy" / brains.healthy_ids[0] / phantom.LESION_FILE).exists()
+    chests = phantom.write_cohort(str(tmp_path / "cxr"), "cxr", num_healthy=1, num_test=1, seed=5)
+    image = np.asarray(Image.open(f"{chests.healthy_uri}/{chests.healthy_ids[0]}/{phantom.CHEST_IMAGE_FILE}"))
     assert image.shape == phantom.CHEST_SHAPE and image.dtype == np.uint8 and image.std() > 20
 
 

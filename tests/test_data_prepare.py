@@ -4,6 +4,7 @@ cohort with a corrupt file and a NaN volume, to a local folder and to a real S3 
 from __future__ import annotations
 
 import gzip
+import os
 
 import nibabel as nib
 import numpy as np
@@ -74,10 +75,40 @@ def test_discovery_of_dicom_series_and_flat_folders(tmp_path):
     assert [(c.case_id, c.image) for c in volumes] == [("s1", str(tmp_path / "series/s1")), ("s2", str(tmp_path / "series/s2"))]
     assert [c.case_id for c in discover_cases(str(tmp_path / "series"), volumes=False)] == ["s1_001", "s1_002", "s2"]  # s2 holds one image: a case folder
     assert [c.case_id for c in discover_cases(str(tmp_path / "flat"))] == ["a", "b"]
-    with pytest.raises(ValueError, match="share the id"):
-        discover_cases(str(tmp_path / "dup"))
+    # x/a.nii and x_a.nii both clean to x_a: each gets a stable suffix of its own, x_b keeps its id.
+    assert [(c.case_id, c.image.rsplit("dup/", 1)[1]) for c in discover_cases(str(tmp_path / "dup"))] == [
+        ("x_a-4b995322", "x/a.nii"), ("x_a-8c6f66a2", "x_a.nii"), ("x_b", "x/b.nii")]
     with pytest.raises(ValueError, match="not a folder"):
         discover_cases(str(tmp_path / "absent"))
+
+
+def test_discovery_follows_symbolic_links_and_skips_a_cycle(tmp_path, caplog):
+    touch(tmp_path, "store/p1/t1.nii.gz", "store/p1/brainmask.nii.gz", "store/p2/t1.nii.gz", "store/flat/IXI9-T1.nii.gz", "store/p1/notes.txt")
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    for name in ("p1", "p2", "flat"):
+        (cohort / name).symlink_to(tmp_path / "store" / name, target_is_directory=True)
+    (tmp_path / "store" / "p2" / "loop").symlink_to(cohort, target_is_directory=True)  # p2/loop -> cohort -> p2 ...
+    assert summary(discover_cases(str(cohort), "t1")) == {
+        "flat": ("IXI9-T1.nii.gz", None, None, None, None),
+        "p1": ("t1.nii.gz", "brainmask.nii.gz", None, None, None),
+        "p2": ("t1.nii.gz", None, None, None, None)}
+    assert f"{cohort}/p2/loop: skipped, a symbolic link to a folder that contains it (a cycle)" in caplog.text
+
+
+def test_mask_patterns_name_the_brain_mask_and_the_lesion_mask(tmp_path):
+    from lightwork.data.discover import MaskPatterns
+
+    touch(tmp_path, "c1/t1.nii.gz", "c1/mask.nii.gz", "c1/t1_Prediction_mask.nii.gz",
+          "c2/t1.nii.gz", "c2/MASK.nii.gz", "c2/t1_Prediction_mask.nii.gz", "c2/manual_roi.nii.gz")
+    clash = discover_cases(str(tmp_path))[0]
+    assert clash.problem == ("several brain mask files (mask.nii.gz, t1_Prediction_mask.nii.gz): "
+                             "name the brain mask with --brain-mask-pattern GLOB")
+    named = discover_cases(str(tmp_path), masks=MaskPatterns(brain_mask="mask.nii.gz"))
+    assert summary(named) == {"c1": ("t1.nii.gz", "mask.nii.gz", None, None, None),
+                              "c2": ("c2", "MASK.nii.gz", None, None, "several images (manual_roi.nii.gz, t1.nii.gz): choose one with --modality")}
+    both = discover_cases(str(tmp_path), masks=MaskPatterns(brain_mask="mask.nii.gz", lesion="*_roi.nii.gz"))
+    assert summary(both)["c2"] == ("t1.nii.gz", "MASK.nii.gz", "manual_roi.nii.gz", None, None)
 
 
 def test_discovery_of_the_real_data_sets(real_data):
@@ -218,3 +249,58 @@ def test_prepared_case_keeps_the_source_geometry(tmp_path):
     np.testing.assert_allclose(case.source_affine, original.affine)
     # Same grid here (5 mm, 32x40x32 around the brain): the lesion is the original one, shifted at most.
     assert case.lesion.sum() == (np.asanyarray(original.dataobj) != 0).sum()
+
+
+def test_prepare_checks_its_destination_before_any_case(tmp_path):
+    from lightwork.distributed.prepare import prepare_dataset
+    from lightwork.errors import UserError
+
+    src = str(tmp_path / "raw")
+    phantom.write_cohort(src, "brain", num_healthy=1, num_test=0, seed=5)
+    (tmp_path / "file").write_text("a regular file")
+    recipe = BrainRecipe(shape=(16, 20, 16), spacing_mm=5.0, downsample=2)
+    # Raised before discovery and before Ray is needed: no Ray is running in this test.
+    with pytest.raises(UserError, match=f"^{tmp_path}/file/prepared: cannot be the destination folder, {tmp_path}/file is a file$"):
+        prepare_dataset(src, str(tmp_path / "file" / "prepared"), recipe, progress=False)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not os.access(locked, os.W_OK):  # root may write anywhere
+            with pytest.raises(UserError, match=f"^{locked}/prepared: cannot write the prepared cases there"):
+                prepare_dataset(src, str(locked / "prepared"), recipe, progress=False)
+    finally:
+        locked.chmod(0o700)
+
+
+def write_named_case(root, folder: str, seed: int, **names: str) -> None:
+    """A demo brain case in `root/folder` with its files named `names` (role -> file name)."""
+    files = phantom.case_files(phantom.make_brain_case(seed, folder, with_lesions=False))
+    for role, name in names.items():
+        payload = files[phantom.BRAIN_IMAGE_FILE if role == "image" else phantom.BRAIN_MASK_FILE]
+        storage.write_bytes(storage.join(str(root), folder, name), payload)
+
+
+def test_prepare_with_clashing_ids_and_a_named_brain_mask(ray_session, tmp_path, capsys):
+    from lightwork.jobs import prepare
+
+    src, dst = tmp_path / "raw", str(tmp_path / "prepared")
+    write_named_case(src, "café-T1", 1, image="flair.nii.gz", mask="brainmask.nii.gz")
+    write_named_case(src, "cafè-T1", 2, image="flair.nii.gz", mask="brainmask.nii.gz")
+    write_named_case(src, "p3", 3, image="flair.nii.gz", mask="mask.nii.gz", prediction="flair_Prediction_mask.nii.gz")
+    assert prepare.main([str(src), dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "prepared 2, reused 0, failed 1 of 3 cases" in out
+    assert ("FAILED p3: case p3: several brain mask files (flair_Prediction_mask.nii.gz, mask.nii.gz): "
+            "name the brain mask with --brain-mask-pattern GLOB") in out
+    rows = read_manifest(dst)
+    ids = [row["case_id"] for row in rows]
+    assert [row["status"] for row in rows] == ["ok", "ok", "failed"] and ids[2] == "p3"
+    assert ids[0].startswith("caf_-T1-") and ids[1].startswith("caf_-T1-") and ids[0] != ids[1]
+    assert {row["source_uri"].rsplit("/", 2)[1] for row in rows[:2]} == {"café-T1", "cafè-T1"}
+
+    assert prepare.main([str(src), dst, "--recipe", "brain", *SMALL, "--no-progress", "--brain-mask-pattern", "*mask.nii.gz",
+                         "--lesion-mask-pattern", "*_Prediction_mask.nii.gz"]) == 0
+    assert "prepared 1, reused 2, failed 0 of 3 cases" in capsys.readouterr().out
+    p3 = read_manifest(dst)[2]
+    assert p3["status"] == "ok" and p3["has_lesion"] and p3["image_label"] == 1  # the brain mask as lesion: all brain

@@ -48,14 +48,20 @@ def test_sample_rule_any_pixel_or_image_label():
 
 
 def test_chunked_ap_averages_chunks_and_skips_lesion_free_chunks():
-    perfect = (np.array([1, 0]), np.array([0.9, 0.1]))
-    half = (np.array([1, 0]), np.array([0.1, 0.9]))  # AP 0.5
-    healthy = (np.array([0, 0]), np.array([0.3, 0.3]))
+    scorer = metrics.SetScorer()
+    scorer.add_case("perfect", np.array([0.9, 0.1]), np.array([1, 0], np.uint8))
+    scorer.add_case("half", np.array([0.1, 0.9]), np.array([1, 0], np.uint8))  # AP 0.5
+    scorer.add_case("healthy", np.array([0.3, 0.3]), np.array([0, 0], np.uint8))
     # one chunk per volume: mean of per-volume APs, the healthy one skipped
-    assert metrics.chunked_pixel_ap([perfect, half, healthy], chunk_volumes=1, shuffles=3) == pytest.approx(0.75)
+    assert scorer.chunked_pixel_ap(chunk_volumes=1, shuffles=3) == pytest.approx(0.75)
+    # two volumes a chunk: {perfect, half} gives the pooled AP of the two, {perfect, healthy} 1.0
+    # with {half} 0.5, {half, healthy} 0.5 with {perfect} 1.0: each order's chunks, averaged
+    two = metrics.ap_auroc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.1, 0.9]))[0]
+    assert scorer.chunked_pixel_ap(chunk_volumes=2, shuffles=1, seed=0) in (pytest.approx(two), pytest.approx(0.75))
     # one chunk of everything: the pooled AP
     pooled = metrics.ap_auroc(np.array([1, 0, 1, 0, 0, 0]), np.array([0.9, 0.1, 0.1, 0.9, 0.3, 0.3]))[0]
-    assert metrics.chunked_pixel_ap([perfect, half, healthy], chunk_volumes=20, shuffles=2) == pytest.approx(pooled)
+    assert scorer.chunked_pixel_ap(chunk_volumes=20, shuffles=2) == pytest.approx(pooled)
+    assert scorer.summary()["pixel_ap_chunked"] == pytest.approx(pooled)  # the paper's 20 volumes a chunk
 
 
 def test_histogram_agrees_with_exact_sklearn():

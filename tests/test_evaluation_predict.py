@@ -1,8 +1,6 @@
 """Prediction through real Ray Data with real (untrained, tiny) lightwork U-Net checkpoints loaded by
 `lightwork.models.load_model`, then scoring and the report."""
 
-import json
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -10,10 +8,13 @@ import torch
 
 from lightwork.data.cases import PreparedCase, load_case, save_case
 from lightwork.data.manifest import read_manifest, write_manifest
-from lightwork.distributed.predict import FoldModel, predict_cases, prediction_table, run_fold_models
+from lightwork.distributed.predict import evaluate_run, predict_cases, prediction_table, run_fold_models
+from lightwork.errors import UserError
 from lightwork.evaluation import outputs
 from lightwork.evaluation.evaluate import evaluate_predictions
 from lightwork.models import PRESETS, UNet, save_model
+from lightwork.training import runs
+from lightwork.training.folds import ENSEMBLE, model_key, parse_model_key, plan_split
 
 
 def tiny_unet(seed: int) -> UNet:
@@ -22,7 +23,9 @@ def tiny_unet(seed: int) -> UNet:
     return UNet(PRESETS["tiny"]).eval()
 
 
-def _dataset(tmp_path):
+def _dataset(tmp_path, failed: int = 0, labels: bool = True):
+    """Three 4x12x12 cases (case0 and case1 with a lesion mask unless `labels` is False, case2 with
+    none) and `failed` rows that failed in prepare, as manifest rows."""
     rows = []
     rng = np.random.default_rng(0)
     for index in range(3):
@@ -31,26 +34,32 @@ def _dataset(tmp_path):
         lesion[1:3, 3:6, 3:6] = index != 1
         image[0][lesion != 0] += 3
         source_affine = np.diag([2.0, 2.0, 2.0, 1.0])
-        case = PreparedCase(f"case{index}", image, np.ones((4, 12, 12), bool), None if index == 2 else lesion,
+        case = PreparedCase(f"case{index}", image, np.ones((4, 12, 12), bool), None if index == 2 or not labels else lesion,
                             affine=np.eye(4), source_affine=source_affine, source_shape=(2, 6, 6))
         uri = str(tmp_path / "data" / f"case{index}.npz")
         save_case(uri, case)
-        rows.append({"case_id": case.case_id, "array_uri": uri, "fold": index, "has_lesion": index != 2, "status": "ok"})
+        rows.append({"case_id": case.case_id, "array_uri": uri, "fold": index, "has_lesion": index != 2 and labels, "status": "ok"})
+    rows += [{"case_id": f"bad{index}", "status": "failed", "error": f"case bad{index}: not a readable NIfTI"} for index in range(failed)]
     write_manifest(str(tmp_path / "data"), rows)
-    return read_manifest(str(tmp_path / "data"))
+    return [row for row in read_manifest(str(tmp_path / "data")) if row["status"] == "ok"]
+
+
+def _run(tmp_path) -> str:
+    """A training run folder: folds 0 and 1 of split 1/4 with tiny checkpoints, fold 4 failed."""
+    records = [runs.FoldRecord.from_plan(plan) for plan in plan_split("1/4")]
+    for index in range(2):
+        path = tmp_path / "run" / f"fold{index}"
+        save_model(tiny_unet(index), str(path))
+        records[index].best_checkpoint, records[index].status = str(path), "done"
+        records[index].val_dice_threshold = 0.4 + 0.1 * index
+    records[4].status = "failed"
+    runs.write_folds(str(tmp_path / "run"), [records[0], records[1], records[4]])
+    return str(tmp_path / "run")
 
 
 def test_predict_ensemble_and_report(ray_session, tmp_path):
     cases = _dataset(tmp_path)
-    folds = []
-    for index in range(2):
-        path = tmp_path / "run" / f"fold{index}"
-        save_model(tiny_unet(index), str(path))
-        folds.append({"split": "1/4", "name": f"split1-4_tasks{index}", "index": index, "best_checkpoint": str(path), "status": "done",
-                      "val_dice_threshold": 0.4 + 0.1 * index})
-    folds.append({"split": "1/4", "name": "split1-4_tasks4", "index": 4, "best_checkpoint": None, "status": "failed"})
-    (tmp_path / "run" / "folds.json").write_text(json.dumps(folds))
-    models = run_fold_models(str(tmp_path / "run"))
+    models = run_fold_models(_run(tmp_path))
     assert [m.name for m in models] == ["split1-4_tasks0", "split1-4_tasks1"]
     assert [m.val_dice_threshold for m in models] == [0.4, 0.5]
 
@@ -59,7 +68,7 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
     rows = predict_cases(models, cases + [bad], out, actors=1)
     uris, errors = prediction_table(rows)
     assert len(errors) == 1 and "broken" in errors[0]
-    ensemble_key = outputs.model_key("1/4", outputs.ENSEMBLE)
+    ensemble_key = model_key("1/4", ENSEMBLE)
     assert set(uris) == {m.key for m in models} | {ensemble_key}
 
     case = load_case(cases[0]["array_uri"])
@@ -111,3 +120,38 @@ def test_2d_prediction_written_in_source_geometry(tmp_path):
     assert source.shape == (4, 4)
     np.testing.assert_allclose(source[1, 3], prediction[2, 6])  # source voxel j = model voxel 2j
     assert (tmp_path / "split1-4" / "ensemble" / "source" / "cxr0.png").stat().st_size > 0
+
+
+def test_evaluate_run_names_the_failed_manifest_rows(ray_session, tmp_path, capsys):
+    _dataset(tmp_path, failed=2)
+    assert evaluate_run(_run(tmp_path), str(tmp_path / "data"), str(tmp_path / "report"), with_baselines=False) == 0
+    line = ("Not evaluated, failed in prepare (2): bad0 (case bad0: not a readable NIfTI); "
+            "bad1 (case bad1: not a readable NIfTI)")
+    console = capsys.readouterr()
+    assert line in console.err.splitlines() and "1/4 ensemble: pixel AP" in console.out
+    assert line in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_evaluate_run_refuses_what_it_cannot_score(tmp_path):
+    """Each refusal comes before any prediction: no Ray is needed."""
+    _dataset(tmp_path, labels=False)
+    with pytest.raises(UserError, match=f"^{tmp_path}/data: none of the 3 usable cases has a lesion mask or an image label"):
+        evaluate_run(_run(tmp_path), str(tmp_path / "data"), str(tmp_path / "report"))
+    assert not (tmp_path / "report").exists()  # refused before any prediction
+    _dataset(tmp_path)
+    (tmp_path / "not-a-run").mkdir()
+    with pytest.raises(UserError, match=f"^{tmp_path}/not-a-run: not a lightwork training run \\(no folds.json there\\)$"):
+        evaluate_run(str(tmp_path / "not-a-run"), str(tmp_path / "data"), str(tmp_path / "report"))
+    runs.write_folds(str(tmp_path / "untrained"), [runs.FoldRecord.from_plan(plan_split("1/4")[0])])
+    with pytest.raises(UserError, match="untrained/folds.json: no fold has a best checkpoint yet"):
+        evaluate_run(str(tmp_path / "untrained"), str(tmp_path / "data"), str(tmp_path / "report"))
+    write_manifest(str(tmp_path / "failed"), [{"case_id": "bad0", "status": "failed", "error": "case bad0: empty"}])
+    with pytest.raises(UserError, match="failed: no usable case to evaluate \\(1 rows, all failed in prepare\\)"):
+        evaluate_run(_run(tmp_path), str(tmp_path / "failed"), str(tmp_path / "report"))
+
+
+def test_model_keys_are_made_and_parsed_in_one_place():
+    plan = plan_split("2/3")[9]
+    assert plan.name == "split2-3_tasks3-4" and model_key(plan.split, plan.name) == "split2-3/split2-3_tasks3-4"
+    assert parse_model_key(model_key(plan.split, plan.name)) == ("2/3", plan.name)
+    assert parse_model_key(model_key("4/1", ENSEMBLE)) == ("4/1", "ensemble")

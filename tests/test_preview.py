@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lightwork.anomalies.base import make_task
-from lightwork.anomalies.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
+from lightwork.anomalies import make_task
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.data.phantom import case_files, make_case
+from lightwork.data.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
 from lightwork.jobs.preview import main
 
 
@@ -79,7 +79,7 @@ def test_bad_requests_are_clear_errors(tmp_path, capsys):
     assert "mask shape (20, 20, 10) differs from the image's (20, 20, 20)" in capsys.readouterr().err
     assert main(["--input", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x.png")]) == 1
     assert "missing.nii.gz: no such file" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="unknown task 'warp'"):
+    with pytest.raises(ValueError, match="unknown anomaly task 'warp'; known tasks: 0 intra_blend"):
         task_ids(["warp"])
     assert task_ids(["all", "sink"]) == [0, 1, 2, 3, 4] and task_ids(["3", "intensity"]) == [3, 4]
 

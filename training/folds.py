@@ -5,6 +5,10 @@ tasks, the models are `itertools.combinations(range(5), T)` in lexicographic ord
 on the folds of its training tasks with those tasks, and validates on the remaining folds with the
 remaining tasks. When the validation image set would be larger than the training set, the two
 image sets swap; the tasks never swap.
+
+Names in storage are made here too: a split's tag (`"1/4"` <-> `split1-4`), a fold's name
+(`split1-4_tasks0`) and a model's key (`split1-4/split1-4_tasks0`, or `split1-4/ensemble` for the
+mean of a split's fold models), each with its parser.
 """
 
 from __future__ import annotations
@@ -12,8 +16,31 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-NUM_TASKS = 5
+from lightwork.anomalies.registry import TASK_COUNT
+
 SPLITS = {"1/4": 1, "2/3": 2, "3/2": 3, "4/1": 4}
+ENSEMBLE = "ensemble"  # the model name of a split's ensemble in a model key
+
+
+def split_tag(split: str) -> str:
+    """The filesystem-safe tag of a split: `"1/4"` -> `"split1-4"`."""
+    return f"split{split.replace('/', '-')}"
+
+
+def split_of_tag(tag: str) -> str:
+    """The split of a tag made by `split_tag`: `"split1-4"` -> `"1/4"`."""
+    return tag.removeprefix("split").replace("-", "/")
+
+
+def model_key(split: str, name: str) -> str:
+    """The storage key of one model of a split (a fold's name, or ENSEMBLE): `split1-4/split1-4_tasks0`."""
+    return f"{split_tag(split)}/{name}"
+
+
+def parse_model_key(key: str) -> tuple[str, str]:
+    """`(split, name)` of a key made by `model_key`: `"split1-4/ensemble"` -> `("1/4", "ensemble")`."""
+    tag, name = key.split("/", 1)
+    return split_of_tag(tag), name
 
 
 @dataclass(frozen=True)
@@ -37,7 +64,7 @@ class FoldPlan:
     @property
     def name(self) -> str:
         """A stable, filesystem-safe name, e.g. `split1-4_tasks0-2`."""
-        return f"split{self.split.replace('/', '-')}_tasks{'-'.join(map(str, self.train_tasks))}"
+        return f"{split_tag(self.split)}_tasks{'-'.join(map(str, self.train_tasks))}"
 
 
 def parse_splits(spec: str) -> list[str]:
@@ -60,8 +87,8 @@ def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[Fol
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose from {list(SPLITS)}")
     plans = []
-    for index, train_tasks in enumerate(itertools.combinations(range(NUM_TASKS), SPLITS[split])):
-        val_tasks = tuple(task for task in range(NUM_TASKS) if task not in train_tasks)
+    for index, train_tasks in enumerate(itertools.combinations(range(TASK_COUNT), SPLITS[split])):
+        val_tasks = tuple(task for task in range(TASK_COUNT) if task not in train_tasks)
         train_folds, val_folds = train_tasks, val_tasks
         if fold_sizes is not None:
             size = lambda folds: sum(fold_sizes.get(fold, 0) for fold in folds)  # noqa: E731

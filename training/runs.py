@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from lightwork.data import storage
+from lightwork.errors import UserError
 from lightwork.training.folds import FoldPlan
 
 CONFIG_FILE = "config.yaml"
@@ -65,7 +66,22 @@ def read_folds(run: str) -> list[FoldRecord]:
     try:
         return [FoldRecord(**record) for record in json.loads(storage.read_bytes(uri))]
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{uri}: not a lightwork folds.json: {error}") from error
+        raise UserError(f"{uri}: not a lightwork folds.json: {error}") from error
+
+
+def read_trained_folds(run: str) -> list[FoldRecord]:
+    """The fold records of run folder `run` that have a best checkpoint, in file order.
+
+    Raises:
+        UserError: `run` is not a `lightwork train` run (no folds.json), or no fold has a checkpoint.
+    """
+    uri = storage.join(run, FOLDS_FILE)
+    if not storage.exists(uri):
+        raise UserError(f"{run}: not a lightwork training run (no {FOLDS_FILE} there)")
+    trained = [record for record in read_folds(run) if record.best_checkpoint]
+    if not trained:
+        raise UserError(f"{uri}: no fold has a best checkpoint yet; nothing to evaluate")
+    return trained
 
 
 def write_folds(run: str, records: list[FoldRecord]) -> None:

@@ -35,7 +35,7 @@ from pathlib import PurePosixPath
 import numpy as np
 import scipy.ndimage
 
-from lightwork.anomalies.base import TASK_NAMES, make_task
+from lightwork.anomalies.registry import TASK_COUNT, TASK_NAMES, make_task, task_id_of
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.data.readers import read_image, suffix_of, voxel_spacing
 from lightwork.data.recipes import HoleFilledForeground, Resample, Sample, ZScore, compose
@@ -105,15 +105,7 @@ def task_ids(names: Sequence[str | int]) -> list[int]:
     """Task ids from names, ids (as int or digit strings) or "all"; ValueError on an unknown one."""
     ids: list[int] = []
     for name in names:
-        text = str(name)
-        if text == "all":
-            ids.extend(range(len(TASK_NAMES)))
-        elif text.isdigit() and int(text) < len(TASK_NAMES):
-            ids.append(int(text))
-        elif text in TASK_NAMES:
-            ids.append(TASK_NAMES.index(text))
-        else:
-            raise ValueError(f"unknown task {text!r}: use a name ({', '.join(TASK_NAMES)}), an id 0-4 or 'all'")
+        ids.extend(range(TASK_COUNT) if str(name) == "all" else [task_id_of(name)])
     return list(dict.fromkeys(ids))
 
 

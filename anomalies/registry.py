@@ -1,0 +1,114 @@
+"""The synthetic anomaly tasks by id and name, and their parameters: the one place they are decided.
+
+Tasks have fixed ids and names (folds refer to the ids): 0 intra_blend, 1 inter_blend, 2 sink,
+3 source, 4 intensity. `make_task(name_or_id, **params)` builds one (a `SyntheticTask`, see
+`lightwork.anomalies.base`):
+    intra_blend / inter_blend: sources=..., mix_gradients=True (lightwork.anomalies.blending)
+    sink / source: max_push=5.0 (brain; 10 for chest X-rays) (lightwork.anomalies.deformation)
+    intensity: no parameters (lightwork.anomalies.intensity)
+
+Importing this module is light (numpy only): each task's module is imported when it is first built.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lightwork.anomalies.base import AnomalyTask, SyntheticTask
+
+TASK_NAMES = ("intra_blend", "inter_blend", "sink", "source", "intensity")  # a task's id is its position
+TASK_COUNT = len(TASK_NAMES)
+
+TaskFactory = Callable[..., "AnomalyTask"]
+_REGISTRY: dict[int, tuple[str, TaskFactory]] = {}
+_REGISTRY: dict[int, tuple[str, TaskFactory]] = {}
+
+
+def register_task(task_id: int, name: str, factory: TaskFactory) -> None:
+    """Register `factory(**params) -> AnomalyTask` under a fixed id and name (replacing any
+    previous registration of that id; a name may not move to another id)."""
+    for other_id, (other_name, _) in _REGISTRY.items():
+        if other_name == name and other_id != task_id:
+            raise ValueError(f"task name {name!r} is already registered with id {other_id}")
+    _REGISTRY[int(task_id)] = (name, factory)
+
+
+def task_id_of(name_or_id: str | int) -> int:
+    """The id of the task with this name or id (an int, or a string of digits).
+
+    Raises:
+        ValueError: an unknown task, naming the known ones.
+    """
+    if isinstance(name_or_id, str):
+        found = [task_id for task_id, (name, _) in _REGISTRY.items() if name == name_or_id]
+        if found:
+            return found[0]
+        if name_or_id.isdigit() and int(name_or_id) in _REGISTRY:
+            return int(name_or_id)
+    elif isinstance(name_or_id, (int, np.integer)) and int(name_or_id) in _REGISTRY:
+        return int(name_or_id)
+    known = ", ".join(f"{task_id} {name}" for task_id, (name, _) in sorted(_REGISTRY.items()))
+    raise ValueError(f"unknown anomaly task {name_or_id!r}; known tasks: {known}")
+
+
+def make_task(name_or_id: str | int, **params: Any) -> SyntheticTask:
+    """The task with this id or name, built with `params` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown task, or parameters the task does not take.
+    """
+    from lightwork.anomalies.base import SyntheticTask
+
+    name, factory = _REGISTRY[task_id_of(name_or_id)]
+    try:
+        inspect.signature(factory).bind(**params)
+    except TypeError as error:
+        raise ValueError(f"task {name!r} does not take the parameters {sorted(params)}: {error}") from None
+    return SyntheticTask(factory(**params))
+
+
+# Built-in tasks; each factory imports its module on first use so importing the package stays light.
+def _blend(task_id: int) -> TaskFactory:
+    def factory(sources: Sequence | Callable | None = None, mix_gradients: bool = True) -> AnomalyTask:
+        from lightwork.anomalies.blending import PoissonBlendTask
+
+        return PoissonBlendTask(task_id, sources, mix_gradients)
+
+    return factory
+
+
+def _deformation(task_id: int) -> TaskFactory:
+    def factory(max_push: float = 5.0) -> AnomalyTask:
+        from lightwork.anomalies.deformation import DeformationTask
+
+        return DeformationTask(task_id, max_push)
+
+    return factory
+
+
+def _intensity() -> AnomalyTask:
+    from lightwork.anomalies.intensity import IntensityTask
+
+    return IntensityTask()
+
+
+register_task(0, TASK_NAMES[0], _blend(0))
+register_task(1, TASK_NAMES[1], _blend(1))
+register_task(2, TASK_NAMES[2], _deformation(2))
+register_task(3, TASK_NAMES[3], _deformation(3))
+register_task(4, TASK_NAMES[4], _intensity)
+
+
+def warm_up() -> None:
+    """Run every task once on a small generated image, so that the compiled kernels (numba: read
+    from its on-disk cache, or compiled on a machine's first run) are loaded before the first real
+    sample: a synthesis worker calls this while it starts, not during its first batch."""
+    image = np.random.default_rng(0).random((1, 24, 24), dtype=np.float32)
+    for task_id in range(TASK_COUNT):
+        task = make_task(task_id, sources=[image]) if task_id in (0, 1) else make_task(task_id)
+        task(image, None, np.random.default_rng(task_id))

@@ -1,0 +1,84 @@
+"""No import cycles (lazy imports inside functions included) among the modules of anomalies, data,
+evaluation and training, and none between those packages and any other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKED = ("anomalies", "data", "evaluation", "training")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the lightwork modules it imports, for every module of the package."""
+    packages = [top for top in REPO.iterdir() if (top / "__init__.py").is_file() and top.name not in ("tests", "benchmarks")]
+    paths = {}
+    for path in [*REPO.glob("*.py"), *(path for package in packages for path in package.rglob("*.py"))]:
+        parts = path.relative_to(REPO).with_suffix("").parts
+        paths[".".join(("lightwork", *parts)).removesuffix(".__init__")] = path
+
+    def module_of(name: str) -> str | None:  # "lightwork.data.storage.join" -> "lightwork.data.storage"
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for target in filter(None, map(module_of, (t for t in targets if t.startswith("lightwork")))):
+                if target != name and not name.startswith(f"{target}."):  # a module's own package runs first anyway
+                    graph[name].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycle_among_or_through_the_checked_packages():
+    graph = import_graph()
+    assert "lightwork.anomalies.registry" in graph and "lightwork.data.phantom.brain" in graph
+    checked = {f"lightwork.{name}" for name in CHECKED}
+    module_cycles = [c for c in cycles(graph) if any(package_of(m) in checked for m in c)]
+    assert not module_cycles, module_cycles
+    packages: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        packages.setdefault(package_of(module), set()).update(package_of(t) for t in targets if package_of(t) != package_of(module))
+    package_cycles = [c for c in cycles(packages) if checked & set(c)]
+    assert not package_cycles, package_cycles
