@@ -382,6 +382,8 @@ def test_head_takes_no_work_and_workers_autoscale(name):
     assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
     assert spec["enableInTreeAutoscaling"] is True
     assert spec["autoscalerOptions"]["idleTimeoutSeconds"] > 0
+    # autoscaler v2: the one lightwork can ask whether it can add a trial's bundle
+    assert spec["autoscalerOptions"]["version"] == "v2"
     for worker in spec["workerGroupSpecs"]:
         assert 0 <= worker["minReplicas"] <= worker.get("replicas", 0) <= worker["maxReplicas"]
         assert worker["maxReplicas"] > worker["minReplicas"], f"{worker['groupName']} cannot scale"
