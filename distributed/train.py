@@ -108,6 +108,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(settings.seed)
     model = UNet(config.model)
+    # A GPU Ray granted is used only where torch can drive it (a fake or unsupported GPU trains on CPU).
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     trainer = FoldTrainer(model, settings, device)
     if world > 1:
@@ -130,7 +131,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for _ in range(steps):
             batch = next(batch_iterator, None)
             if batch is None:
-                batch_iterator = iter(train_shard.iter_torch_batches(batch_size=settings.batch_size, drop_last=True))
+                batch_iterator = iter(train_shard.iter_torch_batches(batch_size=settings.batch_size, drop_last=True,
+                                                                           device=device))
                 batch = next(batch_iterator, None)
                 if batch is None:
                     raise ValueError(f"{loop_config['fold_name']}: the training stream yields no full batch "
@@ -138,7 +140,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             yield batch
 
     def val_batches(epoch: int):
-        return val_shard.iter_torch_batches(batch_size=settings.val_batch_size)
+        return val_shard.iter_torch_batches(batch_size=settings.val_batch_size, device=device)
 
     events = _Events(loop_config["fold_uri"], loop_config["fold_name"]) if rank == 0 else None
 
