@@ -30,7 +30,7 @@ import ray
 import torch
 from ray import train, tune
 
-from lightwork.config import RunConfig, config_from_dict, save_config
+from lightwork.config import RunConfig, config_from_dict, resolve_data, save_config
 from lightwork.data import manifest, storage
 from lightwork.distributed import stream
 from lightwork.models import UNet, save_model
@@ -146,10 +146,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     settings = config.train
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(config.seed)
     model = UNet(config.model)
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    trainer = FoldTrainer(model, settings, device)
+    trainer = FoldTrainer(model, settings, device, seed=config.seed)
     if world > 1:
         trainer.sum_over_workers = _all_reduce_sum
     saved = train.get_checkpoint()
@@ -285,12 +285,14 @@ def _as_uri(run: str, path: str) -> str:
     return path if "://" in path else f"{scheme}://{path}"
 
 
-def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs.FoldRecord]:
+def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
     Ray cluster; write `config.yaml` and `folds.json` under `{storage_path}/{name}`; return the records.
 
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
+    config = resolve_data(config)
+    seed = config.seed
     run = runs.run_uri(config.storage_path, config.name)
     usable = manifest.usable(manifest.read_manifest(config.data.manifest))
     rows = manifest.healthy(usable)
@@ -304,6 +306,9 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs
     for row in rows:
         fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
+    if dry_run:
+        print(f"dry run: {len(plans)} folds of {split_spec} planned, nothing trained")
+        return [runs.FoldRecord.from_plan(plan) for plan in plans]
     save_config(config, storage.join(run, runs.CONFIG_FILE))
     records = {plan.name: _read_record(run, plan) for plan in plans}
     todo = [plan for plan in plans if records[plan.name].status != "done"]
