@@ -16,6 +16,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+
 def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
     """Attach to this process's Ray cluster or start a local one (see the module docstring).
 

@@ -114,20 +114,22 @@ def training_config(request: PipelineRequest) -> RunConfig:
     """The run's training config: trained on RUN/prepared/healthy, results under RUN/train."""
     data = dataclasses.replace(request.config.data, manifest=storage.join(request.run, "prepared", "healthy"))
     config = dataclasses.replace(request.config, data=data, storage_path=request.run, name="train")
-    if request.config.data.recipe or not storage.exists(data.manifest):
-        return config
-    return resolve_data(config)  # the data of an earlier run: compare like with like
+    from lightwork.data.manifest import manifest_uri
+
+    if not storage.exists(manifest_uri(data.manifest)):
+        return config  # not prepared yet: train_splits resolves it
+    return resolve_data(config)  # prepared by an earlier run: compare like with like
 
 
 def run_pipeline(request: PipelineRequest) -> PipelineResult:
     """Run every step of the main job up to `request.until`; returns where the outputs are."""
+    check_request(request)  # before Ray is even imported
     from lightwork.data.recipes import make_recipe
     from lightwork.distributed.cluster import connected
     from lightwork.distributed.predict import evaluate_run
     from lightwork.distributed.prepare import prepare_dataset
     from lightwork.distributed.train import train_splits
 
-    check_request(request)
     last = STEPS.index(request.until)
     run, seconds = request.run, {}
     if request.fresh and not request.dry_run:

@@ -285,6 +285,21 @@ def _as_uri(run: str, path: str) -> str:
     return path if "://" in path else f"{scheme}://{path}"
 
 
+class _FoldLines(tune.Callback):
+    """One console line per finished fold (its record's summary line), printed by the driver."""
+
+    def __init__(self, run: str, plans: dict[str, FoldPlan]) -> None:
+        self.run, self.plans = run, plans
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        record = _read_record(self.run, self.plans[trial.config["fold"]])
+        best = "-" if record.best_val_loss is None else f"{record.best_val_loss:.5f}"
+        error = f" ({record.error})" if record.error else ""
+        print(f"fold {record.name}: {record.status}, {record.epochs} epochs, best val loss {best}{error}", flush=True)
+
+    on_trial_error = on_trial_complete
+
+
 def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
     Ray cluster; write `config.yaml` and `folds.json` under `{storage_path}/{name}`; return the records.
@@ -321,8 +336,9 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
         stream.plan_synthesis(resources.cpus_for_data)  # fails fast when no synthesis pool fits
         steps = {plan.name: max(1, sum(fold_sizes.get(f, 0) for f in plan.train_folds) // config.train.batch_size)
                  for plan in todo}
+        plans_by_name = {plan.name: plan for plan in todo}
         driver = tune.with_parameters(
-            _driver, config_dict=config.to_dict(), plans={plan.name: plan for plan in todo}, run=run, seed=seed,
+            _driver, config_dict=config.to_dict(), plans=plans_by_name, run=run, seed=seed,
             steps=steps, resources=resources,
             env={name: os.environ[name] for name in STORAGE_ENV if name in os.environ})
         storage_path, filesystem = _ray_storage(run)
@@ -332,7 +348,8 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
             tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
             run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,
                                       storage_filesystem=filesystem,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[_FoldLines(run, plans_by_name)]),
         )
         tuner.fit()
         records = {plan.name: _read_record(run, plan) for plan in plans}

@@ -37,7 +37,7 @@ def build_parser():
                         help="local folder or s3:// prefix for prepared data, checkpoints and the report")
     parser.add_argument("--name", default=None, help="run name (default: from the config, split and seed); "
                         "re-running with the same name resumes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the run (and of the demo cohort)")
+    parser.add_argument("--seed", type=int, help="seed of the run and of the demo cohort; overrides the config's seed")
     parser.add_argument("--until", choices=["generate", "prepare", "train", "evaluate"], default="evaluate",
                         help="stop after this step (e.g. `--until generate` writes only the demo cohort)")
     parser.add_argument("--dry-run", action="store_true",
@@ -61,10 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     config_name = args.config or ("demo" if args.data is None else args.recipe)
     preset = config_name in PRESETS
     config = load_config(None if preset else config_name, preset=config_name if preset else None,
-                         overrides=[*args.overrides, f"seed={args.seed}"])
+                         overrides=[*args.overrides, *([] if args.seed is None else [f"seed={args.seed}"])])
     data, test_data = (None if uri is None else storage.normalise(uri) for uri in (args.data, args.test_data))
     name = args.name or default_run_name("demo" if data is None else args.recipe, args.config or args.recipe,
-                                         args.split, args.seed)
+                                         args.split, config.seed)
     request = PipelineRequest(
         config=config, data=data, test_data=test_data, recipe=args.recipe, split=args.split,
         run=storage.join(storage.normalise(args.storage), name), num_cpus=args.num_cpus, until=args.until,

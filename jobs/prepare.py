@@ -36,12 +36,17 @@ def build_parser():
     parser.add_argument("src", help="raw cases: a local folder or s3://bucket/prefix")
     parser.add_argument("dst", help="where prepared arrays and manifest.parquet go (local or s3://)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
-    parser.add_argument("--modality", help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)")
-    parser.add_argument("--skull-stripped", action="store_true", help="brain: images are skull-stripped (no brain mask needed)")
-    parser.add_argument("--normalised", action="store_true", help="brain: intensities are already z-scored (skip the z-score)")
+    parser.add_argument("--modality",
+                        help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="brain: images are skull-stripped (no brain mask needed)")
+    parser.add_argument("--normalised", action="store_true",
+                        help="brain: intensities are already z-scored (skip the z-score)")
     parser.add_argument("--shape", type=parse_shape, help="brain: output grid (recipe default 80,112,80)")
-    parser.add_argument("--spacing", type=float, help="brain: resampling spacing in mm before downsampling (recipe default 1.0)")
-    parser.add_argument("--downsample", type=int, help="brain: integer downsampling factor after cropping (recipe default 2)")
+    parser.add_argument("--spacing", type=float,
+                        help="brain: resampling spacing in mm before downsampling (recipe default 1.0)")
+    parser.add_argument("--downsample", type=int,
+                        help="brain: integer downsampling factor after cropping (recipe default 2)")
     parser.add_argument("--size", type=int, help="cxr: output side in pixels (recipe default 256)")
     parser.add_argument("--limit", type=int, help="prepare only the first N cases (sorted by id)")
     parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
@@ -53,8 +58,8 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    options = {"skull_stripped": args.skull_stripped or None, "normalised": args.normalised or None, "shape": args.shape,
-               "spacing_mm": args.spacing, "downsample": args.downsample, "size": args.size}
+    options = {"skull_stripped": args.skull_stripped or None, "normalised": args.normalised or None,
+               "shape": args.shape, "spacing_mm": args.spacing, "downsample": args.downsample, "size": args.size}
     try:
         recipe = make_recipe(args.recipe, **options)
     except ValueError as error:

@@ -12,7 +12,12 @@ import pytest
 import yaml
 
 from lightwork.config import (
-    MAX_PUSH, check_saved, load_config, resolve_data, result_differences, save_config,
+    MAX_PUSH,
+    check_saved,
+    load_config,
+    resolve_data,
+    result_differences,
+    save_config,
 )
 from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, save_case

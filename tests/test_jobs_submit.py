@@ -78,7 +78,8 @@ def ray_head():
         f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
         "--disable-usage-stats",
     ]
-    starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = starter.communicate(timeout=60)
         assert starter.returncode == 0, f"ray start failed:\n{output}"

@@ -10,8 +10,8 @@ from PIL import Image
 from lightwork.anomalies.base import make_task
 from lightwork.anomalies.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
 from lightwork.anomalies.seeding import sample_generator
-from lightwork.data.phantom import case_files, make_case
 from lightwork.cli import main as cli
+from lightwork.data.phantom import case_files, make_case
 from lightwork.jobs.preview import main
 
 
