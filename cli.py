@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import typing
 
 from lightwork import __version__
 from lightwork.errors import UserError
@@ -35,9 +36,16 @@ class _ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (and exit status 2), not the usage."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def job_parser(name: str, description: str) -> argparse.ArgumentParser:
-    """The argument parser of subcommand `name`: its defaults shown in `--help`."""
-    return argparse.ArgumentParser(prog=f"lightwork {name}", description=description, formatter_class=_ShowDefaults)
+    """The argument parser of subcommand `name`: its defaults shown in `--help`, one-line errors."""
+    return _OneLineParser(prog=f"lightwork {name}", description=description, formatter_class=_ShowDefaults)
 
 
 def _usage() -> str:

@@ -87,8 +87,14 @@ def default_run_name(source: str, config: str, split: str, seed: int) -> str:
 
 def check_request(request: PipelineRequest) -> None:
     """The mistakes that can be found before Ray starts; raises UserError."""
+    from lightwork.training.folds import parse_splits
+
     if request.until not in STEPS:
         raise UserError(f"unknown step {request.until!r}: choose from {', '.join(STEPS)}")
+    try:
+        parse_splits(request.split)
+    except ValueError as error:
+        raise UserError(f"--split {request.split}: {error}") from None
     dims = request.config.model.spatial_dims
     if RECIPE_OF_DIMS[dims] != request.recipe:
         raise UserError(f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "

@@ -17,6 +17,8 @@ import sys
 
 from lightwork.cli import job_parser
 from lightwork.config import PRESETS, check_saved, load_config, resolve_data
+from lightwork.errors import UserError
+from lightwork.training.folds import parse_splits
 
 
 def build_parser():
@@ -53,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.config in PRESETS
     config = load_config(None if preset else args.config, preset=args.config if preset else None,
                          overrides=run_overrides(args))
+    try:
+        parse_splits(args.split)
+    except ValueError as error:
+        raise UserError(f"--split {args.split}: {error}") from None
     config = resolve_data(config)  # before Ray starts: a model that does not fit the data fails here
     if args.print_config:
         print(config.to_yaml(), end="")

@@ -52,6 +52,15 @@ def test_missing_inputs_are_one_line_and_exit_2(capsys, tmp_path):
     assert "no such folder or prefix" in one_line_error(
         capsys, ["prepare", str(tmp_path / "absent"), str(tmp_path / "out"), "--recipe", "cxr"])
     assert "unknown subcommand 'trian'" in one_line_error(capsys, ["trian"])
+    assert "--split 5/0: unknown split(s) ['5/0']" in one_line_error(capsys, ["train", "--config", "tiny", "--split",
+                                                                           "5/0"])
+
+
+def test_argument_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--seed", "x"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "lightwork train: argument --seed: invalid int value: 'x' (see --help)\n"
 
 
 def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
