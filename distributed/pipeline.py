@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 
 from lightwork.config import RECIPE_OF_DIMS, RunConfig, check_saved, resolve_data
-from lightwork.data import phantom, storage
+from lightwork.data import manifest, phantom, storage
 from lightwork.errors import UserError
+from lightwork.training.folds import parse_splits
 
 STEPS = ("generate", "prepare", "train", "evaluate")
 
@@ -87,8 +88,6 @@ def default_run_name(source: str, config: str, split: str, seed: int) -> str:
 
 def check_request(request: PipelineRequest) -> None:
     """The mistakes that can be found before Ray starts; raises UserError."""
-    from lightwork.training.folds import parse_splits
-
     if request.until not in STEPS:
         raise UserError(f"unknown step {request.until!r}: choose from {', '.join(STEPS)}")
     try:
@@ -99,8 +98,6 @@ def check_request(request: PipelineRequest) -> None:
     if RECIPE_OF_DIMS[dims] != request.recipe:
         raise UserError(f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "
                         f"{'2' if dims == 3 else '3'}D cases: choose a config of the recipe's kind")
-    from lightwork.data import manifest
-
     for group, source in (("healthy", request.data), ("test", request.test_data)):
         if source is None:
             continue
@@ -120,9 +117,7 @@ def training_config(request: PipelineRequest) -> RunConfig:
     """The run's training config: trained on RUN/prepared/healthy, results under RUN/train."""
     data = dataclasses.replace(request.config.data, manifest=storage.join(request.run, "prepared", "healthy"))
     config = dataclasses.replace(request.config, data=data, storage_path=request.run, name="train")
-    from lightwork.data.manifest import manifest_uri
-
-    if not storage.exists(manifest_uri(data.manifest)):
+    if not storage.exists(manifest.manifest_uri(data.manifest)):
         return config  # not prepared yet: train_splits resolves it
     return resolve_data(config)  # prepared by an earlier run: compare like with like
 
