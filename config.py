@@ -1,19 +1,51 @@
-"""One typed configuration for a training run (`lightwork.config`).
+"""One typed, validated description of a training run (`lightwork.config`).
 
-A run is described by `RunConfig` (sections `model` = `UNetConfig`, `train`, `data`, `resources`), built from a
-preset (`brain`, `cxr`, `demo`, `tiny`), optionally updated from a YAML file and from CLI overrides
-`section.field=value` (values parsed as YAML: `train.lr=1e-3`, `model.features=[8,16,32]`), and
-saved as `config.yaml` next to the run's results. Unknown keys are errors, never ignored.
+A run is described by `RunConfig` (the run `seed`, sections `model` = `UNetConfig`, `train`,
+`data`, `resources`), built from a preset (`brain`, `cxr`, `demo`, `tiny`), optionally updated
+from a YAML file and from CLI overrides `section.field=value` (values parsed as YAML:
+`train.lr=1e-3`, `model.features=[8,16,32]`), and saved whole as `config.yaml` next to the run's
+results, so that `lightwork train --config RUN/config.yaml` reproduces the run.
+
+Every value is checked when a RunConfig is built (type, range, choices): a bad one raises
+`lightwork.errors.UserError` with one line naming the key, the value and what is allowed. Unknown
+keys are errors, never ignored. `resolve_data` then checks the config against its prepared
+manifest (recipe, spatial dims, channels) and fills in what the data decides (`data.recipe`,
+`data.recipe_options`, `data.max_push`); `save_config` refuses to overwrite the saved record of a
+run with a description that would train other models (`result_differences`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import asdict, dataclass, field
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
 
 import yaml
+
+from lightwork.errors import UserError
+
+# The deformation tasks' largest push in voxels, per preprocessing recipe (method.md section 3):
+# brain volumes 5, chest X-rays 10. `data.max_push` is derived from this unless set.
+MAX_PUSH = {"brain": 5.0, "cxr": 10.0}
+# A recipe without its own value takes the value of the recipe with the same spatial dims.
+RECIPE_OF_DIMS = {3: "brain", 2: "cxr"}
+MIN_PUSH = 0.5  # voxels: the deformation tasks' smallest push (lightwork.anomalies.deformation)
+
+
+def derived_max_push(spatial_dims: int, recipe: str = "") -> float:
+    """The deformation tasks' largest push for data of `recipe`: `MAX_PUSH[recipe]`; a recipe
+    without its own value (or none given) takes that of the recipe with the same spatial dims."""
+    return MAX_PUSH.get(recipe, MAX_PUSH[RECIPE_OF_DIMS[spatial_dims]])
+
+
+def _spec(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any:
+    """A dataclass field with a validation rule: ge / gt / le (bounds), choices, nonempty."""
+    return field(default=default, default_factory=factory, metadata=rule)
 
 
 @dataclass
@@ -23,13 +55,13 @@ class UNetConfig:
 
     spatial_dims: 2 or 3. in_channels: image channels (the positional encoding adds D + 64).
     features: channels per resolution level, encoder level 0 first; the last entry is the
-    bottleneck; len(features) - 1 = number of downsamplings.
+    bottleneck; len(features) - 1 = number of downsamplings (at least 2 levels).
     """
 
-    spatial_dims: int = 3
-    in_channels: int = 1
-    out_channels: int = 1
-    features: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 320])
+    spatial_dims: int = _spec(3, choices=(2, 3))
+    in_channels: int = _spec(1, ge=1)
+    out_channels: int = _spec(1, ge=1)
+    features: list[int] = _spec(factory=lambda: [32, 64, 128, 256, 320], ge=1, min_len=2)
     positional_encoding: bool = True
 
     @staticmethod
@@ -55,33 +87,44 @@ MODEL_PRESETS: dict[str, UNetConfig] = {
 
 @dataclass
 class TrainSection:
-    """Optimisation, validation and stopping (method.md section 4). Steps are optimizer steps."""
+    """Optimisation, validation and stopping (method.md section 4). Steps are optimizer steps.
+    Random draws (initial weights, flips) come from the run's `RunConfig.seed`."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    warmup_steps: int = 100
-    warmup_start: float = 0.01
-    decay_steps: int = 8000
-    decay_factor: float = 0.1
-    lr_floor: float = 0.05  # fraction of lr (lr/20)
-    patience_steps: int = 5000
-    max_epochs: int = 10_000
-    max_steps: int | None = None
-    val_batch_size: int = 8
-    flip_last_axis: float = 0.0  # probability of flipping the last spatial axis (brain: 0.5)
+    lr: float = _spec(1e-3, gt=0)
+    weight_decay: float = _spec(0.0, ge=0)
+    batch_size: int = _spec(8, ge=1)
+    warmup_steps: int = _spec(100, ge=0)
+    warmup_start: float = _spec(0.01, gt=0, le=1)  # fraction of lr at step 0
+    decay_steps: int = _spec(8000, ge=1)
+    decay_factor: float = _spec(0.1, gt=0, le=1)
+    lr_floor: float = _spec(0.05, ge=0, le=1)  # fraction of lr (lr/20)
+    patience_steps: int = _spec(5000, ge=1)
+    max_epochs: int = _spec(10_000, ge=1)
+    max_steps: int | None = _spec(None, ge=1)
+    val_batch_size: int = _spec(8, ge=1)
+    flip_last_axis: float = _spec(0.0, ge=0, le=1)  # probability of flipping the last spatial axis (brain: 0.5)
     mixed_precision: bool = True  # bf16 autocast + channels-last on GPU; CPU always runs fp32
-    seed: int = 0
 
 
 @dataclass
 class DataSection:
-    """Where the prepared cases are and how samples are synthesised."""
+    """Where the prepared cases are and how samples are synthesised.
+
+    recipe / recipe_options: the preprocessing recipe of the prepared data and its options, as the
+    manifest records them. fingerprint: sha256 over the usable cases' ids and raw-file checksums
+    (other cases, other fingerprint). `resolve_data` fills the three; a config that names them must
+    match the data.
+    max_push: the deformation tasks' largest push in voxels; None = derived from the recipe
+    (`MAX_PUSH`: 5 brain, 10 cxr).
+    """
 
     manifest: str = ""
     external_manifest: str = ""  # external source for the inter-dataset blending task (1)
-    val_per_case: int = 1  # anomalous validation versions per validation case
-    max_push: float = 5.0  # deformation tasks: 5 brain, 10 CXR
+    val_per_case: int = _spec(1, ge=1)  # anomalous validation versions per validation case
+    recipe: str = ""
+    recipe_options: dict = _spec(factory=dict)
+    fingerprint: str = ""
+    max_push: float | None = _spec(None, gt=MIN_PUSH)
 
 
 @dataclass
@@ -89,33 +132,52 @@ class ResourcesSection:
     """What one trial (one fold model) needs; the cluster only decides how many run at once
     (`lightwork.distributed.resources`).
 
-    num_workers: Ray Train workers per trial (DDP when > 1); min_workers < num_workers makes the
-    worker group elastic. cpus_per_worker / gpus_per_worker: each worker's bundle (on one node);
-    gpus_per_worker None = 1 wherever the cluster has or its autoscaler can add GPUs, else 0.
-    data_cpus_per_trial: the CPUs of the synthesis stream that feeds one trial (Ray places its
-    actors on any node; on a fixed cluster the trials' streams share what the workers leave, at
-    least this much each). max_failures: restarts of a trial's Train worker group;
-    trial_max_failures: retries of a trial whose driver or node is lost (Tune).
+    num_workers: Ray Train workers per trial (DDP when > 1). min_workers: None = a fixed group of
+    num_workers; 1..num_workers makes the worker group elastic between the two.
+    cpus_per_worker: CPUs per Train worker. gpus_per_worker: GPUs per Train worker (a fraction
+    shares a GPU); None = 1 per worker wherever the cluster has or its autoscaler can add GPUs,
+    else 0. data_cpus_per_trial: CPUs of the synthesis stream that feeds one trial (Ray places its
+    actors on any node; on a fixed cluster the trials' streams share what the workers leave).
+    max_concurrent_trials: None = as many as fit. max_failures: restarts of a trial's Train
+    worker group; trial_max_failures: retries of a Tune trial.
     """
 
-    num_workers: int = 1
-    min_workers: int | None = None
-    cpus_per_worker: float = 1.0
-    data_cpus_per_trial: float = 1.0
-    gpus_per_worker: float | None = None
-    max_concurrent_trials: int | None = None
-    max_failures: int = 2
-    trial_max_failures: int = 2
+    num_workers: int = _spec(1, ge=1)
+    min_workers: int | None = _spec(None, ge=1)
+    cpus_per_worker: float = _spec(1.0, gt=0)
+    gpus_per_worker: float | None = _spec(None, ge=0)
+    data_cpus_per_trial: float = _spec(1.0, gt=0)
+    max_concurrent_trials: int | None = _spec(None, ge=1)
+    max_failures: int = _spec(2, ge=0)
+    trial_max_failures: int = _spec(2, ge=0)
 
 
 @dataclass
 class RunConfig:
-    name: str = "lightwork"
-    storage_path: str = "runs"
+    """A whole run. `seed` decides every random draw of the run (synthetic samples, their order,
+    initial weights, flips); `name` and `storage_path` say where its results go."""
+
+    name: str = _spec("lightwork", nonempty=True)
+    storage_path: str = _spec("runs", nonempty=True)
+    seed: int = 0
     model: UNetConfig = field(default_factory=UNetConfig)
     train: TrainSection = field(default_factory=TrainSection)
     data: DataSection = field(default_factory=DataSection)
     resources: ResourcesSection = field(default_factory=ResourcesSection)
+
+    def __post_init__(self) -> None:
+        _validate(self, "")
+        res = self.resources
+        if res.min_workers is not None and res.min_workers > res.num_workers:
+            raise UserError(f"resources.min_workers: {res.min_workers} is not allowed (1..resources.num_workers "
+                            f"= {res.num_workers}, or null for a fixed worker group)")
+
+    @property
+    def task_max_push(self) -> float:
+        """`data.max_push`, or the value its recipe derives (`derived_max_push`)."""
+        if self.data.max_push is not None:
+            return self.data.max_push
+        return derived_max_push(self.model.spatial_dims, self.data.recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,13 +186,87 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def _allowed(hint: Any, rule: dict) -> str:
+    """What a field accepts, in words (for error messages)."""
+    optional = type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if "choices" in rule:
+        text = "one of " + ", ".join(map(str, rule["choices"]))
+    else:
+        origin = typing.get_origin(base)
+        item = typing.get_args(base)[0].__name__ if origin is list else None
+        names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+        text = f"a list of {item}s" if origin is list else names[base]
+        bounds = [f"{op} {rule[key]}" for key, op in (("gt", ">"), ("ge", ">="), ("le", "<=")) if key in rule]
+        text += (" each " if origin is list else " ") + " and ".join(bounds) if bounds else ""
+        if rule.get("min_len"):
+            text += f", at least {rule['min_len']} of them"
+        if rule.get("nonempty"):
+            text = "a non-empty string"
+    return text + (", or null" if optional else "")
+
+
+def _check(value: Any, hint: Any, rule: dict) -> tuple[bool, Any]:
+    """(ok, value in its field's type) for one value against its type hint and rule."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if value is None:
+            return True, None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list) or len(value) < rule.get("min_len", 0):
+            return False, value
+        checked = [_check(item, typing.get_args(hint)[0], rule) for item in value]
+        return all(ok for ok, _ in checked), [item for _, item in checked]
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                return False, value
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str) and (bool(value) or not rule.get("nonempty"))
+    elif hint is dict:
+        ok = isinstance(value, dict)
+    else:
+        raise TypeError(f"config field type {hint} has no validation rule")
+    if ok and "choices" in rule:
+        ok = value in rule["choices"]
+    if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+        ok = (value > rule.get("gt", -float("inf")) and value >= rule.get("ge", -float("inf"))
+              and value <= rule.get("le", float("inf")))
+    return ok, value
+
+
+def _validate(section: Any, where: str) -> None:
+    """Check (and coerce, e.g. int -> float) every field of a config dataclass in place."""
+    hints = typing.get_type_hints(type(section))
+    for spec in dataclasses.fields(section):
+        key = f"{where}{spec.name}"
+        value = getattr(section, spec.name)
+        if dataclasses.is_dataclass(value):
+            _validate(value, f"{key}.")
+            continue
+        ok, coerced = _check(value, hints[spec.name], dict(spec.metadata))
+        if not ok:
+            raise UserError(f"{key}: {value!r} is not allowed ({_allowed(hints[spec.name], dict(spec.metadata))})")
+        object.__setattr__(section, spec.name, coerced)
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's 3D brain configuration (80x112x80 volumes).
     "brain": {"model": MODEL_PRESETS["brain"].to_dict(),
-              "train": {"lr": 1e-3, "batch_size": 8, "flip_last_axis": 0.5}, "data": {"max_push": 5.0}},
+              "train": {"lr": 1e-3, "batch_size": 8, "flip_last_axis": 0.5}},
     # The paper's 2D chest X-ray configuration (256x256): 6 downsamplings capped at 512.
     "cxr": {"model": MODEL_PRESETS["cxr"].to_dict(),
-            "train": {"lr": 5e-3, "batch_size": 50, "val_batch_size": 50}, "data": {"max_push": 10.0}},
+            "train": {"lr": 5e-3, "batch_size": 50, "val_batch_size": 50}},
     # Small models that train in minutes on a CPU.
     # 12 epochs of 4 steps per fold: the whole demo stays under 10 minutes on 2 cores (measured:
     # two trials at once ran no faster than one after the other there).
@@ -143,18 +279,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(target: Any, updates: dict[str, Any], where: str) -> Any:
-    """A copy of dataclass `target` with `updates` applied; unknown keys raise naming `where`."""
+def _merge(target: Any, updates: dict[str, Any], source: str, prefix: str = "") -> Any:
+    """A copy of dataclass `target` with `updates` applied; unknown keys raise naming `source`."""
     names = {f.name: f for f in dataclasses.fields(target)}
     changes = {}
     for key, value in updates.items():
         if key not in names:
-            raise ValueError(f"{where}: unknown key {key!r} (known: {sorted(names)})")
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(names)}"
+            section = f" in {prefix[:-1]}" if prefix else ""
+            raise UserError(f"{source}: unknown key {key!r}{section} ({hint})")
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ValueError(f"{where}.{key}: expected a mapping, got {value!r}")
-            changes[key] = _merge(current, value, f"{where}.{key}")
+                raise UserError(f"{source}: {prefix}{key} must be a mapping of its fields, got {value!r}")
+            changes[key] = _merge(current, value, source, f"{prefix}{key}.")
         else:
             changes[key] = value
     return dataclasses.replace(copy.deepcopy(target), **changes)
@@ -167,47 +306,157 @@ def config_from_dict(document: dict[str, Any]) -> RunConfig:
 
 def parse_override(text: str) -> dict[str, Any]:
     """`"train.lr=1e-3"` -> `{"train": {"lr": 0.001}}` (the value is parsed as YAML)."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r}: expected section.field=value")
-    dotted, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    nested: dict[str, Any] = value
+    dotted, sep, raw = text.partition("=")
+    if not sep or not dotted.strip() or "" in dotted.strip().split("."):
+        raise UserError(f"--set {text!r}: expected SECTION.FIELD=VALUE, e.g. train.lr=1e-3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"--set {text!r}: the value is not valid YAML") from None
+    nested: Any = value
     for part in reversed(dotted.strip().split(".")):
         nested = {part: nested}
     return nested
 
 
-def load_config(path: str | None = None, preset: str | None = None, overrides: list[str] = ()) -> RunConfig:
+PATH_KEYS = (("storage_path",), ("data", "manifest"), ("data", "external_manifest"))
+
+
+def load_config(path: str | None = None, preset: str | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
     """Build a RunConfig: defaults <- preset <- YAML file (may name `preset:`) <- overrides.
 
-    `path` may be a local path or storage URI; a YAML file may contain `preset: NAME`.
+    `path` may be a local path or storage URI; a YAML file may contain `preset: NAME`. Local paths
+    in the result (`storage_path`, `data.manifest`, `data.external_manifest`) are absolute
+    (`lightwork.data.storage.normalise`). Raises UserError for any mistake in the input.
     """
     from lightwork.data import storage
 
     document: dict[str, Any] = {}
     if path:
-        document = yaml.safe_load(storage.read_bytes(path)) or {}
+        try:
+            document = yaml.safe_load(storage.read_bytes(storage.normalise(path))) or {}
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise UserError(f"{path}: no such config file (or give a preset: {', '.join(PRESETS)})") from None
+        except yaml.YAMLError as error:
+            raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
         if not isinstance(document, dict):
-            raise ValueError(f"{path}: a run configuration must be a YAML mapping")
+            raise UserError(f"{path}: a run configuration must be a YAML mapping")
     preset = document.pop("preset", None) or preset
     config = RunConfig()
     if preset:
         if preset not in PRESETS:
-            raise ValueError(f"{path or 'config'}: unknown preset {preset!r} (choose from {sorted(PRESETS)})")
+            raise UserError(f"{path or 'config'}: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
         config = _merge(config, PRESETS[preset], f"preset {preset}")
     config = _merge(config, document, path or "config")
     for override in overrides:
-        config = _merge(config, parse_override(override), f"override {override!r}")
+        config = _merge(config, parse_override(override), f"--set {override}")
+    for keys in PATH_KEYS:
+        section = config if len(keys) == 1 else getattr(config, keys[0])
+        if getattr(section, keys[-1]):
+            setattr(section, keys[-1], storage.normalise(getattr(section, keys[-1])))
     return config
 
 
-def save_config(config: RunConfig, uri: str) -> None:
-    """Write `config` as YAML to `uri` (local or s3://)."""
+def resolve_data(config: RunConfig) -> RunConfig:
+    """`config` checked against its prepared manifest, with what the data decides filled in.
+
+    Reads `data.manifest` and one prepared case (no Ray). Fills `data.recipe`,
+    `data.recipe_options` and `data.fingerprint` from the manifest and `data.max_push` from the
+    recipe unless set. Raises
+    UserError, in one line, when the manifest is missing or has no usable case, when its cases
+    mix recipes or spatial dims, when the config names another recipe, other recipe options or
+    other cases (fingerprint), or
+    when the model's spatial_dims / in_channels do not match the prepared arrays.
+    """
+    from lightwork.data import manifest
+    from lightwork.data.cases import load_case
+
+    where = config.data.manifest
+    if not where:
+        raise UserError("no training data: pass --data PREPARED_DATASET or set data.manifest")
+    try:
+        rows = manifest.usable(manifest.read_manifest(where))
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    if not rows:
+        raise UserError(f"{where}: no usable case in the manifest (all failed: see `lightwork prepare`'s summary)")
+    recipes = sorted({(row["recipe"], row.get("recipe_options") or "{}") for row in rows})
+    if len(recipes) > 1:
+        raise UserError(f"{where}: the cases were prepared with different recipes or options {recipes}: prepare again")
+    recipe, options = recipes[0][0], json.loads(recipes[0][1])
+    cases = "\n".join(f"{row['case_id']} {row['checksum']}" for row in rows)
+    fingerprint = hashlib.sha256(cases.encode()).hexdigest()
+    data = config.data
+    if data.fingerprint and data.fingerprint != fingerprint:
+        raise UserError(f"data.fingerprint: {where} holds other cases than the config was made for "
+                        f"({len(rows)} usable cases now; prepared again from other files?)")
+    if data.recipe and data.recipe != recipe:
+        raise UserError(f"data.recipe: the config says {data.recipe!r} but {where} was prepared with {recipe!r}")
+    if data.recipe_options and data.recipe_options != options:
+        raise UserError(f"data.recipe_options: the config says {data.recipe_options} but {where} was prepared "
+                        f"with {options}")
+    dims = sorted({len(row["shape"]) for row in rows})
+    model = config.model
+    if dims != [model.spatial_dims]:
+        presets = [name for name, preset in MODEL_PRESETS.items() if preset.spatial_dims == dims[0]]
+        raise UserError(f"model.spatial_dims: {model.spatial_dims} does not fit {where}, whose cases are "
+                        f"{'/'.join(map(str, dims))}D (shape {rows[0]['shape']}): use a {dims[0]}D preset "
+                        f"({', '.join(presets)}) or --set model.spatial_dims={dims[0]}")
+    channels = load_case(rows[0]["array_uri"]).image.shape[0]
+    if channels != model.in_channels:
+        raise UserError(f"model.in_channels: {model.in_channels} does not fit {where}, whose images have "
+                        f"{channels} channel(s): --set model.in_channels={channels}")
+    resolved = dataclasses.replace(data, recipe=recipe, recipe_options=options, fingerprint=fingerprint)
+    resolved = dataclasses.replace(config, data=resolved)
+    return dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, max_push=resolved.task_max_push))
+
+
+# Keys that say where a run goes or how it is scheduled, not what it trains: a re-run may change them.
+NOT_RESULT_KEYS = frozenset({
+    "name", "storage_path", "resources.cpus_per_worker", "resources.gpus_per_worker",
+    "resources.data_cpus_per_trial", "resources.max_concurrent_trials", "resources.max_failures",
+    "resources.trial_max_failures",
+})
+
+
+def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in document.items():
+        if isinstance(value, dict) and key != "recipe_options":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def result_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    """`key: saved -> new` for every field that decides the trained models and differs."""
+    old, now = _flat(saved.to_dict()), _flat(new.to_dict())
+    return [f"{key}: {old.get(key)!r} -> {now.get(key)!r}" for key in now
+            if key not in NOT_RESULT_KEYS and old.get(key) != now.get(key)]
+
+
+def check_saved(config: RunConfig, uri: str) -> None:
+    """Raise UserError when `uri` holds the saved config of a run that trained other models than
+    `config` describes (`result_differences`); nothing there, or the same description, passes."""
     from lightwork.data import storage
 
+    if not storage.exists(uri):
+        return
+    try:
+        saved = config_from_dict(yaml.safe_load(storage.read_bytes(uri)) or {})
+    except (UserError, yaml.YAMLError) as error:
+        raise UserError(f"{uri}: the saved config of this run does not load ({error}); move it away") from None
+    differences = result_differences(saved, config)
+    if differences:
+        raise UserError(f"{uri}: run {config.name!r} was trained with other settings ({'; '.join(differences)}): "
+                        "give another --name, or --fresh to delete its results and train again")
+
+
+def save_config(config: RunConfig, uri: str) -> None:
+    """Write `config` as YAML to `uri` (local or s3://). An existing file there is the record of
+    what a run trained: `check_saved` first, so that it is never overwritten by another description."""
+    from lightwork.data import storage
+
+    check_saved(config, uri)
     storage.write_bytes(uri, config.to_yaml().encode())

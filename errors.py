@@ -1,5 +1,14 @@
-"""Errors a user can fix (a bad flag, a missing or unusable file): the CLI prints one line and exits 2."""
+"""The one exception type for a user's mistake (`lightwork.errors`).
+
+The library raises `UserError` for what the person at the keyboard can fix (a bad `--set` value or
+key, a missing file or folder, an unknown preset, a model that does not fit the data, a re-run
+with other settings). The `lightwork` console script (`lightwork.cli.main`) prints its message as
+one line on stderr and exits with status 2; `LIGHTWORK_DEBUG=1` shows the traceback instead.
+It subclasses ValueError, so callers that already catch ValueError keep working.
+"""
+
+from __future__ import annotations
 
 
 class UserError(ValueError):
-    """A user's mistake; the message names the file or option and the problem, in full."""
+    """A mistake in the input: its message is one line that says what is wrong and what is allowed."""

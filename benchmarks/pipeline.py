@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from lightwork.config import load_config
+from lightwork.config import MAX_PUSH, load_config
 from lightwork.data import manifest, phantom
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.synthesis import Synthesiser
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     for preset in [name.strip() for name in args.presets.split(",")]:
         shape, spacing, count, samples = PRESETS[preset]
-        max_push = load_config(preset="brain" if preset == "brain" else "cxr").data.max_push
+        max_push = MAX_PUSH["brain" if preset == "brain" else "cxr"]
         epochs = max(1, math.ceil((args.samples or samples) / count))
         bare_rates, median_ms, one, two, starts = [], [], [], [], []
         with tempfile.TemporaryDirectory() as root:

@@ -35,6 +35,7 @@ import scipy.ndimage  # noqa: E402
 
 from lightwork.anomalies import TASK_NAMES, make_task  # noqa: E402
 from lightwork.anomalies.seeding import sample_generator  # noqa: E402
+from lightwork.config import derived_max_push  # noqa: E402
 
 SEED = 0
 SOURCES = 4  # phantoms feeding the blends
@@ -43,7 +44,6 @@ REFERENCE_MS = {
     (80, 112, 80): (51.0, 44.0, 35.0, 36.0, 22.0),
     (256, 256): (5.6, 6.0, 5.3, 5.4, 3.7),
 }
-MAX_PUSH = {3: 5.0, 2: 10.0}
 SPEEDUP_TARGET = 3.0
 
 
@@ -64,7 +64,7 @@ def tasks_for(shape: tuple[int, ...]) -> list:
         if name in ("intra_blend", "inter_blend"):
             made.append(make_task(task_id, sources=sources))
         elif name in ("sink", "source"):
-            made.append(make_task(task_id, max_push=MAX_PUSH[len(shape)]))
+            made.append(make_task(task_id, max_push=derived_max_push(len(shape))))
         else:
             made.append(make_task(task_id))
     return made

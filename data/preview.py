@@ -37,13 +37,13 @@ import scipy.ndimage
 
 from lightwork.anomalies.registry import TASK_COUNT, TASK_NAMES, make_task, task_id_of
 from lightwork.anomalies.seeding import sample_generator
+from lightwork.config import derived_max_push
 from lightwork.data.readers import read_image, suffix_of, voxel_spacing
 from lightwork.data.recipes import HoleFilledForeground, Resample, Sample, ZScore, compose
 
 VIEWS = ("sagittal", "coronal", "axial")
 KINDS = ("original", "anomalous", "label")
 MAX_SIZE = {2: 256, 3: 128}  # default cap on the longest axis, voxels
-MAX_PUSH = {2: 10.0, 3: 5.0}  # deformation push per rank: chest X-rays / brain volumes
 PANEL_INCHES = 2.2
 DPI = 80
 
@@ -127,7 +127,7 @@ def preview_rows(
             pool = [(source.image, source.foreground) for source in sources] or standin_sources(seed, data.image.shape[1:])
             task = make_task(task_id, sources=pool)
         elif name in ("sink", "source"):
-            task = make_task(task_id, max_push=MAX_PUSH[dims])
+            task = make_task(task_id, max_push=derived_max_push(dims))
         else:
             task = make_task(task_id)
         anomalous, label = task(data.image, data.foreground, sample_generator(seed, 0, data.name, task_id))

@@ -13,6 +13,18 @@ from urllib.parse import urlparse
 import fsspec
 
 
+def normalise(uri: str) -> str:
+    """The one form of a path argument: `s3://...` (any scheme but `file`) unchanged; a local path
+    (relative, `~`, or `file://`) made absolute, so that Ray workers and trial drivers, which run in
+    other working directories, find it. Applied once, where a path enters (CLI, config)."""
+    text = str(uri)
+    if is_remote(text):
+        return text
+    if text.startswith("file://"):
+        text = urlparse(text).path
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def is_remote(uri: str) -> bool:
     """True for URIs with a scheme other than `file` (e.g. `s3://`)."""
     scheme = urlparse(str(uri)).scheme
@@ -52,6 +64,13 @@ def write_bytes(uri: str, payload: bytes) -> None:
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return fs.exists(path)
+
+
+def remove(uri: str) -> None:
+    """Delete the object or folder (recursively) at `uri`; nothing there is fine."""
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
 
 
 def pyarrow_filesystem(uri: str):

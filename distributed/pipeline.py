@@ -1,71 +1,63 @@
 """The main job's steps in order: (demo cohort) -> prepare -> train -> evaluate.
 
-Every step writes under one run folder (local or s3://):
+Every step is the library call behind its own `lightwork` subcommand (`prepare_dataset`,
+`train_splits`, `evaluate_run`), on one Ray cluster, under one run folder (local or s3://):
 
-    RUN/config.yaml              the resolved config of the run (reproduces it)
     RUN/demo-data/{healthy,test} the generated cohort, when no data was given
     RUN/prepared/{healthy,test}  prepared arrays and their Parquet manifests
-    RUN/train/...                Tune experiment: checkpoints, metrics, TensorBoard events
+    RUN/train/config.yaml        the resolved config of the training run (reproduces it)
+    RUN/train/...                fold records, checkpoints, metrics, TensorBoard events
     RUN/report/                  metrics.json, report.md, curves and montages
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import time
 from dataclasses import dataclass
 
-from lightwork.data import phantom, storage
+from lightwork.config import RECIPE_OF_DIMS, RunConfig, check_saved, resolve_data
+from lightwork.data import manifest, phantom, storage
+from lightwork.errors import UserError
+from lightwork.training.folds import parse_splits
+
+STEPS = ("generate", "prepare", "train", "evaluate")
 
 
 @dataclass(frozen=True)
 class PipelineRequest:
-    """What `lightwork pipeline` was asked to do (see jobs/pipeline.py for each field's meaning)."""
+    """What `lightwork pipeline` was asked to do (see jobs/pipeline.py for each option).
 
-    config: str | None
-    overrides: tuple[str, ...]
+    config: the training config (its seed is the run's and the demo cohort's; the pipeline sets its
+    data, storage_path and name). data / test_data: raw case folders or prefixes, None = the demo
+    cohort. run: the run folder (absolute or a URI).
+    """
+
+    config: RunConfig
     data: str | None
     test_data: str | None
     recipe: str
     split: str
-    storage: str
-    name: str | None
-    seed: int
-    num_cpus: int | None
+    run: str
+    num_cpus: int | None = None
     until: str = "evaluate"
+    dry_run: bool = False
+    fresh: bool = False
+    verbose: bool = False
 
 
 @dataclass(frozen=True)
 class PipelineResult:
     """Where the run's outputs are, and how long each step took (seconds).
 
-    `output` is the report (`report.md`) after a full run, else the last step's output folder.
+    `output` is the report (`report.md`) after a full run, else the last step's output folder;
+    `failure` says which step failed and why (None when every step worked).
     """
 
     run: str
     output: str
     seconds: dict[str, float]
-
-
-def connect(num_cpus: int | None = None) -> bool:
-    """Attach to the Ray cluster this process belongs to, or start a local one.
-
-    A process started by `ray job submit`, or given RAY_ADDRESS, attaches with a plain `ray.init()`
-    (asking for resources there raises); otherwise a local instance starts with `num_cpus`
-    logical CPUs. Returns True when this call started Ray (the caller shuts it down).
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-    else:
-        ray.init(num_cpus=num_cpus)
-    return True
-
-
-STEPS = ("generate", "prepare", "train", "evaluate")
+    failure: str | None = None
 
 
 def generate_cohort(dst_uri: str, kind: str, seed: int, num_healthy: int = 20, num_test: int = 6,
@@ -80,90 +72,116 @@ def generate_cohort(dst_uri: str, kind: str, seed: int, num_healthy: int = 20, n
     return phantom.cohort_at(dst_uri, kind, groups)
 
 
-def demo_recipe_options(kind: str) -> list[str]:
-    """`lightwork prepare` options that keep the demo cohort on its own small grid (the paper's
-    80x112x80 / 256x256 grids would make the demo too slow for a laptop): the brain recipe
-    resamples to the phantom's spacing and skips the downsampling."""
+def demo_recipe_options(kind: str) -> dict:
+    """Recipe options that keep the demo cohort on its own small grid (the paper's 80x112x80 /
+    256x256 grids would make the demo too slow for a laptop): the brain recipe resamples to the
+    phantom's spacing and skips the downsampling."""
     if kind == "brain":
-        shape = ",".join(map(str, phantom.BRAIN_SHAPE))
-        return ["--spacing", str(phantom.BRAIN_SPACING_MM), "--downsample", "1", "--shape", shape]
-    return ["--size", str(max(phantom.CHEST_SHAPE))]
+        return {"spacing_mm": phantom.BRAIN_SPACING_MM, "downsample": 1, "shape": phantom.BRAIN_SHAPE}
+    return {"size": max(phantom.CHEST_SHAPE)}
 
 
-def default_run_name(request: PipelineRequest) -> str:
+def default_run_name(source: str, config: str, split: str, seed: int) -> str:
     """A deterministic name, so that re-running the same command resumes the same run."""
-    source = "demo" if request.data is None else request.recipe
-    return f"{source}-{request.config or request.recipe}-split{request.split.replace('/', '-').replace(',', '_')}-seed{request.seed}"
+    return f"{source}-{config}-split{split.replace('/', '-').replace(',', '_')}-seed{seed}"
+
+
+def check_request(request: PipelineRequest) -> None:
+    """The mistakes that can be found before Ray starts; raises UserError."""
+    if request.until not in STEPS:
+        raise UserError(f"unknown step {request.until!r}: choose from {', '.join(STEPS)}")
+    try:
+        parse_splits(request.split)
+    except ValueError as error:
+        raise UserError(f"--split {request.split}: {error}") from None
+    dims = request.config.model.spatial_dims
+    if RECIPE_OF_DIMS[dims] != request.recipe:
+        raise UserError(f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "
+                        f"{'2' if dims == 3 else '3'}D cases: choose a config of the recipe's kind")
+    for group, source in (("healthy", request.data), ("test", request.test_data)):
+        if source is None:
+            continue
+        if not storage.exists(source):
+            raise UserError(f"{source}: no such folder or prefix")
+        prepared = storage.join(request.run, "prepared", group)
+        if storage.exists(manifest.manifest_uri(prepared)) and not request.fresh:
+            earlier = {row["source_uri"] for row in manifest.read_manifest(prepared)}
+            if any(not uri.startswith(source.rstrip("/") + "/") for uri in earlier):
+                raise UserError(f"{prepared}: run {request.run} was prepared from other cases than {source}: "
+                                "give another --name, or --fresh to delete its results and start again")
+    if not request.fresh:
+        check_saved(training_config(request), storage.join(request.run, "train", "config.yaml"))
+
+
+def training_config(request: PipelineRequest) -> RunConfig:
+    """The run's training config: trained on RUN/prepared/healthy, results under RUN/train."""
+    data = dataclasses.replace(request.config.data, manifest=storage.join(request.run, "prepared", "healthy"))
+    config = dataclasses.replace(request.config, data=data, storage_path=request.run, name="train")
+    if not storage.exists(manifest.manifest_uri(data.manifest)):
+        return config  # not prepared yet: train_splits resolves it
+    return resolve_data(config)  # prepared by an earlier run: compare like with like
 
 
 def run_pipeline(request: PipelineRequest) -> PipelineResult:
-    """Run every step of the main job; returns where the report is.
+    """Run every step of the main job up to `request.until`; returns where the outputs are."""
+    check_request(request)  # before Ray is even imported
+    from lightwork.data.recipes import make_recipe
+    from lightwork.distributed.cluster import connected
+    from lightwork.distributed.predict import evaluate_run
+    from lightwork.distributed.prepare import prepare_dataset
+    from lightwork.distributed.train import train_splits
 
-    Each step is the library call behind its own `lightwork` subcommand (prepare, train,
-    evaluate), so the pipeline does exactly what the separate commands would do, on one Ray
-    cluster, under one run folder.
-    """
-    if request.until not in STEPS:
-        raise ValueError(f"unknown step {request.until!r}: choose from {STEPS}")
     last = STEPS.index(request.until)
-    started_ray = connect(request.num_cpus)
-    try:
-        run = storage.join(request.storage, request.name or default_run_name(request))
-        seconds: dict[str, float] = {}
-        config = request.config or ("demo" if request.data is None else request.recipe)
+    run, seconds = request.run, {}
+    if request.fresh and not request.dry_run:
+        storage.remove(run)
+    with connected(request.num_cpus, request.verbose):
         healthy, test = request.data, request.test_data
         if healthy is None:
             clock = time.perf_counter()
-            cohort = generate_cohort(storage.join(run, "demo-data"), kind=request.recipe, seed=request.seed)
+            cohort = generate_cohort(storage.join(run, "demo-data"), kind=request.recipe, seed=request.config.seed)
             healthy, test = cohort.healthy_uri, cohort.test_uri
             seconds["generate"] = time.perf_counter() - clock
-            print(f"demo cohort: {len(cohort.healthy_ids)} healthy and {len(cohort.test_ids)} test cases under {healthy}, {test}")
+            print(f"demo cohort: {len(cohort.healthy_ids)} healthy and {len(cohort.test_ids)} test cases under "
+                  f"{healthy}, {test}")
         if last == STEPS.index("generate"):
             return PipelineResult(run, storage.join(run, "demo-data") if request.data is None else healthy, seconds)
-        # Imported here: `--until generate` works before the later steps' modules are installed.
-        from lightwork.jobs import evaluate, prepare, train
 
         clock = time.perf_counter()
-        prepared_healthy = storage.join(run, "prepared", "healthy")
-        recipe = ["--recipe", request.recipe, *(demo_recipe_options(request.recipe) if request.data is None else [])]
-        _step("prepare", prepare.main, [healthy, prepared_healthy, *recipe])
-        prepared_test = None
-        if test is not None:
-            prepared_test = storage.join(run, "prepared", "test")
-            _step("prepare", prepare.main, [test, prepared_test, *recipe])
+        recipe = make_recipe(request.recipe, **(demo_recipe_options(request.recipe) if request.data is None else {}))
+        prepared = {}
+        for group, source in (("healthy", healthy), ("test", test)):
+            if source is None:
+                continue
+            prepared[group] = storage.join(run, "prepared", group)
+            summary = prepare_dataset(source, prepared[group], recipe, progress=False)
+            print("\n".join(summary.lines()))
+            if summary.failed and len(summary.failed) == summary.total:
+                return PipelineResult(run, prepared[group], seconds, f"prepare: no case of {source} could be prepared")
         seconds["prepare"] = time.perf_counter() - clock
         if last == STEPS.index("prepare"):
             return PipelineResult(run, storage.join(run, "prepared"), seconds)
 
         clock = time.perf_counter()
+        config = training_config(request)
         models = storage.join(run, "train")
-        overrides = [item for pair in request.overrides for item in ("--set", pair)]
-        # `lightwork train` writes {storage}/{name}/folds.json: the run folder `models`.
-        _step("train", train.main, ["--config", config, *overrides, "--split", request.split, "--data", prepared_healthy,
-                                     "--storage", run, "--name", "train", "--seed", str(request.seed)])
+        records = train_splits(config, request.split, dry_run=request.dry_run)
         seconds["train"] = time.perf_counter() - clock
+        unfinished = [record.name for record in records if record.status != "done"]
+        if request.dry_run:
+            return PipelineResult(run, models, seconds)
+        if unfinished:
+            return PipelineResult(run, models, seconds, f"train: folds {', '.join(unfinished)} did not finish")
         if last == STEPS.index("train"):
             return PipelineResult(run, models, seconds)
 
-        report_dir = storage.join(run, "report")
-        if prepared_test is None:
+        if "test" not in prepared:
             print("no --test-data: trained models are under", models, "(nothing to score)")
             return PipelineResult(run, models, seconds)
+        report_dir = storage.join(run, "report")
         clock = time.perf_counter()
-        _step("evaluate", evaluate.main, ["--models", models, "--data", prepared_test, "--out", report_dir])
+        status = evaluate_run(models, prepared["test"], report_dir)
         seconds["evaluate"] = time.perf_counter() - clock
         print("step seconds: " + ", ".join(f"{step} {value:.0f}" for step, value in seconds.items()))
-        return PipelineResult(run, storage.join(report_dir, "report.md"), seconds)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-
-
-def _step(name: str, entry, argv: list[str]) -> None:
-    """Run one subcommand's `main(argv)`; a non-zero status stops the pipeline with its name."""
-    print(f"== {name}: lightwork {name} {' '.join(argv)}", flush=True)
-    status = entry(argv)
-    if status:
-        raise RuntimeError(f"pipeline step `lightwork {name}` failed with status {status}")
+        failure = f"evaluate: exit status {status} (see the report)" if status else None
+        return PipelineResult(run, storage.join(report_dir, "report.md"), seconds, failure)

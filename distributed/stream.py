@@ -195,7 +195,7 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
     return items.map_batches(
         BatchSynthesiser, batch_size=rows_per_call(shape), batch_format="numpy",
         fn_constructor_kwargs={"seed": seed, "tasks": tuple(tasks), "image_set": list(cases),
-                               "external": list(external), "max_push": config.data.max_push,
+                               "external": list(external), "max_push": config.task_max_push,
                                "validation": validation, "keys": keys},
         compute=ray.data.ActorPoolStrategy(min_size=min(pool.min_actors, usable), max_size=min(pool.actors, usable)),
         num_cpus=pool.cpus_per_actor)
@@ -275,7 +275,7 @@ def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float
     items = {"case_id": np.array([case_id for _ in what.epochs for case_id, _ in what.cases]),
              "array_uri": np.array([uri for _ in what.epochs for _, uri in what.cases]),
              "epoch": np.array([epoch for epoch in what.epochs for _ in what.cases], np.int64)}
-    batch = BatchSynthesiser(seed, what.tasks, what.cases, what.external, config.data.max_push, validation=True,
+    batch = BatchSynthesiser(seed, what.tasks, what.cases, what.external, config.task_max_push, validation=True,
                              keys=keys)(items)
     count = len(next(iter(batch.values()), ()))
     val = ray.data.from_items([{name: column[index] for name, column in batch.items()} for index in range(count)])

@@ -36,7 +36,7 @@ import ray
 import torch
 from ray import train, tune
 
-from lightwork.config import RunConfig, config_from_dict, save_config
+from lightwork.config import RunConfig, config_from_dict, resolve_data, save_config
 from lightwork.data import manifest, storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
@@ -106,11 +106,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
     settings = config.train
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(config.seed)
     model = UNet(config.model)
     # A GPU Ray granted is used only where torch can drive it (a fake or unsupported GPU trains on CPU).
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    trainer = FoldTrainer(model, settings, device)
+    trainer = FoldTrainer(model, settings, device, seed=config.seed)
     if world > 1:
         trainer.sum_over_workers = _all_reduce_sum
     saved = train.get_checkpoint()
@@ -207,7 +207,7 @@ def torch_backend(plan: TrialPlan) -> str:
     return "nccl" if ray.get(probe.remote()) else "gloo"
 
 
-def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, seed: int,
+def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str,
             steps: dict, resources: TrialPlan) -> None:
     """One Tune trial: fit the fold's TorchTrainer, then write its fold record.
 
@@ -219,7 +219,7 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
     record.status = "running"
     _write_record(run, record)
     try:
-        _fit_fold(plan, record, config_dict=config_dict, run=run, seed=seed, steps=steps[plan.name],
+        _fit_fold(plan, record, config_dict=config_dict, run=run, steps=steps[plan.name],
                   resources=resources)
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
@@ -228,7 +228,7 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, see
             raise
 
 
-def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, seed: int, steps: int,
+def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, steps: int,
               resources: TrialPlan) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -242,7 +242,7 @@ def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run
         torch_config=TorchConfig(backend=torch_backend(resources)),
         scaling_config=train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.gpus_per_worker > 0,
                                            resources_per_worker=resources.worker_bundle),
-        datasets=stream.fold_datasets(plan, config, seed, data_cpus=resources.cpus_for_data),
+        datasets=stream.fold_datasets(plan, config, config.seed, data_cpus=resources.cpus_for_data),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
         # The ingest options keep the stream within the trial's CPU budget and in item order.
         dataset_config=train.DataConfig(datasets_to_split=[] if resources.num_workers == 1 else "all",
@@ -285,19 +285,21 @@ def describe_folds(plans: list[FoldPlan], fold_sizes: dict[int, int]) -> list[st
 
 
 class _FoldLines(tune.Callback):
-    """One console line per fold as its trial ends (the fold record says how it went)."""
+    """One console line per finished fold (its record says how it went), printed by the driver."""
 
     def __init__(self, run: str, plans: dict[str, FoldPlan]) -> None:
         self.run, self.plans = run, plans
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        print(summary_line(_read_record(self.run, self.plans[trial.config["fold"]])), flush=True)
+        record = _read_record(self.run, self.plans[trial.config["fold"]])
+        best = "-" if record.best_val_loss is None else f"{record.best_val_loss:.5f}"
+        error = f" ({record.error})" if record.error else ""
+        print(f"fold {record.name}: {record.status}, {record.epochs} epochs, best val loss {best}{error}", flush=True)
 
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.on_trial_complete(iteration, trials, trial)
+    on_trial_error = on_trial_complete
 
 
-def train_splits(config: RunConfig, split_spec: str, seed: int = 0, dry_run: bool = False) -> list[runs.FoldRecord]:
+def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
     Ray cluster; write `config.yaml` and `folds.json` under `{storage_path}/{name}`; return the records.
 
@@ -305,6 +307,7 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0, dry_run: boo
     the fold plan and the resource plan and returns the records as they stand, training nothing.
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
+    config = resolve_data(config)
     run = runs.run_uri(config.storage_path, config.name)
     usable = manifest.usable(manifest.read_manifest(config.data.manifest))
     rows = manifest.healthy(usable)
@@ -333,7 +336,7 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0, dry_run: boo
             print(f"{plan.name}: done in an earlier run (best val loss {records[plan.name].best_val_loss:.5f}), skipped")
     runs.write_folds(run, list(records.values()))
     if resources is not None:
-        _fit_trials(todo, config, run, seed, resources, fold_sizes)
+        _fit_trials(todo, config, run, resources, fold_sizes)
         records = {plan.name: _read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
     final = list(records.values())
@@ -341,7 +344,7 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0, dry_run: boo
     return final
 
 
-def _fit_trials(todo: list[FoldPlan], config: RunConfig, run: str, seed: int, resources: TrialPlan,
+def _fit_trials(todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan,
                 fold_sizes: dict[int, int]) -> None:
     """One Tune trial per fold in `todo`; on an autoscaling cluster the first wave's bundles are
     requested at once (and the request withdrawn at the end, so that idle nodes can go)."""
@@ -350,7 +353,7 @@ def _fit_trials(todo: list[FoldPlan], config: RunConfig, run: str, seed: int, re
     steps = {plan.name: steps_per_epoch(sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size)
              for plan in todo}
     by_name = {plan.name: plan for plan in todo}
-    driver = tune.with_parameters(_driver, config_dict=config.to_dict(), plans=by_name, run=run, seed=seed,
+    driver = tune.with_parameters(_driver, config_dict=config.to_dict(), plans=by_name, run=run,
                                   steps=steps, resources=resources)
     storage_path, filesystem = _ray_storage(run)
     tuner = tune.Tuner(

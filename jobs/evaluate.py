@@ -3,12 +3,13 @@ of a training run (Ray Data), score per fold, per split ensemble and baselines, 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lightwork.cli import job_parser
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="lightwork evaluate", description=__doc__)
+
+def build_parser():
+    parser = job_parser("evaluate", __doc__.split(": ", 1)[1])
     parser.add_argument("--models", required=True, help="training run folder/URI holding folds.json")
     parser.add_argument("--data", required=True, help="prepared test dataset folder or manifest.parquet URI")
     parser.add_argument("--out", required=True, help="report folder (local path)")
@@ -19,19 +20,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "val_dice_threshold in folds.json when all have one, else only the oracle Dice is given")
     parser.add_argument("--actors", type=int, default=1, help="inference actors")
     parser.add_argument("--no-baselines", action="store_true")
-    return parser.parse_args(argv)
+    parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
+    parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from lightwork.distributed.pipeline import connect
+    args = build_parser().parse_args(argv)
+    from lightwork.data.storage import normalise
+    from lightwork.distributed.cluster import connected
     from lightwork.distributed.predict import evaluate_run
 
-    connect()
-    return evaluate_run(args.models, args.data, args.out, predictions_uri=args.predictions,
-                        foreground_only=args.foreground_only, dice_threshold=args.dice_threshold,
-                        actors=args.actors, with_baselines=not args.no_baselines)
+    predictions = normalise(args.predictions) if args.predictions else None
+    with connected(args.num_cpus, args.verbose):
+        return evaluate_run(normalise(args.models), normalise(args.data), normalise(args.out),
+                            predictions_uri=predictions, foreground_only=args.foreground_only,
+                            dice_threshold=args.dice_threshold, actors=args.actors,
+                            with_baselines=not args.no_baselines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["evaluate", *sys.argv[1:]]))

@@ -7,26 +7,29 @@ MANIFEST is a prepared dataset folder or its manifest.parquet (local or s3://); 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lightwork.cli import job_parser
 from lightwork.data.montage import montage
+from lightwork.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lightwork montage", description=__doc__.split("\n")[0])
+    parser = job_parser("montage", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("manifest", help="prepared dataset folder or manifest.parquet")
     parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("--max", type=int, default=12, help="at most this many cases, evenly spaced over the sorted case list")
+    parser.add_argument("--max", type=int, default=12,
+                        help="at most this many cases, evenly spaced over the sorted case list")
     args = parser.parse_args(argv)
     try:
         shown = montage(args.manifest, args.out, args.max)
     except (ValueError, FileNotFoundError) as error:
-        print(f"lightwork montage: {error}", file=sys.stderr)
-        return 1
+        raise UserError(str(error)) from None
     print(f"{args.out}: {shown} cases")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["montage", *sys.argv[1:]]))

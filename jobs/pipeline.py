@@ -12,17 +12,15 @@ copy of the working dir, where a relative path would vanish with it)
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 
+from lightwork.cli import job_parser
+from lightwork.config import PRESETS, load_config
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lightwork pipeline",
-        description="prepare, train every fold model and evaluate the ensemble; "
-        "with no --data, on a generated demo cohort",
-    )
+
+def build_parser():
+    parser = job_parser("pipeline", "prepare, train every fold model and evaluate the ensemble; "
+                                    "with no --data, on a generated demo cohort")
     parser.add_argument("--config", default=None,
                         help="a preset name (demo, brain, cxr) or a YAML config file; default: demo without --data, "
                         "else the --recipe preset")
@@ -37,35 +35,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="1/4", help="task split(s) to train: 1/4, 2/3, 3/2, 4/1, a list, or all")
     parser.add_argument("--storage", default="runs",
                         help="local folder or s3:// prefix for prepared data, checkpoints and the report")
-    parser.add_argument("--name", default=None, help="run name (default: from the config and split); "
+    parser.add_argument("--name", default=None, help="run name (default: from the config, split and seed); "
                         "re-running with the same name resumes")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the run (and of the demo cohort)")
+    parser.add_argument("--seed", type=int, help="seed of the run and of the demo cohort; overrides the config's seed")
     parser.add_argument("--until", choices=["generate", "prepare", "train", "evaluate"], default="evaluate",
                         help="stop after this step (e.g. `--until generate` writes only the demo cohort)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="generate and prepare the data, then plan the trials and stop")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the results of an earlier run of this name and start again")
     parser.add_argument("--num-cpus", type=int, default=None,
                         help="logical CPUs of the local Ray instance when not attached to a cluster")
+    parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.test_data is not None and args.data is None:
-        build_parser().error("--test-data needs --data (without --data the demo cohort brings its own test cases)")
+        parser.error("--test-data needs --data (without --data the demo cohort brings its own test cases)")
     from lightwork.data import storage
-    from lightwork.distributed.pipeline import PipelineRequest, run_pipeline
+    from lightwork.distributed.pipeline import PipelineRequest, default_run_name, run_pipeline
 
-    # A submitted job runs in a temporary copy of the working dir: anchor local paths now.
-    output = args.storage if storage.is_remote(args.storage) else os.path.abspath(args.storage)
-
+    config_name = args.config or ("demo" if args.data is None else args.recipe)
+    preset = config_name in PRESETS
+    config = load_config(None if preset else config_name, preset=config_name if preset else None,
+                         overrides=[*args.overrides, *([] if args.seed is None else [f"seed={args.seed}"])])
+    data, test_data = (None if uri is None else storage.normalise(uri) for uri in (args.data, args.test_data))
+    name = args.name or default_run_name("demo" if data is None else args.recipe, args.config or args.recipe,
+                                         args.split, config.seed)
     request = PipelineRequest(
-        config=args.config, overrides=tuple(args.overrides), data=args.data, test_data=args.test_data,
-        recipe=args.recipe, split=args.split, storage=output, name=args.name, seed=args.seed,
-        num_cpus=args.num_cpus, until=args.until,
-    )
+        config=config, data=data, test_data=test_data, recipe=args.recipe, split=args.split,
+        run=storage.join(storage.normalise(args.storage), name), num_cpus=args.num_cpus, until=args.until,
+        dry_run=args.dry_run, fresh=args.fresh, verbose=args.verbose)
     result = run_pipeline(request)
-    print(f"{'report' if args.until == 'evaluate' else args.until + ' output'}: {result.output}")
+    if result.failure:
+        print(f"lightwork pipeline: {result.failure}", file=sys.stderr)
+        return 1
+    label = "dry run" if args.dry_run else "report" if args.until == "evaluate" else f"{args.until} output"
+    print(f"{label}: {result.output}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["pipeline", *sys.argv[1:]]))

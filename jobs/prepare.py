@@ -7,7 +7,7 @@
 SRC and DST are local folders or s3:// prefixes. Writes DST/cases/<case_id>.npz and
 DST/manifest.parquet (see lightwork.data.manifest); the layouts SRC may have are the rules of
 lightwork.data.discover. Re-running skips cases whose files and recipe did not change. Failed
-cases are listed; the exit status is non-zero only when no case could be prepared. Attaches to a
+cases are listed; the exit status is 1 only when no case could be prepared. Attaches to a
 running cluster when RAY_ADDRESS is set, else starts a local one.
 """
 
@@ -17,7 +17,9 @@ import argparse
 import re
 import sys
 
+from lightwork.cli import job_parser
 from lightwork.data.recipes import RECIPES, make_recipe
+from lightwork.errors import UserError
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -30,51 +32,64 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lightwork prepare", description=__doc__.split("\n")[0])
+def build_parser():
+    parser = job_parser("prepare", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("src", help="raw cases: a local folder or s3://bucket/prefix")
     parser.add_argument("dst", help="where prepared arrays and manifest.parquet go (local or s3://)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
-    parser.add_argument("--modality", help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)")
-    parser.add_argument("--brain-mask-pattern", metavar="GLOB", help="file name of each case's brain mask, e.g. mask.nii.gz")
-    parser.add_argument("--lesion-mask-pattern", metavar="GLOB", help="file name of each case's lesion mask, e.g. '*_seg.nii.gz'")
-    parser.add_argument("--skull-stripped", action="store_true", help="brain: images are skull-stripped (no brain mask needed)")
-    parser.add_argument("--normalised", action="store_true", help="brain: intensities are already z-scored (skip the z-score)")
-    parser.add_argument("--shape", type=parse_shape, help="brain: output grid, default 80,112,80")
-    parser.add_argument("--spacing", type=float, help="brain: resampling spacing in mm before downsampling, default 1.0")
-    parser.add_argument("--downsample", type=int, help="brain: integer downsampling factor after cropping, default 2")
-    parser.add_argument("--size", type=int, help="cxr: output side in pixels, default 256")
+    parser.add_argument("--modality",
+                        help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)")
+    parser.add_argument("--brain-mask-pattern", metavar="GLOB",
+                        help="file name of each case's brain mask, e.g. mask.nii.gz")
+    parser.add_argument("--lesion-mask-pattern", metavar="GLOB",
+                        help="file name of each case's lesion mask, e.g. '*_seg.nii.gz'")
+    parser.add_argument("--skull-stripped", action="store_true",
+                        help="brain: images are skull-stripped (no brain mask needed)")
+    parser.add_argument("--normalised", action="store_true",
+                        help="brain: intensities are already z-scored (skip the z-score)")
+    parser.add_argument("--shape", type=parse_shape, help="brain: output grid (recipe default 80,112,80)")
+    parser.add_argument("--spacing", type=float,
+                        help="brain: resampling spacing in mm before downsampling (recipe default 1.0)")
+    parser.add_argument("--downsample", type=int,
+                        help="brain: integer downsampling factor after cropping (recipe default 2)")
+    parser.add_argument("--size", type=int, help="cxr: output side in pixels (recipe default 256)")
     parser.add_argument("--limit", type=int, help="prepare only the first N cases (sorted by id)")
     parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    options = {"skull_stripped": args.skull_stripped or None, "normalised": args.normalised or None, "shape": args.shape,
-               "spacing_mm": args.spacing, "downsample": args.downsample, "size": args.size}
+    options = {"skull_stripped": args.skull_stripped or None, "normalised": args.normalised or None,
+               "shape": args.shape, "spacing_mm": args.spacing, "downsample": args.downsample, "size": args.size}
     try:
         recipe = make_recipe(args.recipe, **options)
     except ValueError as error:
         parser.error(str(error))
 
+    from lightwork.data import storage
     from lightwork.data.discover import MaskPatterns
-    from lightwork.distributed.pipeline import connect
+    from lightwork.distributed.cluster import connected
     from lightwork.distributed.prepare import prepare_dataset
 
-    started = connect(args.num_cpus)
-    try:
-        summary = prepare_dataset(args.src, args.dst, recipe, modality=args.modality, limit=args.limit,
-                                  progress=not args.no_progress,
-                                  masks=MaskPatterns(args.brain_mask_pattern, args.lesion_mask_pattern))
-    except ValueError as error:
-        print(f"lightwork prepare: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+    src, dst = storage.normalise(args.src), storage.normalise(args.dst)
+    if not storage.exists(src):
+        raise UserError(f"{args.src}: no such folder or prefix")
+    with connected(args.num_cpus, args.verbose):
+        try:
+            summary = prepare_dataset(src, dst, recipe, modality=args.modality, limit=args.limit,
+                                      progress=not args.no_progress,
+                                      masks=MaskPatterns(args.brain_mask_pattern, args.lesion_mask_pattern))
+        except ValueError as error:  # no case found under SRC
+            raise UserError(str(error)) from None
     print("\n".join(summary.lines()))
     return 1 if summary.failed and summary.total == len(summary.failed) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["prepare", *sys.argv[1:]]))

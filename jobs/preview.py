@@ -11,16 +11,17 @@ lightwork.data.preview for what the figure shows.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lightwork.cli import job_parser
 from lightwork.data import storage
 from lightwork.data.preview import load_input, preview_rows, render_preview
+from lightwork.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lightwork preview", description=__doc__.split("\n")[0])
-    parser.add_argument("--task", nargs="+", default=["all"], help="task names, ids 0-4, or all (default)")
+    parser = job_parser("preview", __doc__.split("\n")[0].split(": ", 1)[1])
+    parser.add_argument("--task", nargs="+", default=["all"], help="task names, ids 0-4, or all")
     parser.add_argument("--input", required=True, help="image or volume to draw anomalies into")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--seed", type=int, default=0, help="run seed of the sample generators")
@@ -34,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = preview_rows(data, args.task, args.seed, sources)
         storage.write_bytes(args.out, render_preview(rows, data.foreground))
     except (ValueError, FileNotFoundError) as error:
-        print(f"lightwork preview: {error}", file=sys.stderr)
-        return 1
+        raise UserError(str(error)) from None
     for row in rows:
         print(f"{row.task_id} {row.name}: label max {row.label.max():.3f}, {int((row.label > 0).sum())} voxels")
     print(f"{args.out}: {len(rows)} tasks on {data.name} {tuple(data.image.shape[1:])}")
@@ -43,4 +43,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["preview", *sys.argv[1:]]))

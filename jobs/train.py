@@ -3,58 +3,81 @@
     lightwork train --config demo|brain|cxr|tiny|FILE.yaml --split 1/4|2/3|3/2|4/1|all \
         --data PREPARED_DATASET --storage RUNS_URI [--name RUN] [--seed N] [--set train.lr=1e-3 ...]
 
-Results: `{storage}/{name}/config.yaml` and `folds.json` (see `lightwork.training.runs`). Re-running
-the same command resumes: finished folds are skipped, interrupted ones continue from their last
-checkpoint. Attaches to a running cluster when RAY_ADDRESS is set (e.g. inside `ray job submit`).
+Results: `{storage}/{name}/config.yaml` (the whole resolved config: `--config` that file reproduces
+the run) and `folds.json` (see `lightwork.training.runs`). Re-running the same command resumes:
+finished folds are skipped, interrupted ones continue from their last checkpoint. Re-running a name
+with other data or settings stops and says what differs, unless `--fresh`. Attaches to a running
+cluster when RAY_ADDRESS is set (e.g. inside `ray job submit`).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import json
 import sys
 
-from lightwork.config import PRESETS, load_config
+from lightwork.cli import job_parser
+from lightwork.config import PRESETS, check_saved, load_config, resolve_data
+from lightwork.errors import UserError
+from lightwork.training.folds import parse_splits
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lightwork train", description=__doc__.split("\n")[0])
+def build_parser():
+    parser = job_parser("train", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or a YAML file/URI")
     parser.add_argument("--split", default="1/4", help="1/4, 2/3, 3/2, 4/1, a comma list, or all")
     parser.add_argument("--data", help="prepared dataset folder/URI (its manifest.parquet); overrides data.manifest")
     parser.add_argument("--storage", help="where runs are stored (local or s3://); overrides storage_path")
     parser.add_argument("--name", help="run name (default: the config's name); same name = resume")
-    parser.add_argument("--seed", type=int, default=0, help="run seed of the synthetic anomalies")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the fold plan and the resource plan, then exit without training")
+    parser.add_argument("--seed", type=int, help="run seed (synthetic anomalies, initial weights); overrides seed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one config field (repeatable)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the results of an earlier run of this name and train again")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config YAML and exit")
+    parser.add_argument("--dry-run", action="store_true", help="plan the trials and their resources, train nothing")
+    parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
+    parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
+    return parser
+
+
+def run_overrides(args) -> list[str]:
+    """`--set` values followed by the dedicated flags (which win; JSON-quoted: a path stays a string)."""
     overrides = list(args.overrides)
-    for key, value in (("data.manifest", args.data), ("storage_path", args.storage), ("name", args.name)):
-        if value:
-            overrides.append(f"{key}={value}")
-    if args.config in PRESETS:
-        config = load_config(preset=args.config, overrides=overrides)
-    else:
-        config = load_config(args.config, overrides=overrides)
-    if not config.data.manifest:
-        parser.error("no training data: pass --data or set data.manifest")
+    for key, value in (("data.manifest", args.data), ("storage_path", args.storage), ("name", args.name),
+                       ("seed", args.seed)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    return overrides
 
-    import ray
 
-    from lightwork.distributed.train import train_splits
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = args.config in PRESETS
+    config = load_config(None if preset else args.config, preset=args.config if preset else None,
+                         overrides=run_overrides(args))
     try:
-        records = train_splits(config, args.split, seed=args.seed, dry_run=args.dry_run)
-    finally:
-        if started:
-            ray.shutdown()
+        parse_splits(args.split)
+    except ValueError as error:
+        raise UserError(f"--split {args.split}: {error}") from None
+    config = resolve_data(config)  # before Ray starts: a model that does not fit the data fails here
+    if args.print_config:
+        print(config.to_yaml(), end="")
+        return 0
+    from lightwork.data import storage
+    from lightwork.distributed.cluster import connected
+    from lightwork.distributed.train import train_splits
+    from lightwork.training import runs
+
+    run = runs.run_uri(config.storage_path, config.name)
+    if args.fresh and not args.dry_run:
+        storage.remove(run)
+    check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
+    with connected(args.num_cpus, args.verbose):
+        records = train_splits(config, args.split, dry_run=args.dry_run)
     return 0 if args.dry_run or all(record.status == "done" for record in records) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["train", *sys.argv[1:]]))

@@ -184,6 +184,7 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
 
 
 def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, capsys, monkeypatch):
+    from lightwork.cli import main as cli
     from lightwork.jobs import prepare
 
     src, dst = str(tmp_path / "chest"), str(tmp_path / "prepared")
@@ -206,7 +207,8 @@ def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, cap
     (broken / "x" / "image.png").write_bytes(b"not a png")
     assert prepare.main([str(broken), str(tmp_path / "out"), "--recipe", "cxr", "--no-progress"]) == 1
     assert "FAILED x: " in capsys.readouterr().out
-    assert prepare.main([str(tmp_path / "empty-dir-absent"), str(tmp_path / "out2"), "--recipe", "cxr"]) == 1
+    assert cli(["prepare", str(tmp_path / "empty-dir-absent"), str(tmp_path / "out2"), "--recipe", "cxr"]) == 2
+    assert "empty-dir-absent: no such folder or prefix" in capsys.readouterr().err
 
 
 def test_prepare_from_and_to_a_real_s3_bucket(ray_session, s3_server, capsys):

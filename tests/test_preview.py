@@ -9,6 +9,7 @@ from PIL import Image
 
 from lightwork.anomalies import make_task
 from lightwork.anomalies.seeding import sample_generator
+from lightwork.cli import main as cli
 from lightwork.data.phantom import case_files, make_case
 from lightwork.data.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
 from lightwork.jobs.preview import main
@@ -74,10 +75,10 @@ def test_preview_of_a_picture_with_external_sources_and_a_large_volume_downsampl
 def test_bad_requests_are_clear_errors(tmp_path, capsys):
     np.save(tmp_path / "image.npy", np.ones((20, 20, 20), np.float32))
     np.save(tmp_path / "mask.npy", np.ones((20, 20, 10), np.float32))
-    assert main(["--input", str(tmp_path / "image.npy"), "--mask", str(tmp_path / "mask.npy"),
-                 "--out", str(tmp_path / "x.png")]) == 1
+    assert cli(["preview", "--input", str(tmp_path / "image.npy"), "--mask", str(tmp_path / "mask.npy"),
+                "--out", str(tmp_path / "x.png")]) == 2
     assert "mask shape (20, 20, 10) differs from the image's (20, 20, 20)" in capsys.readouterr().err
-    assert main(["--input", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x.png")]) == 1
+    assert cli(["preview", "--input", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x.png")]) == 2
     assert "missing.nii.gz: no such file" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown anomaly task 'warp'; known tasks: 0 intra_blend"):
         task_ids(["warp"])

@@ -48,7 +48,7 @@ def write_dataset(root, shape, count=10):
 def run_config(tmp_path, shape, name, storage_path, **train):
     data = write_dataset(tmp_path / "data", shape)
     dims = len(shape)
-    overrides = [f"name={name}", f"storage_path={storage_path}", f"data.manifest={data}",
+    overrides = [f"name={name}", f"storage_path={storage_path}", f"data.manifest={data}", "seed=2",
                  f"model.spatial_dims={dims}", "model.features=[4,8]", "train.batch_size=2",
                  "train.val_batch_size=4", "train.lr=0.01", "train.warmup_steps=1",
                  "resources.cpus_per_worker=0.5", "resources.max_concurrent_trials=5", "resources.max_failures=2",
@@ -83,7 +83,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(ray_session, s3_serve
     killer = threading.Thread(target=_kill_first_worker_after_report, args=(run, killed, stop), daemon=True)
     killer.start()
     try:
-        records = train_splits(config, "4/1", seed=2)
+        records = train_splits(config, "4/1")
     finally:
         stop.set()
         killer.join()
@@ -105,7 +105,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(ray_session, s3_serve
     record_uri = storage.join(run, interrupted.name, "fold.json")
     storage.write_bytes(record_uri, json.dumps({**json.loads(storage.read_bytes(record_uri)), "status": "running"}).encode())
     before = {r.name: storage.read_bytes(storage.join(run, r.name, "fold.json")) for r in records}
-    again = train_splits(config, "4/1", seed=2)
+    again = train_splits(config, "4/1")
     check_fold_records(again, epochs=3)
     for record in records:
         changed = storage.read_bytes(storage.join(run, record.name, "fold.json")) != before[record.name]

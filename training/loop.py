@@ -111,10 +111,11 @@ class FoldTrainer:
         device: where to train; defaults to CUDA when available.
         sum_over_workers: sums this worker's validation sums (float64 vector) over all workers
             (data-parallel training passes an all-reduce; one worker keeps them).
+        seed: the run seed (`RunConfig.seed`), of the flip generator.
     """
 
     def __init__(self, model: torch.nn.Module, settings: TrainSection, device: torch.device | None = None,
-                 sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged) -> None:
+                 sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged, seed: int = 0) -> None:
         self.settings = settings
         self.sum_over_workers = sum_over_workers
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,7 +128,7 @@ class FoldTrainer:
                                         warmup_start=settings.warmup_start, decay_steps=settings.decay_steps,
                                         decay_factor=settings.decay_factor, floor=settings.lr_floor)
         self.state = LoopState()
-        self.flip_generator = np.random.default_rng(settings.seed)
+        self.flip_generator = np.random.default_rng(seed)
 
     def _memory_format(self) -> torch.memory_format:
         network = getattr(self.model, "module", self.model)

@@ -1,0 +1,48 @@
+"""The one way every job reaches Ray (`lightwork.distributed.cluster.connect`).
+
+Attach or start: a process given RAY_ADDRESS, or started by `ray job submit` (which sets it),
+attaches with a plain `ray.init()` (asking for resources there raises); any other starts a local
+instance with `num_cpus` logical CPUs. Console: unless `verbose`, the output of Ray's worker and
+actor processes (core_worker warnings about restarted actors, Ray Data's per-dataset logging
+notices, Train's per-checkpoint lines, the trial drivers' own prints) stays in Ray's log files
+(`session_latest/logs` of Ray's temporary folder) instead of being copied to the console
+(`ray.init(log_to_driver=False)`); the driver itself prints the Tune trial table, a line per
+finished fold and the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+
+def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
+    """Attach to this process's Ray cluster or start a local one (see the module docstring).
+
+    Returns True when this call started Ray (the caller shuts it down), False when Ray was
+    already initialised in this process.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {} if verbose else {"log_to_driver": False}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(**quiet)
+    else:
+        ray.init(num_cpus=num_cpus, **quiet)
+    return True
+
+
+@contextlib.contextmanager
+def connected(num_cpus: int | None = None, verbose: bool = False) -> Iterator[None]:
+    """`connect` for the duration of a `with` block; shuts Ray down after it when it started it."""
+    import ray
+
+    started = connect(num_cpus, verbose)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,36 @@
+"""`lightwork pipeline` drives the library (`prepare_dataset`, `train_splits`), not other
+subcommands: a dry run generates and prepares the demo cohort, plans the trials and trains
+nothing; a model that cannot fit the recipe's data stops before Ray starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lightwork.cli import main
+from lightwork.data.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+
+
+def test_dry_run_prepares_the_demo_cohort_and_trains_nothing(ray_session, tmp_path, capsys):
+    assert main(["pipeline", "--config", "tiny", "--storage", str(tmp_path), "--name", "dry", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "dry"
+    healthy, test = read_manifest(str(run / "prepared" / "healthy")), read_manifest(str(run / "prepared" / "test"))
+    assert (len(healthy), len(test)) == (20, 6) and all(row["status"] == "ok" for row in healthy + test)
+    assert f"dry run: {run / 'train'}" in out
+    assert not list(run.glob("train/*/checkpoint_*"))  # nothing trained
+
+
+def test_a_model_that_does_not_fit_the_recipe_stops_before_ray(tmp_path):
+    code = ("import sys; from lightwork.cli import main; "
+            f"status = main(['pipeline', '--recipe', 'cxr', '--storage', {str(tmp_path)!r}]); "
+            "print(status, 'ray' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert result.stderr == ("lightwork pipeline: model.spatial_dims: 3 does not fit the cxr recipe's 2D cases: "
+                             "choose a config of the recipe's kind\n")
+    assert not list(tmp_path.iterdir())
