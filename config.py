@@ -27,20 +27,8 @@ from typing import Any
 
 import yaml
 
+from lightwork.anomalies.parameters import MIN_PUSH, max_push_for
 from lightwork.errors import UserError
-
-# The deformation tasks' largest push in voxels, per preprocessing recipe (method.md section 3):
-# brain volumes 5, chest X-rays 10. `data.max_push` is derived from this unless set.
-MAX_PUSH = {"brain": 5.0, "cxr": 10.0}
-# A recipe without its own value takes the value of the recipe with the same spatial dims.
-RECIPE_OF_DIMS = {3: "brain", 2: "cxr"}
-MIN_PUSH = 0.5  # voxels: the deformation tasks' smallest push (lightwork.anomalies.deformation)
-
-
-def derived_max_push(spatial_dims: int, recipe: str = "") -> float:
-    """The deformation tasks' largest push for data of `recipe`: `MAX_PUSH[recipe]`; a recipe
-    without its own value (or none given) takes that of the recipe with the same spatial dims."""
-    return MAX_PUSH.get(recipe, MAX_PUSH[RECIPE_OF_DIMS[spatial_dims]])
 
 
 def _spec(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any:
@@ -115,7 +103,7 @@ class DataSection:
     (other cases, other fingerprint). `resolve_data` fills the three; a config that names them must
     match the data.
     max_push: the deformation tasks' largest push in voxels; None = derived from the recipe
-    (`MAX_PUSH`: 5 brain, 10 cxr).
+    (`lightwork.anomalies.parameters.MAX_PUSH`: 5 brain, 10 cxr).
     """
 
     manifest: str = ""
@@ -177,7 +165,7 @@ class RunConfig:
         """`data.max_push`, or the value its recipe derives (`derived_max_push`)."""
         if self.data.max_push is not None:
             return self.data.max_push
-        return derived_max_push(self.model.spatial_dims, self.data.recipe)
+        return max_push_for(self.model.spatial_dims, self.data.recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

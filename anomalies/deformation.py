@@ -34,10 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightwork.anomalies.parameters import DEFAULT_MAX_PUSH, MIN_PUSH
 from lightwork.anomalies.patch import cubic_sample
 from lightwork.anomalies.shapes import AnomalyShape
 
-MIN_PUSH = 0.5  # voxels: the push's lower bound is max(MIN_PUSH_FRACTION m, MIN_PUSH)
+# The push's lower bound is max(MIN_PUSH_FRACTION m, MIN_PUSH) voxels.
 MIN_PUSH_FRACTION = 0.1
 MAX_PUSH_FRACTION = 0.9  # ... and its upper bound min(MAX_PUSH_FRACTION m, max_push)
 NAMES = {2: "sink", 3: "source"}
@@ -129,7 +130,7 @@ class DeformationTask:
         max_push: the largest push, voxels (5 for brain volumes, 10 for chest X-rays).
     """
 
-    def __init__(self, task_id: int, max_push: float = 5.0):
+    def __init__(self, task_id: int, max_push: float = DEFAULT_MAX_PUSH):
         if task_id not in NAMES:
             raise ValueError(f"deformation tasks are 2 (sink) and 3 (source), got {task_id}")
         if not max_push > MIN_PUSH:

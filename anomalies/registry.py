@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lightwork.anomalies.parameters import DEFAULT_MAX_PUSH
+
 if TYPE_CHECKING:
     from lightwork.anomalies.base import AnomalyTask, SyntheticTask
 
@@ -83,7 +85,7 @@ def _blend(task_id: int) -> TaskFactory:
 
 
 def _deformation(task_id: int) -> TaskFactory:
-    def factory(max_push: float = 5.0) -> AnomalyTask:
+    def factory(max_push: float = DEFAULT_MAX_PUSH) -> AnomalyTask:
         from lightwork.anomalies.deformation import DeformationTask
 
         return DeformationTask(task_id, max_push)

@@ -32,7 +32,8 @@ import time
 
 import numpy as np
 
-from lightwork.config import MAX_PUSH, load_config
+from lightwork.anomalies.parameters import MAX_PUSH
+from lightwork.config import load_config
 from lightwork.data import manifest, phantom
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.synthesis import Synthesiser

@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import scipy.ndimage  # noqa: E402
 
 from lightwork.anomalies import TASK_NAMES, make_task  # noqa: E402
+from lightwork.anomalies.parameters import max_push_for  # noqa: E402
 from lightwork.anomalies.seeding import sample_generator  # noqa: E402
-from lightwork.config import derived_max_push  # noqa: E402
 
 SEED = 0
 SOURCES = 4  # phantoms feeding the blends
@@ -64,7 +64,7 @@ def tasks_for(shape: tuple[int, ...]) -> list:
         if name in ("intra_blend", "inter_blend"):
             made.append(make_task(task_id, sources=sources))
         elif name in ("sink", "source"):
-            made.append(make_task(task_id, max_push=derived_max_push(len(shape))))
+            made.append(make_task(task_id, max_push=max_push_for(len(shape))))
         else:
             made.append(make_task(task_id))
     return made

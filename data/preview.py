@@ -35,9 +35,9 @@ from pathlib import PurePosixPath
 import numpy as np
 import scipy.ndimage
 
+from lightwork.anomalies.parameters import max_push_for
 from lightwork.anomalies.registry import TASK_COUNT, TASK_NAMES, make_task, task_id_of
 from lightwork.anomalies.seeding import sample_generator
-from lightwork.config import derived_max_push
 from lightwork.data.readers import read_image, suffix_of, voxel_spacing
 from lightwork.data.recipes import HoleFilledForeground, Resample, Sample, ZScore, compose
 
@@ -127,7 +127,7 @@ def preview_rows(
             pool = [(source.image, source.foreground) for source in sources] or standin_sources(seed, data.image.shape[1:])
             task = make_task(task_id, sources=pool)
         elif name in ("sink", "source"):
-            task = make_task(task_id, max_push=derived_max_push(dims))
+            task = make_task(task_id, max_push=max_push_for(dims))
         else:
             task = make_task(task_id)
         anomalous, label = task(data.image, data.foreground, sample_generator(seed, 0, data.name, task_id))

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightwork.anomalies.parameters import DEFAULT_MAX_PUSH
 from lightwork.anomalies.registry import TASK_COUNT, warm_up
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
@@ -144,7 +145,7 @@ class Synthesiser:
     """
 
     def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
-                 external: Sequence[str] = (), max_push: float = 5.0, cache_cases: int = CACHE_CASES) -> None:
+                 external: Sequence[str] = (), max_push: float = DEFAULT_MAX_PUSH, cache_cases: int = CACHE_CASES) -> None:
         from lightwork.anomalies.registry import make_task
 
         self.tasks = tuple(int(task) for task in tasks)

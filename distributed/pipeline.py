@@ -16,7 +16,8 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
-from lightwork.config import RECIPE_OF_DIMS, RunConfig, check_saved, resolve_data
+from lightwork.anomalies.parameters import RECIPE_OF_DIMS
+from lightwork.config import RunConfig, check_saved, resolve_data
 from lightwork.data import manifest, phantom, storage
 from lightwork.errors import UserError
 from lightwork.training.folds import parse_splits

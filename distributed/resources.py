@@ -309,9 +309,9 @@ def autoscaler_can_add(bundle: dict[str, float], timeout_s: float = 60.0) -> boo
     its idle timeout (the run that asked usually needs it).
     """
     import ray
+    from ray._private.worker import global_worker
     from ray.autoscaler.sdk import request_resources
     from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
-    from ray._private.worker import global_worker
 
     gcs = global_worker.gcs_client
     namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()

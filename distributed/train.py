@@ -30,7 +30,6 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 
 import ray
 import torch

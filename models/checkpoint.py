@@ -7,8 +7,8 @@ import json
 
 import torch
 
-from lightwork.data import storage
 from lightwork.config import UNetConfig
+from lightwork.data import storage
 from lightwork.models.unet import UNet
 
 WEIGHTS_FILE = "model.pt"

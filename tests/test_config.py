@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
+from lightwork.anomalies.parameters import MAX_PUSH
 from lightwork.config import (
-    MAX_PUSH,
     check_saved,
     load_config,
     resolve_data,

@@ -8,7 +8,6 @@ import sys
 import warnings
 
 import numpy as np
-import pytest
 
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import load_config
@@ -17,8 +16,17 @@ from lightwork.data.cases import PreparedCase, load_case, save_case
 from lightwork.data.phantom import smooth_noise
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.distributed.resources import plan_synthesis
-from lightwork.distributed.stream import (CALLS_PER_TASK, ORDER_KEY, fold_dataset, fold_datasets, item_dataset,
-                                          rows_per_call, rows_per_task, synthesis_dataset, training_epochs)
+from lightwork.distributed.stream import (
+    CALLS_PER_TASK,
+    ORDER_KEY,
+    fold_dataset,
+    fold_datasets,
+    item_dataset,
+    rows_per_call,
+    rows_per_task,
+    synthesis_dataset,
+    training_epochs,
+)
 from lightwork.training.folds import plan_split
 
 IMAGE_COLUMNS = {"image", "label"}
