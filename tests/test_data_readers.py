@@ -190,3 +190,53 @@ def test_dicom_series_and_nifti_read_from_a_real_s3_bucket(s3_server, tmp_path):
     nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "v.nii.gz")
     storage.write_bytes(f"{root}/v.nii.gz", (tmp_path / "v.nii.gz").read_bytes())
     np.testing.assert_array_equal(readers.read_image(f"{root}/v.nii.gz").array, volume)
+
+
+def test_dicom_series_source_grid_is_column_row_slice_with_the_series_world_positions(tmp_path):
+    """The reader's source grid (shape and affine, one pair) puts every voxel where the series has it."""
+    from lightwork.data.recipes import WholeImageForeground, finish, initial_sample
+
+    uid = generate_uid()
+    for name, k in (("c.dcm", 2), ("a.dcm", 0), ("b.dcm", 1)):
+        (tmp_path / name).write_bytes(dicom_bytes(np.full((4, 5), k), uid, position=(10.0, 20.0, 3.0 * k)))
+    loaded = readers.read_image(str(tmp_path))
+    shape, affine = loaded.provenance["source_shape"], loaded.provenance["source_affine"]
+    assert shape == (5, 4, 3)  # columns, rows, slices
+    # Column c, row r of slice k lies at LPS (10 + 0.8 c, 20 + 0.5 r, 3 k), i.e. RAS (-x, -y, z).
+    for c, r, k in ((0, 0, 0), (4, 3, 2), (1, 2, 1)):
+        np.testing.assert_allclose(affine @ [c, r, k, 1.0], [-(10 + 0.8 * c), -(20 + 0.5 * r), 3.0 * k, 1.0])
+    case = finish("s", WholeImageForeground()(initial_sample(loaded, None, None, dims=3)), loaded, False)
+    assert case.source_shape == shape and np.allclose(case.source_affine, affine)
+
+
+@pytest.mark.parametrize("series", [False, True])
+def test_a_text_file_named_dcm_is_not_a_dicom_file(tmp_path, series):
+    text = b"patient notes, not an image\n" * 20
+    if series:
+        uid = generate_uid()
+        for k in range(2):
+            (tmp_path / f"{k}.dcm").write_bytes(dicom_bytes(np.full((4, 5), k), uid, position=(0.0, 0.0, 2.0 * k)))
+    (tmp_path / "notes.dcm").write_bytes(text)
+    with pytest.raises(ValueError, match="not a DICOM file") as error:
+        readers.read_image(str(tmp_path if series else tmp_path / "notes.dcm"))
+    assert str(tmp_path / "notes.dcm") in str(error.value)
+
+
+def test_cxr_window_is_pydicoms_voi_lut(tmp_path):
+    """The window step gives pydicom's `apply_voi_lut` output scaled by its range (LINEAR and SIGMOID)."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from lightwork.data.recipes import Window, initial_sample
+
+    stored = np.arange(0, 2000, 5, dtype=np.uint16).reshape(20, 20)
+    for function in ("LINEAR", "SIGMOID"):
+        path = tmp_path / f"{function}.dcm"
+        payload = dicom_bytes(stored, generate_uid(), window=(700, 600), slope=2.0, intercept=-50.0)
+        dataset = pydicom.dcmread(io.BytesIO(payload))
+        dataset.VOILUTFunction = function
+        dataset.save_as(path)
+        windowed = Window()(initial_sample(readers.read_image(str(path)), None, None, dims=2)).image
+        expected = apply_voi_lut(apply_modality_lut(dataset.pixel_array, dataset), dataset)
+        low, high = 0 * 2.0 - 50.0, 65535 * 2.0 - 50.0  # the 16-bit stored range through the rescale
+        np.testing.assert_allclose(windowed, np.clip((expected - low) / (high - low), 0, 1), atol=1e-6)
