@@ -82,6 +82,8 @@ class DataSection:
     external_manifest: str = ""  # external source for the inter-dataset blending task (1)
     val_per_case: int = 1  # anomalous validation versions per validation case
     max_push: float = 5.0  # deformation tasks: 5 brain, 10 CXR
+    recipe: str = ""
+    recipe_options: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -304,6 +304,9 @@ def train_splits(config: RunConfig, split_spec: str, seed: int = 0) -> list[runs
     for row in rows:
         fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
+    if not config.data.recipe:  # the run records how its data was prepared (lightwork predict applies it)
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, recipe=rows[0]["recipe"], recipe_options=json.loads(rows[0].get("recipe_options") or "{}")))
     save_config(config, storage.join(run, runs.CONFIG_FILE))
     records = {plan.name: _read_record(run, plan) for plan in plans}
     todo = [plan for plan in plans if records[plan.name].status != "done"]
