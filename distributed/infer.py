@@ -3,8 +3,8 @@
 One scan (or `in_process=True`) runs in this process with no Ray (`lightwork.inference.predict`);
 a folder or bucket of cases runs as one Ray Data pipeline: an actor pool whose actors load the
 ensemble once (from the run folder or package URI, so the weights never travel through the object
-store) and run `predict_case` on one case per call; rows come back as JSON strings (one column
-type whatever a case gives) into OUT/scores.csv and scores.json. Actors ask for
+store) and run `predict_case` on one case per call; cases go in and rows come back as JSON strings
+(one column type whatever a case holds) into OUT/scores.csv and scores.json. Actors ask for
 `predict.ACTOR_CPUS` CPUs and `predict.actor_gpus` GPUs (see shared/ray-notes.md).
 """
 
@@ -25,7 +25,8 @@ from lightwork.inference.package import load_ensemble
 class CasePredictor:
     """Ray Data callable class: loads the ensemble once, predicts a batch of cases.
 
-    Batch in: the CaseSource fields as columns. Batch out: {"result": JSON of a CaseResult [B]}.
+    Batch in: {"source": JSON of a CaseSource [B]}. Batch out: {"result": JSON of a CaseResult [B]}
+    (JSON both ways: a column of optional strings would come back as NaN floats).
     """
 
     def __init__(self, models: str, split: str | None, threshold: float | None, out: str):
@@ -36,9 +37,8 @@ class CasePredictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
         results = []
-        for index in range(len(batch["case_id"])):
-            fields = {key: (None if values[index] is None else str(values[index])) for key, values in batch.items()}
-            result = inference.predict_case(self.ensemble, CaseSource(**fields), self.out)
+        for source in batch["source"]:
+            result = inference.predict_case(self.ensemble, CaseSource(**json.loads(source)), self.out)
             results.append(json.dumps({"row": result.row, "seconds": result.seconds}))
         return {"result": results}
 
@@ -48,7 +48,7 @@ def predict_on_ray(models: str, split: str | None, threshold: float | None, sour
     """`predict_case` for every source on the connected Ray cluster; results in source order."""
     from tqdm import tqdm
 
-    items = [{key: value for key, value in asdict(source).items() if key != "image_label"} for source in sources]
+    items = [{"source": json.dumps(asdict(source))} for source in sources]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
     predicted = dataset.map_batches(
         CasePredictor, fn_constructor_kwargs={"models": models, "split": split, "threshold": threshold, "out": out},
