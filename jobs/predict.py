@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", required=True, help="training run folder/URI or a .lwpkg package")
     parser.add_argument("--split", default=None, help="task split of the run (needed when it holds several)")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="mask threshold (default: the mean of the folds' validation thresholds)")
+                        help="mask threshold; None: the mean of the folds' validation thresholds")
     parser.add_argument("--modality", default=None, help="which image of a multi-modality case folder (e.g. flair)")
     parser.add_argument("--in-process", action="store_true", help="predict a folder in this process, without Ray")
     parser.add_argument("--actors", type=int, default=1, help="inference actors for a folder")

@@ -13,7 +13,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
