@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "train every fold model of one or more task splits on Ray Tune",
     "evaluate": "ensemble fold models and score them on a test manifest",
     "pipeline": "prepare, train and evaluate in one job (embedded demo data when none is given)",
+    "predict": "anomaly maps and scores for new scans with a run's or a package's fold models",
+    "export": "write one split of a run as a single .lwpkg package file",
 }
 
 

@@ -162,7 +162,7 @@ class RunConfig:
 
     @property
     def task_max_push(self) -> float:
-        """`data.max_push`, or the value its recipe derives (`derived_max_push`)."""
+        """`data.max_push`, or the value its recipe derives (`lightwork.anomalies.parameters.max_push_for`)."""
         if self.data.max_push is not None:
             return self.data.max_push
         return max_push_for(self.model.spatial_dims, self.data.recipe)

@@ -9,14 +9,23 @@ Formats, chosen by the name (`uri`):
     .npy                   a numpy array (2D or 3D), 1 mm voxels, identity orientation
 
 Conventions of the result (`Loaded`):
-    array    float32 [*S], S of 2 or 3 dims, in the file's units (DICOM: RescaleSlope and
-             RescaleIntercept applied; no windowing, no inversion: recipes decide)
+    array    float32 [*S], S of 2 or 3 dims, in the file's units (DICOM: the modality LUT or
+             rescale applied by pydicom's `apply_modality_lut`; no windowing, no inversion:
+             recipes decide)
     affine   float64 [4, 4] voxel index -> world mm; 3D in RAS (+x right, +y anterior, +z
              superior); 2D images: rows/columns scaled by the pixel spacing, third axis unused
     spacing  tuple of mm per array axis
     orientation  axis codes of the array, e.g. "RAS"; "RC" (rows, columns) for 2D images
-    provenance   dict: uri, format, original_shape, original_dtype, original_orientation, and
-             for DICOM modality, photometric, window_center/window_width (if present), files
+    provenance   dict: uri, format, original_shape (the file's array shape as stored),
+             original_dtype, source_shape and source_affine (the grid a result must be written on
+             to line up with the file voxel for voxel: spatial shape tuple and float64 [4, 4]
+             voxel -> world mm of that same grid; every reader sets both), original_orientation
+             (NIfTI), and for DICOM modality, photometric, window_center/window_width (if present),
+             voi (2D files with a VOI module: the pydicom Dataset of its elements, for
+             `apply_voi_lut`), files
+
+DICOM series: the source grid is (column, row, slice) as dcm2niix writes it, voxel (c, r, k) at
+the world position of column c, row r of the k-th slice along the slice normal.
 
 Every problem (unsupported name, unreadable bytes, NaN/inf values, wrong rank) raises a ValueError
 that names the file.
@@ -119,6 +128,11 @@ def canonical(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(out), affine @ ornt.inv_ornt_aff(transform, array.shape)
 
 
+def source_grid(shape: tuple[int, ...], affine: np.ndarray) -> dict:
+    """The provenance entries `source_shape` and `source_affine` of a grid (one owner of both)."""
+    return {"source_shape": tuple(int(n) for n in shape), "source_affine": np.asarray(affine, float).copy()}
+
+
 def voxel_spacing(affine: np.ndarray, dims: int) -> tuple[float, ...]:
     """mm per array axis of a grid's affine (the norms of its first `dims` columns)."""
     return tuple(float(v) for v in np.sqrt((np.asarray(affine)[:dims, :dims] ** 2).sum(axis=0)))
@@ -143,7 +157,7 @@ def _read_nifti(uri: str, payload: bytes) -> Loaded:
     original_orientation = "".join(ornt.aff2axcodes(image.affine))
     array, affine = canonical(np.asarray(data, dtype=np.float32), image.affine)
     provenance = {"uri": uri, "format": "nifti", "original_shape": original_shape, "original_dtype": original_dtype,
-                  "original_orientation": original_orientation, "original_affine": np.asarray(image.affine, float).tolist()}
+                  "original_orientation": original_orientation, **source_grid(data.shape, image.affine)}
     return Loaded(array.astype(np.float32, copy=False), affine, voxel_spacing(affine, 3), "RAS", provenance)
 
 
@@ -159,25 +173,55 @@ def _nifti_version(raw: bytes) -> int:
 
 
 def _dicom_dataset(uri: str, payload: bytes):
+    """The dataset of a DICOM file. Files without the `DICM` preamble are read by force, and kept
+    only when they hold DICOM image elements (pixel data or a SOP class): anything else, a text
+    file named `.dcm` say, is "not a DICOM file"."""
+    import warnings
+
     import pydicom
 
     try:
-        return pydicom.dcmread(io.BytesIO(payload), force=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on every unknown tag of a forced read
+            dataset = pydicom.dcmread(io.BytesIO(payload), force=True)
     except Exception as error:
-        raise ValueError(f"{uri}: not a readable DICOM file ({type(error).__name__}: {error})") from error
+        raise ValueError(f"{uri}: not a DICOM file ({type(error).__name__}: {error})") from error
+    if payload[128:132] != b"DICM" and "PixelData" not in dataset and "SOPClassUID" not in dataset:
+        raise ValueError(f"{uri}: not a DICOM file (no DICM preamble and no DICOM image elements)")
+    return dataset
 
 
 def _dicom_pixels(uri: str, dataset) -> np.ndarray:
-    """Pixel values in the file's units: RescaleSlope * stored + RescaleIntercept, float32."""
+    """Pixel values in the file's units (pydicom's `apply_modality_lut`: a Modality LUT or
+    RescaleSlope * stored + RescaleIntercept), float32."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "PixelData" not in dataset:
+        raise ValueError(f"{uri}: a DICOM file without pixel data (not an image)")
     try:
         pixels = dataset.pixel_array
     except Exception as error:
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "unknown")
         raise ValueError(f"{uri}: DICOM pixel data cannot be decoded (transfer syntax {syntax}; "
                          f"{type(error).__name__}: {error})") from error
-    slope = float(getattr(dataset, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(dataset, "RescaleIntercept", 0.0) or 0.0)
-    return (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    return np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
+
+
+VOI_ELEMENTS = ("WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence", "PhotometricInterpretation",
+                "BitsStored", "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")
+
+
+def _voi_dataset(dataset):
+    """The elements pydicom's `apply_voi_lut` reads, as a small Dataset; None without a VOI module."""
+    from pydicom.dataset import Dataset
+
+    if "VOILUTSequence" not in dataset and not ("WindowCenter" in dataset and "WindowWidth" in dataset):
+        return None
+    voi = Dataset()
+    for keyword in VOI_ELEMENTS:
+        if keyword in dataset:
+            setattr(voi, keyword, dataset[keyword].value)
+    return voi
 
 
 def _first_value(value) -> float | None:
@@ -218,7 +262,11 @@ def _read_dicom_file(uri: str, payload: bytes) -> Loaded:
     spacing = getattr(dataset, "PixelSpacing", None) or getattr(dataset, "ImagerPixelSpacing", None) or (1.0, 1.0)
     row_mm, col_mm = float(spacing[0]), float(spacing[1])
     affine = np.diag([row_mm, col_mm, 1.0, 1.0])
-    return Loaded(pixels, affine, (row_mm, col_mm), "RC", _dicom_provenance(uri, dataset, pixels, [uri]))
+    provenance = {**_dicom_provenance(uri, dataset, pixels, [uri]), **source_grid(pixels.shape, affine)}
+    voi = _voi_dataset(dataset)
+    if voi is not None:
+        provenance["voi"] = voi
+    return Loaded(pixels, affine, (row_mm, col_mm), "RC", provenance)
 
 
 def _read_dicom_series(uri: str, files: dict[str, bytes]) -> Loaded:
@@ -243,7 +291,7 @@ def _read_dicom_series(uri: str, files: dict[str, bytes]) -> Loaded:
     shapes = {s.shape for s in slices}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
         raise ValueError(f"{uri}: DICOM slices differ in shape or are not 2D ({sorted(shapes)})")
-    volume = np.stack(slices)  # [slice, row, column]
+    volume = np.stack(slices, axis=-1).transpose(1, 0, 2)  # [column, row, slice]
     spacing = getattr(first, "PixelSpacing", None) or (1.0, 1.0)
     row_mm, col_mm = float(spacing[0]), float(spacing[1])
     if positioned and len(order) > 1:
@@ -256,12 +304,13 @@ def _read_dicom_series(uri: str, files: dict[str, bytes]) -> Loaded:
     else:
         slice_mm = float(getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", None) or 1.0)
         origin = np.array(getattr(first, "ImagePositionPatient", None) or (0.0, 0.0, 0.0), float)
-    # Voxel (slice k, row r, column c) -> LPS: origin + k*slice*normal + r*row_mm*col_dir + c*col_mm*row_dir.
+    # Voxel (column c, row r, slice k) -> LPS: origin + c*col_mm*row_dir + r*row_mm*col_dir + k*slice*normal
+    # (ImageOrientationPatient's first triplet runs along a row, i.e. with the column index).
     lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = normal * slice_mm, col_dir * row_mm, row_dir * col_mm, origin
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * col_mm, col_dir * row_mm, normal * slice_mm, origin
     affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     array, affine = canonical(volume, affine_ras)
-    provenance = _dicom_provenance(uri, first, volume, order)
+    provenance = {**_dicom_provenance(uri, first, volume, order), **source_grid(volume.shape, affine_ras)}
     provenance["slice_order"] = "ImagePositionPatient" if positioned else "InstanceNumber"
     return Loaded(array, affine, voxel_spacing(affine, 3), "RAS", provenance)
 
@@ -280,7 +329,7 @@ def _read_picture(uri: str, payload: bytes) -> Loaded:
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{uri}: not a readable PNG/JPEG image ({type(error).__name__}: {error})") from error
     provenance = {"uri": uri, "format": "picture", "original_shape": (size[1], size[0]), "original_dtype": mode,
-                  "original_mode": mode}
+                  "original_mode": mode, **source_grid(grey.shape, np.eye(4))}
     return Loaded(grey, np.eye(4), (1.0, 1.0), "RC", provenance)
 
 
@@ -295,4 +344,5 @@ def _read_numpy(uri: str, payload: bytes) -> Loaded:
     if array.ndim == 4 and array.shape[0] == 1:  # [1, *S] as stored for Ray Data
         array = array[0]
     orientation = "RAS" if array.ndim == 3 else "RC"
+    provenance.update(source_grid(array.shape, np.eye(4)))
     return Loaded(array.astype(np.float32), np.eye(4), (1.0,) * array.ndim, orientation, provenance)

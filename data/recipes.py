@@ -14,7 +14,7 @@ Recipes (method.md section 1):
            foreground's bounding box (160x224x160), downsample by `downsample` (2) -> `shape`
            (80x112x80), zero outside the foreground. The demo cohort uses a small grid, e.g.
            `shape=(32, 40, 32), spacing_mm=2.5`.
-    cxr    2D chest X-ray: window (DICOM WindowCenter/Width, else the image's min..max) to [0, 1],
+    cxr    2D chest X-ray: window (the DICOM VOI module by pydicom, else the image's min..max) to [0, 1],
            invert MONOCHROME1, resize to `size` x `size` (256), histogram-equalise, scale to
            [-1, 1]; foreground = the whole image.
 """
@@ -237,17 +237,28 @@ class ZeroOutsideForeground:
 
 @dataclass(frozen=True)
 class Window:
-    """Map intensities to [0, 1]: DICOM window (meta window_center/width) if given, else min..max."""
+    """Map intensities to [0, 1]: the DICOM VOI module (meta["voi"], applied by pydicom's
+    `apply_voi_lut`: window centre/width with its VOI LUT function, or a VOI LUT) scaled by its
+    output range when the file has one, else min..max."""
 
     def __call__(self, sample: Sample) -> Sample:
-        centre, width = sample.meta.get("window_center"), sample.meta.get("window_width")
-        if centre is not None and width and width > 0:
-            low, high = centre - width / 2.0, centre + width / 2.0
+        image = sample.image.astype(np.float64)
+        voi = sample.meta.get("voi")
+        if voi is not None:
+            from pydicom.pixels import apply_voi_lut
+
+            try:
+                with np.errstate(over="ignore"):  # a sigmoid VOI overflows exp() at the extremes: it saturates
+                    image = np.asarray(apply_voi_lut(image, voi), dtype=np.float64)
+                    # The VOI output range: what it gives the lowest and highest representable inputs.
+                    low, high = (float(v) for v in apply_voi_lut(np.array([-1e30, 1e30]), voi))
+            except (ValueError, KeyError, AttributeError, IndexError) as error:
+                raise ValueError(f"{sample.name}: DICOM VOI LUT/window cannot be applied ({error})") from error
         else:
-            low, high = float(sample.image.min()), float(sample.image.max())
+            low, high = float(image.min()), float(image.max())
         if high <= low:
             raise ValueError(f"{sample.name}: constant image, nothing to window")
-        image = np.clip((sample.image - low) / (high - low), 0.0, 1.0)
+        image = np.clip((image - low) / (high - low), 0.0, 1.0)
         return sample.with_arrays(image, sample.masks, sample.affine)
 
 
@@ -333,10 +344,13 @@ def initial_sample(image: Loaded, brain_mask: Loaded | None, lesion: Loaded | No
 
 
 def finish(case_id: str, sample: Sample, source: Loaded, has_lesion_file: bool) -> PreparedCase:
-    """The PreparedCase of a finished sample: image [1, *S], source geometry of the original file."""
-    dims = sample.image.ndim
-    source_affine = np.asarray(source.provenance.get("original_affine", source.affine), float)
-    source_shape = tuple(int(n) for n in source.provenance.get("original_shape", source.array.shape)[:dims])
+    """The PreparedCase of a finished sample: image [1, *S], and the source grid the reader recorded
+    (`source_shape`, `source_affine` in its provenance: the same grid, so that a map written there
+    lines up with the file voxel for voxel)."""
+    source_affine = np.asarray(source.provenance.get("source_affine", source.affine), float)
+    source_shape = tuple(int(n) for n in source.provenance.get("source_shape", source.array.shape))
+    if len(source_shape) != sample.image.ndim:
+        raise ValueError(f"case {case_id}: source grid {source_shape} has not the {sample.image.ndim} axes of the sample")
     lesion = sample.masks["lesion"].astype(np.uint8) if has_lesion_file else None
     return PreparedCase(case_id, sample.image[None].astype(np.float32), sample.masks["foreground"].astype(bool), lesion,
                         sample.affine, source_affine, source_shape)

@@ -18,6 +18,7 @@ import ray
 from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.evaluation import outputs
+from lightwork.inference.ensemble import validation_threshold
 from lightwork.training import runs
 from lightwork.training.folds import ENSEMBLE, model_key
 
@@ -97,14 +98,20 @@ def rows_add(rows: dict[str, list], case_id: str, model: str, uri: str, error: s
     rows["error"].append(error)
 
 
+def actor_gpus(actors: int) -> float:
+    """The GPU share of each of `actors` inference actors: the cluster's GPUs spread over them
+    (at most one each), 0 on a CPU-only cluster."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    return min(1.0, gpus / actors) if gpus else 0
+
+
 def predict_cases(models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1,
                   batch_size: int = 1) -> list[dict]:
     """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
 
     Returns the output rows (case_id, model, uri, error). Needs a connected Ray cluster.
     """
-    gpus = ray.cluster_resources().get("GPU", 0)
-    gpu_fraction = min(1.0, gpus / actors) if gpus else 0
+    gpu_fraction = actor_gpus(actors)
     dataset = ray.data.from_items([{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
                                   override_num_blocks=max(1, min(len(cases), 4 * actors)))
     predicted = dataset.map_batches(
@@ -154,9 +161,9 @@ def evaluate_run(models_uri: str, data_uri: str, out: str, predictions_uri: str 
     scored = [case for case in cases if case["case_id"] not in failed]
     notes = [failed_note] if failed_note else []
     notes += [f"Not scored, prediction failed: {error}" for error in errors]
-    recorded = [model.val_dice_threshold for model in models]
-    if dice_threshold is None and recorded and None not in recorded:
-        dice_threshold = sum(recorded) / len(recorded)
+    recorded = validation_threshold([model.val_dice_threshold for model in models])
+    if dice_threshold is None and recorded is not None:
+        dice_threshold = recorded
         notes.append(f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds maximising Dice on "
                      "their synthetic validation samples (held-out tasks).")
     elif dice_threshold is not None:

@@ -45,6 +45,38 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
+    """A gzipped NIfTI-1 file of a 3D array (its dtype kept) on `affine` (sform and qform set)."""
+    image = nib.Nifti1Image(array, np.asarray(affine, float))
+    image.set_sform(np.asarray(affine, float), code=1)
+    image.set_qform(np.asarray(affine, float), code=1)
+    return gzip.compress(image.to_bytes(), compresslevel=1)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """A PNG of uint8 pixels [H, W] (grey) or [H, W, 3] (RGB)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def heat_pixels(scores: np.ndarray) -> np.ndarray:
+    """RGB uint8 [H, W, 3]: scores clipped to [0, 1] through the `inferno` colour map."""
+    from matplotlib import colormaps
+
+    return (colormaps["inferno"](np.clip(scores, 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
+
+
+def overlay_pixels(image: np.ndarray, scores: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """RGB uint8 [H, W, 3]: the image (min..max as grey) blended with the heat map of `scores`
+    (weight `alpha` x the clipped score, so that low scores leave the image visible)."""
+    low, high = float(image.min()), float(image.max())
+    grey = (image - low) / (high - low) if high > low else np.zeros_like(image, dtype=float)
+    weight = alpha * np.clip(scores, 0.0, 1.0)[..., None]
+    blended = (1 - weight) * np.repeat(grey[..., None], 3, axis=-1) + weight * heat_pixels(scores) / 255.0
+    return (blended * 255).astype(np.uint8)
+
+
 def write_prediction(out_uri: str, model: str, case: PreparedCase, prediction: np.ndarray) -> str:
     """Store one raw prediction [*S] on the model grid and in the source geometry; returns the grid URI."""
     uri = grid_uri(out_uri, model, case.case_id)
@@ -52,14 +84,10 @@ def write_prediction(out_uri: str, model: str, case: PreparedCase, prediction: n
     source = to_source_geometry(prediction, case)
     base = storage.join(out_uri, model, "source", case.case_id)
     if source.ndim == 3:
-        image = nib.Nifti1Image(source, np.asarray(case.source_affine, float))
-        storage.write_bytes(f"{base}.nii.gz", gzip.compress(image.to_bytes(), compresslevel=1))
+        storage.write_bytes(f"{base}.nii.gz", nifti_bytes(source, case.source_affine))
     else:
         storage.write_bytes(f"{base}.npy", _npy_bytes(source))
-        heat = (np.clip(source, 0, 1) * 255).astype(np.uint8)
-        png = io.BytesIO()
-        Image.fromarray(heat).save(png, format="PNG")
-        storage.write_bytes(f"{base}.png", png.getvalue())
+        storage.write_bytes(f"{base}.png", png_bytes((np.clip(source, 0, 1) * 255).astype(np.uint8)))
     return uri
 
 

@@ -146,3 +146,44 @@ def real_data():
     """`shared_data` for tests: `real_data("brain", "healthy_ixi_t1")` (the suite runs with
     --import-mode=importlib, so test modules cannot import conftest's functions)."""
     return shared_data
+
+
+def _dicom_bytes(pixels, series_uid: str, position=None, instance=None, slope=1.0, intercept=0.0,
+                 photometric="MONOCHROME2", spacing=(0.5, 0.8), window=None, orientation=(1, 0, 0, 0, 1, 0)) -> bytes:
+    """An uncompressed 16-bit DICOM slice of uint16 pixels [rows, columns] (pydicom-written; axial
+    unless `orientation`, the ImageOrientationPatient, says otherwise; spacing: row, column mm)."""
+    import io
+
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "MR", series_uid
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 16, 16, 15, 0, 1
+    ds.PhotometricInterpretation = photometric
+    ds.PixelSpacing = [float(v) for v in spacing]
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    if position is not None:
+        ds.ImagePositionPatient = [float(v) for v in position]
+    if instance is not None:
+        ds.InstanceNumber = instance
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def dicom_bytes():
+    """`dicom_bytes(pixels, series_uid, position=..., orientation=..., ...)`: one DICOM slice's bytes."""
+    return _dicom_bytes

@@ -9,38 +9,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from lightwork.data import readers
-
-
-def dicom_bytes(pixels: np.ndarray, series_uid: str, position=None, instance=None, slope=1.0, intercept=0.0,
-                photometric="MONOCHROME2", spacing=(0.5, 0.8), window=None) -> bytes:
-    """An uncompressed 16-bit DICOM slice (axial, ImageOrientationPatient 1,0,0,0,1,0)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID = "MR", series_uid
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 16, 16, 15, 0, 1
-    ds.PhotometricInterpretation = photometric
-    ds.PixelSpacing = list(spacing)
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    if position is not None:
-        ds.ImagePositionPatient = list(position)
-    if instance is not None:
-        ds.InstanceNumber = instance
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def assert_same_world_values(loaded: readers.Loaded, path, samples: int = 50) -> None:
@@ -80,7 +51,7 @@ def test_real_colour_jpeg_becomes_grey(real_data):
     np.testing.assert_array_equal(loaded.array, expected)
 
 
-def test_dicom_series_in_shuffled_file_order_is_sorted_along_the_slice_normal(tmp_path):
+def test_dicom_series_in_shuffled_file_order_is_sorted_along_the_slice_normal(tmp_path, dicom_bytes):
     uid = generate_uid()
     stored = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5) * 3  # [slice, row, column]
     # File names sort c, a, b; slice positions z = 6, 0, 3 mm: name order is not slice order.
@@ -97,7 +68,7 @@ def test_dicom_series_in_shuffled_file_order_is_sorted_along_the_slice_normal(tm
     np.testing.assert_allclose(loaded.affine @ np.array([4, 3, 0, 1.0]), [-10.0, -20.0, 0.0, 1.0])
 
 
-def test_dicom_series_without_positions_falls_back_to_instance_number(tmp_path):
+def test_dicom_series_without_positions_falls_back_to_instance_number(tmp_path, dicom_bytes):
     uid = generate_uid()
     for name, instance, value in (("x1.dcm", 3, 30), ("x2.dcm", 1, 10), ("x3.dcm", 2, 20)):
         (tmp_path / name).write_bytes(dicom_bytes(np.full((4, 4), value), uid, instance=instance))
@@ -106,7 +77,7 @@ def test_dicom_series_without_positions_falls_back_to_instance_number(tmp_path):
     assert loaded.array[0, 0, :].tolist() == [10.0, 20.0, 30.0]
 
 
-def test_single_dicom_file_records_window_and_monochrome1(tmp_path):
+def test_single_dicom_file_records_window_and_monochrome1(tmp_path, dicom_bytes):
     path = tmp_path / "cxr.dcm"
     path.write_bytes(dicom_bytes(np.arange(12).reshape(3, 4), generate_uid(), photometric="MONOCHROME1",
                                  spacing=(0.2, 0.3), window=(5, 8), slope=1.5, intercept=1.0))
@@ -157,7 +128,7 @@ def test_nan_wrong_rank_and_missing_files_are_named(tmp_path):
         readers.read_image(str(tmp_path / "absent.nii.gz"))
 
 
-def test_cxr_recipe_inverts_monochrome1_and_applies_the_dicom_window(tmp_path):
+def test_cxr_recipe_inverts_monochrome1_and_applies_the_dicom_window(tmp_path, dicom_bytes):
     from lightwork.data.recipes import ChestRecipe
 
     stored = np.zeros((40, 40), np.uint16)
@@ -176,7 +147,7 @@ def test_cxr_recipe_inverts_monochrome1_and_applies_the_dicom_window(tmp_path):
     assert prepared["MONOCHROME1"][:, 20:].mean() < prepared["MONOCHROME1"][20:, :20].mean()
 
 
-def test_dicom_series_and_nifti_read_from_a_real_s3_bucket(s3_server, tmp_path):
+def test_dicom_series_and_nifti_read_from_a_real_s3_bucket(s3_server, tmp_path, dicom_bytes):
     from lightwork.data import storage
 
     root = f"s3://{s3_server['bucket']}/readers-test"
@@ -190,3 +161,53 @@ def test_dicom_series_and_nifti_read_from_a_real_s3_bucket(s3_server, tmp_path):
     nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "v.nii.gz")
     storage.write_bytes(f"{root}/v.nii.gz", (tmp_path / "v.nii.gz").read_bytes())
     np.testing.assert_array_equal(readers.read_image(f"{root}/v.nii.gz").array, volume)
+
+
+def test_dicom_series_source_grid_is_column_row_slice_with_the_series_world_positions(tmp_path, dicom_bytes):
+    """The reader's source grid (shape and affine, one pair) puts every voxel where the series has it."""
+    from lightwork.data.recipes import WholeImageForeground, finish, initial_sample
+
+    uid = generate_uid()
+    for name, k in (("c.dcm", 2), ("a.dcm", 0), ("b.dcm", 1)):
+        (tmp_path / name).write_bytes(dicom_bytes(np.full((4, 5), k), uid, position=(10.0, 20.0, 3.0 * k)))
+    loaded = readers.read_image(str(tmp_path))
+    shape, affine = loaded.provenance["source_shape"], loaded.provenance["source_affine"]
+    assert shape == (5, 4, 3)  # columns, rows, slices
+    # Column c, row r of slice k lies at LPS (10 + 0.8 c, 20 + 0.5 r, 3 k), i.e. RAS (-x, -y, z).
+    for c, r, k in ((0, 0, 0), (4, 3, 2), (1, 2, 1)):
+        np.testing.assert_allclose(affine @ [c, r, k, 1.0], [-(10 + 0.8 * c), -(20 + 0.5 * r), 3.0 * k, 1.0])
+    case = finish("s", WholeImageForeground()(initial_sample(loaded, None, None, dims=3)), loaded, False)
+    assert case.source_shape == shape and np.allclose(case.source_affine, affine)
+
+
+@pytest.mark.parametrize("series", [False, True])
+def test_a_text_file_named_dcm_is_not_a_dicom_file(tmp_path, series, dicom_bytes):
+    text = b"patient notes, not an image\n" * 20
+    if series:
+        uid = generate_uid()
+        for k in range(2):
+            (tmp_path / f"{k}.dcm").write_bytes(dicom_bytes(np.full((4, 5), k), uid, position=(0.0, 0.0, 2.0 * k)))
+    (tmp_path / "notes.dcm").write_bytes(text)
+    with pytest.raises(ValueError, match="not a DICOM file") as error:
+        readers.read_image(str(tmp_path if series else tmp_path / "notes.dcm"))
+    assert str(tmp_path / "notes.dcm") in str(error.value)
+
+
+def test_cxr_window_is_pydicoms_voi_lut(tmp_path, dicom_bytes):
+    """The window step gives pydicom's `apply_voi_lut` output scaled by its range (LINEAR and SIGMOID)."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from lightwork.data.recipes import Window, initial_sample
+
+    stored = np.arange(0, 2000, 5, dtype=np.uint16).reshape(20, 20)
+    for function in ("LINEAR", "SIGMOID"):
+        path = tmp_path / f"{function}.dcm"
+        payload = dicom_bytes(stored, generate_uid(), window=(700, 600), slope=2.0, intercept=-50.0)
+        dataset = pydicom.dcmread(io.BytesIO(payload))
+        dataset.VOILUTFunction = function
+        dataset.save_as(path)
+        windowed = Window()(initial_sample(readers.read_image(str(path)), None, None, dims=2)).image
+        expected = apply_voi_lut(apply_modality_lut(dataset.pixel_array, dataset), dataset)
+        low, high = 0 * 2.0 - 50.0, 65535 * 2.0 - 50.0  # the 16-bit stored range through the rescale
+        np.testing.assert_allclose(windowed, np.clip((expected - low) / (high - low), 0, 1), atol=1e-6)

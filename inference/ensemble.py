@@ -1,0 +1,105 @@
+"""The ensemble of one split's fold models, with the recipe and threshold of the run they came from.
+
+Source: a training run folder (`config.yaml` + `folds.json`, see `lightwork.training.runs`);
+`lightwork.inference.package` reads packages, and its `load_ensemble` takes either. The recipe and its options
+are the run's (`config.data.recipe` / `recipe_options`, recorded when training started); the
+threshold is the validation threshold (`validation_threshold`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lightwork.config import load_config
+from lightwork.data import storage
+from lightwork.data.recipes import Recipe, make_recipe
+from lightwork.errors import UserError
+from lightwork.models import UNet, load_model
+from lightwork.training import runs
+
+PACKAGE_SUFFIX = ".lwpkg"  # the file name ending of packages (lightwork.inference.package)
+
+
+def validation_threshold(thresholds: list[float | None]) -> float | None:
+    """The score threshold of an ensemble: the mean of its fold models' thresholds maximising Dice
+    on their synthetic validation samples (no test data involved); None unless every fold has one."""
+    if not thresholds or any(value is None for value in thresholds):
+        return None
+    return float(sum(thresholds) / len(thresholds))
+
+
+@dataclass
+class Ensemble:
+    """One split's fold models (`names[i]` is `networks[i]`, each in eval mode), the recipe that
+    prepares a scan for them, the score threshold of the binary mask and where they came from."""
+
+    split: str
+    names: list[str]
+    networks: list[UNet]
+    recipe_name: str
+    recipe_options: dict
+    threshold: float
+    source: str
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.networks[0].config.spatial_dims)
+
+    @property
+    def recipe(self) -> Recipe:
+        return make_recipe(self.recipe_name, **self.recipe_options)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.networks[0].parameters()).device
+
+    def to(self, device: torch.device | str) -> "Ensemble":
+        self.networks = [network.to(device) for network in self.networks]
+        return self
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """The mean raw score of the fold models: image float32 [C, *S] -> float32 [*S]."""
+        expected = self.networks[0].config.in_channels
+        if image.shape[0] != expected:
+            raise UserError(f"the models take {expected} channel(s), the prepared image has {image.shape[0]}")
+        batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]).to(self.device)
+        with torch.inference_mode():
+            total = sum(network(batch).float() for network in self.networks) / len(self.networks)
+        return total.cpu().numpy()[0, 0]
+
+
+def run_split(models: str, records: list[runs.FoldRecord], split: str | None) -> tuple[str, list[runs.FoldRecord]]:
+    """(split, its finished fold records) of a run; `split` None picks the run's only split."""
+    splits = sorted({record.split for record in records})
+    if split is None:
+        if len(splits) != 1:
+            raise UserError(f"{models}: the run holds splits {', '.join(splits)}; choose one with --split")
+        split = splits[0]
+    done = [record for record in records if record.split == split and record.status == "done" and record.best_checkpoint]
+    if not done:
+        raise UserError(f"{models}: no finished fold of split {split} (the run has {', '.join(splits) or 'none'})")
+    return split, done
+
+
+def run_ensemble(models: str, split: str | None = None, threshold: float | None = None) -> Ensemble:
+    """The ensemble of `split` in run folder/URI `models` (`split` may be omitted when the run
+    holds one; `threshold` overrides the recorded one). Raises ValueError naming the problem."""
+    records = runs.read_folds(models)
+    config_uri = storage.join(models, runs.CONFIG_FILE)
+    if not records or not storage.exists(config_uri):
+        raise UserError(f"{models}: not a lightwork run (no {runs.FOLDS_FILE} and {runs.CONFIG_FILE}) "
+                         f"nor a {PACKAGE_SUFFIX} package")
+    config = load_config(config_uri)
+    if not config.data.recipe:
+        raise UserError(f"{config_uri}: the run does not record its data recipe (data.recipe); "
+                         "it was trained before runs recorded one")
+    split, done = run_split(models, records, split)
+    threshold = validation_threshold([record.val_dice_threshold for record in done]) if threshold is None else threshold
+    if threshold is None:
+        raise UserError(f"{models}: the folds of split {split} record no validation threshold (val_dice_threshold); "
+                         "give one with --threshold")
+    return Ensemble(split, [record.name for record in done], [load_model(record.best_checkpoint) for record in done],
+                    config.data.recipe, dict(config.data.recipe_options), float(threshold), models)
