@@ -18,6 +18,7 @@ import ray
 
 from lightwork.data.discover import CaseSource
 from lightwork.distributed.predict import ACTOR_CPUS, actor_gpus
+from lightwork.errors import UserError
 from lightwork.inference import predict as inference
 from lightwork.inference.package import load_ensemble
 
@@ -43,17 +44,29 @@ class CasePredictor:
         return {"result": results}
 
 
-def predict_on_ray(models: str, split: str | None, threshold: float | None, sources: list[CaseSource], out: str,
-                   actors: int = 1, progress: bool = True) -> list[inference.CaseResult]:
+def predict_on_ray(
+    models: str,
+    split: str | None,
+    threshold: float | None,
+    sources: list[CaseSource],
+    out: str,
+    actors: int = 1,
+    progress: bool = True,
+    verbose: bool = False,
+) -> list[inference.CaseResult]:
     """`predict_case` for every source on the connected Ray cluster; results in source order."""
     from tqdm import tqdm
 
     items = [{"source": json.dumps(asdict(source))} for source in sources]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
     predicted = dataset.map_batches(
-        CasePredictor, fn_constructor_kwargs={"models": models, "split": split, "threshold": threshold, "out": out},
-        batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=ACTOR_CPUS,
-        num_gpus=actor_gpus(actors))
+        CasePredictor,
+        fn_constructor_kwargs={"models": models, "split": split, "threshold": threshold, "out": out},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=ACTOR_CPUS,
+        num_gpus=actor_gpus(actors),
+    )
     results = {}
     for record in tqdm(predicted.iter_rows(), total=len(items), desc="predict", unit="case", disable=not progress):
         decoded = json.loads(record["result"])
@@ -61,31 +74,37 @@ def predict_on_ray(models: str, split: str | None, threshold: float | None, sour
     return [results[source.case_id] for source in sources]
 
 
-def predict(input_uri: str, out: str, models: str, split: str | None = None, threshold: float | None = None,
-            modality: str | None = None, in_process: bool = False, actors: int = 1,
-            progress: bool = True) -> list[inference.CaseResult]:
+def predict(
+    input_uri: str,
+    out: str,
+    models: str,
+    split: str | None = None,
+    threshold: float | None = None,
+    modality: str | None = None,
+    in_process: bool = False,
+    actors: int = 1,
+    progress: bool = True,
+    verbose: bool = False,
+) -> list[inference.CaseResult]:
     """Predict every case at `input_uri` into `out` (maps, masks, scores.csv/json; see
     `lightwork.inference.predict`) with the ensemble of `split` in `models` (run or package).
 
     One case, or `in_process`: in this process, no Ray. Several: through Ray Data on the cluster
-    (`lightwork.distributed.pipeline.connect`: attached, or a local one started and stopped here). Raises ValueError for a bad source of models
-    or inputs; a single case that fails raises its error line, in a folder it is a failed row.
+    (`lightwork.distributed.cluster.connected`: attached, or a local one started and stopped here).
+    Raises UserError for a bad source of models or inputs; a single case that fails raises its error
+    line, in a folder it is a failed row.
     """
     ensemble = load_ensemble(models, split, threshold)
     sources = inference.find_inputs(input_uri, volumes=ensemble.spatial_dims == 3, modality=modality)
     if len(sources) == 1 or in_process:
         results = inference.predict_in_process(ensemble, sources, out, progress)
     else:
-        from lightwork.distributed.pipeline import connect
+        from lightwork.distributed.cluster import connected
 
         del ensemble  # each actor loads its own
-        started = connect()
-        try:
+        with connected(verbose=verbose):
             results = predict_on_ray(models, split, threshold, sources, out, actors, progress)
-        finally:
-            if started:
-                ray.shutdown()
     inference.write_scores(out, [result.row for result in results])
     if len(sources) == 1 and results[0].row["status"] == "failed":
-        raise ValueError(results[0].row["error"])
+        raise UserError(results[0].row["error"])
     return results

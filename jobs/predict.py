@@ -8,28 +8,43 @@ One scan runs in this process; several run through Ray Data (attached when RAY_A
 
 from __future__ import annotations
 
-import argparse
 import sys
+
+from lightwork.cli import job_parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lightwork predict", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = job_parser("predict", __doc__.split("\n")[0])
     parser.add_argument("-i", "--input", required=True, help="scan, case folder, folder or s3:// prefix of cases")
     parser.add_argument("-o", "--out", required=True, help="output folder (local or s3://)")
     parser.add_argument("--models", required=True, help="training run folder/URI or a .lwpkg package")
     parser.add_argument("--split", default=None, help="task split of the run (needed when it holds several)")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="mask threshold; None: the mean of the folds' validation thresholds")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="mask threshold; None: the mean of the folds' validation thresholds",
+    )
     parser.add_argument("--modality", default=None, help="which image of a multi-modality case folder (e.g. flair)")
     parser.add_argument("--in-process", action="store_true", help="predict a folder in this process, without Ray")
     parser.add_argument("--actors", type=int, default=1, help="inference actors for a folder")
+    parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     args = parser.parse_args(argv)
 
+    from lightwork.data import storage
     from lightwork.distributed.infer import predict
 
-    results = predict(args.input, args.out, args.models, split=args.split, threshold=args.threshold,
-                      modality=args.modality, in_process=args.in_process, actors=args.actors)
+    results = predict(
+        storage.normalise(args.input),
+        storage.normalise(args.out),
+        storage.normalise(args.models),
+        split=args.split,
+        threshold=args.threshold,
+        modality=args.modality,
+        in_process=args.in_process,
+        actors=args.actors,
+        verbose=args.verbose,
+    )
     failed = [result.row for result in results if result.row["status"] != "ok"]
     for row in failed:
         print(f"failed: {row['error']}", file=sys.stderr)
@@ -38,4 +53,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from lightwork.cli import main as cli
+
+    sys.exit(cli(["predict", *sys.argv[1:]]))
