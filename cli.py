@@ -53,8 +53,11 @@ def job_parser(name: str, description: str) -> argparse.ArgumentParser:
 def _usage() -> str:
     width = max(map(len, SUBCOMMANDS))
     lines = [f"  {name:<{width}}  {text}" for name, text in SUBCOMMANDS.items()]
-    return ("usage: lightwork [--version] SUBCOMMAND [options]\n\nsubcommands:\n" + "\n".join(lines)
-            + "\n\n`lightwork SUBCOMMAND --help` shows a subcommand's options and their defaults.")
+    return (
+        "usage: lightwork [--version] SUBCOMMAND [options]\n\nsubcommands:\n"
+        + "\n".join(lines)
+        + "\n\n`lightwork SUBCOMMAND --help` shows a subcommand's options and their defaults."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

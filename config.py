@@ -157,8 +157,10 @@ class RunConfig:
         _validate(self, "")
         res = self.resources
         if res.min_workers is not None and res.min_workers > res.num_workers:
-            raise UserError(f"resources.min_workers: {res.min_workers} is not allowed (1..resources.num_workers "
-                            f"= {res.num_workers}, or null for a fixed worker group)")
+            raise UserError(
+                f"resources.min_workers: {res.min_workers} is not allowed (1..resources.num_workers "
+                f"= {res.num_workers}, or null for a fixed worker group)"
+            )
 
     @property
     def task_max_push(self) -> float:
@@ -228,8 +230,11 @@ def _check(value: Any, hint: Any, rule: dict) -> tuple[bool, Any]:
     if ok and "choices" in rule:
         ok = value in rule["choices"]
     if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-        ok = (value > rule.get("gt", -float("inf")) and value >= rule.get("ge", -float("inf"))
-              and value <= rule.get("le", float("inf")))
+        ok = (
+            value > rule.get("gt", -float("inf"))
+            and value >= rule.get("ge", -float("inf"))
+            and value <= rule.get("le", float("inf"))
+        )
     return ok, value
 
 
@@ -250,20 +255,34 @@ def _validate(section: Any, where: str) -> None:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's 3D brain configuration (80x112x80 volumes).
-    "brain": {"model": MODEL_PRESETS["brain"].to_dict(),
-              "train": {"lr": 1e-3, "batch_size": 8, "flip_last_axis": 0.5}},
+    "brain": {"model": MODEL_PRESETS["brain"].to_dict(), "train": {"lr": 1e-3, "batch_size": 8, "flip_last_axis": 0.5}},
     # The paper's 2D chest X-ray configuration (256x256): 6 downsamplings capped at 512.
-    "cxr": {"model": MODEL_PRESETS["cxr"].to_dict(),
-            "train": {"lr": 5e-3, "batch_size": 50, "val_batch_size": 50}},
+    "cxr": {"model": MODEL_PRESETS["cxr"].to_dict(), "train": {"lr": 5e-3, "batch_size": 50, "val_batch_size": 50}},
     # Small models that train in minutes on a CPU.
     # 12 epochs of 4 steps per fold: the whole demo stays under 10 minutes on 2 cores (measured:
     # two trials at once ran no faster than one after the other there).
-    "demo": {"model": MODEL_PRESETS["demo"].to_dict(),
-             "train": {"lr": 2e-3, "batch_size": 4, "warmup_steps": 10, "decay_steps": 500,
-                       "patience_steps": 200, "max_epochs": 12}},
-    "tiny": {"model": MODEL_PRESETS["tiny"].to_dict(),
-             "train": {"lr": 5e-3, "batch_size": 2, "warmup_steps": 2, "decay_steps": 100,
-                       "patience_steps": 50, "max_epochs": 2}},
+    "demo": {
+        "model": MODEL_PRESETS["demo"].to_dict(),
+        "train": {
+            "lr": 2e-3,
+            "batch_size": 4,
+            "warmup_steps": 10,
+            "decay_steps": 500,
+            "patience_steps": 200,
+            "max_epochs": 12,
+        },
+    },
+    "tiny": {
+        "model": MODEL_PRESETS["tiny"].to_dict(),
+        "train": {
+            "lr": 5e-3,
+            "batch_size": 2,
+            "warmup_steps": 2,
+            "decay_steps": 100,
+            "patience_steps": 50,
+            "max_epochs": 2,
+        },
+    },
 }
 
 
@@ -376,35 +395,49 @@ def resolve_data(config: RunConfig) -> RunConfig:
     fingerprint = hashlib.sha256(cases.encode()).hexdigest()
     data = config.data
     if data.fingerprint and data.fingerprint != fingerprint:
-        raise UserError(f"data.fingerprint: {where} holds other cases than the config was made for "
-                        f"({len(rows)} usable cases now; prepared again from other files?)")
+        raise UserError(
+            f"data.fingerprint: {where} holds other cases than the config was made for "
+            f"({len(rows)} usable cases now; prepared again from other files?)"
+        )
     if data.recipe and data.recipe != recipe:
         raise UserError(f"data.recipe: the config says {data.recipe!r} but {where} was prepared with {recipe!r}")
     if data.recipe_options and data.recipe_options != options:
-        raise UserError(f"data.recipe_options: the config says {data.recipe_options} but {where} was prepared "
-                        f"with {options}")
+        raise UserError(
+            f"data.recipe_options: the config says {data.recipe_options} but {where} was prepared with {options}"
+        )
     dims = sorted({len(row["shape"]) for row in rows})
     model = config.model
     if dims != [model.spatial_dims]:
         presets = [name for name, preset in MODEL_PRESETS.items() if preset.spatial_dims == dims[0]]
-        raise UserError(f"model.spatial_dims: {model.spatial_dims} does not fit {where}, whose cases are "
-                        f"{'/'.join(map(str, dims))}D (shape {rows[0]['shape']}): use a {dims[0]}D preset "
-                        f"({', '.join(presets)}) or --set model.spatial_dims={dims[0]}")
+        raise UserError(
+            f"model.spatial_dims: {model.spatial_dims} does not fit {where}, whose cases are "
+            f"{'/'.join(map(str, dims))}D (shape {rows[0]['shape']}): use a {dims[0]}D preset "
+            f"({', '.join(presets)}) or --set model.spatial_dims={dims[0]}"
+        )
     channels = load_case(rows[0]["array_uri"]).image.shape[0]
     if channels != model.in_channels:
-        raise UserError(f"model.in_channels: {model.in_channels} does not fit {where}, whose images have "
-                        f"{channels} channel(s): --set model.in_channels={channels}")
+        raise UserError(
+            f"model.in_channels: {model.in_channels} does not fit {where}, whose images have "
+            f"{channels} channel(s): --set model.in_channels={channels}"
+        )
     resolved = dataclasses.replace(data, recipe=recipe, recipe_options=options, fingerprint=fingerprint)
     resolved = dataclasses.replace(config, data=resolved)
     return dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, max_push=resolved.task_max_push))
 
 
 # Keys that say where a run goes or how it is scheduled, not what it trains: a re-run may change them.
-NOT_RESULT_KEYS = frozenset({
-    "name", "storage_path", "resources.cpus_per_worker", "resources.gpus_per_worker",
-    "resources.data_cpus_per_trial", "resources.max_concurrent_trials", "resources.max_failures",
-    "resources.trial_max_failures",
-})
+NOT_RESULT_KEYS = frozenset(
+    {
+        "name",
+        "storage_path",
+        "resources.cpus_per_worker",
+        "resources.gpus_per_worker",
+        "resources.data_cpus_per_trial",
+        "resources.max_concurrent_trials",
+        "resources.max_failures",
+        "resources.trial_max_failures",
+    }
+)
 
 
 def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -420,8 +453,11 @@ def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def result_differences(saved: RunConfig, new: RunConfig) -> list[str]:
     """`key: saved -> new` for every field that decides the trained models and differs."""
     old, now = _flat(saved.to_dict()), _flat(new.to_dict())
-    return [f"{key}: {old.get(key)!r} -> {now.get(key)!r}" for key in now
-            if key not in NOT_RESULT_KEYS and old.get(key) != now.get(key)]
+    return [
+        f"{key}: {old.get(key)!r} -> {now.get(key)!r}"
+        for key in now
+        if key not in NOT_RESULT_KEYS and old.get(key) != now.get(key)
+    ]
 
 
 def check_saved(config: RunConfig, uri: str) -> None:
@@ -437,8 +473,10 @@ def check_saved(config: RunConfig, uri: str) -> None:
         raise UserError(f"{uri}: the saved config of this run does not load ({error}); move it away") from None
     differences = result_differences(saved, config)
     if differences:
-        raise UserError(f"{uri}: run {config.name!r} was trained with other settings ({'; '.join(differences)}): "
-                        "give another --name, or --fresh to delete its results and train again")
+        raise UserError(
+            f"{uri}: run {config.name!r} was trained with other settings ({'; '.join(differences)}): "
+            "give another --name, or --fresh to delete its results and train again"
+        )
 
 
 def save_config(config: RunConfig, uri: str) -> None:

@@ -89,7 +89,9 @@ def check_inputs(image: Any, foreground: Any, rng: Any) -> tuple[tuple[int, ...]
             got = foreground.dtype if isinstance(foreground, np.ndarray) else type(foreground).__name__
             raise ValueError(f"foreground must be a bool numpy array or None, got {got}")
         if foreground.shape != spatial_shape:
-            raise ValueError(f"foreground shape {foreground.shape} differs from the image's spatial shape {spatial_shape}")
+            raise ValueError(
+                f"foreground shape {foreground.shape} differs from the image's spatial shape {spatial_shape}"
+            )
         if not foreground.any():
             raise ValueError("foreground too small: the foreground mask is empty")
     if not isinstance(rng, np.random.Generator):

@@ -62,8 +62,9 @@ def inner_edge(mask: np.ndarray) -> np.ndarray:
     interior = mask.copy()
     for axis in range(mask.ndim):
         for step in (0, 2):
-            interior &= padded[tuple(slice(step, step + n) if d == axis else slice(1, 1 + n)
-                                     for d, n in enumerate(mask.shape))]
+            interior &= padded[
+                tuple(slice(step, step + n) if d == axis else slice(1, 1 + n) for d, n in enumerate(mask.shape))
+            ]
     return mask & ~interior
 
 
@@ -91,7 +92,7 @@ def edge_ratio(shape: AnomalyShape, centre: np.ndarray, offsets: np.ndarray) -> 
     """r / R for rays from `centre` ([D] box voxel coordinates, inside the shape) through
     `centre + offsets` ([D, N] float32 voxels): 1 / t at the shape's edge c + t (q - c), exact for
     the ellipse and the rectangle. Returns [N] float32 in [0, 1] (0 where the offset is 0)."""
-    unit = ((2 / shape.sizes)[:, None] * np.linalg.inv(shape.matrix))
+    unit = (2 / shape.sizes)[:, None] * np.linalg.inv(shape.matrix)
     start = unit @ (np.asarray(centre, dtype=np.float64) - shape.centre)  # v0: c in unit coordinates
     step = unit.astype(np.float32) @ offsets  # g: v(t) = v0 + t g
     tiny = np.float32(1e-12)

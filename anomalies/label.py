@@ -76,8 +76,9 @@ def erode(values: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _neighbour_steps(ndim: int) -> np.ndarray:
     """[K, D] int64: the connectivity-2 neighbour steps (one or two coordinates differ, by one)."""
-    return np.array([step for step in product((-1, 0, 1), repeat=ndim) if 1 <= np.count_nonzero(step) <= 2],
-                    dtype=np.int64)
+    return np.array(
+        [step for step in product((-1, 0, 1), repeat=ndim) if 1 <= np.count_nonzero(step) <= 2], dtype=np.int64
+    )
 
 
 def _neighbour_offsets(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,7 +94,7 @@ def _offsets_after_first_axis(trailing: tuple[int, ...]) -> tuple[np.ndarray, np
     strides = np.cumprod((1,) + trailing[::-1])[::-1]
     flat = np.sort(_neighbour_steps(len(trailing) + 1) @ strides)
     flat.flags.writeable = False
-    return flat[: len(flat) // 2], flat[len(flat) // 2:], flat
+    return flat[: len(flat) // 2], flat[len(flat) // 2 :], flat
 
 
 @numba.njit(cache=True, nogil=True)
@@ -178,8 +179,9 @@ def fill_holes(values: np.ndarray) -> np.ndarray:
     marker[inside] = values.max()
     interior = np.arange(values.size, dtype=np.int64).reshape(values.shape)[inside]
     earlier, later, _ = _neighbour_offsets(values.shape)
-    _sweep_until_stable(marker.reshape(-1), np.ascontiguousarray(values).reshape(-1), interior.reshape(-1),
-                        earlier, later)
+    _sweep_until_stable(
+        marker.reshape(-1), np.ascontiguousarray(values).reshape(-1), interior.reshape(-1), earlier, later
+    )
     return marker
 
 
@@ -204,9 +206,7 @@ def _label_into(
         np.maximum(label[image_box], filled, out=label[image_box])
 
 
-def soft_label(
-    anomalous: np.ndarray, original: np.ndarray, mask: np.ndarray, sigma: float = LABEL_SIGMA
-) -> np.ndarray:
+def soft_label(anomalous: np.ndarray, original: np.ndarray, mask: np.ndarray, sigma: float = LABEL_SIGMA) -> np.ndarray:
     """The soft label of an anomaly.
 
     Args:

@@ -122,7 +122,7 @@ def _cubic_sample(flat, shape, coordinates, result):
         strides[d] = strides[d + 1] * shape[d + 1]
     weights = np.empty((spatial, 4), np.float32)
     offsets = np.empty((spatial, 4), np.int64)
-    combinations = 4 ** last
+    combinations = 4**last
     combined_weights = np.empty(combinations, np.float32)
     combined_offsets = np.empty(combinations, np.int64)
     half, one, two = np.float32(0.5), np.float32(1.0), np.float32(2.0)
@@ -180,9 +180,12 @@ def cubic_sample(image: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
         [C, N] float32.
     """
     result = np.empty((len(image), coordinates.shape[1]), dtype=np.float32)
-    _cubic_sample(np.ascontiguousarray(image, dtype=np.float32).reshape(len(image), -1),
-                  np.asarray(image.shape[1:], dtype=np.int64), np.ascontiguousarray(coordinates, dtype=np.float64),
-                  result)
+    _cubic_sample(
+        np.ascontiguousarray(image, dtype=np.float32).reshape(len(image), -1),
+        np.asarray(image.shape[1:], dtype=np.int64),
+        np.ascontiguousarray(coordinates, dtype=np.float64),
+        result,
+    )
     return result
 
 

@@ -22,9 +22,7 @@ import numpy as np
 import scipy.fft
 
 
-def _validate(
-    target: np.ndarray, source_patch: np.ndarray, patch_mask: np.ndarray, corner: Sequence[int]
-) -> None:
+def _validate(target: np.ndarray, source_patch: np.ndarray, patch_mask: np.ndarray, corner: Sequence[int]) -> None:
     for name, array in (("target", target), ("source_patch", source_patch)):
         if not isinstance(array, np.ndarray) or array.dtype != np.float32:
             got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__

@@ -168,8 +168,9 @@ def overlap_counts(foreground: np.ndarray, mask: np.ndarray) -> np.ndarray:
     padded = [scipy.fft.next_fast_len(n, real=True) for n in full]
     axes = tuple(range(foreground.ndim))
     flipped = mask[(slice(None, None, -1),) * mask.ndim]
-    product = scipy.fft.rfftn(foreground.astype(np.float64), padded, axes=axes) * \
-        scipy.fft.rfftn(flipped.astype(np.float64), padded, axes=axes)
+    product = scipy.fft.rfftn(foreground.astype(np.float64), padded, axes=axes) * scipy.fft.rfftn(
+        flipped.astype(np.float64), padded, axes=axes
+    )
     convolution = scipy.fft.irfftn(product, padded, axes=axes)
     valid = tuple(slice(p - 1, s) for s, p in zip(foreground.shape, mask.shape))
     return np.rint(convolution[valid])

@@ -67,10 +67,22 @@ def prepare(kind: str, root: str, shape: tuple[int, ...], spacing_mm: float, cou
         uri = os.path.join(root, f"{case_id}.npz")
         save_case(uri, PreparedCase(case_id, image[None].astype(np.float32), foreground))
         cases.append((case_id, uri))
-        rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
-                     "shape": list(shape), "spacing": [spacing_mm] * len(shape), "recipe": kind,
-                     "recipe_version": "phantom", "fold": folds[case_id], "has_lesion": False, "status": "ok",
-                     "error": None})
+        rows.append(
+            {
+                "case_id": case_id,
+                "source_uri": uri,
+                "array_uri": uri,
+                "checksum": case_id,
+                "shape": list(shape),
+                "spacing": [spacing_mm] * len(shape),
+                "recipe": kind,
+                "recipe_version": "phantom",
+                "fold": folds[case_id],
+                "has_lesion": False,
+                "status": "ok",
+                "error": None,
+            }
+        )
     manifest.write_manifest(root, rows)
     return cases
 
@@ -90,8 +102,9 @@ def bare(cases: list[tuple[str, str]], epochs: int, max_push: float) -> tuple[fl
     return len(times) / (time.perf_counter() - started), 1000 * statistics.median(times)
 
 
-def through_ray(cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...], actors: int,
-                max_push: float) -> tuple[float, float, int]:
+def through_ray(
+    cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...], actors: int, max_push: float
+) -> tuple[float, float, int]:
     """(steady samples/s, seconds to the first batch, samples) of the Ray stream.
 
     The steady rate is taken between the batches that bring the count past 1/4 and 3/4 of the
@@ -100,16 +113,25 @@ def through_ray(cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...
     as many at both ends of that window.
     """
     config = load_config(overrides=[f"data.max_push={max_push}"])
-    dataset = stream.synthesis_dataset(cases, ALL_TASKS, config, SEED, list(range(epochs)), validation=False,
-                                       pool=plan_synthesis(2.0, actors), shape=shape)
+    dataset = stream.synthesis_dataset(
+        cases,
+        ALL_TASKS,
+        config,
+        SEED,
+        list(range(epochs)),
+        validation=False,
+        pool=plan_synthesis(2.0, actors),
+        shape=shape,
+    )
     dataset.context.execution_options = stream.ingest_options(2.0)
     started = time.perf_counter()
     arrivals, count = [], 0  # (seconds, samples so far) per batch
     for batch in dataset.iter_batches(batch_size=stream.rows_per_call(shape), batch_format="numpy"):
         count += len(batch["image"])
         arrivals.append((time.perf_counter(), count))
-    (since, first), (until, last) = (next((when, rows) for when, rows in arrivals if rows >= count * share)
-                                     for share in (0.25, 0.75))
+    (since, first), (until, last) = (
+        next((when, rows) for when, rows in arrivals if rows >= count * share) for share in (0.25, 0.75)
+    )
     return (last - first) / (until - since), arrivals[0][0] - started, count
 
 
@@ -122,16 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presets", default="brain,cxr", help="comma-separated: brain, cxr")
     parser.add_argument("--samples", type=int, default=None, help="samples per measurement (default per preset)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per figure (medians are printed)")
-    parser.add_argument("--appetite", type=float, action="append", default=None,
-                        help="GPU samples/s to size a pool for (repeatable; default 20, 100, 500)")
+    parser.add_argument(
+        "--appetite",
+        type=float,
+        action="append",
+        default=None,
+        help="GPU samples/s to size a pool for (repeatable; default 20, 100, 500)",
+    )
     args = parser.parse_args(argv)
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"machine: {os.cpu_count()} cores; Ray with 2 CPUs; all five tasks, inter_blend from the stand-in pool")
-    header = (f"{'preset':<6} {'shape':<12} {'samples':>7} {'bare/s':>8} {'ms/sample':>9} {'ray 1/s':>8} "
-              f"{'x bare':>7} {'(min-max)':>11} {'ray 2/s':>8} {'x 2 bare':>8} {'(min-max)':>11} {'start s':>7}")
+    header = (
+        f"{'preset':<6} {'shape':<12} {'samples':>7} {'bare/s':>8} {'ms/sample':>9} {'ray 1/s':>8} "
+        f"{'x bare':>7} {'(min-max)':>11} {'ray 2/s':>8} {'x 2 bare':>8} {'(min-max)':>11} {'start s':>7}"
+    )
     print(header, flush=True)
     for preset in [name.strip() for name in args.presets.split(",")]:
         shape, spacing, count, samples = PRESETS[preset]
@@ -151,14 +180,21 @@ def main(argv: list[str] | None = None) -> int:
         rate = statistics.median(bare_rates)
         one_ratios = [delivered / single for delivered, single in zip(one, bare_rates)]
         two_ratios = [delivered / (2 * single) for delivered, single in zip(two, bare_rates)]
-        print(f"{preset:<6} {'x'.join(map(str, shape)):<12} {total:>7} {rate:>8.1f} {statistics.median(median_ms):>9.1f} "
-              f"{statistics.median(one):>8.1f} {statistics.median(one_ratios):>7.2f} {spread(one_ratios):>11} "
-              f"{statistics.median(two):>8.1f} {statistics.median(two_ratios):>8.2f} {spread(two_ratios):>11} "
-              f"{statistics.median(starts):>7.1f}", flush=True)
+        print(
+            f"{preset:<6} {'x'.join(map(str, shape)):<12} {total:>7} {rate:>8.1f} {statistics.median(median_ms):>9.1f} "
+            f"{statistics.median(one):>8.1f} {statistics.median(one_ratios):>7.2f} {spread(one_ratios):>11} "
+            f"{statistics.median(two):>8.1f} {statistics.median(two_ratios):>8.2f} {spread(two_ratios):>11} "
+            f"{statistics.median(starts):>7.1f}",
+            flush=True,
+        )
         per_actor = statistics.median(one_ratios) * rate
-        print(f"  pool for a GPU ({preset}): actors = ceil(appetite / ({statistics.median(one_ratios):.2f} x {rate:.1f}"
-              f" samples/s per core)): " + ", ".join(f"{appetite:g}/s -> {math.ceil(appetite / per_actor)}"
-                                                  for appetite in args.appetite or (20, 100, 500)))
+        print(
+            f"  pool for a GPU ({preset}): actors = ceil(appetite / ({statistics.median(one_ratios):.2f} x {rate:.1f}"
+            f" samples/s per core)): "
+            + ", ".join(
+                f"{appetite:g}/s -> {math.ceil(appetite / per_actor)}" for appetite in args.appetite or (20, 100, 500)
+            )
+        )
     ray.shutdown()
     return 0
 

@@ -81,7 +81,9 @@ def in_process(package: str, image: Path, out: Path, repeats: int) -> tuple[floa
     return statistics.median(sum(r.seconds.values()) for r in results), shares(results)
 
 
-def through_ray(package: str, image: Path, folder: Path, out: Path, cases: int, actors: int) -> tuple[float, list[float]]:
+def through_ray(
+    package: str, image: Path, folder: Path, out: Path, cases: int, actors: int
+) -> tuple[float, list[float]]:
     from lightwork.distributed.infer import predict
 
     folder.mkdir()
@@ -116,17 +118,31 @@ def main() -> None:
 
                 ray.init(num_cpus=args.num_cpus, log_to_driver=False, include_dashboard=False)
                 try:
-                    seconds, split = through_ray(package, inputs[preset], root / f"folder-{preset}",
-                                                 root / f"ray-{preset}", args.cases, args.actors)
+                    seconds, split = through_ray(
+                        package,
+                        inputs[preset],
+                        root / f"folder-{preset}",
+                        root / f"ray-{preset}",
+                        args.cases,
+                        args.actors,
+                    )
                 finally:
                     ray.shutdown()
                 rows.append((preset, f"Ray, {args.actors} actors", args.cases, seconds, split))
-    print(f"\n{args.folds} fold models per ensemble, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{'GPU' if torch.cuda.is_available() else 'CPU'}")
-    print(f"| {'input':<6} | {'mode':<16} | {'cases':>5} | {'s/case':>7} | {'preprocess':>10} | {'inference':>9} | {'write':>6} |")
+    print(
+        f"\n{args.folds} fold models per ensemble, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{'GPU' if torch.cuda.is_available() else 'CPU'}"
+    )
+    print(
+        f"| {'input':<6} | {'mode':<16} | {'cases':>5} | {'s/case':>7} | "
+        f"{'preprocess':>10} | {'inference':>9} | {'write':>6} |"
+    )
     print(f"|{'-' * 8}|{'-' * 18}|{'-' * 7}|{'-' * 9}|{'-' * 12}|{'-' * 11}|{'-' * 8}|")
     for preset, mode, cases, seconds, (pre, infer, write) in rows:
-        print(f"| {preset:<6} | {mode:<16} | {cases:>5} | {seconds:>7.2f} | {pre:>10.0%} | {infer:>9.0%} | {write:>6.0%} |")
+        print(
+            f"| {preset:<6} | {mode:<16} | {cases:>5} | {seconds:>7.2f} | "
+            f"{pre:>10.0%} | {infer:>9.0%} | {write:>6.0%} |"
+        )
 
 
 if __name__ == "__main__":

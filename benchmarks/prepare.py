@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.sets.split(","):
             folder, recipe_name, options, modality = SETS[name]
             if folder is None:
-                src = phantom.write_cohort(f"{tmp}/demo-raw", "brain", num_healthy=min(args.limit, 20), num_test=0).healthy_uri
+                src = phantom.write_cohort(
+                    f"{tmp}/demo-raw", "brain", num_healthy=min(args.limit, 20), num_test=0
+                ).healthy_uri
             elif (SHARED / folder).exists():
                 src = str(SHARED / folder)
             else:
@@ -74,14 +76,21 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             recipe = make_recipe(recipe_name, **options)
             count, median_s, bare_rate = bare(src, recipe, modality, args.limit, f"{tmp}/{name}-bare")
-            summary = prepare_dataset(src, f"{tmp}/{name}-ray", recipe, modality=modality, limit=args.limit, progress=False)
+            summary = prepare_dataset(
+                src, f"{tmp}/{name}-ray", recipe, modality=modality, limit=args.limit, progress=False
+            )
             ray_rate = summary.prepared / summary.seconds
             rows.append((name, recipe_name, count, median_s * 1000, bare_rate, ray_rate, ray_rate / bare_rate))
     ray.shutdown()
-    print(f"{'set':<8} {'recipe':<6} {'cases':>5} {'bare ms/case':>13} {'bare cases/s':>13} "
-          f"{'ray cases/s':>12} {'ray/bare':>9}   (ray: {args.num_cpus} logical CPUs, 0.5 per task)")
+    print(
+        f"{'set':<8} {'recipe':<6} {'cases':>5} {'bare ms/case':>13} {'bare cases/s':>13} "
+        f"{'ray cases/s':>12} {'ray/bare':>9}   (ray: {args.num_cpus} logical CPUs, 0.5 per task)"
+    )
     for name, recipe_name, count, median_ms, bare_rate, ray_rate, ratio in rows:
-        print(f"{name:<8} {recipe_name:<6} {count:>5} {median_ms:>13.1f} {bare_rate:>13.2f} {ray_rate:>12.2f} {ratio:>9.2f}")
+        print(
+            f"{name:<8} {recipe_name:<6} {count:>5} {median_ms:>13.1f} {bare_rate:>13.2f} "
+            f"{ray_rate:>12.2f} {ratio:>9.2f}"
+        )
     return 0
 
 

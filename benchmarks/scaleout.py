@@ -36,14 +36,37 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="lightwork-scaleout-"))
     data = write_noise_dataset(root / "data")
-    command = [str(Path(sys.executable).with_name("lightwork")), "train", "--config", "tiny", "--data", data,
-               "--storage", str(root / "runs"), "--name", "scaleout", "--split", args.split]
-    for setting in ("model.spatial_dims=2", "model.features=[4,8]", "train.batch_size=2", "train.val_batch_size=4",
-                    "resources.gpus_per_worker=1", "resources.cpus_per_worker=1", "resources.data_cpus_per_trial=1"):
+    command = [
+        str(Path(sys.executable).with_name("lightwork")),
+        "train",
+        "--config",
+        "tiny",
+        "--data",
+        data,
+        "--storage",
+        str(root / "runs"),
+        "--name",
+        "scaleout",
+        "--split",
+        args.split,
+    ]
+    for setting in (
+        "model.spatial_dims=2",
+        "model.features=[4,8]",
+        "train.batch_size=2",
+        "train.val_batch_size=4",
+        "resources.gpus_per_worker=1",
+        "resources.cpus_per_worker=1",
+        "resources.data_cpus_per_trial=1",
+    ):
         command += ["--set", setting]
     samples: list[tuple[float, int, int]] = []  # (seconds since start, GPU nodes alive, Train workers alive)
-    with AutoscalingCluster({"gpu": {"CPU": 2, "GPU": 1}}, max_workers=args.max_gpu_nodes, head_resources={"CPU": 1},
-                            idle_timeout_s=args.idle_timeout) as cluster:
+    with AutoscalingCluster(
+        {"gpu": {"CPU": 2, "GPU": 1}},
+        max_workers=args.max_gpu_nodes,
+        head_resources={"CPU": 1},
+        idle_timeout_s=args.idle_timeout,
+    ) as cluster:
         env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
         dry = subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True, check=True)
         planned = next(line for line in dry.stdout.splitlines() if "trials at once" in line)
@@ -53,8 +76,11 @@ def main() -> int:
         def watch() -> None:
             while not stop.is_set():
                 gpu_nodes = sum(1 for node in alive_nodes(cluster.address) if node.get("GPU"))
-                workers = len(list_state(cluster.dashboard, "actors",
-                                         [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]))
+                workers = len(
+                    list_state(
+                        cluster.dashboard, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+                    )
+                )
                 samples.append((time.monotonic() - start, gpu_nodes, workers))
                 time.sleep(1.0)
 
@@ -71,8 +97,9 @@ def main() -> int:
         while sum(1 for node in alive_nodes(cluster.address) if node.get("GPU")) and time.monotonic() - ended < 300:
             time.sleep(1.0)
         scale_down = time.monotonic() - ended
-        nodes_launched = len([node for node in list_state(cluster.dashboard, "nodes", [])
-                              if node["resources_total"].get("GPU")])
+        nodes_launched = len(
+            [node for node in list_state(cluster.dashboard, "nodes", []) if node["resources_total"].get("GPU")]
+        )
     records = runs.read_folds(str(root / "runs" / "scaleout"))
     first_gpu = next((t for t, gpus, _ in samples if gpus), float("nan"))
     rows = [

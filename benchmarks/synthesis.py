@@ -97,9 +97,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="timed calls per task and grid (20: quick)")
     parser.add_argument("--profile", action="store_true", help="profile every task slower than reference / 3")
     args = parser.parse_args()
-    print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; {args.calls} calls per task; one thread")
-    header = (f"{'grid':<12} {'task':<12} {'median':>7} {'min':>7} {'max':>7} {'cpu med':>8} {'ref':>6} {'target':>7} "
-              f"{'speed-up':>9}")
+    print(
+        f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; {args.calls} calls per task; one thread"
+    )
+    header = (
+        f"{'grid':<12} {'task':<12} {'median':>7} {'min':>7} {'max':>7} {'cpu med':>8} {'ref':>6} {'target':>7} "
+        f"{'speed-up':>9}"
+    )
     print(header + "\n" + "-" * len(header))
     slow = []
     for shape, reference in REFERENCE_MS.items():
@@ -112,10 +116,12 @@ def main() -> None:
             time_calls(task, image, foreground, task_id, 3, first=10**6)  # warm-up (imports, caches)
             wall, cpu = 1e3 * time_calls(task, image, foreground, task_id, args.calls)
             speedup = reference[task_id] / float(np.median(cpu))
-            print(f"{grid:<12} {TASK_NAMES[task_id]:<12} {np.median(wall):7.2f} {wall.min():7.2f} {wall.max():7.2f} "
-                  f"{np.median(cpu):8.2f} "
-                  f"{reference[task_id]:6.1f} {reference[task_id] / SPEEDUP_TARGET:7.2f} {speedup:8.2f}x"
-                  + ("" if speedup >= SPEEDUP_TARGET else "  < 3x"))
+            print(
+                f"{grid:<12} {TASK_NAMES[task_id]:<12} {np.median(wall):7.2f} {wall.min():7.2f} {wall.max():7.2f} "
+                f"{np.median(cpu):8.2f} "
+                f"{reference[task_id]:6.1f} {reference[task_id] / SPEEDUP_TARGET:7.2f} {speedup:8.2f}x"
+                + ("" if speedup >= SPEEDUP_TARGET else "  < 3x")
+            )
             if speedup < SPEEDUP_TARGET:
                 slow.append((shape, task_id))
         # Mixed: a seeded uniform task sequence, the throughput of one core.
@@ -125,14 +131,21 @@ def main() -> None:
             tasks[task_id](image, foreground, sample_generator(SEED, index, "mixed", int(task_id)))
         wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
         reference_rate = 1e3 / float(np.mean(reference))
-        print(f"{grid:<12} {'mixed':<12} {len(order) / wall:.1f} samples/s on one core (wall), {len(order) / cpu:.1f} "
-              f"per CPU second; reference {reference_rate:.1f}/s -> {len(order) / cpu / reference_rate:.2f}x")
+        print(
+            f"{grid:<12} {'mixed':<12} {len(order) / wall:.1f} samples/s on one core (wall), {len(order) / cpu:.1f} "
+            f"per CPU second; reference {reference_rate:.1f}/s -> {len(order) / cpu / reference_rate:.2f}x"
+        )
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.profile:
         for shape, task_id in slow:
             image, foreground = phantom(SEED, shape)
-            profile(tasks_for(shape)[task_id], image, foreground if len(shape) == 3 else None, task_id,
-                    max(args.calls // 2, 10))
+            profile(
+                tasks_for(shape)[task_id],
+                image,
+                foreground if len(shape) == 3 else None,
+                task_id,
+                max(args.calls // 2, 10),
+            )
 
 
 if __name__ == "__main__":

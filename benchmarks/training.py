@@ -42,15 +42,16 @@ def step_flops(preset: str, shape: tuple[int, ...], batch: int) -> float:
     return float(counter.get_total_flops())
 
 
-def measure(preset: str, shape: tuple[int, ...], batch: int, precision: str, steps: int, warmup: int,
-            device: str, queue) -> None:
+def measure(
+    preset: str, shape: tuple[int, ...], batch: int, precision: str, steps: int, warmup: int, device: str, queue
+) -> None:
     """Run in a child process; puts one result row on `queue`."""
     torch.manual_seed(0)
-    config = load_config(preset=preset, overrides=[f"train.batch_size={batch}",
-                                                  f"train.mixed_precision={precision == 'bf16'}"])
+    config = load_config(
+        preset=preset, overrides=[f"train.batch_size={batch}", f"train.mixed_precision={precision == 'bf16'}"]
+    )
     trainer = FoldTrainer(UNet(config.model), config.train, torch.device(device))
-    batches = [{"image": torch.randn(batch, 1, *shape), "label": torch.rand(batch, *shape)}
-               for _ in range(2)]
+    batches = [{"image": torch.randn(batch, 1, *shape), "label": torch.rand(batch, *shape)} for _ in range(2)]
     val = [{"image": batches[0]["image"][:1], "label": batches[0]["label"][:1]}]
     trainer.run_epoch([batches[i % 2] for i in range(warmup)], val)
     if device == "cuda":
@@ -73,23 +74,36 @@ def measure(preset: str, shape: tuple[int, ...], batch: int, precision: str, ste
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     flops = step_flops(preset, shape, batch)
-    queue.put({"preset": preset, "shape": "x".join(map(str, shape)), "batch": batch, "precision": precision,
-               "device": device, "step_ms": step * 1e3, "samples_s": batch / step, "peak_gib": peak,
-               "data_wait": result.data_wait_share, "tflops": flops / step / 1e12})
+    queue.put(
+        {
+            "preset": preset,
+            "shape": "x".join(map(str, shape)),
+            "batch": batch,
+            "precision": precision,
+            "device": device,
+            "step_ms": step * 1e3,
+            "samples_s": batch / step,
+            "peak_gib": peak,
+            "data_wait": result.data_wait_share,
+            "tflops": flops / step / 1e12,
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--full", action="store_true", help="the paper's sizes and batches")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default=None,
-                        help="default: both on GPU, fp32 on CPU")
+    parser.add_argument(
+        "--precision", choices=["fp32", "bf16", "both"], default=None, help="default: both on GPU, fp32 on CPU"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--presets", default="brain,cxr")
     args = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precisions = {"fp32": ["fp32"], "bf16": ["bf16"], "both": ["bf16", "fp32"]}[
-        args.precision or ("both" if device == "cuda" else "fp32")]
+        args.precision or ("both" if device == "cuda" else "fp32")
+    ]
     if device == "cpu" and "bf16" in precisions:
         parser.error("bf16 autocast is only used on CUDA; the CPU path is exact fp32")
     sizes = FULL if args.full else REDUCED
@@ -99,21 +113,29 @@ def main(argv: list[str] | None = None) -> int:
         shape, batch = sizes[preset]
         for precision in precisions:
             queue = context.Queue()
-            child = context.Process(target=measure, args=(preset, shape, batch, precision, args.steps,
-                                                          args.warmup, device, queue))
+            child = context.Process(
+                target=measure, args=(preset, shape, batch, precision, args.steps, args.warmup, device, queue)
+            )
             child.start()
             rows.append(queue.get())
             child.join()
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"training step on {name}; sizes: {'paper (full)' if args.full else 'REDUCED (half each axis, smaller batch)'}; "
-          f"median of {args.steps} steps after {args.warmup} warm-up; peak memory = "
-          f"{'max allocated on GPU' if device == 'cuda' else 'process max RSS'}; data from memory")
-    header = f"{'preset':<6} {'shape':<10} {'batch':>5} {'prec':<5} {'step ms':>9} {'samples/s':>10} " \
-             f"{'peak GiB':>9} {'data wait':>9} {'TFLOP/s':>8}"
+    print(
+        f"training step on {name}; "
+        f"sizes: {'paper (full)' if args.full else 'REDUCED (half each axis, smaller batch)'}; "
+        f"median of {args.steps} steps after {args.warmup} warm-up; peak memory = "
+        f"{'max allocated on GPU' if device == 'cuda' else 'process max RSS'}; data from memory"
+    )
+    header = (
+        f"{'preset':<6} {'shape':<10} {'batch':>5} {'prec':<5} {'step ms':>9} {'samples/s':>10} "
+        f"{'peak GiB':>9} {'data wait':>9} {'TFLOP/s':>8}"
+    )
     print(header)
     for r in rows:
-        print(f"{r['preset']:<6} {r['shape']:<10} {r['batch']:>5} {r['precision']:<5} {r['step_ms']:>9.1f} "
-              f"{r['samples_s']:>10.2f} {r['peak_gib']:>9.2f} {r['data_wait']:>9.2%} {r['tflops']:>8.3f}")
+        print(
+            f"{r['preset']:<6} {r['shape']:<10} {r['batch']:>5} {r['precision']:<5} {r['step_ms']:>9.1f} "
+            f"{r['samples_s']:>10.2f} {r['peak_gib']:>9.2f} {r['data_wait']:>9.2%} {r['tflops']:>8.3f}"
+        )
     if len(precisions) == 2:
         for preset in args.presets.split(","):
             fast, slow = [r for r in rows if r["preset"] == preset]

@@ -34,9 +34,13 @@ class PreparedCase:
     def __post_init__(self) -> None:
         spatial = self.image.shape[1:]
         if self.image.ndim not in (3, 4):
-            raise ValueError(f"case {self.case_id}: image must be [C, *S] with 2 or 3 spatial dims, got {self.image.shape}")
+            raise ValueError(
+                f"case {self.case_id}: image must be [C, *S] with 2 or 3 spatial dims, got {self.image.shape}"
+            )
         if self.foreground.shape != spatial:
-            raise ValueError(f"case {self.case_id}: foreground shape {self.foreground.shape} != image spatial shape {spatial}")
+            raise ValueError(
+                f"case {self.case_id}: foreground shape {self.foreground.shape} != image spatial shape {spatial}"
+            )
         if self.lesion is not None and self.lesion.shape != spatial:
             raise ValueError(f"case {self.case_id}: lesion shape {self.lesion.shape} != image spatial shape {spatial}")
 

@@ -63,7 +63,10 @@ MODALITY_TOKENS = {
     "t1c": ("t1c", "t1ce", "t1gd"),
 }
 LABEL_FOLDERS = {"normal": 0, "healthy": 0, "pneumonia": 1, "abnormal": 1}
-ROLE_OPTIONS = {"brain_mask": "--brain-mask-pattern", "lesion": "--lesion-mask-pattern"}  # the CLI flag naming each mask
+ROLE_OPTIONS = {
+    "brain_mask": "--brain-mask-pattern",
+    "lesion": "--lesion-mask-pattern",
+}  # the CLI flag naming each mask
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +159,7 @@ def list_files(src: str) -> list[str]:
     if not storage.is_remote(src):
         return sorted(_local_files(root))
     root = root.rstrip("/")
-    return sorted(path[len(root):].lstrip("/") for path in fs.find(root))
+    return sorted(path[len(root) :].lstrip("/") for path in fs.find(root))
 
 
 def _local_files(root: str) -> list[str]:
@@ -183,8 +186,9 @@ def _identity(path: str) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def discover_cases(src: str, modality: str | None = None, volumes: bool = True,
-                   masks: MaskPatterns = MaskPatterns()) -> list[CaseSource]:
+def discover_cases(
+    src: str, modality: str | None = None, volumes: bool = True, masks: MaskPatterns = MaskPatterns()
+) -> list[CaseSource]:
     """The cases under `src` sorted by id (see the module docstring for the rules).
 
     `volumes`: True for 3D recipes (DICOM files of a folder form one series), False for 2D.
@@ -206,8 +210,12 @@ def discover_cases(src: str, modality: str | None = None, volumes: bool = True,
             continue
         stem = name[: len(name) - len(suffix)]
         folders[folder].append(_Entry(relative, stem, suffix, masks.role(name, stem)))
-    masks_by_stem = {entry.stem.lower(): entry for entries in folders.values() for entry in entries
-                     if entry.role not in ("image", None)}
+    masks_by_stem = {
+        entry.stem.lower(): entry
+        for entries in folders.values()
+        for entry in entries
+        if entry.role not in ("image", None)
+    }
     src_name = _name(src)
     cases: list[CaseSource] = []
     for folder, entries in sorted(folders.items()):
@@ -231,7 +239,7 @@ def _unique_ids(src: str, cases: list[CaseSource]) -> list[CaseSource]:
         log.warning("%s: several cases clean to the id %s; each gets a suffix of its own", src, case_id)
 
     def unique(case: CaseSource) -> CaseSource:
-        relative = case.image[len(str(src)):].strip("/")
+        relative = case.image[len(str(src)) :].strip("/")
         digest = hashlib.sha256(relative.encode("utf-8")).hexdigest()[:8]
         return dataclasses.replace(case, case_id=f"{case.case_id}-{digest}")
 
@@ -256,20 +264,26 @@ def _folder_label(src_name: str, folder: str) -> int | None:
     return None
 
 
-def _case_folder(src: str, folder: str, images: list[_Entry], masks: list[_Entry], modality: str | None,
-                 label: int | None) -> CaseSource:
+def _case_folder(
+    src: str, folder: str, images: list[_Entry], masks: list[_Entry], modality: str | None, label: int | None
+) -> CaseSource:
     case_id = case_id_of(folder)
     chosen = [e for e in images if matches_modality(e.tokens, modality)]
     problem = None
     if len(chosen) != 1:
         names = ", ".join(e.name for e in images)
-        problem = (f"no image matches modality {modality!r} among {names}" if not chosen and modality else
-                   f"several images ({names}): choose one with --modality")
+        problem = (
+            f"no image matches modality {modality!r} among {names}"
+            if not chosen and modality
+            else f"several images ({names}): choose one with --modality"
+        )
     by_role = {role: [e for e in masks if e.role == role] for role in ("brain_mask", "lesion")}
     for role, found in by_role.items():
         if len(found) > 1:
-            problem = problem or (f"several {role.replace('_', ' ')} files ({', '.join(e.name for e in found)}): "
-                                  f"name the {role.replace('_', ' ')} with {ROLE_OPTIONS[role]} GLOB")
+            problem = problem or (
+                f"several {role.replace('_', ' ')} files ({', '.join(e.name for e in found)}): "
+                f"name the {role.replace('_', ' ')} with {ROLE_OPTIONS[role]} GLOB"
+            )
     image = _uri(src, chosen) if len(chosen) == 1 else storage.join(src, folder)
     return CaseSource(case_id, image, _uri(src, by_role["brain_mask"]), _uri(src, by_role["lesion"]), label, problem)
 
@@ -281,5 +295,10 @@ def _flat_case(src: str, entry: _Entry, masks_by_stem: dict[str, _Entry], label:
         if stem.startswith(prefix):
             found.setdefault(mask.role, _uri(src, [mask]))
     without_suffix = entry.path[: len(entry.path) - len(entry.suffix)]
-    return CaseSource(case_id_of(without_suffix or entry.stem), _uri(src, [entry]), found.get("brain_mask"),
-                      found.get("lesion"), label)
+    return CaseSource(
+        case_id_of(without_suffix or entry.stem),
+        _uri(src, [entry]),
+        found.get("brain_mask"),
+        found.get("lesion"),
+        label,
+    )

@@ -66,8 +66,14 @@ def render_montage(cases: list[tuple[PreparedCase, int | None]]) -> bytes:
             ax.contour(foreground.astype(float), levels=[0.5], colors="yellow", linewidths=0.7, origin=origin)
         if lesion is not None and lesion.any():
             ax.contour(lesion.astype(float), levels=[0.5], colors="red", linewidths=0.9, origin=origin)
-        title = view if index else (f"{case.case_id}\nlabel {label if label is not None else '?'}, "
-                                    f"[{case.image.min():.2f}, {case.image.max():.2f}] {view}")
+        title = (
+            view
+            if index
+            else (
+                f"{case.case_id}\nlabel {label if label is not None else '?'}, "
+                f"[{case.image.min():.2f}, {case.image.max():.2f}] {view}"
+            )
+        )
         ax.set_title(title, fontsize=7)
     figure.tight_layout()
     buffer = io.BytesIO()

@@ -77,7 +77,10 @@ def validate(case: PreparedCase) -> None:
     """Raise ValueError naming the case when its arrays are unusable for training or evaluation."""
     name = f"case {case.case_id}"
     if case.image.ndim not in (3, 4) or case.image.dtype != np.float32:
-        raise ValueError(f"{name}: prepared image must be float32 [C, *S] with 2 or 3 spatial dims, got {case.image.dtype} {case.image.shape}")
+        raise ValueError(
+            f"{name}: prepared image must be float32 [C, *S] with 2 or 3 spatial dims, "
+            f"got {case.image.dtype} {case.image.shape}"
+        )
     if not np.isfinite(case.image).all():
         raise ValueError(f"{name}: NaN/inf values in the prepared image")
     if not case.foreground.any():
@@ -87,9 +90,22 @@ def validate(case: PreparedCase) -> None:
 
 
 def base_row(source: CaseSource, recipe: Recipe) -> dict:
-    return {"case_id": source.case_id, "source_uri": source.image, "array_uri": None, "checksum": None, "shape": None,
-            "spacing": None, "recipe": recipe.name, "recipe_version": RECIPE_VERSION, "recipe_options": recipe_options(recipe),
-            "fold": None, "has_lesion": None, "image_label": source.image_label, "status": "failed", "error": None}
+    return {
+        "case_id": source.case_id,
+        "source_uri": source.image,
+        "array_uri": None,
+        "checksum": None,
+        "shape": None,
+        "spacing": None,
+        "recipe": recipe.name,
+        "recipe_version": RECIPE_VERSION,
+        "recipe_options": recipe_options(recipe),
+        "fold": None,
+        "has_lesion": None,
+        "image_label": source.image_label,
+        "status": "failed",
+        "error": None,
+    }
 
 
 def reusable(previous: dict | None, row: dict) -> bool:
@@ -118,13 +134,19 @@ def prepare_case(source: CaseSource, recipe: Recipe, dst: str, previous: dict | 
         row["array_uri"] = array_uri(dst, source.case_id)
         save_case(row["array_uri"], case)
         spatial = case.image.shape[1:]
-        row.update(shape=list(spatial), spacing=list(readers.voxel_spacing(case.affine, len(spatial))),
-                   has_lesion=case.lesion is not None, status="ok")
+        row.update(
+            shape=list(spatial),
+            spacing=list(readers.voxel_spacing(case.affine, len(spatial))),
+            has_lesion=case.lesion is not None,
+            status="ok",
+        )
         if case.lesion is not None:
             row["image_label"] = int(case.lesion.any())
     except Exception as error:  # a bad case is recorded, never fatal to the run
         message = str(error)
-        row["error"] = message if isinstance(error, ValueError) else f"case {source.case_id}: {type(error).__name__}: {message}"
+        row["error"] = (
+            message if isinstance(error, ValueError) else f"case {source.case_id}: {type(error).__name__}: {message}"
+        )
         row["array_uri"] = None
     return CaseResult(row, False, time.perf_counter() - clock)
 

@@ -87,7 +87,9 @@ def load_input(uri: str, mask: str | None = None, max_size: int | None = None) -
     if mask is not None:
         mask_array = read_image(mask).array
         if mask_array.shape != loaded.array.shape:
-            raise ValueError(f"{mask}: mask shape {mask_array.shape} differs from the image's {loaded.array.shape} ({uri})")
+            raise ValueError(
+                f"{mask}: mask shape {mask_array.shape} differs from the image's {loaded.array.shape} ({uri})"
+            )
         masks["brain"] = mask_array != 0
     sample = Sample(loaded.array, loaded.affine, masks, name=uri)
     dims = loaded.array.ndim
@@ -124,7 +126,9 @@ def preview_rows(
     for task_id in task_ids(tasks):
         name = TASK_NAMES[task_id]
         if name == "inter_blend":
-            pool = [(source.image, source.foreground) for source in sources] or standin_sources(seed, data.image.shape[1:])
+            pool = [(source.image, source.foreground) for source in sources] or standin_sources(
+                seed, data.image.shape[1:]
+            )
             task = make_task(task_id, sources=pool)
         elif name in ("sink", "source"):
             task = make_task(task_id, max_push=max_push_for(dims))
@@ -178,8 +182,9 @@ def render_preview(rows: Sequence[PreviewRow], foreground: np.ndarray) -> bytes:
         raise ValueError("nothing to preview: no task")
     dims = rows[0].label.ndim
     width, height = figure_size(len(rows), dims)
-    figure, axes = plt.subplots(len(rows), columns_of(dims), figsize=(width / DPI, height / DPI), squeeze=False,
-                                layout="constrained")
+    figure, axes = plt.subplots(
+        len(rows), columns_of(dims), figsize=(width / DPI, height / DPI), squeeze=False, layout="constrained"
+    )
     inside = rows[0].original.mean(axis=0)[foreground]
     low, high = np.percentile(inside, [1, 99]) if inside.size else (0.0, 1.0)
     origin = "lower" if dims == 3 else "upper"

@@ -102,7 +102,9 @@ def read_image(uri: str, files: dict[str, bytes] | None = None) -> Loaded:
         elif kind in NUMPY_SUFFIXES:
             loaded = _read_numpy(uri, payload)
         else:
-            raise ValueError(f"{uri}: unsupported file type (expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder)")
+            raise ValueError(
+                f"{uri}: unsupported file type (expected one of {', '.join(IMAGE_SUFFIXES)} or a DICOM series folder)"
+            )
     check_values(uri, loaded.array)
     return loaded
 
@@ -156,8 +158,14 @@ def _read_nifti(uri: str, payload: bytes) -> Loaded:
 
     original_orientation = "".join(ornt.aff2axcodes(image.affine))
     array, affine = canonical(np.asarray(data, dtype=np.float32), image.affine)
-    provenance = {"uri": uri, "format": "nifti", "original_shape": original_shape, "original_dtype": original_dtype,
-                  "original_orientation": original_orientation, **source_grid(data.shape, image.affine)}
+    provenance = {
+        "uri": uri,
+        "format": "nifti",
+        "original_shape": original_shape,
+        "original_dtype": original_dtype,
+        "original_orientation": original_orientation,
+        **source_grid(data.shape, image.affine),
+    }
     return Loaded(array.astype(np.float32, copy=False), affine, voxel_spacing(affine, 3), "RAS", provenance)
 
 
@@ -202,13 +210,24 @@ def _dicom_pixels(uri: str, dataset) -> np.ndarray:
         pixels = dataset.pixel_array
     except Exception as error:
         syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise ValueError(f"{uri}: DICOM pixel data cannot be decoded (transfer syntax {syntax}; "
-                         f"{type(error).__name__}: {error})") from error
+        raise ValueError(
+            f"{uri}: DICOM pixel data cannot be decoded (transfer syntax {syntax}; {type(error).__name__}: {error})"
+        ) from error
     return np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
 
 
-VOI_ELEMENTS = ("WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence", "PhotometricInterpretation",
-                "BitsStored", "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")
+VOI_ELEMENTS = (
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
+)
 
 
 def _voi_dataset(dataset):
@@ -242,9 +261,16 @@ def _stored_dtype(dataset) -> str:
 
 def _dicom_provenance(uri: str, dataset, pixels: np.ndarray, files: list[str]) -> dict:
     photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
-    provenance = {"uri": uri, "format": "dicom", "original_shape": tuple(pixels.shape),
-                  "original_dtype": _stored_dtype(dataset), "modality": str(getattr(dataset, "Modality", "")),
-                  "photometric": photometric, "monochrome1": photometric == "MONOCHROME1", "files": files}
+    provenance = {
+        "uri": uri,
+        "format": "dicom",
+        "original_shape": tuple(pixels.shape),
+        "original_dtype": _stored_dtype(dataset),
+        "modality": str(getattr(dataset, "Modality", "")),
+        "photometric": photometric,
+        "monochrome1": photometric == "MONOCHROME1",
+        "files": files,
+    }
     for key, tag in (("window_center", "WindowCenter"), ("window_width", "WindowWidth")):
         value = _first_value(getattr(dataset, tag, None))
         if value is not None:
@@ -277,16 +303,22 @@ def _read_dicom_series(uri: str, files: dict[str, bytes]) -> Loaded:
         raise ValueError(f"{uri}: the folder holds {len(series)} DICOM series; put each series in its own folder")
     first = next(iter(datasets.values()))
     orientation = getattr(first, "ImageOrientationPatient", None)
-    positioned = orientation is not None and all(getattr(ds, "ImagePositionPatient", None) is not None for ds in datasets.values())
+    positioned = orientation is not None and all(
+        getattr(ds, "ImagePositionPatient", None) is not None for ds in datasets.values()
+    )
     if positioned:
         row_dir, col_dir = np.array(orientation[:3], float), np.array(orientation[3:], float)
         normal = np.cross(row_dir, col_dir)
-        order = sorted(datasets, key=lambda name: float(np.dot(normal, np.array(datasets[name].ImagePositionPatient, float))))
+        order = sorted(
+            datasets, key=lambda name: float(np.dot(normal, np.array(datasets[name].ImagePositionPatient, float)))
+        )
     elif all(getattr(ds, "InstanceNumber", None) is not None for ds in datasets.values()):
         row_dir, col_dir, normal = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])
         order = sorted(datasets, key=lambda name: int(datasets[name].InstanceNumber))
     else:
-        raise ValueError(f"{uri}: DICOM slices carry neither ImagePositionPatient nor InstanceNumber: slice order unknown")
+        raise ValueError(
+            f"{uri}: DICOM slices carry neither ImagePositionPatient nor InstanceNumber: slice order unknown"
+        )
     slices = [_dicom_pixels(name, datasets[name]) for name in order]
     shapes = {s.shape for s in slices}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
@@ -328,8 +360,14 @@ def _read_picture(uri: str, payload: bytes) -> Loaded:
                 grey = np.asarray(picture, dtype=np.float32)
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ValueError(f"{uri}: not a readable PNG/JPEG image ({type(error).__name__}: {error})") from error
-    provenance = {"uri": uri, "format": "picture", "original_shape": (size[1], size[0]), "original_dtype": mode,
-                  "original_mode": mode, **source_grid(grey.shape, np.eye(4))}
+    provenance = {
+        "uri": uri,
+        "format": "picture",
+        "original_shape": (size[1], size[0]),
+        "original_dtype": mode,
+        "original_mode": mode,
+        **source_grid(grey.shape, np.eye(4)),
+    }
     return Loaded(grey, np.eye(4), (1.0, 1.0), "RC", provenance)
 
 
@@ -340,7 +378,12 @@ def _read_numpy(uri: str, payload: bytes) -> Loaded:
         raise ValueError(f"{uri}: not a readable .npy array ({error})") from error
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"{uri}: .npy array of non-numeric dtype {array.dtype}")
-    provenance = {"uri": uri, "format": "numpy", "original_shape": tuple(array.shape), "original_dtype": str(array.dtype)}
+    provenance = {
+        "uri": uri,
+        "format": "numpy",
+        "original_shape": tuple(array.shape),
+        "original_dtype": str(array.dtype),
+    }
     if array.ndim == 4 and array.shape[0] == 1:  # [1, *S] as stored for Ray Data
         array = array[0]
     orientation = "RAS" if array.ndim == 3 else "RC"

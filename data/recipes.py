@@ -55,10 +55,12 @@ Step = Callable[[Sample], Sample]
 
 def compose(steps: list[Step]) -> Step:
     """One step running `steps` in order."""
+
     def run(sample: Sample) -> Sample:
         for step in steps:
             sample = step(sample)
         return sample
+
     return run
 
 
@@ -163,8 +165,16 @@ class Resample:
         offset = (factors - 1.0) / 2.0
 
         def zoom(array: np.ndarray, order: int) -> np.ndarray:
-            return ndimage.affine_transform(array, factors, offset=offset, output_shape=shape, order=order,
-                                            mode="constant", cval=0.0, prefilter=False)
+            return ndimage.affine_transform(
+                array,
+                factors,
+                offset=offset,
+                output_shape=shape,
+                order=order,
+                mode="constant",
+                cval=0.0,
+                prefilter=False,
+            )
 
         image = zoom(sample.image.astype(np.float32), 1)
         masks = {key: zoom(mask.astype(np.uint8), 0).astype(bool) for key, mask in sample.masks.items()}
@@ -215,15 +225,19 @@ class Downsample:
             return sample
         f = self.factor
         if any(n % f for n in sample.image.shape):
-            raise ValueError(f"{sample.name}: shape {sample.image.shape} is not divisible by the downsampling factor {f}")
+            raise ValueError(
+                f"{sample.name}: shape {sample.image.shape} is not divisible by the downsampling factor {f}"
+            )
 
         def block_sum(array: np.ndarray, dtype) -> np.ndarray:
             out = array.astype(dtype)
             for axis in range(array.ndim):  # one axis at a time: each pass shrinks the array
-                out = out.reshape(out.shape[:axis] + (out.shape[axis] // f, f) + out.shape[axis + 1:]).sum(axis=axis + 1)
+                out = out.reshape(out.shape[:axis] + (out.shape[axis] // f, f) + out.shape[axis + 1 :]).sum(
+                    axis=axis + 1
+                )
             return out
 
-        voxels = f ** sample.image.ndim
+        voxels = f**sample.image.ndim
         masks = {key: 2 * block_sum(mask, np.uint16) >= voxels for key, mask in sample.masks.items()}
         image = block_sum(sample.image, np.float32) / np.float32(voxels)
         return sample.with_arrays(image, masks, scaled_affine(sample.affine, [f] * sample.image.ndim))
@@ -284,9 +298,13 @@ class Resize2D:
         shape = (self.size, self.size)
         if sample.image.shape == shape:
             return sample
-        image = np.asarray(Image.fromarray(sample.image.astype(np.float32), mode="F").resize(shape[::-1], Image.BILINEAR))
-        masks = {key: np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(shape[::-1], Image.NEAREST)).astype(bool)
-                 for key, mask in sample.masks.items()}
+        image = np.asarray(
+            Image.fromarray(sample.image.astype(np.float32), mode="F").resize(shape[::-1], Image.BILINEAR)
+        )
+        masks = {
+            key: np.asarray(Image.fromarray(mask.astype(np.uint8)).resize(shape[::-1], Image.NEAREST)).astype(bool)
+            for key, mask in sample.masks.items()
+        }
         factors = np.array(sample.image.shape) / np.array(shape)
         return sample.with_arrays(image, masks, scaled_affine(sample.affine, factors))
 
@@ -319,7 +337,9 @@ class ScaleSymmetric:
 @dataclass(frozen=True)
 class WholeImageForeground:
     def __call__(self, sample: Sample) -> Sample:
-        return sample.with_arrays(sample.image, {**sample.masks, "foreground": np.ones(sample.image.shape, bool)}, sample.affine)
+        return sample.with_arrays(
+            sample.image, {**sample.masks, "foreground": np.ones(sample.image.shape, bool)}, sample.affine
+        )
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -336,7 +356,9 @@ def initial_sample(image: Loaded, brain_mask: Loaded | None, lesion: Loaded | No
             continue
         where = loaded.provenance.get("uri", key)
         if loaded.array.shape != image.array.shape:
-            raise ValueError(f"{where}: {key} mask shape {loaded.array.shape} differs from its image's {image.array.shape} ({name})")
+            raise ValueError(
+                f"{where}: {key} mask shape {loaded.array.shape} differs from its image's {image.array.shape} ({name})"
+            )
         if dims == 3 and not np.allclose(loaded.affine, image.affine, atol=1e-3):
             raise ValueError(f"{where}: {key} mask is not on its image's grid (affines differ from {name})")
         masks[key] = loaded.array != 0
@@ -350,10 +372,19 @@ def finish(case_id: str, sample: Sample, source: Loaded, has_lesion_file: bool) 
     source_affine = np.asarray(source.provenance.get("source_affine", source.affine), float)
     source_shape = tuple(int(n) for n in source.provenance.get("source_shape", source.array.shape))
     if len(source_shape) != sample.image.ndim:
-        raise ValueError(f"case {case_id}: source grid {source_shape} has not the {sample.image.ndim} axes of the sample")
+        raise ValueError(
+            f"case {case_id}: source grid {source_shape} has not the {sample.image.ndim} axes of the sample"
+        )
     lesion = sample.masks["lesion"].astype(np.uint8) if has_lesion_file else None
-    return PreparedCase(case_id, sample.image[None].astype(np.float32), sample.masks["foreground"].astype(bool), lesion,
-                        sample.affine, source_affine, source_shape)
+    return PreparedCase(
+        case_id,
+        sample.image[None].astype(np.float32),
+        sample.masks["foreground"].astype(bool),
+        lesion,
+        sample.affine,
+        source_affine,
+        source_shape,
+    )
 
 
 @dataclass(frozen=True)
@@ -373,20 +404,29 @@ class BrainRecipe:
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise ValueError(f"brain recipe: shape must be 3 positive sizes, got {self.shape}")
         if self.spacing_mm <= 0 or int(self.downsample) != self.downsample or self.downsample < 1:
-            raise ValueError(f"brain recipe: spacing must be > 0 mm and downsample a positive integer, "
-                             f"got {self.spacing_mm} and {self.downsample}")
+            raise ValueError(
+                f"brain recipe: spacing must be > 0 mm and downsample a positive integer, "
+                f"got {self.spacing_mm} and {self.downsample}"
+            )
 
     def steps(self, has_brain_mask: bool) -> list[Step]:
         steps: list[Step] = [ApplyMask("brain")] if has_brain_mask else []
         steps += [HoleFilledForeground("brain"), CropToForeground(margin=2), Resample(self.spacing_mm)]
         steps += [] if self.normalised else [ZScore("foreground")]
-        steps += [CropOrPadAroundForeground(tuple(n * self.downsample for n in self.shape)), Downsample(self.downsample),
-                  ZeroOutsideForeground()]
+        steps += [
+            CropOrPadAroundForeground(tuple(n * self.downsample for n in self.shape)),
+            Downsample(self.downsample),
+            ZeroOutsideForeground(),
+        ]
         return steps
 
-    def __call__(self, case_id: str, image: Loaded, brain_mask: Loaded | None = None, lesion: Loaded | None = None) -> PreparedCase:
+    def __call__(
+        self, case_id: str, image: Loaded, brain_mask: Loaded | None = None, lesion: Loaded | None = None
+    ) -> PreparedCase:
         if brain_mask is None and not self.skull_stripped:
-            raise ValueError(f"case {case_id}: no brain mask found for a skull-on image; give one or pass --skull-stripped")
+            raise ValueError(
+                f"case {case_id}: no brain mask found for a skull-on image; give one or pass --skull-stripped"
+            )
         sample = initial_sample(image, brain_mask, lesion, dims=3)
         sample = compose(self.steps(brain_mask is not None))(sample)
         return finish(case_id, sample, image, lesion is not None)
@@ -404,9 +444,18 @@ class ChestRecipe:
             raise ValueError(f"cxr recipe: size must be an integer >= 2, got {self.size}")
 
     def steps(self) -> list[Step]:
-        return [Window(), InvertMonochrome1(), Resize2D(self.size), Equalise(), ScaleSymmetric(), WholeImageForeground()]
+        return [
+            Window(),
+            InvertMonochrome1(),
+            Resize2D(self.size),
+            Equalise(),
+            ScaleSymmetric(),
+            WholeImageForeground(),
+        ]
 
-    def __call__(self, case_id: str, image: Loaded, brain_mask: Loaded | None = None, lesion: Loaded | None = None) -> PreparedCase:
+    def __call__(
+        self, case_id: str, image: Loaded, brain_mask: Loaded | None = None, lesion: Loaded | None = None
+    ) -> PreparedCase:
         sample = compose(self.steps())(initial_sample(image, None, lesion, dims=2))
         return finish(case_id, sample, image, lesion is not None)
 
@@ -423,7 +472,9 @@ def make_recipe(name: str, **options) -> Recipe:
     known = set(cls.__dataclass_fields__) - {"name"}
     unknown = {key for key, value in options.items() if value is not None} - known
     if unknown:
-        raise ValueError(f"recipe {name!r} has no option(s) {', '.join(sorted(unknown))} (it has {', '.join(sorted(known))})")
+        raise ValueError(
+            f"recipe {name!r} has no option(s) {', '.join(sorted(unknown))} (it has {', '.join(sorted(known))})"
+        )
     return cls(**{key: value for key, value in options.items() if value is not None})
 
 

@@ -89,5 +89,5 @@ def pyarrow_filesystem(uri: str):
         # Credentials come from the AWS chain of whichever process uses the filesystem: given
         # explicitly, they would travel inside every pickled copy (Tune's experiment state, actors' arguments).
         fs = pafs.S3FileSystem(**kwargs)
-        return fs, str(uri)[len("s3://"):]
+        return fs, str(uri)[len("s3://") :]
     return pafs.LocalFileSystem(), urlparse(str(uri)).path if str(uri).startswith("file://") else str(uri)

@@ -127,8 +127,10 @@ def render_standin(params: StandinParams) -> np.ndarray:
 def standin_sources(seed: int, shape: Sequence[int], count: int = STANDIN_COUNT) -> list[np.ndarray]:
     """The stand-in external pool: `count` [1, *S] float32 images, a function of (seed, shape) only."""
     key = stable_id("standin-external:" + "x".join(str(int(n)) for n in shape))
-    return [render_standin(draw_standin(np.random.default_rng(np.random.SeedSequence([int(seed), key, index])),
-                                        shape)) for index in range(count)]
+    return [
+        render_standin(draw_standin(np.random.default_rng(np.random.SeedSequence([int(seed), key, index])), shape))
+        for index in range(count)
+    ]
 
 
 class Synthesiser:
@@ -144,8 +146,15 @@ class Synthesiser:
         cache_cases: prepared cases kept in memory.
     """
 
-    def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
-                 external: Sequence[str] = (), max_push: float = DEFAULT_MAX_PUSH, cache_cases: int = CACHE_CASES) -> None:
+    def __init__(
+        self,
+        seed: int,
+        tasks: Sequence[int],
+        image_set: Sequence[tuple[str, str]],
+        external: Sequence[str] = (),
+        max_push: float = DEFAULT_MAX_PUSH,
+        cache_cases: int = CACHE_CASES,
+    ) -> None:
         from lightwork.anomalies.registry import make_task
 
         self.tasks = tuple(int(task) for task in tasks)
@@ -188,8 +197,12 @@ class Synthesiser:
             return self._make_task(0, sources=lambda rng: self._source(rng, others))
         if task == 1 and not self.external:
             if shape not in self._standin_tasks:
-                log.warning("inter_blend: no external dataset given (data.external_manifest); using %d procedurally "
-                         "textured stand-in images of shape %s from the run seed", STANDIN_COUNT, shape)
+                log.warning(
+                    "inter_blend: no external dataset given (data.external_manifest); using %d procedurally "
+                    "textured stand-in images of shape %s from the run seed",
+                    STANDIN_COUNT,
+                    shape,
+                )
                 self._standin_tasks[shape] = self._make_task(1, sources=standin_sources(self.seed, shape))
             return self._standin_tasks[shape]
         return self._tasks[task]
@@ -231,8 +244,16 @@ class BatchSynthesiser:
     the code is broken, not one volume: the last error is raised.
     """
 
-    def __init__(self, seed: int, tasks: Sequence[int], image_set: Sequence[tuple[str, str]],
-                 external: Sequence[str], max_push: float, validation: bool, keys: bool) -> None:
+    def __init__(
+        self,
+        seed: int,
+        tasks: Sequence[int],
+        image_set: Sequence[tuple[str, str]],
+        external: Sequence[str],
+        max_push: float,
+        validation: bool,
+        keys: bool,
+    ) -> None:
         self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push)
         self.validation, self.keys = validation, keys
         self.seen = self.skipped = 0
@@ -248,15 +269,19 @@ class BatchSynthesiser:
                 self.skipped += 1
                 if self.skipped >= MIN_SKIPPED_TO_FAIL and self.skipped > MAX_SKIPPED_FRACTION * self.seen:
                     raise ValueError(f"{self.skipped} of {self.seen} samples failed; the last: {error}") from error
-                log.warning("skipped a sample (%d of %d skipped by this actor so far): %s", self.skipped,
-                            self.seen, error)
+                log.warning(
+                    "skipped a sample (%d of %d skipped by this actor so far): %s", self.skipped, self.seen, error
+                )
         if not samples:
             return {}
         out = {"image": np.stack([s.image for s in samples]), "label": np.stack([s.label for s in samples])}
         if self.validation:
             out["healthy"] = np.stack([s.healthy for s in samples])
         if self.keys:
-            out.update(sample_key=np.array([s.key for s in samples]), case_id=np.array([s.case_id for s in samples]),
-                       task=np.array([s.task for s in samples], np.int8),
-                       epoch=np.array([s.epoch for s in samples], np.int64))
+            out.update(
+                sample_key=np.array([s.key for s in samples]),
+                case_id=np.array([s.case_id for s in samples]),
+                task=np.array([s.task for s in samples], np.int8),
+                epoch=np.array([s.epoch for s in samples], np.int64),
+            )
         return out

@@ -72,8 +72,14 @@ class AutoscalingCluster:
     `min_workers`) to `max_workers` nodes, scaled by Ray's autoscaler; idle nodes go after
     `idle_timeout_s`. `address` is the GCS address (RAY_ADDRESS), `dashboard` the state API's."""
 
-    def __init__(self, worker_types: dict[str, dict[str, float]], max_workers: int = 2, min_workers: int = 0,
-                 head_resources: dict[str, float] | None = None, idle_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        worker_types: dict[str, dict[str, float]],
+        max_workers: int = 2,
+        min_workers: int = 0,
+        head_resources: dict[str, float] | None = None,
+        idle_timeout_s: float = 10.0,
+    ) -> None:
         self.worker_types = worker_types
         self.max_workers, self.min_workers = max_workers, min_workers
         self.head_resources = head_resources or {"CPU": 1}
@@ -88,18 +94,41 @@ class AutoscalingCluster:
         """The autoscaling config `ray start --autoscaling-config` reads."""
         node_types = {HEAD_TYPE: {"resources": self.head_resources, "node_config": {}, "max_workers": 0}}
         for name, resources in self.worker_types.items():
-            node_types[name] = {"resources": resources, "node_config": {}, "min_workers": self.min_workers,
-                                "max_workers": self.max_workers}
+            node_types[name] = {
+                "resources": resources,
+                "node_config": {},
+                "min_workers": self.min_workers,
+                "max_workers": self.max_workers,
+            }
         return {
-            "cluster_name": "lightwork-local", "max_workers": self.max_workers * len(self.worker_types),
-            "idle_timeout_minutes": self.idle_timeout_s / 60, "upscaling_speed": 10.0,
-            "provider": {"type": "external", "module": FAKE_PROVIDER, "use_node_id_as_ip": True,
-                         "disable_node_updaters": True, "disable_launch_config_check": True,
-                         "gcs_address": self.address, "launch_multiple": True, "head_node_id": HEAD_ID},
-            "available_node_types": node_types, "head_node_type": HEAD_TYPE,
-            "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "rsync_exclude": [],
-            "rsync_filter": [], "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
-            "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+            "cluster_name": "lightwork-local",
+            "max_workers": self.max_workers * len(self.worker_types),
+            "idle_timeout_minutes": self.idle_timeout_s / 60,
+            "upscaling_speed": 10.0,
+            "provider": {
+                "type": "external",
+                "module": FAKE_PROVIDER,
+                "use_node_id_as_ip": True,
+                "disable_node_updaters": True,
+                "disable_launch_config_check": True,
+                "gcs_address": self.address,
+                "launch_multiple": True,
+                "head_node_id": HEAD_ID,
+            },
+            "available_node_types": node_types,
+            "head_node_type": HEAD_TYPE,
+            "auth": {},
+            "docker": {},
+            "file_mounts": {},
+            "cluster_synced_files": [],
+            "rsync_exclude": [],
+            "rsync_filter": [],
+            "initialization_commands": [],
+            "setup_commands": [],
+            "head_setup_commands": [],
+            "worker_setup_commands": [],
+            "head_start_ray_commands": [],
+            "worker_start_ray_commands": [],
         }
 
     def start(self, timeout_s: float = 180.0) -> "AutoscalingCluster":
@@ -107,21 +136,40 @@ class AutoscalingCluster:
         with open(config_path, "w") as handle:
             yaml.safe_dump(self.config(), handle)
         # Autoscaler v2 maps Ray nodes to the provider's instances by these ids.
-        env = dict(os.environ, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1", RAY_enable_autoscaler_v2="1",
-                   RAY_CLOUD_INSTANCE_ID=HEAD_ID, RAY_OVERRIDE_NODE_ID_FOR_TESTING=HEAD_ID,
-                   RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+        env = dict(
+            os.environ,
+            RAY_FAKE_CLUSTER="1",
+            AUTOSCALER_UPDATE_INTERVAL_S="1",
+            RAY_enable_autoscaler_v2="1",
+            RAY_CLOUD_INSTANCE_ID=HEAD_ID,
+            RAY_OVERRIDE_NODE_ID_FOR_TESTING=HEAD_ID,
+            RAY_AUTH_MODE="disabled",
+            RAY_USAGE_STATS_ENABLED="0",
+        )
         env.pop("RAY_ADDRESS", None)
         resources = dict(self.head_resources)
-        command = [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={self.port}",
-                   f"--temp-dir={self.temp_dir}", f"--num-cpus={int(resources.pop('CPU', 0))}",
-                   f"--num-gpus={int(resources.pop('GPU', 0))}", f"--autoscaling-config={config_path}",
-                   "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                   f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
-                   f"--metrics-export-port={free_port()}", "--disable-usage-stats"]
+        command = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            f"--port={self.port}",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={int(resources.pop('CPU', 0))}",
+            f"--num-gpus={int(resources.pop('GPU', 0))}",
+            f"--autoscaling-config={config_path}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            "--disable-usage-stats",
+        ]
         if resources:
             command.append(f"--resources={json.dumps(resources)}")
-        started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s,
-                                 start_new_session=True)
+        started = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout_s, start_new_session=True
+        )
         if started.returncode != 0:
             self.stop()
             raise RuntimeError(f"ray start failed:\n{started.stdout}\n{started.stderr}")
@@ -141,13 +189,20 @@ class AutoscalingCluster:
 def alive_nodes(address: str) -> list[dict]:
     """The resources of each alive node of the cluster at `address` (GCS), read by a fresh driver
     process (this one may be attached to another cluster)."""
-    code = ("import json, ray; ray.init(logging_level='ERROR'); "
-            "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, RAY_ADDRESS=address, RAY_AUTH_MODE="disabled"))
+    code = (
+        "import json, ray; ray.init(logging_level='ERROR'); "
+        "print('NODES', json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, RAY_ADDRESS=address, RAY_AUTH_MODE="disabled"),
+    )
     if out.returncode != 0:
         raise RuntimeError(f"cannot list the nodes of {address}: {out.stderr[-2000:]}")
-    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("NODES "))[len("NODES "):])
+    return json.loads(next(line for line in out.stdout.splitlines() if line.startswith("NODES "))[len("NODES ") :])
 
 
 def list_state(dashboard: str, what: str, filters: list) -> list[dict]:
@@ -157,6 +212,7 @@ def list_state(dashboard: str, what: str, filters: list) -> list[dict]:
 
     from ray.util import state
 
-    items = getattr(state, f"list_{what}")(address=dashboard, filters=filters, detail=True, limit=10_000,
-                                          raise_on_missing_output=False)
+    items = getattr(state, f"list_{what}")(
+        address=dashboard, filters=filters, detail=True, limit=10_000, raise_on_missing_output=False
+    )
     return [asdict(item) if is_dataclass(item) else dict(item) for item in items]

@@ -61,15 +61,21 @@ class PipelineResult:
     failure: str | None = None
 
 
-def generate_cohort(dst_uri: str, kind: str, seed: int, num_healthy: int = 20, num_test: int = 6,
-                    shape: tuple[int, ...] | None = None) -> phantom.Cohort:
+def generate_cohort(
+    dst_uri: str, kind: str, seed: int, num_healthy: int = 20, num_test: int = 6, shape: tuple[int, ...] | None = None
+) -> phantom.Cohort:
     """Write the demo cohort with one Ray task per case (same files as `phantom.write_cohort`)."""
     import ray
 
     write_case = ray.remote(num_cpus=0.5)(phantom.write_cohort_case)
     groups = phantom.cohort_case_ids(kind, num_healthy, num_test)
-    ray.get([write_case.remote(dst_uri, group, case_id, kind, seed, shape)
-             for group, case_ids in groups.items() for case_id in case_ids])
+    ray.get(
+        [
+            write_case.remote(dst_uri, group, case_id, kind, seed, shape)
+            for group, case_ids in groups.items()
+            for case_id in case_ids
+        ]
+    )
     return phantom.cohort_at(dst_uri, kind, groups)
 
 
@@ -97,8 +103,10 @@ def check_request(request: PipelineRequest) -> None:
         raise UserError(f"--split {request.split}: {error}") from None
     dims = request.config.model.spatial_dims
     if RECIPE_OF_DIMS[dims] != request.recipe:
-        raise UserError(f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "
-                        f"{'2' if dims == 3 else '3'}D cases: choose a config of the recipe's kind")
+        raise UserError(
+            f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "
+            f"{'2' if dims == 3 else '3'}D cases: choose a config of the recipe's kind"
+        )
     for group, source in (("healthy", request.data), ("test", request.test_data)):
         if source is None:
             continue
@@ -108,8 +116,10 @@ def check_request(request: PipelineRequest) -> None:
         if storage.exists(manifest.manifest_uri(prepared)) and not request.fresh:
             earlier = {row["source_uri"] for row in manifest.read_manifest(prepared)}
             if any(not uri.startswith(source.rstrip("/") + "/") for uri in earlier):
-                raise UserError(f"{prepared}: run {request.run} was prepared from other cases than {source}: "
-                                "give another --name, or --fresh to delete its results and start again")
+                raise UserError(
+                    f"{prepared}: run {request.run} was prepared from other cases than {source}: "
+                    "give another --name, or --fresh to delete its results and start again"
+                )
     if not request.fresh:
         check_saved(training_config(request), storage.join(request.run, "train", "config.yaml"))
 
@@ -143,8 +153,10 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
             cohort = generate_cohort(storage.join(run, "demo-data"), kind=request.recipe, seed=request.config.seed)
             healthy, test = cohort.healthy_uri, cohort.test_uri
             seconds["generate"] = time.perf_counter() - clock
-            print(f"demo cohort: {len(cohort.healthy_ids)} healthy and {len(cohort.test_ids)} test cases under "
-                  f"{healthy}, {test}")
+            print(
+                f"demo cohort: {len(cohort.healthy_ids)} healthy and {len(cohort.test_ids)} test cases under "
+                f"{healthy}, {test}"
+            )
         if last == STEPS.index("generate"):
             return PipelineResult(run, storage.join(run, "demo-data") if request.data is None else healthy, seconds)
 

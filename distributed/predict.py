@@ -44,8 +44,10 @@ class FoldModel:
 def run_fold_models(run_uri: str) -> list[FoldModel]:
     """The fold models of training run `run_uri` that have a best checkpoint, in file order
     (UserError when it is not a run or has none; see `lightwork.training.runs.read_trained_folds`)."""
-    return [FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold)
-            for record in runs.read_trained_folds(run_uri)]
+    return [
+        FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold)
+        for record in runs.read_trained_folds(run_uri)
+    ]
 
 
 class FoldEnsemblePredictor:
@@ -81,7 +83,9 @@ class FoldEnsemblePredictor:
                 for model, network in self.models:
                     prediction = self._predict(network, case.image.astype(np.float32))
                     per_split.setdefault(model.split, []).append(prediction)
-                    rows_add(rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction))
+                    rows_add(
+                        rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction)
+                    )
                 for split, predictions in per_split.items():
                     key = model_key(split, ENSEMBLE)
                     mean = np.mean(predictions, axis=0)
@@ -105,19 +109,26 @@ def actor_gpus(actors: int) -> float:
     return min(1.0, gpus / actors) if gpus else 0
 
 
-def predict_cases(models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1,
-                  batch_size: int = 1) -> list[dict]:
+def predict_cases(
+    models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1, batch_size: int = 1
+) -> list[dict]:
     """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
 
     Returns the output rows (case_id, model, uri, error). Needs a connected Ray cluster.
     """
     gpu_fraction = actor_gpus(actors)
-    dataset = ray.data.from_items([{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
-                                  override_num_blocks=max(1, min(len(cases), 4 * actors)))
+    dataset = ray.data.from_items(
+        [{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
+        override_num_blocks=max(1, min(len(cases), 4 * actors)),
+    )
     predicted = dataset.map_batches(
-        FoldEnsemblePredictor, fn_constructor_kwargs={"models": models, "out_uri": out_uri},
-        batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=ACTOR_CPUS, num_gpus=gpu_fraction)
+        FoldEnsemblePredictor,
+        fn_constructor_kwargs={"models": models, "out_uri": out_uri},
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=ACTOR_CPUS,
+        num_gpus=gpu_fraction,
+    )
     return predicted.take_all()
 
 
@@ -133,9 +144,16 @@ def prediction_table(rows: list[dict]) -> tuple[dict[str, dict[str, str]], list[
     return uris, errors
 
 
-def evaluate_run(models_uri: str, data_uri: str, out: str, predictions_uri: str | None = None,
-                 foreground_only: bool = False, dice_threshold: float | None = None, actors: int = 1,
-                 with_baselines: bool = True) -> int:
+def evaluate_run(
+    models_uri: str,
+    data_uri: str,
+    out: str,
+    predictions_uri: str | None = None,
+    foreground_only: bool = False,
+    dice_threshold: float | None = None,
+    actors: int = 1,
+    with_baselines: bool = True,
+) -> int:
     """Predict the usable cases of a test manifest with every fold model of a training run, score
     folds, ensembles and baselines, and write the report to `out`; returns the exit status (0 ok,
     2 some predictions failed: they are listed in the report). Needs Ray. Raises UserError, before
@@ -164,8 +182,10 @@ def evaluate_run(models_uri: str, data_uri: str, out: str, predictions_uri: str 
     recorded = validation_threshold([model.val_dice_threshold for model in models])
     if dice_threshold is None and recorded is not None:
         dice_threshold = recorded
-        notes.append(f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds maximising Dice on "
-                     "their synthetic validation samples (held-out tasks).")
+        notes.append(
+            f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds maximising Dice on "
+            "their synthetic validation samples (held-out tasks)."
+        )
     elif dice_threshold is not None:
         notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")
     else:
@@ -173,7 +193,9 @@ def evaluate_run(models_uri: str, data_uri: str, out: str, predictions_uri: str 
     metrics = evaluate_predictions(scored, uris, out, foreground_only, dice_threshold, with_baselines, notes=notes)
     for split, entry in metrics["splits"].items():
         ensemble = entry.get("ensemble", {})
-        print(f"{split} ensemble: pixel AP {ensemble.get('pixel_ap', float('nan')):.4f} "
-              f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f}")
+        print(
+            f"{split} ensemble: pixel AP {ensemble.get('pixel_ap', float('nan')):.4f} "
+            f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f}"
+        )
     print(f"report: {storage.join(out, 'report.md')}")
     return 0 if not errors else 2

@@ -2,10 +2,11 @@
 
 Cases are found with `lightwork.data.discover`, prepared by `lightwork.data.prepare.prepare_cases`
 in Ray tasks (one case each, or a few when there are thousands) asking for a fraction of a CPU
-(see shared/ray-notes.md), and recorded in `DST/manifest.parquet`. Re-running the same command skips cases whose raw files and recipe did
-not change; the manifest is also written every `checkpoint_seconds` while cases finish, so an
-interrupted run loses at most that much work. A failed case is recorded with its error and the
-run goes on; a crashed Ray task counts as a failed case too.
+(see shared/ray-notes.md), and recorded in `DST/manifest.parquet`. Re-running the same command
+skips cases whose raw files and recipe did not change; the manifest is also written every
+`checkpoint_seconds` while cases finish, so an interrupted run loses at most that much work. A
+failed case is recorded with its error and the run goes on; a crashed Ray task counts as a failed
+case too.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ class PrepareSummary:
 
     def lines(self) -> list[str]:
         rate = self.prepared / self.seconds if self.seconds > 0 else 0.0
-        lines = [f"prepared {self.prepared}, reused {self.skipped}, failed {len(self.failed)} of {self.total} cases "
-                 f"in {self.seconds:.1f} s ({rate:.2f} prepared cases/s); manifest {self.manifest_uri}"]
+        lines = [
+            f"prepared {self.prepared}, reused {self.skipped}, failed {len(self.failed)} of {self.total} cases "
+            f"in {self.seconds:.1f} s ({rate:.2f} prepared cases/s); manifest {self.manifest_uri}"
+        ]
         lines += [f"  FAILED {case_id}: {error}" for case_id, error in self.failed]
         return lines
 
@@ -65,9 +68,17 @@ def previous_rows(dst: str) -> dict[str, dict]:
     return {row["case_id"]: row for row in manifest.read_manifest(dst)}
 
 
-def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = None, limit: int | None = None,
-                    cpus_per_case: float = CPUS_PER_CASE, progress: bool = True,
-                    checkpoint_seconds: float = 30.0, masks: MaskPatterns = MaskPatterns()) -> PrepareSummary:
+def prepare_dataset(
+    src: str,
+    dst: str,
+    recipe: Recipe,
+    modality: str | None = None,
+    limit: int | None = None,
+    cpus_per_case: float = CPUS_PER_CASE,
+    progress: bool = True,
+    checkpoint_seconds: float = 30.0,
+    masks: MaskPatterns = MaskPatterns(),
+) -> PrepareSummary:
     """Prepare every case under `src` into `dst` with one Ray task each (Ray must be initialised).
 
     The manifest lists exactly the cases found now (the first `limit` when given); `masks` name
@@ -92,7 +103,7 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
     # (which Ray shows in its dashboard and state API).
     task = ray.remote(num_cpus=cpus_per_case, max_retries=1)(prepare_cases)
     size = cases_per_task(len(sources), ray.cluster_resources().get("CPU", 1.0) / cpus_per_case)
-    chunks = [sources[start:start + size] for start in range(0, len(sources), size)]
+    chunks = [sources[start : start + size] for start in range(0, len(sources), size)]
     pending = {task.remote(chunk, recipe, dst, [previous.get(s.case_id) for s in chunk]): chunk for chunk in chunks}
     # Checkpoints list finished cases and earlier rows of the unfinished ones, never placeholders.
     rows = {source.case_id: previous[source.case_id] for source in sources if source.case_id in previous}
@@ -105,8 +116,12 @@ def prepare_dataset(src: str, dst: str, recipe: Recipe, modality: str | None = N
                 chunk = pending.pop(ref)
                 try:
                     finished = ray.get(ref)
-                except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
-                        ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
+                except (
+                    ray.exceptions.RayTaskError,
+                    ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.RayActorError,
+                    ray.exceptions.ObjectLostError,
+                ) as error:
                     finished = [crashed(source, recipe, error) for source in chunk]
                 results += finished
                 rows.update((result.row["case_id"], result.row) for result in finished)

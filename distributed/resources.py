@@ -69,7 +69,8 @@ def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool
         raise ValueError(
             f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} actor(s) need at least "
             f"{count * MIN_ACTOR_CPUS + READ_CPUS + SLACK_CPUS:.2f}; raise resources.data_cpus_per_trial, lower "
-            f"resources.cpus_per_worker or resources.max_concurrent_trials, or add CPUs to the cluster")
+            f"resources.cpus_per_worker or resources.max_concurrent_trials, or add CPUs to the cluster"
+        )
     return SynthesisPool(count, usable / count, min_actors=count if actors is not None else 1)
 
 
@@ -143,14 +144,19 @@ class TrialPlan:
 
     def lines(self) -> list[str]:
         """What `--dry-run` prints about resources."""
-        workers = (f"{self.num_workers}" if isinstance(self.num_workers, int)
-                   else f"{self.num_workers[0]}-{self.num_workers[1]} (elastic)")
+        workers = (
+            f"{self.num_workers}"
+            if isinstance(self.num_workers, int)
+            else f"{self.num_workers[0]}-{self.num_workers[1]} (elastic)"
+        )
         waves = math.ceil(self.num_trials / self.max_concurrent_trials)
         kind = "autoscaling" if self.autoscaling else "fixed-size"
-        lines = [f"per trial: {workers} Train worker(s) x {_text(self.worker_bundle)}, "
-                 f"{self.cpus_for_data:.2f} CPUs of synthesis ({self.pool.actors} actor(s) x "
-                 f"{self.pool.cpus_per_actor:.2f} CPUs) and {TRIAL_DRIVER_CPUS} CPUs for the trial driver",
-                 f"{kind} cluster: {self.max_concurrent_trials} of {self.num_trials} trials at once ({waves} wave(s))"]
+        lines = [
+            f"per trial: {workers} Train worker(s) x {_text(self.worker_bundle)}, "
+            f"{self.cpus_for_data:.2f} CPUs of synthesis ({self.pool.actors} actor(s) x "
+            f"{self.pool.cpus_per_actor:.2f} CPUs) and {TRIAL_DRIVER_CPUS} CPUs for the trial driver",
+            f"{kind} cluster: {self.max_concurrent_trials} of {self.num_trials} trials at once ({waves} wave(s))",
+        ]
         if self.request:
             total: dict[str, float] = {}
             for bundle in self.request:
@@ -158,8 +164,10 @@ class TrialPlan:
                     total[key] = total.get(key, 0.0) + value
             lines.append(f"requested from the autoscaler: {len(self.request)} bundles, {_text(total)} in all")
         elif self.autoscaling:
-            lines.append(f"requested from the autoscaler: each waiting trial's bundles as it waits for them "
-                         f"({self.min_workers} x {_text(self.worker_bundle)} for its workers, then its synthesis pool)")
+            lines.append(
+                f"requested from the autoscaler: each waiting trial's bundles as it waits for them "
+                f"({self.min_workers} x {_text(self.worker_bundle)} for its workers, then its synthesis pool)"
+            )
         else:
             lines.append("requested from the autoscaler: nothing (the cluster cannot grow)")
         return lines
@@ -213,23 +221,28 @@ def _check_worker_fits(bundle: dict[str, float], gpus: float, shape: ClusterShap
             return  # the autoscaler can add it, or cannot be asked: trust the declaration
         gpu_short = gpus > 0 and can_add({"GPU": gpus}) is False
     field = "resources.gpus_per_worker" if gpu_short else "resources.cpus_per_worker"
-    where = ("that the autoscaler can add" if shape.autoscaling
-             else "alive (the cluster has no autoscaler)")
+    where = "that the autoscaler can add" if shape.autoscaling else "alive (the cluster has no autoscaler)"
     known = ", ".join(f"{node.name} {_text(node.resources)}" for node in nodes)
-    raise ValueError(f"{field}: one Train worker needs {_text(bundle)} on one node, and no node {where} has it "
-                     f"(nodes now: {known or 'none'})")
+    raise ValueError(
+        f"{field}: one Train worker needs {_text(bundle)} on one node, and no node {where} has it "
+        f"(nodes now: {known or 'none'})"
+    )
 
 
-def plan_trials(num_trials: int, resources: ResourcesSection, shape: ClusterShape,
-                can_add: Probe = _unknown) -> TrialPlan:
+def plan_trials(
+    num_trials: int, resources: ResourcesSection, shape: ClusterShape, can_add: Probe = _unknown
+) -> TrialPlan:
     """Plan `num_trials` trials of the declared `resources` on `shape` (see the module docstring).
 
     `can_add(bundle)` answers whether the autoscaler can add a node holding `bundle` (True, False,
     or None when it cannot be asked). Raises ValueError naming the field and the missing resource
     when no node can hold one Train worker, or, on a fixed cluster, when one whole trial does not fit.
     """
-    workers = resources.num_workers if resources.min_workers is None or resources.min_workers >= resources.num_workers \
+    workers = (
+        resources.num_workers
+        if resources.min_workers is None or resources.min_workers >= resources.num_workers
         else (resources.min_workers, resources.num_workers)
+    )
     min_workers = workers if isinstance(workers, int) else workers[0]
     gpus = default_gpus_per_worker(resources, shape, can_add)
     bundle = _bundle(resources.cpus_per_worker, gpus)
@@ -244,10 +257,12 @@ def plan_trials(num_trials: int, resources: ResourcesSection, shape: ClusterShap
         fit_cpu = int(cpus // per_trial_cpus + 1e-9) if per_trial_cpus > 0 else num_trials
         concurrent = min(concurrent, fit_cpu, _workers_that_fit(bundle, nodes) // min_workers)
         if concurrent < 1:
-            raise ValueError(f"resources: one trial needs {per_trial_cpus:g} CPUs ({min_workers} worker(s) x "
-                             f"{resources.cpus_per_worker:g} resources.cpus_per_worker + "
-                             f"{resources.data_cpus_per_trial:g} resources.data_cpus_per_trial) but the cluster "
-                             f"{'can grow to' if shape.autoscaling else 'has'} {cpus:g}")
+            raise ValueError(
+                f"resources: one trial needs {per_trial_cpus:g} CPUs ({min_workers} worker(s) x "
+                f"{resources.cpus_per_worker:g} resources.cpus_per_worker + "
+                f"{resources.data_cpus_per_trial:g} resources.data_cpus_per_trial) but the cluster "
+                f"{'can grow to' if shape.autoscaling else 'has'} {cpus:g}"
+            )
     if shape.autoscaling:
         data = resources.data_cpus_per_trial
     else:  # what the concurrent trials' workers and drivers leave, shared evenly among their streams
@@ -255,11 +270,15 @@ def plan_trials(num_trials: int, resources: ResourcesSection, shape: ClusterShap
     pool = plan_synthesis(data)
     request: tuple[dict[str, float], ...] = ()
     if shape.autoscaling and shape.bounded:  # a request beyond what the node types allow would be infeasible
-        per_trial = [bundle] * min_workers + [{"CPU": pool.cpus_per_actor}] * pool.actors + \
-            [{"CPU": READ_CPUS + SLACK_CPUS + TRIAL_DRIVER_CPUS}]
+        per_trial = (
+            [bundle] * min_workers
+            + [{"CPU": pool.cpus_per_actor}] * pool.actors
+            + [{"CPU": READ_CPUS + SLACK_CPUS + TRIAL_DRIVER_CPUS}]
+        )
         request = tuple(dict(item) for _ in range(concurrent) for item in per_trial)
-    return TrialPlan(num_trials, workers, resources.cpus_per_worker, gpus, data, concurrent, pool,
-                     shape.autoscaling, request)
+    return TrialPlan(
+        num_trials, workers, resources.cpus_per_worker, gpus, data, concurrent, pool, shape.autoscaling, request
+    )
 
 
 def _node_types_from_config(cluster_config) -> tuple[NodeType, ...]:
@@ -284,8 +303,11 @@ def cluster_shape() -> ClusterShape:
     alive: dict[tuple, int] = {}
     for node in ray.nodes():
         if node.get("Alive"):
-            resources = {key: float(value) for key, value in node.get("Resources", {}).items()
-                         if key in ("CPU", "GPU") or not (key.startswith("node:") or key.endswith("memory"))}
+            resources = {
+                key: float(value)
+                for key, value in node.get("Resources", {}).items()
+                if key in ("CPU", "GPU") or not (key.startswith("node:") or key.endswith("memory"))
+            }
             key = tuple(sorted(resources.items()))
             alive[key] = alive.get(key, 0) + 1
     nodes = tuple(NodeType(f"alive{index}", dict(key), count) for index, (key, count) in enumerate(alive.items()))

@@ -126,8 +126,9 @@ class _Items(Datasource):
     one actor task each.
     """
 
-    def __init__(self, cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool,
-                 block_rows: int) -> None:
+    def __init__(
+        self, cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool, block_rows: int
+    ) -> None:
         super().__init__()
         self.cases, self.epochs, self.seed = list(cases), list(epochs), seed
         self.shuffle, self.block_rows = shuffle, block_rows
@@ -143,27 +144,55 @@ class _Items(Datasource):
     def _table(self, epochs: list[int]) -> list[pa.Table]:
         """The rows of `epochs` as a one-table list (a read task's blocks)."""
         rows = [(self.cases[index], epoch) for epoch in epochs for index in self._order(epoch)]
-        return [pa.table({"case_id": [case[0] for case, _ in rows], "array_uri": [case[1] for case, _ in rows],
-                          "epoch": [epoch for _, epoch in rows]}, schema=ITEM_SCHEMA)]
+        return [
+            pa.table(
+                {
+                    "case_id": [case[0] for case, _ in rows],
+                    "array_uri": [case[1] for case, _ in rows],
+                    "epoch": [epoch for _, epoch in rows],
+                },
+                schema=ITEM_SCHEMA,
+            )
+        ]
 
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
-                       data_context=None) -> list[ReadTask]:
-        groups = [part for part in np.array_split(np.asarray(self.epochs, dtype=np.int64),
-                                                  read_task_count(len(self.epochs), len(self.cases))) if len(part)]
-        return [ReadTask(lambda group=[int(e) for e in group]: self._table(group),
-                         BlockMetadata(num_rows=len(group) * len(self.cases), size_bytes=128 * len(group) * len(self.cases),
-                                       input_files=None, exec_stats=None),
-                         schema=ITEM_SCHEMA, per_task_row_limit=per_task_row_limit)
-                for group in groups]
+    def get_read_tasks(
+        self, parallelism: int, per_task_row_limit: int | None = None, data_context=None
+    ) -> list[ReadTask]:
+        groups = [
+            part
+            for part in np.array_split(
+                np.asarray(self.epochs, dtype=np.int64), read_task_count(len(self.epochs), len(self.cases))
+            )
+            if len(part)
+        ]
+        return [
+            ReadTask(
+                lambda group=[int(e) for e in group]: self._table(group),
+                BlockMetadata(
+                    num_rows=len(group) * len(self.cases),
+                    size_bytes=128 * len(group) * len(self.cases),
+                    input_files=None,
+                    exec_stats=None,
+                ),
+                schema=ITEM_SCHEMA,
+                per_task_row_limit=per_task_row_limit,
+            )
+            for group in groups
+        ]
 
 
-def item_dataset(cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool,
-                 block_rows: int) -> ray.data.Dataset:
+def item_dataset(
+    cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool, block_rows: int
+) -> ray.data.Dataset:
     """The (case_id, array_uri, epoch) rows of `cases` at `epochs` (order: `_Items`), in blocks of
     about `block_rows` rows: one synthesis actor task each."""
     source = _Items(cases, epochs, seed, shuffle, block_rows)
-    return ray.data.read_datasource(source, num_cpus=READ_CPUS, concurrency=1,
-                                    override_num_blocks=item_block_count(len(epochs), len(cases), block_rows))
+    return ray.data.read_datasource(
+        source,
+        num_cpus=READ_CPUS,
+        concurrency=1,
+        override_num_blocks=item_block_count(len(epochs), len(cases), block_rows),
+    )
 
 
 def _cases(rows: list[dict], folds: Sequence[int]) -> list[tuple[str, str]]:
@@ -179,9 +208,19 @@ def _external(config: RunConfig) -> list[str]:
     return [row["array_uri"] for row in rows]
 
 
-def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], config: RunConfig, seed: int,
-                      epochs: Sequence[int], *, validation: bool, pool: SynthesisPool, shape: Sequence[int],
-                      external: Sequence[str] = (), keys: bool = False) -> ray.data.Dataset:
+def synthesis_dataset(
+    cases: Sequence[tuple[str, str]],
+    tasks: Sequence[int],
+    config: RunConfig,
+    seed: int,
+    epochs: Sequence[int],
+    *,
+    validation: bool,
+    pool: SynthesisPool,
+    shape: Sequence[int],
+    external: Sequence[str] = (),
+    keys: bool = False,
+) -> ray.data.Dataset:
     """The synthetic samples of `cases` (their own image set) with `tasks` at `epochs`.
 
     Training order (validation=False): per epoch, the cases in a seed-drawn order; validation:
@@ -193,12 +232,21 @@ def synthesis_dataset(cases: Sequence[tuple[str, str]], tasks: Sequence[int], co
     items = item_dataset(cases, epochs, seed, shuffle=not validation, block_rows=block_rows)
     usable = item_block_count(len(epochs), len(cases), block_rows)  # actors beyond one per task would idle
     return items.map_batches(
-        BatchSynthesiser, batch_size=rows_per_call(shape), batch_format="numpy",
-        fn_constructor_kwargs={"seed": seed, "tasks": tuple(tasks), "image_set": list(cases),
-                               "external": list(external), "max_push": config.task_max_push,
-                               "validation": validation, "keys": keys},
+        BatchSynthesiser,
+        batch_size=rows_per_call(shape),
+        batch_format="numpy",
+        fn_constructor_kwargs={
+            "seed": seed,
+            "tasks": tuple(tasks),
+            "image_set": list(cases),
+            "external": list(external),
+            "max_push": config.task_max_push,
+            "validation": validation,
+            "keys": keys,
+        },
         compute=ray.data.ActorPoolStrategy(min_size=min(pool.min_actors, usable), max_size=min(pool.actors, usable)),
-        num_cpus=pool.cpus_per_actor)
+        num_cpus=pool.cpus_per_actor,
+    )
 
 
 @dataclass(frozen=True)
@@ -218,14 +266,29 @@ def _parts(plan: FoldPlan, config: RunConfig) -> dict[str, _Part]:
     shape = tuple(rows[0]["shape"]) if rows else ()
     external = _external(config)
     train_cases = _cases(rows, plan.train_folds)
-    return {"train": _Part(train_cases, plan.train_tasks, list(range(training_epochs(len(train_cases), config.train))),
-                           shape, external),
-            "val": _Part(_cases(rows, plan.val_folds), plan.val_tasks,
-                         [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)], shape, external)}
+    return {
+        "train": _Part(
+            train_cases, plan.train_tasks, list(range(training_epochs(len(train_cases), config.train))), shape, external
+        ),
+        "val": _Part(
+            _cases(rows, plan.val_folds),
+            plan.val_tasks,
+            [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)],
+            shape,
+            external,
+        ),
+    }
 
 
-def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_cpus: float | None = None,
-                 actors: int | None = None, keys: bool = False) -> ray.data.Dataset:
+def fold_dataset(
+    plan: FoldPlan,
+    config: RunConfig,
+    seed: int,
+    part: str,
+    data_cpus: float | None = None,
+    actors: int | None = None,
+    keys: bool = False,
+) -> ray.data.Dataset:
     """The lazy "train" or "val" dataset of one fold model (rows: module docstring).
 
     Args:
@@ -243,22 +306,48 @@ def fold_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, data_c
     return _part_dataset(plan, config, seed, part, _parts(plan, config)[part], data_cpus, actors, keys)
 
 
-def _part_dataset(plan: FoldPlan, config: RunConfig, seed: int, part: str, what: _Part, data_cpus: float | None,
-                  actors: int | None, keys: bool) -> ray.data.Dataset:
+def _part_dataset(
+    plan: FoldPlan,
+    config: RunConfig,
+    seed: int,
+    part: str,
+    what: _Part,
+    data_cpus: float | None,
+    actors: int | None,
+    keys: bool,
+) -> ray.data.Dataset:
     if data_cpus is None:
         data_cpus = plan_trials(1, config.resources, cluster_shape()).cpus_for_data
     pool = plan_synthesis(data_cpus, actors)
-    log.info("%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs", plan.name, part,
-             len(what.cases), len(what.epochs), pool.actors, pool.cpus_per_actor)
-    dataset = synthesis_dataset(what.cases, what.tasks, config, seed, what.epochs, validation=part == "val",
-                                pool=pool, shape=what.shape, external=what.external, keys=keys)
+    log.info(
+        "%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs",
+        plan.name,
+        part,
+        len(what.cases),
+        len(what.epochs),
+        pool.actors,
+        pool.cpus_per_actor,
+    )
+    dataset = synthesis_dataset(
+        what.cases,
+        what.tasks,
+        config,
+        seed,
+        what.epochs,
+        validation=part == "val",
+        pool=pool,
+        shape=what.shape,
+        external=what.external,
+        keys=keys,
+    )
     quiet(dataset)
     dataset.context.execution_options = ingest_options(data_cpus)
     return dataset
 
 
-def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float | None = None,
-                  keys: bool = False) -> dict[str, ray.data.Dataset]:
+def fold_datasets(
+    plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float | None = None, keys: bool = False
+) -> dict[str, ray.data.Dataset]:
     """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`).
 
     The validation set is synthesised once here and read again every epoch: by the actor pool,
@@ -269,14 +358,20 @@ def fold_datasets(plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float
     train = _part_dataset(plan, config, seed, "train", parts["train"], data_cpus, None, keys)
     what = parts["val"]
     if len(what.cases) * len(what.epochs) * math.prod(what.shape) > IN_PROCESS_VOXELS:
-        return {"train": train, "val": _part_dataset(plan, config, seed, "val", what, data_cpus, None, keys).materialize()}
+        return {
+            "train": train,
+            "val": _part_dataset(plan, config, seed, "val", what, data_cpus, None, keys).materialize(),
+        }
     if not what.cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
-    items = {"case_id": np.array([case_id for _ in what.epochs for case_id, _ in what.cases]),
-             "array_uri": np.array([uri for _ in what.epochs for _, uri in what.cases]),
-             "epoch": np.array([epoch for epoch in what.epochs for _ in what.cases], np.int64)}
-    batch = BatchSynthesiser(seed, what.tasks, what.cases, what.external, config.task_max_push, validation=True,
-                             keys=keys)(items)
+    items = {
+        "case_id": np.array([case_id for _ in what.epochs for case_id, _ in what.cases]),
+        "array_uri": np.array([uri for _ in what.epochs for _, uri in what.cases]),
+        "epoch": np.array([epoch for epoch in what.epochs for _ in what.cases], np.int64),
+    }
+    batch = BatchSynthesiser(
+        seed, what.tasks, what.cases, what.external, config.task_max_push, validation=True, keys=keys
+    )(items)
     count = len(next(iter(batch.values()), ()))
     val = ray.data.from_items([{name: column[index] for name, column in batch.items()} for index in range(count)])
     return {"train": train, "val": quiet(val)}

@@ -78,9 +78,15 @@ class _Events:
                 self.mlflow = mlflow
 
     def log(self, result: EpochResult) -> None:
-        scalars = {"loss/train": result.train_loss, "loss/val": result.val_loss, "dice/val": result.val_dice,
-                   "dice/val_threshold": result.val_dice_threshold, "lr": result.lr,
-                   "data_wait_share": result.data_wait_share, "best_val_loss": result.best_val_loss}
+        scalars = {
+            "loss/train": result.train_loss,
+            "loss/val": result.val_loss,
+            "dice/val": result.val_dice,
+            "dice/val_threshold": result.val_dice_threshold,
+            "lr": result.lr,
+            "data_wait_share": result.data_wait_share,
+            "best_val_loss": result.best_val_loss,
+        }
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, result.step)
         self.writer.flush()
@@ -115,8 +121,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     saved = train.get_checkpoint()
     if saved is not None:
         with saved.as_directory() as folder:
-            trainer.load_state_dict(torch.load(os.path.join(folder, TRAINER_STATE_FILE), map_location=device,
-                                               weights_only=True))
+            trainer.load_state_dict(
+                torch.load(os.path.join(folder, TRAINER_STATE_FILE), map_location=device, weights_only=True)
+            )
     if world > 1:
         trainer.model = train.torch.prepare_model(trainer.model)
     train_shard = train.get_dataset_shard("train")
@@ -130,12 +137,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
         for _ in range(steps):
             batch = next(batch_iterator, None)
             if batch is None:
-                batch_iterator = iter(train_shard.iter_torch_batches(batch_size=settings.batch_size, drop_last=True,
-                                                                           device=device))
+                batch_iterator = iter(
+                    train_shard.iter_torch_batches(batch_size=settings.batch_size, drop_last=True, device=device)
+                )
                 batch = next(batch_iterator, None)
                 if batch is None:
-                    raise ValueError(f"{loop_config['fold_name']}: the training stream yields no full batch "
-                                     f"of {settings.batch_size}")
+                    raise ValueError(
+                        f"{loop_config['fold_name']}: the training stream yields no full batch of {settings.batch_size}"
+                    )
             yield batch
 
     def val_batches(epoch: int):
@@ -201,13 +210,15 @@ def torch_backend(plan: TrialPlan) -> str:
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     # Out of the Tune trial's placement group (which holds only the driver's CPUs), onto a worker's node.
-    probe = _nccl_usable.options(num_cpus=plan.cpus_per_worker, num_gpus=plan.gpus_per_worker,
-                                 scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    probe = _nccl_usable.options(
+        num_cpus=plan.cpus_per_worker,
+        num_gpus=plan.gpus_per_worker,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
+    )
     return "nccl" if ray.get(probe.remote()) else "gloo"
 
 
-def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str,
-            steps: dict, resources: TrialPlan) -> None:
+def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, steps: dict, resources: TrialPlan) -> None:
     """One Tune trial: fit the fold's TorchTrainer, then write its fold record.
 
     A mistake in the run's data or settings (ValueError) fails the fold for good; anything else
@@ -218,8 +229,7 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str,
     record.status = "running"
     _write_record(run, record)
     try:
-        _fit_fold(plan, record, config_dict=config_dict, run=run, steps=steps[plan.name],
-                  resources=resources)
+        _fit_fold(plan, record, config_dict=config_dict, run=run, steps=steps[plan.name], resources=resources)
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         _write_record(run, record)
@@ -227,8 +237,9 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str,
             raise
 
 
-def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, steps: int,
-              resources: TrialPlan) -> None:
+def _fit_fold(
+    plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, steps: int, resources: TrialPlan
+) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -236,22 +247,35 @@ def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run
     storage_path, filesystem = _ray_storage(run)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": config_dict, "fold_uri": _fold_uri(run, plan), "fold_name": plan.name,
-                           "steps_per_epoch": steps},
+        train_loop_config={
+            "run": config_dict,
+            "fold_uri": _fold_uri(run, plan),
+            "fold_name": plan.name,
+            "steps_per_epoch": steps,
+        },
         torch_config=TorchConfig(backend=torch_backend(resources)),
-        scaling_config=train.ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.gpus_per_worker > 0,
-                                           resources_per_worker=resources.worker_bundle),
+        scaling_config=train.ScalingConfig(
+            num_workers=resources.num_workers,
+            use_gpu=resources.gpus_per_worker > 0,
+            resources_per_worker=resources.worker_bundle,
+        ),
         datasets=stream.fold_datasets(plan, config, config.seed, data_cpus=resources.cpus_for_data),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
         # The ingest options keep the stream within the trial's CPU budget and in item order.
-        dataset_config=train.DataConfig(datasets_to_split=[] if resources.num_workers == 1 else "all",
-                                        execution_options=stream.ingest_options(resources.cpus_for_data)),
+        dataset_config=train.DataConfig(
+            datasets_to_split=[] if resources.num_workers == 1 else "all",
+            execution_options=stream.ingest_options(resources.cpus_for_data),
+        ),
         run_config=train.RunConfig(
-            name=plan.name, storage_path=storage_path, storage_filesystem=filesystem,
+            name=plan.name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             failure_config=train.FailureConfig(max_failures=config.resources.max_failures),
-            checkpoint_config=train.CheckpointConfig(num_to_keep=1, checkpoint_score_attribute="val_loss",
-                                                     checkpoint_score_order="min"),
-            callbacks=[TuneReportCallback()]),
+            checkpoint_config=train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+            ),
+            callbacks=[TuneReportCallback()],
+        ),
     )
     result = trainer.fit()
     best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
@@ -274,13 +298,17 @@ def _as_uri(run: str, path: str) -> str:
 
 def describe_folds(plans: list[FoldPlan], fold_sizes: dict[int, int]) -> list[str]:
     """What `--dry-run` prints about the folds: one line per model, its tasks and cases."""
+
     def cases(folds) -> int:
         return sum(fold_sizes.get(fold, 0) for fold in folds)
 
-    return [f"{plan.name:<28} train tasks {','.join(map(str, plan.train_tasks)):<8} folds "
-            f"{','.join(map(str, plan.train_folds)):<8} ({cases(plan.train_folds)} cases)   val tasks "
-            f"{','.join(map(str, plan.val_tasks)):<8} folds {','.join(map(str, plan.val_folds)):<8} "
-            f"({cases(plan.val_folds)} cases)" for plan in plans]
+    return [
+        f"{plan.name:<28} train tasks {','.join(map(str, plan.train_tasks)):<8} folds "
+        f"{','.join(map(str, plan.train_folds)):<8} ({cases(plan.train_folds)} cases)   val tasks "
+        f"{','.join(map(str, plan.val_tasks)):<8} folds {','.join(map(str, plan.val_folds)):<8} "
+        f"({cases(plan.val_folds)} cases)"
+        for plan in plans
+    ]
 
 
 class _FoldLines(tune.Callback):
@@ -311,11 +339,15 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     usable = manifest.usable(manifest.read_manifest(config.data.manifest))
     rows = manifest.healthy(usable)
     if not rows:
-        raise ValueError(f"{config.data.manifest}: no usable healthy cases in the manifest "
-                         f"({len(usable)} usable, all with a lesion mask or labelled anomalous)")
+        raise ValueError(
+            f"{config.data.manifest}: no usable healthy cases in the manifest "
+            f"({len(usable)} usable, all with a lesion mask or labelled anomalous)"
+        )
     if len(rows) < len(usable):
-        print(f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
-              f"are left out of training; {len(rows)} healthy cases remain")
+        print(
+            f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
+            f"are left out of training; {len(rows)} healthy cases remain"
+        )
     fold_sizes: dict[int, int] = {}
     for row in rows:
         fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
@@ -332,7 +364,9 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     save_config(config, storage.join(run, runs.CONFIG_FILE))
     for plan in plans:
         if records[plan.name].status == "done":
-            print(f"{plan.name}: done in an earlier run (best val loss {records[plan.name].best_val_loss:.5f}), skipped")
+            print(
+                f"{plan.name}: done in an earlier run (best val loss {records[plan.name].best_val_loss:.5f}), skipped"
+            )
     runs.write_folds(run, list(records.values()))
     if resources is not None:
         _fit_trials(todo, config, run, resources, fold_sizes)
@@ -343,25 +377,33 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     return final
 
 
-def _fit_trials(todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan,
-                fold_sizes: dict[int, int]) -> None:
+def _fit_trials(
+    todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
+) -> None:
     """One Tune trial per fold in `todo`; on an autoscaling cluster the first wave's bundles are
     requested at once (and the request withdrawn at the end, so that idle nodes can go)."""
     from ray.autoscaler.sdk import request_resources
 
-    steps = {plan.name: steps_per_epoch(sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size)
-             for plan in todo}
+    steps = {
+        plan.name: steps_per_epoch(sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size)
+        for plan in todo
+    }
     by_name = {plan.name: plan for plan in todo}
-    driver = tune.with_parameters(_driver, config_dict=config.to_dict(), plans=by_name, run=run,
-                                  steps=steps, resources=resources)
+    driver = tune.with_parameters(
+        _driver, config_dict=config.to_dict(), plans=by_name, run=run, steps=steps, resources=resources
+    )
     storage_path, filesystem = _ray_storage(run)
     tuner = tune.Tuner(
         tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
         param_space={"fold": tune.grid_search([plan.name for plan in todo])},
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
-        run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage_path,
-                                  storage_filesystem=filesystem, callbacks=[_FoldLines(run, by_name)],
-                                  failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures)),
+        run_config=tune.RunConfig(
+            name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            callbacks=[_FoldLines(run, by_name)],
+            failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures),
+        ),
     )
     if resources.request:
         request_resources(bundles=list(resources.request))
@@ -375,8 +417,10 @@ def _fit_trials(todo: list[FoldPlan], config: RunConfig, run: str, resources: Tr
 def summary_line(record: runs.FoldRecord) -> str:
     """A fold's status, epochs, steps, best validation loss and where its model is (or its error)."""
     best = f"{record.best_val_loss:.5f}" if record.best_val_loss is not None else "-"
-    return (f"{record.name:<28} {record.status:<8} {record.epochs:>6} {record.steps:>7} {best:>10} "
-            f"{record.best_step or 0:>7}  {record.best_checkpoint or record.error}")
+    return (
+        f"{record.name:<28} {record.status:<8} {record.epochs:>6} {record.steps:>7} {best:>10} "
+        f"{record.best_step or 0:>7}  {record.best_checkpoint or record.error}"
+    )
 
 
 def print_summary(records: list[runs.FoldRecord]) -> None:

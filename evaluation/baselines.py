@@ -1,9 +1,9 @@
 """Reference scores with no learning, scored like a model so the numbers mean something.
 
-    random      uniform [0, 1) noise from a numpy Generator seeded per case
-    intensity   the input intensity itself (channel 0, e.g. FLAIR), rescaled per case to [0, 1]
-                between the 1st and 99.9th percentile of its foreground: hyperintense = anomalous
-    intensity_thresholded  the rescaled intensity where it is above INTENSITY_THRESHOLD, else 0
+random      uniform [0, 1) noise from a numpy Generator seeded per case
+intensity   the input intensity itself (channel 0, e.g. FLAIR), rescaled per case to [0, 1]
+            between the 1st and 99.9th percentile of its foreground: hyperintense = anomalous
+intensity_thresholded  the rescaled intensity where it is above INTENSITY_THRESHOLD, else 0
 """
 
 from __future__ import annotations

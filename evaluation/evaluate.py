@@ -37,18 +37,28 @@ def read_test_set(data_uri: str) -> tuple[list[dict], str | None]:
     if not cases:
         raise UserError(f"{data_uri}: no usable case to evaluate ({len(failed)} rows, all failed in prepare)")
     if not any(row.get("has_lesion") or row.get("image_label") is not None for row in cases):
-        raise UserError(f"{data_uri}: none of the {len(cases)} usable cases has a lesion mask or an image label, "
-                        "so there is nothing to score against (prepare a test set with lesion masks or label folders)")
+        raise UserError(
+            f"{data_uri}: none of the {len(cases)} usable cases has a lesion mask or an image label, "
+            "so there is nothing to score against (prepare a test set with lesion masks or label folders)"
+        )
     note = None
     if failed:
         note = f"Not evaluated, failed in prepare ({len(failed)}): " + "; ".join(
-            f"{row['case_id']} ({row.get('error') or 'no error recorded'})" for row in failed)
+            f"{row['case_id']} ({row.get('error') or 'no error recorded'})" for row in failed
+        )
     return cases, note
 
 
-def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str, str]], out_dir: str | Path,
-                         foreground_only: bool = False, dice_threshold: float | None = None,
-                         with_baselines: bool = True, seed: int = 0, notes: list[str] | None = None) -> dict:
+def evaluate_predictions(
+    cases: list[dict],
+    prediction_uris: dict[str, dict[str, str]],
+    out_dir: str | Path,
+    foreground_only: bool = False,
+    dice_threshold: float | None = None,
+    with_baselines: bool = True,
+    seed: int = 0,
+    notes: list[str] | None = None,
+) -> dict:
     """Score every model and baseline, write the report into out_dir; returns the metrics dict.
 
     cases: manifest rows (case_id, array_uri, optional image_label). prediction_uris: model key
@@ -56,7 +66,9 @@ def evaluate_predictions(cases: list[dict], prediction_uris: dict[str, dict[str,
     A prediction whose shape differs from the case's ground truth raises, naming the case.
     """
     scorers = {key: SetScorer(foreground_only, dice_threshold) for key in prediction_uris}
-    baseline_scorers = {name: SetScorer(foreground_only, dice_threshold) for name in (baselines.BASELINES if with_baselines else ())}
+    baseline_scorers = {
+        name: SetScorer(foreground_only, dice_threshold) for name in (baselines.BASELINES if with_baselines else ())
+    }
     notes = list(notes or [])
     unscorable = []
     for row in cases:
@@ -112,5 +124,7 @@ def _montages(cases: list[dict], prediction_uris: dict[str, dict[str, str]], sco
             result.append(report.panel_for_case(f"{case_id}\n{label}={value:.3g}", case.image, prediction, case.lesion))
         return result
 
-    return {f"highest_scoring_{key.replace('/', '_')}": panels(highest, "score"),
-            f"worst_{key.replace('/', '_')}": panels(worst, "pixel_ap")}
+    return {
+        f"highest_scoring_{key.replace('/', '_')}": panels(highest, "score"),
+        f"worst_{key.replace('/', '_')}": panels(worst, "pixel_ap"),
+    }

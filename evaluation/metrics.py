@@ -41,7 +41,9 @@ def ap_auroc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return ap, auroc
 
 
-def slice_labels_and_scores(prediction: np.ndarray, lesion: np.ndarray, region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def slice_labels_and_scores(
+    prediction: np.ndarray, lesion: np.ndarray, region: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-slice (anomalous bool [N], mean score float64 [N]) of one 3D volume [N, H, W].
 
     A slice is anomalous when more than SLICE_ANOMALY_FRACTION of its pixels are lesion (fraction
@@ -62,8 +64,9 @@ def slice_labels_and_scores(prediction: np.ndarray, lesion: np.ndarray, region: 
     return labels[keep], sums[keep] / counts[keep]
 
 
-def sample_label_and_score(prediction: np.ndarray, lesion: np.ndarray | None, image_label: bool | None = None,
-                           region: np.ndarray | None = None) -> tuple[bool, float]:
+def sample_label_and_score(
+    prediction: np.ndarray, lesion: np.ndarray | None, image_label: bool | None = None, region: np.ndarray | None = None
+) -> tuple[bool, float]:
     """(anomalous, mean score) of one case: anomalous when any voxel is lesion, else `image_label`."""
     if lesion is not None:
         label = bool((lesion != 0).any())
@@ -190,8 +193,13 @@ class SetScorer:
     (from their image-level label) and are listed in `maskless_cases`.
     """
 
-    def __init__(self, foreground_only: bool = False, dice_threshold: float | None = None, bins: int = DEFAULT_BINS,
-                 exact_voxel_limit: int = EXACT_VOXEL_LIMIT):
+    def __init__(
+        self,
+        foreground_only: bool = False,
+        dice_threshold: float | None = None,
+        bins: int = DEFAULT_BINS,
+        exact_voxel_limit: int = EXACT_VOXEL_LIMIT,
+    ):
         self.exact_voxel_limit = exact_voxel_limit
         self.exact: list[tuple[np.ndarray, np.ndarray]] | None = []
         self.foreground_only = foreground_only
@@ -206,8 +214,14 @@ class SetScorer:
         self.case_scores: dict[str, dict] = {}
         self.maskless_cases: list[str] = []
 
-    def add_case(self, case_id: str, prediction: np.ndarray, lesion: np.ndarray | None,
-                 foreground: np.ndarray | None = None, image_label: bool | None = None) -> None:
+    def add_case(
+        self,
+        case_id: str,
+        prediction: np.ndarray,
+        lesion: np.ndarray | None,
+        foreground: np.ndarray | None = None,
+        image_label: bool | None = None,
+    ) -> None:
         """Score one case. prediction float [*S] (clipped to [0, 1] here), lesion uint8 [*S] or None."""
         prediction = clip_scores(prediction)
         for name, array in (("ground truth", lesion), ("foreground", foreground)):
@@ -242,7 +256,9 @@ class SetScorer:
         if self.dice_threshold is not None:
             self.case_scores[case_id]["dice"] = dice(values >= self.dice_threshold, labels)
 
-    def chunked_pixel_ap(self, chunk_volumes: int = PAPER_CHUNK_VOLUMES, shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0) -> float:
+    def chunked_pixel_ap(
+        self, chunk_volumes: int = PAPER_CHUNK_VOLUMES, shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0
+    ) -> float:
         """The paper's pixel AP from the per-volume histograms: the mean AP over chunks of
         `chunk_volumes` volumes, for `shuffles` orders. Each shuffle permutes the volumes (numpy
         Generator seeded by `seed`) and cuts them into consecutive chunks (the last may be shorter);
@@ -253,7 +269,7 @@ class SetScorer:
             order = rng.permutation(len(self.volume_histograms))
             for start in range(0, len(order), chunk_volumes):
                 merged = ScoreHistogram(CHUNK_HISTOGRAM_BINS)
-                for index in order[start:start + chunk_volumes]:
+                for index in order[start : start + chunk_volumes]:
                     merged.merge(self.volume_histograms[index])
                 ap, _ = merged.ap_auroc()
                 if not np.isnan(ap):
@@ -262,18 +278,27 @@ class SetScorer:
 
     def summary(self) -> dict:
         """Metric name -> value (NaN where undefined), plus counts and the maskless case ids."""
-        result: dict = {"foreground_only": self.foreground_only, "cases": len(self.sample_labels),
-                        "cases_with_mask": len(self.volume_histograms), "maskless_cases": list(self.maskless_cases)}
+        result: dict = {
+            "foreground_only": self.foreground_only,
+            "cases": len(self.sample_labels),
+            "cases_with_mask": len(self.volume_histograms),
+            "maskless_cases": list(self.maskless_cases),
+        }
         result["pixel_exact"] = bool(self.exact)
         if self.exact:
-            result["pixel_ap"], result["pixel_auroc"] = ap_auroc(np.concatenate([lab for lab, _ in self.exact]),
-                                                                 np.concatenate([sco for _, sco in self.exact]))
+            result["pixel_ap"], result["pixel_auroc"] = ap_auroc(
+                np.concatenate([lab for lab, _ in self.exact]), np.concatenate([sco for _, sco in self.exact])
+            )
         else:
             result["pixel_ap"], result["pixel_auroc"] = self.pixels.ap_auroc()
         result["pixel_ap_chunked"] = self.chunked_pixel_ap()
         if self.slice_labels:
-            result["slice_ap"], result["slice_auroc"] = ap_auroc(np.concatenate(self.slice_labels), np.concatenate(self.slice_scores))
-        result["sample_ap"], result["sample_auroc"] = ap_auroc(np.array(self.sample_labels), np.array(self.sample_scores))
+            result["slice_ap"], result["slice_auroc"] = ap_auroc(
+                np.concatenate(self.slice_labels), np.concatenate(self.slice_scores)
+            )
+        result["sample_ap"], result["sample_auroc"] = ap_auroc(
+            np.array(self.sample_labels), np.array(self.sample_scores)
+        )
         if self.volume_histograms:
             result["dice_threshold"] = self.dice_threshold
             result["dice"] = self.dice.dice_at(self.dice_threshold) if self.dice_threshold is not None else float("nan")

@@ -35,8 +35,15 @@ def to_source_geometry(prediction: np.ndarray, case: PreparedCase) -> np.ndarray
         return prediction.astype(np.float32)
     dims = prediction.ndim
     mapping = np.linalg.inv(np.asarray(case.affine, float)) @ np.asarray(case.source_affine, float)
-    return affine_transform(prediction.astype(np.float32), mapping[:dims, :dims], offset=mapping[:dims, 3],
-                            output_shape=tuple(int(s) for s in case.source_shape), order=1, mode="constant", cval=0.0)
+    return affine_transform(
+        prediction.astype(np.float32),
+        mapping[:dims, :dims],
+        offset=mapping[:dims, 3],
+        output_shape=tuple(int(s) for s in case.source_shape),
+        order=1,
+        mode="constant",
+        cval=0.0,
+    )
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:

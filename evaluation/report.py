@@ -26,9 +26,15 @@ from lightwork.evaluation.metrics import ScoreHistogram  # noqa: E402
 
 MASKLESS_NAMED = 20  # maskless cases named in report.md; metrics.json lists them all
 COLUMNS = (
-    ("pixel_ap", "pixel AP"), ("pixel_ap_chunked", "pixel AP (20-vol chunks)"), ("pixel_auroc", "pixel AUROC"),
-    ("slice_ap", "slice AP"), ("slice_auroc", "slice AUROC"), ("sample_ap", "sample AP"), ("sample_auroc", "sample AUROC"),
-    ("dice", "Dice (val. threshold)"), ("oracle_dice", "Dice (oracle threshold)"),
+    ("pixel_ap", "pixel AP"),
+    ("pixel_ap_chunked", "pixel AP (20-vol chunks)"),
+    ("pixel_auroc", "pixel AUROC"),
+    ("slice_ap", "slice AP"),
+    ("slice_auroc", "slice AUROC"),
+    ("sample_ap", "sample AP"),
+    ("sample_auroc", "sample AUROC"),
+    ("dice", "Dice (val. threshold)"),
+    ("oracle_dice", "Dice (oracle threshold)"),
 )
 
 
@@ -78,12 +84,21 @@ def metrics_table(metrics: dict) -> str:
     for split, entry in metrics.get("splits", {}).items():
         folds = entry.get("folds", {})
         for fold_name, summary in folds.items():
-            lines.append(f"| {split} / {fold_name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |")
+            lines.append(
+                f"| {split} / {fold_name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |"
+            )
         if folds:
-            lines.append(f"| {split} / fold mean ± std | " + " | ".join(
-                _mean_std([s.get(key, float("nan")) for s in folds.values()]) for key, _ in COLUMNS) + " |")
+            lines.append(
+                f"| {split} / fold mean ± std | "
+                + " | ".join(_mean_std([s.get(key, float("nan")) for s in folds.values()]) for key, _ in COLUMNS)
+                + " |"
+            )
         if "ensemble" in entry:
-            lines.append(f"| **{split} / ensemble** | " + " | ".join(_fmt(entry["ensemble"].get(key)) for key, _ in COLUMNS) + " |")
+            lines.append(
+                f"| **{split} / ensemble** | "
+                + " | ".join(_fmt(entry["ensemble"].get(key)) for key, _ in COLUMNS)
+                + " |"
+            )
     for name, summary in metrics.get("baselines", {}).items():
         lines.append(f"| baseline: {name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |")
     return "\n".join(lines)
@@ -96,10 +111,16 @@ def plot_curves(histograms: dict[str, ScoreHistogram], path: Path) -> None:
         points = histogram.pr_roc_points()
         ap, auroc = histogram.ap_auroc()
         pr_axis.plot(points["recall"], points["precision"], label=f"{name} (AP {_fmt(ap)})")
-        roc_axis.plot(np.concatenate([[0], points["fpr"]]), np.concatenate([[0], points["tpr"]]), label=f"{name} (AUROC {_fmt(auroc)})")
+        roc_axis.plot(
+            np.concatenate([[0], points["fpr"]]),
+            np.concatenate([[0], points["tpr"]]),
+            label=f"{name} (AUROC {_fmt(auroc)})",
+        )
     pr_axis.set(xlabel="recall", ylabel="precision", title="pixel-level precision-recall", xlim=(0, 1), ylim=(0, 1.02))
     roc_axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    roc_axis.set(xlabel="false positive rate", ylabel="true positive rate", title="pixel-level ROC", xlim=(0, 1), ylim=(0, 1.02))
+    roc_axis.set(
+        xlabel="false positive rate", ylabel="true positive rate", title="pixel-level ROC", xlim=(0, 1), ylim=(0, 1.02)
+    )
     for axis in (pr_axis, roc_axis):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, loc="lower right" if axis is roc_axis else "upper right")
@@ -120,8 +141,14 @@ def plot_montage(panels: list[MontagePanel], path: Path, title: str) -> None:
         axis.axis("off")
     for axis, panel in zip(axes.ravel(), panels):
         axis.imshow(panel.image, cmap="gray", interpolation="nearest")
-        heat = axis.imshow(np.ma.masked_less(panel.prediction, 0.05 * top), cmap="inferno", vmin=0, vmax=top, alpha=0.6,
-                           interpolation="nearest")
+        heat = axis.imshow(
+            np.ma.masked_less(panel.prediction, 0.05 * top),
+            cmap="inferno",
+            vmin=0,
+            vmax=top,
+            alpha=0.6,
+            interpolation="nearest",
+        )
         if panel.lesion is not None and panel.lesion.any():
             axis.contour(panel.lesion != 0, levels=[0.5], colors="lime", linewidths=1.2)
         axis.set_title(panel.title, fontsize=9)
@@ -131,8 +158,13 @@ def plot_montage(panels: list[MontagePanel], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def write_report(out_dir: str | Path, metrics: dict, histograms: dict[str, ScoreHistogram],
-                 montages: dict[str, list[MontagePanel]], notes: list[str] | None = None) -> str:
+def write_report(
+    out_dir: str | Path,
+    metrics: dict,
+    histograms: dict[str, ScoreHistogram],
+    montages: dict[str, list[MontagePanel]],
+    notes: list[str] | None = None,
+) -> str:
     """Write metrics.json, curves.png, montage_<name>.png and report.md into out_dir (a local path
     or a storage URI such as s3://...); returns the URI of report.md."""
     if not storage.is_remote(str(out_dir)):
@@ -160,26 +192,44 @@ def _json_safe(value):
     return value
 
 
-def _write_report_locally(out: Path, metrics: dict, histograms: dict[str, ScoreHistogram],
-                          montages: dict[str, list[MontagePanel]], notes: list[str] | None) -> Path:
+def _write_report_locally(
+    out: Path,
+    metrics: dict,
+    histograms: dict[str, ScoreHistogram],
+    montages: dict[str, list[MontagePanel]],
+    notes: list[str] | None,
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
     lines = ["# lightwork evaluation report", ""]
     region = "foreground voxels only" if metrics.get("foreground_only") else "all voxels of the model grid"
-    lines += [f"Scores are clipped to [0, 1]; metrics are computed over {region}. AP/AUROC/Dice in %.",
-              "Ensemble = mean of the raw outputs of all fold models of a split. Dice (val. threshold) uses the",
-              "threshold given from synthetic validation data; Dice (oracle threshold) picks the best threshold",
-              "on the test set itself and is an optimistic upper bound, not a result.", ""]
+    lines += [
+        f"Scores are clipped to [0, 1]; metrics are computed over {region}. AP/AUROC/Dice in %.",
+        "Ensemble = mean of the raw outputs of all fold models of a split. Dice (val. threshold) uses the",
+        "threshold given from synthetic validation data; Dice (oracle threshold) picks the best threshold",
+        "on the test set itself and is an optimistic upper bound, not a result.",
+        "",
+    ]
     scored = [entry for entry in _all_summaries(metrics) if entry.get("cases_with_mask")]
     if scored:
         exact = all(entry.get("pixel_exact") for entry in scored)
-        lines += ["Pixel AP/AUROC: " + ("exact (scikit-learn over every voxel)." if exact else
-                  "from per-class score histograms (bounded memory; within ~1e-3 of the exact values)."), ""]
+        lines += [
+            "Pixel AP/AUROC: "
+            + (
+                "exact (scikit-learn over every voxel)."
+                if exact
+                else "from per-class score histograms (bounded memory; within ~1e-3 of the exact values)."
+            ),
+            "",
+        ]
     lines += ["## Metrics", "", metrics_table(metrics), ""]
     maskless = sorted({case for entry in _all_summaries(metrics) for case in entry.get("maskless_cases", [])})
     if maskless:
         named = ", ".join(maskless[:MASKLESS_NAMED]) + (
-            f" and {len(maskless) - MASKLESS_NAMED} more (all in metrics.json)" if len(maskless) > MASKLESS_NAMED else "")
+            f" and {len(maskless) - MASKLESS_NAMED} more (all in metrics.json)"
+            if len(maskless) > MASKLESS_NAMED
+            else ""
+        )
         lines += [f"Cases without a lesion mask, scored at sample level only ({len(maskless)}): {named}", ""]
     for note in notes or []:
         lines += [note, ""]

@@ -78,7 +78,9 @@ def run_split(models: str, records: list[runs.FoldRecord], split: str | None) ->
         if len(splits) != 1:
             raise UserError(f"{models}: the run holds splits {', '.join(splits)}; choose one with --split")
         split = splits[0]
-    done = [record for record in records if record.split == split and record.status == "done" and record.best_checkpoint]
+    done = [
+        record for record in records if record.split == split and record.status == "done" and record.best_checkpoint
+    ]
     if not done:
         raise UserError(f"{models}: no finished fold of split {split} (the run has {', '.join(splits) or 'none'})")
     return split, done
@@ -90,16 +92,29 @@ def run_ensemble(models: str, split: str | None = None, threshold: float | None 
     records = runs.read_folds(models)
     config_uri = storage.join(models, runs.CONFIG_FILE)
     if not records or not storage.exists(config_uri):
-        raise UserError(f"{models}: not a lightwork run (no {runs.FOLDS_FILE} and {runs.CONFIG_FILE}) "
-                         f"nor a {PACKAGE_SUFFIX} package")
+        raise UserError(
+            f"{models}: not a lightwork run (no {runs.FOLDS_FILE} and {runs.CONFIG_FILE}) "
+            f"nor a {PACKAGE_SUFFIX} package"
+        )
     config = load_config(config_uri)
     if not config.data.recipe:
-        raise UserError(f"{config_uri}: the run does not record its data recipe (data.recipe); "
-                         "it was trained before runs recorded one")
+        raise UserError(
+            f"{config_uri}: the run does not record its data recipe (data.recipe); "
+            "it was trained before runs recorded one"
+        )
     split, done = run_split(models, records, split)
     threshold = validation_threshold([record.val_dice_threshold for record in done]) if threshold is None else threshold
     if threshold is None:
-        raise UserError(f"{models}: the folds of split {split} record no validation threshold (val_dice_threshold); "
-                         "give one with --threshold")
-    return Ensemble(split, [record.name for record in done], [load_model(record.best_checkpoint) for record in done],
-                    config.data.recipe, dict(config.data.recipe_options), float(threshold), models)
+        raise UserError(
+            f"{models}: the folds of split {split} record no validation threshold (val_dice_threshold); "
+            "give one with --threshold"
+        )
+    return Ensemble(
+        split,
+        [record.name for record in done],
+        [load_model(record.best_checkpoint) for record in done],
+        config.data.recipe,
+        dict(config.data.recipe_options),
+        float(threshold),
+        models,
+    )

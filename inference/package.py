@@ -47,9 +47,15 @@ def package_bytes(ensemble: Ensemble) -> bytes:
         torch.save({key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}, buffer)
         members[f"models/{name}.pt"] = buffer.getvalue()
         entries.append({"name": name, "config": network.config.to_dict(), "weights": f"models/{name}.pt"})
-    description = {"format": FORMAT, "lightwork_version": __version__, "split": ensemble.split,
-                   "recipe": ensemble.recipe_name, "recipe_options": ensemble.recipe_options,
-                   "threshold": ensemble.threshold, "models": entries}
+    description = {
+        "format": FORMAT,
+        "lightwork_version": __version__,
+        "split": ensemble.split,
+        "recipe": ensemble.recipe_name,
+        "recipe_options": ensemble.recipe_options,
+        "threshold": ensemble.threshold,
+        "models": entries,
+    }
     members[DESCRIPTION] = json.dumps(description, indent=1, sort_keys=True).encode()
     members[CHECKSUMS] = json.dumps({key: _sha256(value) for key, value in sorted(members.items())}, indent=1).encode()
     buffer = io.BytesIO()
@@ -81,25 +87,39 @@ def read_package(uri: str) -> Ensemble:
         sums = json.loads(members.pop(CHECKSUMS))
         description = json.loads(members[DESCRIPTION])
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as error:
-        raise UserError(f"{uri}: not a readable lightwork package, damaged or truncated "
-                         f"({type(error).__name__}: {error})") from error
+        raise UserError(
+            f"{uri}: not a readable lightwork package, damaged or truncated ({type(error).__name__}: {error})"
+        ) from error
     if set(sums) != set(members):
-        raise UserError(f"{uri}: damaged package: members {sorted(set(sums) ^ set(members))} differ from its checksum list")
+        raise UserError(
+            f"{uri}: damaged package: members {sorted(set(sums) ^ set(members))} differ from its checksum list"
+        )
     damaged = sorted(name for name, value in members.items() if _sha256(value) != sums[name])
     if damaged:
         raise UserError(f"{uri}: damaged package: checksum mismatch in {', '.join(damaged)}")
     if description.get("format") != FORMAT:
         raise UserError(f"{uri}: not a lightwork package (format {description.get('format')!r})")
     if description.get("lightwork_version") != __version__:
-        raise UserError(f"{uri}: a package of lightwork {description.get('lightwork_version')}, this is lightwork "
-                         f"{__version__}; export it again with this version")
+        raise UserError(
+            f"{uri}: a package of lightwork {description.get('lightwork_version')}, this is lightwork "
+            f"{__version__}; export it again with this version"
+        )
     networks = []
     for entry in description["models"]:
         network = UNet(UNetConfig(**entry["config"]))
-        network.load_state_dict(torch.load(io.BytesIO(members[entry["weights"]]), map_location="cpu", weights_only=True))
+        network.load_state_dict(
+            torch.load(io.BytesIO(members[entry["weights"]]), map_location="cpu", weights_only=True)
+        )
         networks.append(network.eval())
-    return Ensemble(description["split"], [entry["name"] for entry in description["models"]], networks,
-                    description["recipe"], description["recipe_options"], float(description["threshold"]), uri)
+    return Ensemble(
+        description["split"],
+        [entry["name"] for entry in description["models"]],
+        networks,
+        description["recipe"],
+        description["recipe_options"],
+        float(description["threshold"]),
+        uri,
+    )
 
 
 def load_ensemble(models: str, split: str | None = None, threshold: float | None = None) -> Ensemble:

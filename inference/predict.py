@@ -35,8 +35,19 @@ from lightwork.evaluation import outputs
 from lightwork.evaluation.metrics import clip_scores, slice_labels_and_scores
 from lightwork.inference.ensemble import Ensemble
 
-SCORE_COLUMNS = ("case", "status", "sample_score", "slice_score_max", "slice_score_mean", "anomalous_voxels",
-                 "anomalous_ml", "threshold", "models", "source", "error")
+SCORE_COLUMNS = (
+    "case",
+    "status",
+    "sample_score",
+    "slice_score_max",
+    "slice_score_mean",
+    "anomalous_voxels",
+    "anomalous_ml",
+    "threshold",
+    "models",
+    "source",
+    "error",
+)
 SCORES_FILE = "scores"
 STAGES = ("preprocess", "inference", "write")
 
@@ -79,25 +90,42 @@ def _stem(name: str) -> str:
 
 def _case_folder(uri: str, case_id: str, names: list[str], modality: str | None) -> CaseSource:
     """One case folder: its image (by modality when it holds several) and its mask files."""
-    images = [n for n in names if discover.role_of(_stem(n)) == "image" and discover.matches_modality(
-        discover.name_tokens(_stem(n)), modality)]
+    images = [
+        n
+        for n in names
+        if discover.role_of(_stem(n)) == "image" and discover.matches_modality(discover.name_tokens(_stem(n)), modality)
+    ]
     roles = {role: [n for n in names if discover.role_of(_stem(n)) == role] for role in ("brain_mask", "lesion")}
     problem = None
     if len(images) != 1:
-        problem = (f"several images ({', '.join(images)}): choose one with --modality" if images else
-                   f"no image{f' matching modality {modality!r}' if modality else ''} beside the mask files")
+        problem = (
+            f"several images ({', '.join(images)}): choose one with --modality"
+            if images
+            else f"no image{f' matching modality {modality!r}' if modality else ''} beside the mask files"
+        )
     elif len(roles["brain_mask"]) > 1:
         problem = f"several brain mask files: {', '.join(roles['brain_mask'])}"
     join = lambda found: storage.join(uri, found[0]) if found else None  # noqa: E731
-    return CaseSource(case_id, join(images) or str(uri), join(roles["brain_mask"]), join(roles["lesion"]), None, problem)
+    return CaseSource(
+        case_id, join(images) or str(uri), join(roles["brain_mask"]), join(roles["lesion"]), None, problem
+    )
 
 
 def _failed_row(source: CaseSource, ensemble: Ensemble, error: Exception) -> dict:
     message = str(error) if isinstance(error, ValueError) else f"{source.image}: {type(error).__name__}: {error}"
-    return {"case": source.case_id, "status": "failed", "sample_score": math.nan, "slice_score_max": math.nan,
-            "slice_score_mean": math.nan, "anomalous_voxels": -1, "anomalous_ml": math.nan,
-            "threshold": ensemble.threshold, "models": " ".join(ensemble.names), "source": source.image,
-            "error": message}
+    return {
+        "case": source.case_id,
+        "status": "failed",
+        "sample_score": math.nan,
+        "slice_score_max": math.nan,
+        "slice_score_mean": math.nan,
+        "anomalous_voxels": -1,
+        "anomalous_ml": math.nan,
+        "threshold": ensemble.threshold,
+        "models": " ".join(ensemble.names),
+        "source": source.image,
+        "error": message,
+    }
 
 
 def check_input(image: readers.Loaded, brain_mask: readers.Loaded | None, ensemble: Ensemble) -> None:
@@ -107,13 +135,17 @@ def check_input(image: readers.Loaded, brain_mask: readers.Loaded | None, ensemb
     dims = image.array.ndim
     if dims != ensemble.spatial_dims:
         kind = "a 3D volume" if dims == 3 else "a 2D image"
-        raise UserError(f"{uri}: {kind} of shape {image.array.shape}, but the models of {ensemble.source} take "
-                         f"{ensemble.spatial_dims}D {'volumes' if ensemble.spatial_dims == 3 else 'images'} "
-                         f"(recipe {ensemble.recipe_name})")
+        raise UserError(
+            f"{uri}: {kind} of shape {image.array.shape}, but the models of {ensemble.source} take "
+            f"{ensemble.spatial_dims}D {'volumes' if ensemble.spatial_dims == 3 else 'images'} "
+            f"(recipe {ensemble.recipe_name})"
+        )
     recipe = ensemble.recipe
     if isinstance(recipe, BrainRecipe) and not recipe.skull_stripped and brain_mask is None:
-        raise UserError(f"{uri}: the run's recipe (brain, skull on) needs a brain mask and none was found: put the "
-                         "scan in a case folder beside its brain mask (e.g. brainmask.nii.gz)")
+        raise UserError(
+            f"{uri}: the run's recipe (brain, skull on) needs a brain mask and none was found: put the "
+            "scan in a case folder beside its brain mask (e.g. brainmask.nii.gz)"
+        )
 
 
 def predict_case(ensemble: Ensemble, source: CaseSource, out: str) -> CaseResult:
@@ -138,8 +170,9 @@ def predict_case(ensemble: Ensemble, source: CaseSource, out: str) -> CaseResult
     return CaseResult(row, seconds)
 
 
-def write_case(out: str, case, image: readers.Loaded, prediction: np.ndarray, ensemble: Ensemble,
-               source_uri: str) -> dict:
+def write_case(
+    out: str, case, image: readers.Loaded, prediction: np.ndarray, ensemble: Ensemble, source_uri: str
+) -> dict:
     """Write one case's map and mask on the input grid (module docstring); its scores row.
 
     case: the PreparedCase (model grid and source grid), image: the input as read, prediction:
@@ -159,14 +192,24 @@ def write_case(out: str, case, image: readers.Loaded, prediction: np.ndarray, en
         storage.write_bytes(f"{base}_mask.png", outputs.png_bytes(mask.astype(np.uint8) * 255))
         voxel_ml = math.nan
     count = int(mask.sum())
-    return {"case": case.case_id, "status": "ok", "sample_score": float(clipped.mean()),
-            "slice_score_max": float(slices.max()) if slices is not None else math.nan,
-            "slice_score_mean": float(slices.mean()) if slices is not None else math.nan,
-            "anomalous_voxels": count, "anomalous_ml": count * voxel_ml, "threshold": ensemble.threshold,
-            "models": " ".join(ensemble.names), "source": source_uri, "error": ""}
+    return {
+        "case": case.case_id,
+        "status": "ok",
+        "sample_score": float(clipped.mean()),
+        "slice_score_max": float(slices.max()) if slices is not None else math.nan,
+        "slice_score_mean": float(slices.mean()) if slices is not None else math.nan,
+        "anomalous_voxels": count,
+        "anomalous_ml": count * voxel_ml,
+        "threshold": ensemble.threshold,
+        "models": " ".join(ensemble.names),
+        "source": source_uri,
+        "error": "",
+    }
 
 
-def predict_in_process(ensemble: Ensemble, sources: list[CaseSource], out: str, progress: bool = True) -> list[CaseResult]:
+def predict_in_process(
+    ensemble: Ensemble, sources: list[CaseSource], out: str, progress: bool = True
+) -> list[CaseResult]:
     """`predict_case` for each case in this process (a progress bar when there are several)."""
     from tqdm import tqdm
 
@@ -178,8 +221,10 @@ def write_scores(out: str, rows: list[dict]) -> str:
     """OUT/scores.csv (NaN as empty cells) and OUT/scores.json (NaN as null), rows sorted by case;
     returns the CSV's URI."""
     rows = sorted(rows, key=lambda row: row["case"])
-    clean = [{key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
-             for row in rows]
+    clean = [
+        {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
+        for row in rows
+    ]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SCORE_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

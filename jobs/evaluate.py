@@ -15,9 +15,13 @@ def build_parser():
     parser.add_argument("--out", required=True, help="report folder (local path)")
     parser.add_argument("--predictions", help="where predictions are stored (default: OUT/predictions)")
     parser.add_argument("--foreground-only", action="store_true", help="score foreground voxels only")
-    parser.add_argument("--dice-threshold", type=float, default=None,
-                        help="score threshold chosen on synthetic validation data; default: the mean of the folds' "
-                             "val_dice_threshold in folds.json when all have one, else only the oracle Dice is given")
+    parser.add_argument(
+        "--dice-threshold",
+        type=float,
+        default=None,
+        help="score threshold chosen on synthetic validation data; default: the mean of the folds' "
+        "val_dice_threshold in folds.json when all have one, else only the oracle Dice is given",
+    )
     parser.add_argument("--actors", type=int, default=1, help="inference actors")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
@@ -33,10 +37,16 @@ def main(argv: list[str] | None = None) -> int:
 
     predictions = normalise(args.predictions) if args.predictions else None
     with connected(args.num_cpus, args.verbose):
-        return evaluate_run(normalise(args.models), normalise(args.data), normalise(args.out),
-                            predictions_uri=predictions, foreground_only=args.foreground_only,
-                            dice_threshold=args.dice_threshold, actors=args.actors,
-                            with_baselines=not args.no_baselines)
+        return evaluate_run(
+            normalise(args.models),
+            normalise(args.data),
+            normalise(args.out),
+            predictions_uri=predictions,
+            foreground_only=args.foreground_only,
+            dice_threshold=args.dice_threshold,
+            actors=args.actors,
+            with_baselines=not args.no_baselines,
+        )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = job_parser("montage", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("manifest", help="prepared dataset folder or manifest.parquet")
     parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("--max", type=int, default=12,
-                        help="at most this many cases, evenly spaced over the sorted case list")
+    parser.add_argument(
+        "--max", type=int, default=12, help="at most this many cases, evenly spaced over the sorted case list"
+    )
     args = parser.parse_args(argv)
     try:
         shown = montage(args.manifest, args.out, args.max)

@@ -19,33 +19,68 @@ from lightwork.config import PRESETS, load_config
 
 
 def build_parser():
-    parser = job_parser("pipeline", "prepare, train every fold model and evaluate the ensemble; "
-                                    "with no --data, on a generated demo cohort")
-    parser.add_argument("--config", default=None,
-                        help="a preset name (demo, brain, cxr) or a YAML config file; default: demo without --data, "
-                        "else the --recipe preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config field (repeatable), e.g. --set train.max_steps=200")
-    parser.add_argument("--data", default=None,
-                        help="folder or s3:// prefix of healthy training cases (default: generate the demo cohort)")
-    parser.add_argument("--test-data", default=None,
-                        help="folder or s3:// prefix of test cases with lesion masks (default: the demo cohort's)")
-    parser.add_argument("--recipe", choices=["brain", "cxr"], default="brain",
-                        help="preprocessing recipe of the data (and the demo cohort's kind)")
+    parser = job_parser(
+        "pipeline",
+        "prepare, train every fold model and evaluate the ensemble; with no --data, on a generated demo cohort",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="a preset name (demo, brain, cxr) or a YAML config file; default: demo without --data, "
+        "else the --recipe preset",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field (repeatable), e.g. --set train.max_steps=200",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="folder or s3:// prefix of healthy training cases (default: generate the demo cohort)",
+    )
+    parser.add_argument(
+        "--test-data",
+        default=None,
+        help="folder or s3:// prefix of test cases with lesion masks (default: the demo cohort's)",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=["brain", "cxr"],
+        default="brain",
+        help="preprocessing recipe of the data (and the demo cohort's kind)",
+    )
     parser.add_argument("--split", default="1/4", help="task split(s) to train: 1/4, 2/3, 3/2, 4/1, a list, or all")
-    parser.add_argument("--storage", default="runs",
-                        help="local folder or s3:// prefix for prepared data, checkpoints and the report")
-    parser.add_argument("--name", default=None, help="run name (default: from the config, split and seed); "
-                        "re-running with the same name resumes")
+    parser.add_argument(
+        "--storage", default="runs", help="local folder or s3:// prefix for prepared data, checkpoints and the report"
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="run name (default: from the config, split and seed); re-running with the same name resumes",
+    )
     parser.add_argument("--seed", type=int, help="seed of the run and of the demo cohort; overrides the config's seed")
-    parser.add_argument("--until", choices=["generate", "prepare", "train", "evaluate"], default="evaluate",
-                        help="stop after this step (e.g. `--until generate` writes only the demo cohort)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="generate and prepare the data, then plan the trials and stop")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete the results of an earlier run of this name and start again")
-    parser.add_argument("--num-cpus", type=int, default=None,
-                        help="logical CPUs of the local Ray instance when not attached to a cluster")
+    parser.add_argument(
+        "--until",
+        choices=["generate", "prepare", "train", "evaluate"],
+        default="evaluate",
+        help="stop after this step (e.g. `--until generate` writes only the demo cohort)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="generate and prepare the data, then plan the trials and stop"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete the results of an earlier run of this name and start again"
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="logical CPUs of the local Ray instance when not attached to a cluster",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser
 
@@ -60,15 +95,28 @@ def main(argv: list[str] | None = None) -> int:
 
     config_name = args.config or ("demo" if args.data is None else args.recipe)
     preset = config_name in PRESETS
-    config = load_config(None if preset else config_name, preset=config_name if preset else None,
-                         overrides=[*args.overrides, *([] if args.seed is None else [f"seed={args.seed}"])])
+    config = load_config(
+        None if preset else config_name,
+        preset=config_name if preset else None,
+        overrides=[*args.overrides, *([] if args.seed is None else [f"seed={args.seed}"])],
+    )
     data, test_data = (None if uri is None else storage.normalise(uri) for uri in (args.data, args.test_data))
-    name = args.name or default_run_name("demo" if data is None else args.recipe, args.config or args.recipe,
-                                         args.split, config.seed)
+    name = args.name or default_run_name(
+        "demo" if data is None else args.recipe, args.config or args.recipe, args.split, config.seed
+    )
     request = PipelineRequest(
-        config=config, data=data, test_data=test_data, recipe=args.recipe, split=args.split,
-        run=storage.join(storage.normalise(args.storage), name), num_cpus=args.num_cpus, until=args.until,
-        dry_run=args.dry_run, fresh=args.fresh, verbose=args.verbose)
+        config=config,
+        data=data,
+        test_data=test_data,
+        recipe=args.recipe,
+        split=args.split,
+        run=storage.join(storage.normalise(args.storage), name),
+        num_cpus=args.num_cpus,
+        until=args.until,
+        dry_run=args.dry_run,
+        fresh=args.fresh,
+        verbose=args.verbose,
+    )
     result = run_pipeline(request)
     if result.failure:
         print(f"lightwork pipeline: {result.failure}", file=sys.stderr)

@@ -37,21 +37,28 @@ def build_parser():
     parser.add_argument("src", help="raw cases: a local folder or s3://bucket/prefix")
     parser.add_argument("dst", help="where prepared arrays and manifest.parquet go (local or s3://)")
     parser.add_argument("--recipe", choices=sorted(RECIPES), required=True)
-    parser.add_argument("--modality",
-                        help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)")
-    parser.add_argument("--brain-mask-pattern", metavar="GLOB",
-                        help="file name of each case's brain mask, e.g. mask.nii.gz")
-    parser.add_argument("--lesion-mask-pattern", metavar="GLOB",
-                        help="file name of each case's lesion mask, e.g. '*_seg.nii.gz'")
-    parser.add_argument("--skull-stripped", action="store_true",
-                        help="brain: images are skull-stripped (no brain mask needed)")
-    parser.add_argument("--normalised", action="store_true",
-                        help="brain: intensities are already z-scored (skip the z-score)")
+    parser.add_argument(
+        "--modality", help="which image of a case folder to use (flair, t1, t2, t1c; matched to file names)"
+    )
+    parser.add_argument(
+        "--brain-mask-pattern", metavar="GLOB", help="file name of each case's brain mask, e.g. mask.nii.gz"
+    )
+    parser.add_argument(
+        "--lesion-mask-pattern", metavar="GLOB", help="file name of each case's lesion mask, e.g. '*_seg.nii.gz'"
+    )
+    parser.add_argument(
+        "--skull-stripped", action="store_true", help="brain: images are skull-stripped (no brain mask needed)"
+    )
+    parser.add_argument(
+        "--normalised", action="store_true", help="brain: intensities are already z-scored (skip the z-score)"
+    )
     parser.add_argument("--shape", type=parse_shape, help="brain: output grid (recipe default 80,112,80)")
-    parser.add_argument("--spacing", type=float,
-                        help="brain: resampling spacing in mm before downsampling (recipe default 1.0)")
-    parser.add_argument("--downsample", type=int,
-                        help="brain: integer downsampling factor after cropping (recipe default 2)")
+    parser.add_argument(
+        "--spacing", type=float, help="brain: resampling spacing in mm before downsampling (recipe default 1.0)"
+    )
+    parser.add_argument(
+        "--downsample", type=int, help="brain: integer downsampling factor after cropping (recipe default 2)"
+    )
     parser.add_argument("--size", type=int, help="cxr: output side in pixels (recipe default 256)")
     parser.add_argument("--limit", type=int, help="prepare only the first N cases (sorted by id)")
     parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
@@ -63,8 +70,14 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    options = {"skull_stripped": args.skull_stripped or None, "normalised": args.normalised or None,
-               "shape": args.shape, "spacing_mm": args.spacing, "downsample": args.downsample, "size": args.size}
+    options = {
+        "skull_stripped": args.skull_stripped or None,
+        "normalised": args.normalised or None,
+        "shape": args.shape,
+        "spacing_mm": args.spacing,
+        "downsample": args.downsample,
+        "size": args.size,
+    }
     try:
         recipe = make_recipe(args.recipe, **options)
     except ValueError as error:
@@ -80,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{args.src}: no such folder or prefix")
     with connected(args.num_cpus, args.verbose):
         try:
-            summary = prepare_dataset(src, dst, recipe, modality=args.modality, limit=args.limit,
-                                      progress=not args.no_progress,
-                                      masks=MaskPatterns(args.brain_mask_pattern, args.lesion_mask_pattern))
+            summary = prepare_dataset(
+                src,
+                dst,
+                recipe,
+                modality=args.modality,
+                limit=args.limit,
+                progress=not args.no_progress,
+                masks=MaskPatterns(args.brain_mask_pattern, args.lesion_mask_pattern),
+            )
         except ValueError as error:  # no case found under SRC
             raise UserError(str(error)) from None
     print("\n".join(summary.lines()))

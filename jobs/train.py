@@ -29,10 +29,17 @@ def build_parser():
     parser.add_argument("--storage", help="where runs are stored (local or s3://); overrides storage_path")
     parser.add_argument("--name", help="run name (default: the config's name); same name = resume")
     parser.add_argument("--seed", type=int, help="run seed (synthetic anomalies, initial weights); overrides seed")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one config field (repeatable)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete the results of an earlier run of this name and train again")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one config field (repeatable)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete the results of an earlier run of this name and train again"
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config YAML and exit")
     parser.add_argument("--dry-run", action="store_true", help="plan the trials and their resources, train nothing")
     parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
@@ -43,8 +50,12 @@ def build_parser():
 def run_overrides(args) -> list[str]:
     """`--set` values followed by the dedicated flags (which win; JSON-quoted: a path stays a string)."""
     overrides = list(args.overrides)
-    for key, value in (("data.manifest", args.data), ("storage_path", args.storage), ("name", args.name),
-                       ("seed", args.seed)):
+    for key, value in (
+        ("data.manifest", args.data),
+        ("storage_path", args.storage),
+        ("name", args.name),
+        ("seed", args.seed),
+    ):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     return overrides
@@ -53,8 +64,9 @@ def run_overrides(args) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = args.config in PRESETS
-    config = load_config(None if preset else args.config, preset=args.config if preset else None,
-                         overrides=run_overrides(args))
+    config = load_config(
+        None if preset else args.config, preset=args.config if preset else None, overrides=run_overrides(args)
+    )
     try:
         parse_splits(args.split)
     except ValueError as error:

@@ -32,10 +32,15 @@ def load_model(checkpoint_dir: str) -> UNet:
     """
     try:
         config = UNetConfig(**json.loads(storage.read_bytes(storage.join(checkpoint_dir, CONFIG_FILE))))
-        state = torch.load(io.BytesIO(storage.read_bytes(storage.join(checkpoint_dir, WEIGHTS_FILE))),
-                           map_location="cpu", weights_only=True)
+        state = torch.load(
+            io.BytesIO(storage.read_bytes(storage.join(checkpoint_dir, WEIGHTS_FILE))),
+            map_location="cpu",
+            weights_only=True,
+        )
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"{checkpoint_dir}: not a lightwork checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE}): {error}") from error
+        raise FileNotFoundError(
+            f"{checkpoint_dir}: not a lightwork checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE}): {error}"
+        ) from error
     model = UNet(config)
     model.load_state_dict(state)
     return model.eval()

@@ -40,8 +40,9 @@ class Stage(nn.Sequential):
     """Two ConvBlocks; the first may downsample with stride 2 (and may be given its conv class)."""
 
     def __init__(self, dims: int, in_channels: int, out_channels: int, stride: int = 1, conv=None) -> None:
-        super().__init__(ConvBlock(dims, in_channels, out_channels, stride, conv),
-                         ConvBlock(dims, out_channels, out_channels))
+        super().__init__(
+            ConvBlock(dims, in_channels, out_channels, stride, conv), ConvBlock(dims, out_channels, out_channels)
+        )
 
 
 class UNet(nn.Module):
@@ -63,8 +64,9 @@ class UNet(nn.Module):
         first_conv = (EncodedInputConv3d if dims == 3 else EncodedInputConv2d) if config.positional_encoding else None
         self.encoder = nn.ModuleList()
         for level, width in enumerate(config.features):
-            self.encoder.append(Stage(dims, channels, width, stride=1 if level == 0 else 2,
-                                      conv=first_conv if level == 0 else None))
+            self.encoder.append(
+                Stage(dims, channels, width, stride=1 if level == 0 else 2, conv=first_conv if level == 0 else None)
+            )
             channels = width
         self.decoder = nn.ModuleList()
         for skip_width in reversed(config.features[:-1]):
@@ -76,8 +78,10 @@ class UNet(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         expected = self.config.spatial_dims + 2
         if image.ndim != expected or image.shape[1] != self.config.in_channels:
-            raise ValueError(f"UNet: expected [B, {self.config.in_channels}, *S] with {self.config.spatial_dims} "
-                             f"spatial dims, got shape {tuple(image.shape)}")
+            raise ValueError(
+                f"UNet: expected [B, {self.config.in_channels}, *S] with {self.config.spatial_dims} "
+                f"spatial dims, got shape {tuple(image.shape)}"
+            )
         x = image
         skips = []
         for stage in self.encoder:

@@ -65,21 +65,41 @@ def s3_server(tmp_path_factory):
     bucket = "lightwork-test"
     key, secret = "lightworktestkey", "lightworktestsecret-" + uuid.uuid4().hex[:8]
     port_flags = [
-        "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "master.port", "master.port.grpc",
-        "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc",
-        "webdav.port", "debug.port", "s3.debug.port",
+        "s3.port",
+        "s3.port.grpc",
+        "s3.port.iceberg",
+        "s3.port.lance",
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+        "webdav.port",
+        "debug.port",
+        "s3.debug.port",
     ]
     ports = {flag: _free_port() for flag in port_flags}
     env = dict(os.environ, AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
     command = [
-        weed, "mini", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-bucket={bucket}",
-        "-master.telemetry=false", *(f"-{flag}={port}" for flag, port in ports.items()),
+        weed,
+        "mini",
+        f"-dir={workdir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-bucket={bucket}",
+        "-master.telemetry=false",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     log = open(workdir / "weed.log", "wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     endpoint = f"http://127.0.0.1:{ports['s3.port']}"
     variables = {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     previous = {name: os.environ.get(name) for name in variables}
@@ -148,8 +168,18 @@ def real_data():
     return shared_data
 
 
-def _dicom_bytes(pixels, series_uid: str, position=None, instance=None, slope=1.0, intercept=0.0,
-                 photometric="MONOCHROME2", spacing=(0.5, 0.8), window=None, orientation=(1, 0, 0, 0, 1, 0)) -> bytes:
+def _dicom_bytes(
+    pixels,
+    series_uid: str,
+    position=None,
+    instance=None,
+    slope=1.0,
+    intercept=0.0,
+    photometric="MONOCHROME2",
+    spacing=(0.5, 0.8),
+    window=None,
+    orientation=(1, 0, 0, 0, 1, 0),
+) -> bytes:
     """An uncompressed 16-bit DICOM slice of uint16 pixels [rows, columns] (pydicom-written; axial
     unless `orientation`, the ImageOrientationPatient, says otherwise; spacing: row, column mm)."""
     import io

@@ -74,7 +74,9 @@ def test_edge_distance_is_exact_against_a_ray_march(index):
 def test_the_exponent_moves_the_profile_midpoint_by_the_push(task_id, mean_edge_distance):
     a = mean_edge_distance
     low, high = push_bounds(a, 5.0)
-    assert low == pytest.approx(max(0.1 * a / np.sqrt(2), 0.5)) and high == pytest.approx(min(0.9 * a / np.sqrt(2), 5.0))
+    assert low == pytest.approx(max(0.1 * a / np.sqrt(2), 0.5)) and high == pytest.approx(
+        min(0.9 * a / np.sqrt(2), 5.0)
+    )
     for push in np.linspace(max(low, 0.05), high, 5):
         f = exponent(task_id, a, push)
         assert f > 1
@@ -164,8 +166,9 @@ def test_inner_edge_and_the_mean_edge_distance_of_a_draw():
     shape = _shapes()[5]
     expected = shape.mask & ~scipy.ndimage.binary_erosion(shape.mask, border_value=0)
     np.testing.assert_array_equal(inner_edge(shape.mask), expected)
-    params = DeformationTask(3).draw(np.random.default_rng(1), np.zeros((1, 30, 30, 30), np.float32), None, shape,
-                                     (0, 0, 0))
+    params = DeformationTask(3).draw(
+        np.random.default_rng(1), np.zeros((1, 30, 30, 30), np.float32), None, shape, (0, 0, 0)
+    )
     assert shape.mask[tuple(params.centre)]
     edge = np.argwhere(expected)
     assert params.mean_edge_distance == pytest.approx(np.linalg.norm(edge - params.centre, axis=1).mean())

@@ -11,7 +11,7 @@ from lightwork.anomalies.label import connected_components, dilate, erode, fill_
 
 
 def _flipped(x):
-    return 1 - np.exp(-np.asarray(x, np.float64) ** 2 / (2 * 0.2**2))
+    return 1 - np.exp(-(np.asarray(x, np.float64) ** 2) / (2 * 0.2**2))
 
 
 def test_no_change_or_no_mask_gives_an_all_zero_label():

@@ -25,17 +25,20 @@ def one_line_error(capsys, argv: list[str]) -> str:
     return err.strip()
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.batch_size=abc", "train.batch_size: 'abc' is not allowed (an integer >= 1)"),
-    ("train.lr=abc", "train.lr: 'abc' is not allowed (a number > 0)"),
-    ("train.batch_size=2.5", "train.batch_size: 2.5 is not allowed (an integer >= 1)"),
-    ("model.features=8", "model.features: 8 is not allowed (a list of ints each >= 1, at least 2 of them)"),
-    ("train.bach_size=2", "unknown key 'bach_size' in train (did you mean 'batch_size'?)"),
-    ("resources.num_workers=0", "resources.num_workers: 0 is not allowed (an integer >= 1)"),
-    ("resources.min_workers=3", "resources.min_workers: 3 is not allowed (1..resources.num_workers = 1"),
-    ("model.spatial_dims=4", "model.spatial_dims: 4 is not allowed (one of 2, 3)"),
-    ("lr", "--set 'lr': expected SECTION.FIELD=VALUE"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.batch_size=abc", "train.batch_size: 'abc' is not allowed (an integer >= 1)"),
+        ("train.lr=abc", "train.lr: 'abc' is not allowed (a number > 0)"),
+        ("train.batch_size=2.5", "train.batch_size: 2.5 is not allowed (an integer >= 1)"),
+        ("model.features=8", "model.features: 8 is not allowed (a list of ints each >= 1, at least 2 of them)"),
+        ("train.bach_size=2", "unknown key 'bach_size' in train (did you mean 'batch_size'?)"),
+        ("resources.num_workers=0", "resources.num_workers: 0 is not allowed (an integer >= 1)"),
+        ("resources.min_workers=3", "resources.min_workers: 3 is not allowed (1..resources.num_workers = 1"),
+        ("model.spatial_dims=4", "model.spatial_dims: 4 is not allowed (one of 2, 3)"),
+        ("lr", "--set 'lr': expected SECTION.FIELD=VALUE"),
+    ],
+)
 def test_every_bad_override_is_one_line_and_exit_2(capsys, tmp_path, override, expected):
     line = one_line_error(capsys, ["train", "--config", "tiny", "--data", str(tmp_path), "--set", override])
     assert line.startswith("lightwork train: ") and expected in line
@@ -46,14 +49,17 @@ def test_missing_inputs_are_one_line_and_exit_2(capsys, tmp_path):
     assert f"{tmp_path / 'nope.yaml'}: no such config file" in line
     (tmp_path / "bad.yaml").write_text("preset: huge\n")
     assert "unknown preset 'huge' (choose from brain, cxr, demo, tiny)" in one_line_error(
-        capsys, ["train", "--config", str(tmp_path / "bad.yaml")])
+        capsys, ["train", "--config", str(tmp_path / "bad.yaml")]
+    )
     assert "no manifest there" in one_line_error(capsys, ["train", "--config", "tiny", "--data", str(tmp_path)])
     assert "no training data: pass --data" in one_line_error(capsys, ["train", "--config", "tiny"])
     assert "no such folder or prefix" in one_line_error(
-        capsys, ["prepare", str(tmp_path / "absent"), str(tmp_path / "out"), "--recipe", "cxr"])
+        capsys, ["prepare", str(tmp_path / "absent"), str(tmp_path / "out"), "--recipe", "cxr"]
+    )
     assert "unknown subcommand 'trian'" in one_line_error(capsys, ["trian"])
-    assert "--split 5/0: unknown split(s) ['5/0']" in one_line_error(capsys, ["train", "--config", "tiny", "--split",
-                                                                           "5/0"])
+    assert "--split 5/0: unknown split(s) ['5/0']" in one_line_error(
+        capsys, ["train", "--config", "tiny", "--split", "5/0"]
+    )
 
 
 def test_argument_errors_are_one_line_too(capsys):
@@ -88,7 +94,11 @@ def test_the_console_script_itself():
     """The installed `lightwork` script: --version, and a bad value with no traceback."""
     version = subprocess.run([LIGHTWORK, "--version"], capture_output=True, text=True, timeout=60)
     assert (version.returncode, version.stdout.strip()) == (0, f"lightwork {__version__}")
-    bad = subprocess.run([LIGHTWORK, "train", "--config", "tiny", "--set", "train.batch_size=abc"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [LIGHTWORK, "train", "--config", "tiny", "--set", "train.batch_size=abc"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "lightwork train: train.batch_size: 'abc' is not allowed (an integer >= 1)\n"

@@ -23,9 +23,22 @@ from lightwork.training import runs
 pytestmark = pytest.mark.slow
 LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
 
-SETTINGS = ["--set", "model.spatial_dims=2", "--set", "model.features=[4,8]", "--set", "train.max_epochs=1",
-            "--set", "train.val_batch_size=4", "--set", "resources.cpus_per_worker=0.5",
-            "--set", "resources.data_cpus_per_trial=0.5", "--set", "resources.max_concurrent_trials=5"]
+SETTINGS = [
+    "--set",
+    "model.spatial_dims=2",
+    "--set",
+    "model.features=[4,8]",
+    "--set",
+    "train.max_epochs=1",
+    "--set",
+    "train.val_batch_size=4",
+    "--set",
+    "resources.cpus_per_worker=0.5",
+    "--set",
+    "resources.data_cpus_per_trial=0.5",
+    "--set",
+    "resources.max_concurrent_trials=5",
+]
 
 
 def write_prepared(root, shape=(24, 24), count=10) -> None:
@@ -39,10 +52,24 @@ def write_prepared(root, shape=(24, 24), count=10) -> None:
     for case_id in ids:
         uri = str(root / "cases" / f"{case_id}.npz")
         save_case(uri, PreparedCase(case_id, (smooth_noise(rng, shape, 2.0) * 0.2 + 1.0)[None], foreground))
-        rows.append({"case_id": case_id, "source_uri": f"/raw/{case_id}.png", "array_uri": uri, "checksum": case_id,
-                     "shape": list(shape), "spacing": [1.0, 1.0], "recipe": "cxr", "recipe_version": "1",
-                     "recipe_options": json.dumps({"size": shape[0]}), "fold": folds[case_id], "has_lesion": False,
-                     "image_label": 0, "status": "ok", "error": None})
+        rows.append(
+            {
+                "case_id": case_id,
+                "source_uri": f"/raw/{case_id}.png",
+                "array_uri": uri,
+                "checksum": case_id,
+                "shape": list(shape),
+                "spacing": [1.0, 1.0],
+                "recipe": "cxr",
+                "recipe_version": "1",
+                "recipe_options": json.dumps({"size": shape[0]}),
+                "fold": folds[case_id],
+                "has_lesion": False,
+                "image_label": 0,
+                "status": "ok",
+                "error": None,
+            }
+        )
     manifest.write_manifest(str(root), rows)
 
 
@@ -58,9 +85,30 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     # The README's form, through the console script, in the data's folder: relative --data and
     # --storage (the trial drivers run in another working directory), Ray started by the job.
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    result = subprocess.run([LIGHTWORK, "train", "--config", "tiny", "--data", "prep/tiny2d", "--storage", "runs",
-                             "--name", "a", "--seed", "3", "--num-cpus", "8", *SETTINGS],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(
+        [
+            LIGHTWORK,
+            "train",
+            "--config",
+            "tiny",
+            "--data",
+            "prep/tiny2d",
+            "--storage",
+            "runs",
+            "--name",
+            "a",
+            "--seed",
+            "3",
+            "--num-cpus",
+            "8",
+            *SETTINGS,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     console = result.stdout + result.stderr
     assert result.returncode == 0, console[-3000:]
     run = tmp_path / "runs" / "a"
@@ -81,8 +129,27 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     capsys.readouterr()
 
     # Same name, other settings: stopped before Ray is asked for anything; the record is untouched.
-    assert main(["train", "--config", "tiny", "--data", "prep/tiny2d", "--storage", "runs", "--name", "a",
-                 "--seed", "3", *SETTINGS, "--set", "train.max_epochs=2"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--data",
+                "prep/tiny2d",
+                "--storage",
+                "runs",
+                "--name",
+                "a",
+                "--seed",
+                "3",
+                *SETTINGS,
+                "--set",
+                "train.max_epochs=2",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.max_epochs: 1 -> 2" in err and "--fresh" in err
     assert (run / "config.yaml").read_bytes() == saved

@@ -32,16 +32,30 @@ def write_manifest(root, shape=(16, 16), count=5, channels=1, recipe="cxr", opti
         uri = str(root / f"{case_id}.npz")
         image = np.ones((channels, *shape), np.float32)
         save_case(uri, PreparedCase(case_id, image, np.ones(shape, bool)))
-        rows.append({"case_id": case_id, "source_uri": f"/raw/{case_id}.png", "array_uri": uri,
-                     "checksum": f"{checksum}{index}", "shape": list(shape), "spacing": [1.0] * len(shape),
-                     "recipe": recipe, "recipe_version": "1", "recipe_options": json.dumps(options or {"size": 16}),
-                     "fold": index, "has_lesion": False, "status": "ok", "error": None})
+        rows.append(
+            {
+                "case_id": case_id,
+                "source_uri": f"/raw/{case_id}.png",
+                "array_uri": uri,
+                "checksum": f"{checksum}{index}",
+                "shape": list(shape),
+                "spacing": [1.0] * len(shape),
+                "recipe": recipe,
+                "recipe_version": "1",
+                "recipe_options": json.dumps(options or {"size": 16}),
+                "fold": index,
+                "has_lesion": False,
+                "status": "ok",
+                "error": None,
+            }
+        )
     return manifest.write_manifest(str(root), rows)
 
 
 def test_values_are_coerced_and_checked_when_built():
-    config = load_config(preset="cxr", overrides=["train.lr=1e-3", "resources.cpus_per_worker=2",
-                                                  "resources.min_workers=null", "seed=7"])
+    config = load_config(
+        preset="cxr", overrides=["train.lr=1e-3", "resources.cpus_per_worker=2", "resources.min_workers=null", "seed=7"]
+    )
     assert config.train.lr == 1e-3 and config.resources.cpus_per_worker == 2.0
     assert isinstance(config.resources.cpus_per_worker, float) and config.seed == 7
     with pytest.raises(UserError, match=r"^train.flip_last_axis: 2 is not allowed \(a number >= 0 and <= 1\)$"):
@@ -68,8 +82,9 @@ def test_resolve_fills_what_the_data_decides(tmp_path):
     config = resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", "model.spatial_dims=2"]))
     assert (config.data.recipe, config.data.recipe_options, config.data.max_push) == ("cxr", {"size": 16}, 10.0)
     assert MAX_PUSH == {"brain": 5.0, "cxr": 10.0} and len(config.data.fingerprint) == 64
-    overridden = resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", "model.spatial_dims=2",
-                                                                   "data.max_push=3"]))
+    overridden = resolve_data(
+        load_config(preset="tiny", overrides=[f"data.manifest={data}", "model.spatial_dims=2", "data.max_push=3"])
+    )
     assert overridden.data.max_push == 3.0
     # The resolved config, saved and loaded again, resolves to itself.
     path = tmp_path / "config.yaml"
@@ -79,8 +94,11 @@ def test_resolve_fills_what_the_data_decides(tmp_path):
 
 def test_model_and_recipe_must_fit_the_data(tmp_path):
     data = write_manifest(tmp_path / "a")
-    with pytest.raises(UserError, match=r"model.spatial_dims: 3 does not fit .*whose cases are 2D \(shape \[16, 16\]\)"
-                                         r": use a 2D preset \(cxr\) or --set model.spatial_dims=2"):
+    with pytest.raises(
+        UserError,
+        match=r"model.spatial_dims: 3 does not fit .*whose cases are 2D \(shape \[16, 16\]\)"
+        r": use a 2D preset \(cxr\) or --set model.spatial_dims=2",
+    ):
         resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}"]))
     two = ["model.spatial_dims=2", f"data.manifest={data}"]
     with pytest.raises(UserError, match="data.recipe: the config says 'brain' but .* was prepared with 'cxr'"):
@@ -97,14 +115,17 @@ def test_model_and_recipe_must_fit_the_data(tmp_path):
 
 def test_a_3d_preset_on_a_2d_manifest_fails_before_ray_is_even_imported(tmp_path):
     write_manifest(tmp_path)
-    code = ("import sys; from lightwork.cli import main; "
-            f"status = main(['train', '--config', 'tiny', '--data', {str(tmp_path)!r}]); "
-            "print(status, 'ray' in sys.modules)")
+    code = (
+        "import sys; from lightwork.cli import main; "
+        f"status = main(['train', '--config', 'tiny', '--data', {str(tmp_path)!r}]); "
+        "print(status, 'ray' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stderr
     assert result.stderr.strip().splitlines() == [
         f"lightwork train: model.spatial_dims: 3 does not fit {tmp_path}, whose cases are 2D (shape [16, 16]): "
-        "use a 2D preset (cxr) or --set model.spatial_dims=2"]
+        "use a 2D preset (cxr) or --set model.spatial_dims=2"
+    ]
 
 
 def test_the_saved_record_is_never_overwritten_by_another_description(tmp_path):
@@ -119,8 +140,11 @@ def test_the_saved_record_is_never_overwritten_by_another_description(tmp_path):
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["resources"]["max_concurrent_trials"] == 1
     other = load_config(preset="tiny", overrides=["name=x", "train.max_epochs=3", "seed=1"])
     assert result_differences(first, other) == ["seed: 0 -> 1", "train.max_epochs: 2 -> 3"]
-    with pytest.raises(UserError, match=r"run 'x' was trained with other settings \(seed: 0 -> 1; "
-                                         r"train.max_epochs: 2 -> 3\): give another --name, or --fresh"):
+    with pytest.raises(
+        UserError,
+        match=r"run 'x' was trained with other settings \(seed: 0 -> 1; "
+        r"train.max_epochs: 2 -> 3\): give another --name, or --fresh",
+    ):
         save_config(other, uri)
     with pytest.raises(UserError):
         check_saved(other, uri)

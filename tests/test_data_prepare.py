@@ -28,7 +28,8 @@ def touch(root, *paths: str) -> None:
 
 
 def summary(cases) -> dict:
-    """case id -> (image name, brain mask name, lesion name, label, problem) with names relative to the case's folder."""
+    """case id -> (image name, brain mask name, lesion name, label, problem), names relative to the case's folder."""
+
     def name(uri: str | None) -> str | None:
         return uri.rsplit("/", 1)[-1] if uri else None
 
@@ -36,9 +37,17 @@ def summary(cases) -> dict:
 
 
 def test_discovery_of_demo_cohort_layouts(tmp_path):
-    touch(tmp_path, "healthy/b-h-0/flair.nii.gz", "healthy/b-h-0/brainmask.nii.gz",
-          "test/b-t-0/flair.nii.gz", "test/b-t-0/brainmask.nii.gz", "test/b-t-0/lesion.nii.gz",
-          "chest/c-h-0/image.png", "chest/c-t-0/image.png", "chest/c-t-0/lesion.png")
+    touch(
+        tmp_path,
+        "healthy/b-h-0/flair.nii.gz",
+        "healthy/b-h-0/brainmask.nii.gz",
+        "test/b-t-0/flair.nii.gz",
+        "test/b-t-0/brainmask.nii.gz",
+        "test/b-t-0/lesion.nii.gz",
+        "chest/c-h-0/image.png",
+        "chest/c-t-0/image.png",
+        "chest/c-t-0/lesion.png",
+    )
     assert summary(discover_cases(str(tmp_path))) == {
         "chest_c-h-0": ("image.png", None, None, None, None),
         "chest_c-t-0": ("image.png", None, "lesion.png", None, None),
@@ -49,41 +58,88 @@ def test_discovery_of_demo_cohort_layouts(tmp_path):
 
 
 def test_discovery_of_ixi_brats_mslub_and_kermany_like_layouts(tmp_path):
-    touch(tmp_path, "ixi/IXI1-T1_ds.nii.gz", "ixi/IXI2-T1_ds.nii.gz", "ixi/parcellation/IXI1-T1_ds_DLMUSE.nii.gz",
-          "ixi/demog.csv", "brats/p1/Flair_subtrMeanDivStd.nii.gz", "brats/p1/T1c_subtrMeanDivStd.nii.gz",
-          "brats/p1/brainmask.nii.gz", "brats/p1/OTMultiClass.nii.gz", "mslub/p7/FLAIR.nii.gz", "mslub/p7/T1.nii.gz",
-          "mslub/p7/T2.nii.gz", "mslub/p7/GOLD_STANDARD.nii.gz", "kermany/NORMAL/a.jpeg", "kermany/PNEUMONIA/b.jpeg")
+    touch(
+        tmp_path,
+        "ixi/IXI1-T1_ds.nii.gz",
+        "ixi/IXI2-T1_ds.nii.gz",
+        "ixi/parcellation/IXI1-T1_ds_DLMUSE.nii.gz",
+        "ixi/demog.csv",
+        "brats/p1/Flair_subtrMeanDivStd.nii.gz",
+        "brats/p1/T1c_subtrMeanDivStd.nii.gz",
+        "brats/p1/brainmask.nii.gz",
+        "brats/p1/OTMultiClass.nii.gz",
+        "mslub/p7/FLAIR.nii.gz",
+        "mslub/p7/T1.nii.gz",
+        "mslub/p7/T2.nii.gz",
+        "mslub/p7/GOLD_STANDARD.nii.gz",
+        "kermany/NORMAL/a.jpeg",
+        "kermany/PNEUMONIA/b.jpeg",
+    )
     assert summary(discover_cases(str(tmp_path / "ixi"), "T1")) == {
         "IXI1-T1_ds": ("IXI1-T1_ds.nii.gz", "IXI1-T1_ds_DLMUSE.nii.gz", None, None, None),
         "IXI2-T1_ds": ("IXI2-T1_ds.nii.gz", None, None, None, None),
     }
     assert discover_cases(str(tmp_path / "ixi"), "flair") == []
     assert summary(discover_cases(str(tmp_path / "brats"), "t1c")) == {
-        "p1": ("T1c_subtrMeanDivStd.nii.gz", "brainmask.nii.gz", "OTMultiClass.nii.gz", None, None)}
-    assert summary(discover_cases(str(tmp_path / "mslub"), "flair")) == {"p7": ("FLAIR.nii.gz", None, "GOLD_STANDARD.nii.gz", None, None)}
+        "p1": ("T1c_subtrMeanDivStd.nii.gz", "brainmask.nii.gz", "OTMultiClass.nii.gz", None, None)
+    }
+    assert summary(discover_cases(str(tmp_path / "mslub"), "flair")) == {
+        "p7": ("FLAIR.nii.gz", None, "GOLD_STANDARD.nii.gz", None, None)
+    }
     unchosen = discover_cases(str(tmp_path / "mslub"))[0]
     assert unchosen.problem == "several images (FLAIR.nii.gz, T1.nii.gz, T2.nii.gz): choose one with --modality"
     assert summary(discover_cases(str(tmp_path / "kermany"), volumes=False)) == {
-        "NORMAL_a": ("a.jpeg", None, None, 0, None), "PNEUMONIA_b": ("b.jpeg", None, None, 1, None)}
-    assert summary(discover_cases(str(tmp_path / "kermany" / "PNEUMONIA"), volumes=False)) == {"b": ("b.jpeg", None, None, 1, None)}
+        "NORMAL_a": ("a.jpeg", None, None, 0, None),
+        "PNEUMONIA_b": ("b.jpeg", None, None, 1, None),
+    }
+    assert summary(discover_cases(str(tmp_path / "kermany" / "PNEUMONIA"), volumes=False)) == {
+        "b": ("b.jpeg", None, None, 1, None)
+    }
 
 
 def test_discovery_of_dicom_series_and_flat_folders(tmp_path):
-    touch(tmp_path, "series/s1/001.dcm", "series/s1/002.dcm", "series/s2/x.DCM", "flat/a.npy", "flat/b.png",
-          "flat/.hidden.png", "dup/x/a.nii", "dup/x/b.nii", "dup/x_a.nii")
+    touch(
+        tmp_path,
+        "series/s1/001.dcm",
+        "series/s1/002.dcm",
+        "series/s2/x.DCM",
+        "flat/a.npy",
+        "flat/b.png",
+        "flat/.hidden.png",
+        "dup/x/a.nii",
+        "dup/x/b.nii",
+        "dup/x_a.nii",
+    )
     volumes = discover_cases(str(tmp_path / "series"))
-    assert [(c.case_id, c.image) for c in volumes] == [("s1", str(tmp_path / "series/s1")), ("s2", str(tmp_path / "series/s2"))]
-    assert [c.case_id for c in discover_cases(str(tmp_path / "series"), volumes=False)] == ["s1_001", "s1_002", "s2"]  # s2 holds one image: a case folder
+    assert [(c.case_id, c.image) for c in volumes] == [
+        ("s1", str(tmp_path / "series/s1")),
+        ("s2", str(tmp_path / "series/s2")),
+    ]
+    assert [c.case_id for c in discover_cases(str(tmp_path / "series"), volumes=False)] == [
+        "s1_001",
+        "s1_002",
+        "s2",
+    ]  # s2 holds one image: a case folder
     assert [c.case_id for c in discover_cases(str(tmp_path / "flat"))] == ["a", "b"]
     # x/a.nii and x_a.nii both clean to x_a: each gets a stable suffix of its own, x_b keeps its id.
     assert [(c.case_id, c.image.rsplit("dup/", 1)[1]) for c in discover_cases(str(tmp_path / "dup"))] == [
-        ("x_a-4b995322", "x/a.nii"), ("x_a-8c6f66a2", "x_a.nii"), ("x_b", "x/b.nii")]
+        ("x_a-4b995322", "x/a.nii"),
+        ("x_a-8c6f66a2", "x_a.nii"),
+        ("x_b", "x/b.nii"),
+    ]
     with pytest.raises(ValueError, match="not a folder"):
         discover_cases(str(tmp_path / "absent"))
 
 
 def test_discovery_follows_symbolic_links_and_skips_a_cycle(tmp_path, caplog):
-    touch(tmp_path, "store/p1/t1.nii.gz", "store/p1/brainmask.nii.gz", "store/p2/t1.nii.gz", "store/flat/IXI9-T1.nii.gz", "store/p1/notes.txt")
+    touch(
+        tmp_path,
+        "store/p1/t1.nii.gz",
+        "store/p1/brainmask.nii.gz",
+        "store/p2/t1.nii.gz",
+        "store/flat/IXI9-T1.nii.gz",
+        "store/p1/notes.txt",
+    )
     cohort = tmp_path / "cohort"
     cohort.mkdir()
     for name in ("p1", "p2", "flat"):
@@ -92,21 +148,40 @@ def test_discovery_follows_symbolic_links_and_skips_a_cycle(tmp_path, caplog):
     assert summary(discover_cases(str(cohort), "t1")) == {
         "flat": ("IXI9-T1.nii.gz", None, None, None, None),
         "p1": ("t1.nii.gz", "brainmask.nii.gz", None, None, None),
-        "p2": ("t1.nii.gz", None, None, None, None)}
+        "p2": ("t1.nii.gz", None, None, None, None),
+    }
     assert f"{cohort}/p2/loop: skipped, a symbolic link to a folder that contains it (a cycle)" in caplog.text
 
 
 def test_mask_patterns_name_the_brain_mask_and_the_lesion_mask(tmp_path):
     from lightwork.data.discover import MaskPatterns
 
-    touch(tmp_path, "c1/t1.nii.gz", "c1/mask.nii.gz", "c1/t1_Prediction_mask.nii.gz",
-          "c2/t1.nii.gz", "c2/MASK.nii.gz", "c2/t1_Prediction_mask.nii.gz", "c2/manual_roi.nii.gz")
+    touch(
+        tmp_path,
+        "c1/t1.nii.gz",
+        "c1/mask.nii.gz",
+        "c1/t1_Prediction_mask.nii.gz",
+        "c2/t1.nii.gz",
+        "c2/MASK.nii.gz",
+        "c2/t1_Prediction_mask.nii.gz",
+        "c2/manual_roi.nii.gz",
+    )
     clash = discover_cases(str(tmp_path))[0]
-    assert clash.problem == ("several brain mask files (mask.nii.gz, t1_Prediction_mask.nii.gz): "
-                             "name the brain mask with --brain-mask-pattern GLOB")
+    assert clash.problem == (
+        "several brain mask files (mask.nii.gz, t1_Prediction_mask.nii.gz): "
+        "name the brain mask with --brain-mask-pattern GLOB"
+    )
     named = discover_cases(str(tmp_path), masks=MaskPatterns(brain_mask="mask.nii.gz"))
-    assert summary(named) == {"c1": ("t1.nii.gz", "mask.nii.gz", None, None, None),
-                              "c2": ("c2", "MASK.nii.gz", None, None, "several images (manual_roi.nii.gz, t1.nii.gz): choose one with --modality")}
+    assert summary(named) == {
+        "c1": ("t1.nii.gz", "mask.nii.gz", None, None, None),
+        "c2": (
+            "c2",
+            "MASK.nii.gz",
+            None,
+            None,
+            "several images (manual_roi.nii.gz, t1.nii.gz): choose one with --modality",
+        ),
+    }
     both = discover_cases(str(tmp_path), masks=MaskPatterns(brain_mask="mask.nii.gz", lesion="*_roi.nii.gz"))
     assert summary(both)["c2"] == ("t1.nii.gz", "MASK.nii.gz", "manual_roi.nii.gz", None, None)
 
@@ -125,7 +200,9 @@ def test_discovery_of_the_real_data_sets(real_data):
 def write_bad_cases(root: str) -> None:
     """Two broken cases beside the cohort: a corrupt NIfTI and a volume holding a NaN."""
     mask = phantom.case_files(phantom.make_brain_case(0, "bad", with_lesions=False))[phantom.BRAIN_MASK_FILE]
-    storage.write_bytes(storage.join(root, "bad-corrupt", phantom.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all"))
+    storage.write_bytes(
+        storage.join(root, "bad-corrupt", phantom.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all")
+    )
     storage.write_bytes(storage.join(root, "bad-corrupt", phantom.BRAIN_MASK_FILE), mask)
     volume = np.ones(phantom.BRAIN_SHAPE, np.float32)
     volume[3, 4, 5] = np.nan
@@ -162,7 +239,9 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
     write_bad_cases(src)
     assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "prepared 5, reused 0, failed 2 of 7 cases" in out and "FAILED bad-corrupt:" in out and "FAILED bad-nan:" in out
+    assert (
+        "prepared 5, reused 0, failed 2 of 7 cases" in out and "FAILED bad-corrupt:" in out and "FAILED bad-nan:" in out
+    )
     first = {row["case_id"]: row for row in check_prepared(dst, healthy=3, test=2)}
 
     # Same command again: every finished case is reused; the failed ones are tried again.
@@ -178,7 +257,9 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
     assert rows["healthy_brain-healthy-001"]["checksum"] != first["healthy_brain-healthy-001"]["checksum"]
     assert rows["healthy_brain-healthy-000"]["checksum"] == first["healthy_brain-healthy-000"]["checksum"]
     # The first 3 cases by id (two of them the broken ones) with other options: prepared again.
-    other = prepare_dataset(src, dst, BrainRecipe(shape=(8, 10, 8), spacing_mm=5.0, downsample=4), limit=3, progress=False)
+    other = prepare_dataset(
+        src, dst, BrainRecipe(shape=(8, 10, 8), spacing_mm=5.0, downsample=4), limit=3, progress=False
+    )
     assert (other.prepared, other.skipped, other.total) == (1, 0, 3)
     assert [row["shape"] for row in read_manifest(dst)] == [None, None, [8, 10, 8]]
 
@@ -195,8 +276,10 @@ def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, cap
     assert rows[0]["source_uri"] == f"{src}/healthy/cxr-healthy-000/image.png"
     assert rows[0]["array_uri"] == f"{dst}/cases/healthy_cxr-healthy-000.npz"
     assert [(r["case_id"], r["shape"], r["image_label"], r["has_lesion"]) for r in rows] == [
-        ("healthy_cxr-healthy-000", [32, 32], 0, False), ("healthy_cxr-healthy-001", [32, 32], 0, False),
-        ("test_cxr-test-000", [32, 32], 1, True)]
+        ("healthy_cxr-healthy-000", [32, 32], 0, False),
+        ("healthy_cxr-healthy-001", [32, 32], 0, False),
+        ("test_cxr-test-000", [32, 32], 1, True),
+    ]
     case = load_case(rows[-1]["array_uri"])
     assert case.image.min() == -1.0 and case.image.max() == 1.0 and case.lesion.any()
     assert montage(dst, str(tmp_path / "montage.png"), max_cases=2) == 2  # first and last case
@@ -241,9 +324,15 @@ def test_prepared_case_keeps_the_source_geometry(tmp_path):
     from lightwork.data.prepare import prepare_case
 
     phantom.write_cohort_case(str(tmp_path), "test", "c", "brain", seed=4)
-    source = CaseSource("c", str(tmp_path / "test/c/flair.nii.gz"), str(tmp_path / "test/c/brainmask.nii.gz"),
-                        str(tmp_path / "test/c/lesion.nii.gz"))
-    result = prepare_case(source, BrainRecipe(shape=(32, 40, 32), spacing_mm=5.0, downsample=1), str(tmp_path / "prepared"))
+    source = CaseSource(
+        "c",
+        str(tmp_path / "test/c/flair.nii.gz"),
+        str(tmp_path / "test/c/brainmask.nii.gz"),
+        str(tmp_path / "test/c/lesion.nii.gz"),
+    )
+    result = prepare_case(
+        source, BrainRecipe(shape=(32, 40, 32), spacing_mm=5.0, downsample=1), str(tmp_path / "prepared")
+    )
     assert result.row["status"] == "ok", result.row["error"]
     case = load_case(result.row["array_uri"])
     original = nib.load(str(tmp_path / "test/c/lesion.nii.gz"))
@@ -262,7 +351,9 @@ def test_prepare_checks_its_destination_before_any_case(tmp_path):
     (tmp_path / "file").write_text("a regular file")
     recipe = BrainRecipe(shape=(16, 20, 16), spacing_mm=5.0, downsample=2)
     # Raised before discovery and before Ray is needed: no Ray is running in this test.
-    with pytest.raises(UserError, match=f"^{tmp_path}/file/prepared: cannot be the destination folder, {tmp_path}/file is a file$"):
+    with pytest.raises(
+        UserError, match=f"^{tmp_path}/file/prepared: cannot be the destination folder, {tmp_path}/file is a file$"
+    ):
         prepare_dataset(src, str(tmp_path / "file" / "prepared"), recipe, progress=False)
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -293,16 +384,33 @@ def test_prepare_with_clashing_ids_and_a_named_brain_mask(ray_session, tmp_path,
     assert prepare.main([str(src), dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "prepared 2, reused 0, failed 1 of 3 cases" in out
-    assert ("FAILED p3: case p3: several brain mask files (flair_Prediction_mask.nii.gz, mask.nii.gz): "
-            "name the brain mask with --brain-mask-pattern GLOB") in out
+    assert (
+        "FAILED p3: case p3: several brain mask files (flair_Prediction_mask.nii.gz, mask.nii.gz): "
+        "name the brain mask with --brain-mask-pattern GLOB"
+    ) in out
     rows = read_manifest(dst)
     ids = [row["case_id"] for row in rows]
     assert [row["status"] for row in rows] == ["ok", "ok", "failed"] and ids[2] == "p3"
     assert ids[0].startswith("caf_-T1-") and ids[1].startswith("caf_-T1-") and ids[0] != ids[1]
     assert {row["source_uri"].rsplit("/", 2)[1] for row in rows[:2]} == {"café-T1", "cafè-T1"}
 
-    assert prepare.main([str(src), dst, "--recipe", "brain", *SMALL, "--no-progress", "--brain-mask-pattern", "*mask.nii.gz",
-                         "--lesion-mask-pattern", "*_Prediction_mask.nii.gz"]) == 0
+    assert (
+        prepare.main(
+            [
+                str(src),
+                dst,
+                "--recipe",
+                "brain",
+                *SMALL,
+                "--no-progress",
+                "--brain-mask-pattern",
+                "*mask.nii.gz",
+                "--lesion-mask-pattern",
+                "*_Prediction_mask.nii.gz",
+            ]
+        )
+        == 0
+    )
     assert "prepared 1, reused 2, failed 0 of 3 cases" in capsys.readouterr().out
     p3 = read_manifest(dst)[2]
     assert p3["status"] == "ok" and p3["has_lesion"] and p3["image_label"] == 1  # the brain mask as lesion: all brain

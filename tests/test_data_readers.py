@@ -25,11 +25,14 @@ def assert_same_world_values(loaded: readers.Loaded, path, samples: int = 50) ->
     np.testing.assert_array_equal(loaded.array[tuple(index)], data[tuple(source)])
 
 
-@pytest.mark.parametrize("parts, shape, spacing, original", [
-    (("brain", "healthy_ixi_t1", "IXI012-HH-1211-T1_ds.nii.gz"), (90, 120, 120), 2.0, "PSR"),
-    (("brain", "lesion_brats2015", "brats_2013_pat0001_1", "OTMultiClass.nii.gz"), (240, 240, 155), 1.0, "LPS"),
-    (("brain", "lesion_mslub", "patient07", "FLAIR.nii.gz"), (182, 218, 182), 1.0, "LAS"),
-])
+@pytest.mark.parametrize(
+    "parts, shape, spacing, original",
+    [
+        (("brain", "healthy_ixi_t1", "IXI012-HH-1211-T1_ds.nii.gz"), (90, 120, 120), 2.0, "PSR"),
+        (("brain", "lesion_brats2015", "brats_2013_pat0001_1", "OTMultiClass.nii.gz"), (240, 240, 155), 1.0, "LPS"),
+        (("brain", "lesion_mslub", "patient07", "FLAIR.nii.gz"), (182, 218, 182), 1.0, "LAS"),
+    ],
+)
 def test_real_nifti_is_canonical_ras_with_world_coordinates_kept(real_data, parts, shape, spacing, original):
     path = real_data(*parts)
     loaded = readers.read_image(str(path))
@@ -56,8 +59,9 @@ def test_dicom_series_in_shuffled_file_order_is_sorted_along_the_slice_normal(tm
     stored = np.arange(3 * 4 * 5, dtype=np.uint16).reshape(3, 4, 5) * 3  # [slice, row, column]
     # File names sort c, a, b; slice positions z = 6, 0, 3 mm: name order is not slice order.
     for name, k in (("c.dcm", 2), ("a.dcm", 0), ("b.dcm", 1)):
-        (tmp_path / name).write_bytes(dicom_bytes(stored[k], uid, position=(10.0, 20.0, 3.0 * k), instance=3 - k,
-                                                  slope=2.0, intercept=-100.0))
+        (tmp_path / name).write_bytes(
+            dicom_bytes(stored[k], uid, position=(10.0, 20.0, 3.0 * k), instance=3 - k, slope=2.0, intercept=-100.0)
+        )
     loaded = readers.read_image(str(tmp_path))
     assert loaded.provenance["slice_order"] == "ImagePositionPatient"
     assert loaded.array.shape == (5, 4, 3) and loaded.spacing == pytest.approx((0.8, 0.5, 3.0))
@@ -79,8 +83,17 @@ def test_dicom_series_without_positions_falls_back_to_instance_number(tmp_path, 
 
 def test_single_dicom_file_records_window_and_monochrome1(tmp_path, dicom_bytes):
     path = tmp_path / "cxr.dcm"
-    path.write_bytes(dicom_bytes(np.arange(12).reshape(3, 4), generate_uid(), photometric="MONOCHROME1",
-                                 spacing=(0.2, 0.3), window=(5, 8), slope=1.5, intercept=1.0))
+    path.write_bytes(
+        dicom_bytes(
+            np.arange(12).reshape(3, 4),
+            generate_uid(),
+            photometric="MONOCHROME1",
+            spacing=(0.2, 0.3),
+            window=(5, 8),
+            slope=1.5,
+            intercept=1.0,
+        )
+    )
     loaded = readers.read_image(str(path))
     assert loaded.array.shape == (3, 4) and loaded.spacing == (0.2, 0.3)
     np.testing.assert_allclose(loaded.array, np.arange(12).reshape(3, 4) * 1.5 + 1.0)
@@ -97,13 +110,16 @@ def test_npy_and_png_round_trip(tmp_path):
     np.testing.assert_array_equal(readers.read_image(str(tmp_path / "g.png")).array, grey)
 
 
-@pytest.mark.parametrize("name, payload, message", [
-    ("broken.nii.gz", b"\x1f\x8b\x08\x00garbage", "not a readable NIfTI"),
-    ("plain.nii", b"not a header at all", "not a readable NIfTI"),
-    ("photo.png", b"\x89PNG truncated", "not a readable PNG/JPEG"),
-    ("slice.dcm", b"\x00" * 10, "DICOM"),
-    ("notes.txt", b"hello", "unsupported file type"),
-])
+@pytest.mark.parametrize(
+    "name, payload, message",
+    [
+        ("broken.nii.gz", b"\x1f\x8b\x08\x00garbage", "not a readable NIfTI"),
+        ("plain.nii", b"not a header at all", "not a readable NIfTI"),
+        ("photo.png", b"\x89PNG truncated", "not a readable PNG/JPEG"),
+        ("slice.dcm", b"\x00" * 10, "DICOM"),
+        ("notes.txt", b"hello", "unsupported file type"),
+    ],
+)
 def test_bad_files_raise_value_errors_naming_the_file(tmp_path, name, payload, message):
     path = tmp_path / name
     path.write_bytes(payload)
@@ -153,7 +169,9 @@ def test_dicom_series_and_nifti_read_from_a_real_s3_bucket(s3_server, tmp_path, 
     root = f"s3://{s3_server['bucket']}/readers-test"
     uid = generate_uid()
     for k in (1, 0, 2):
-        storage.write_bytes(f"{root}/series/{k}.dcm", dicom_bytes(np.full((4, 5), 10 * k), uid, position=(0.0, 0.0, 2.0 * k)))
+        storage.write_bytes(
+            f"{root}/series/{k}.dcm", dicom_bytes(np.full((4, 5), 10 * k), uid, position=(0.0, 0.0, 2.0 * k))
+        )
     loaded = readers.read_image(f"{root}/series")
     assert loaded.array.shape == (5, 4, 3) and loaded.array[0, 0, :].tolist() == [0.0, 10.0, 20.0]
     assert loaded.provenance["files"] == [f"{root}/series/{k}.dcm" for k in range(3)]

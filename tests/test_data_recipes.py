@@ -54,7 +54,9 @@ def test_crop_pad_and_downsample_keep_world_positions():
     out = recipes.compose([recipes.CropOrPadAroundForeground((24, 32, 20)), recipes.Downsample(2)])(sample)
     assert out.image.shape == (12, 16, 10)
     assert readers.voxel_spacing(out.affine, 3) == pytest.approx((4.0, 3.0, 6.0))
-    np.testing.assert_allclose(world_of(out.affine, np.argwhere(out.masks["lesion"])).mean(axis=0), lesion_centre, atol=1e-6)
+    np.testing.assert_allclose(
+        world_of(out.affine, np.argwhere(out.masks["lesion"])).mean(axis=0), lesion_centre, atol=1e-6
+    )
     # The block mean of a ramp is the ramp at the block centre, where the new affine puts the voxel.
     index = np.array([[5, 7, 4]])
     x, y, z = world_of(out.affine, index)[0]
@@ -109,8 +111,10 @@ def test_brain_recipe_on_real_ixi_with_parcellation_mask(real_data):
 
 def test_brain_recipe_on_real_brats_keeps_lesions_binary_and_sized(real_data):
     folder = real_data("brain", "lesion_brats2015", "brats_2013_pat0001_1")
-    flair, mask, lesion = (readers.read_image(str(folder / name)) for name in
-                           ("Flair_subtrMeanDivStd.nii.gz", "brainmask.nii.gz", "OTMultiClass.nii.gz"))
+    flair, mask, lesion = (
+        readers.read_image(str(folder / name))
+        for name in ("Flair_subtrMeanDivStd.nii.gz", "brainmask.nii.gz", "OTMultiClass.nii.gz")
+    )
     case = recipes.BrainRecipe(normalised=True)("brats", flair, mask, lesion)
     assert case.lesion.dtype == np.uint8 and set(np.unique(case.lesion)) == {0, 1}
     assert case.lesion.sum() * 8.0 == pytest.approx((lesion.array != 0).sum(), rel=0.1)  # mm^3, 2 mm voxels
@@ -125,7 +129,8 @@ def test_brain_recipe_on_skull_stripped_mslub_uses_non_zero_voxels(real_data):
     folder = real_data("brain", "lesion_mslub", "patient07")
     image = readers.read_image(str(folder / "FLAIR.nii.gz"))
     case = recipes.BrainRecipe(skull_stripped=True, shape=(48, 56, 48), spacing_mm=2.0, downsample=2)(
-        "mslub", image, None, readers.read_image(str(folder / "GOLD_STANDARD.nii.gz")))
+        "mslub", image, None, readers.read_image(str(folder / "GOLD_STANDARD.nii.gz"))
+    )
     assert case.image.shape == (1, 48, 56, 48)
     assert readers.voxel_spacing(case.affine, 3) == pytest.approx((4.0, 4.0, 4.0))
     nonzero_ml = (image.array != 0).sum() / 1000

@@ -34,12 +34,30 @@ def _dataset(tmp_path, failed: int = 0, labels: bool = True):
         lesion[1:3, 3:6, 3:6] = index != 1
         image[0][lesion != 0] += 3
         source_affine = np.diag([2.0, 2.0, 2.0, 1.0])
-        case = PreparedCase(f"case{index}", image, np.ones((4, 12, 12), bool), None if index == 2 or not labels else lesion,
-                            affine=np.eye(4), source_affine=source_affine, source_shape=(2, 6, 6))
+        case = PreparedCase(
+            f"case{index}",
+            image,
+            np.ones((4, 12, 12), bool),
+            None if index == 2 or not labels else lesion,
+            affine=np.eye(4),
+            source_affine=source_affine,
+            source_shape=(2, 6, 6),
+        )
         uri = str(tmp_path / "data" / f"case{index}.npz")
         save_case(uri, case)
-        rows.append({"case_id": case.case_id, "array_uri": uri, "fold": index, "has_lesion": index != 2 and labels, "status": "ok"})
-    rows += [{"case_id": f"bad{index}", "status": "failed", "error": f"case bad{index}: not a readable NIfTI"} for index in range(failed)]
+        rows.append(
+            {
+                "case_id": case.case_id,
+                "array_uri": uri,
+                "fold": index,
+                "has_lesion": index != 2 and labels,
+                "status": "ok",
+            }
+        )
+    rows += [
+        {"case_id": f"bad{index}", "status": "failed", "error": f"case bad{index}: not a readable NIfTI"}
+        for index in range(failed)
+    ]
     write_manifest(str(tmp_path / "data"), rows)
     return [row for row in read_manifest(str(tmp_path / "data")) if row["status"] == "ok"]
 
@@ -111,8 +129,14 @@ def test_prediction_shape_mismatch_names_case(tmp_path):
 
 def test_2d_prediction_written_in_source_geometry(tmp_path):
     image = np.zeros((1, 8, 8), np.float32)
-    case = PreparedCase("cxr0", image, np.ones((8, 8), bool), affine=np.diag([0.5, 0.5, 1.0, 1.0]),
-                        source_affine=np.eye(4), source_shape=(4, 4))
+    case = PreparedCase(
+        "cxr0",
+        image,
+        np.ones((8, 8), bool),
+        affine=np.diag([0.5, 0.5, 1.0, 1.0]),
+        source_affine=np.eye(4),
+        source_shape=(4, 4),
+    )
     prediction = np.arange(64, dtype=np.float32).reshape(8, 8) / 64
     uri = outputs.write_prediction(str(tmp_path), "split1-4/ensemble", case, prediction)
     np.testing.assert_array_equal(outputs.read_prediction(uri), prediction)
@@ -125,8 +149,10 @@ def test_2d_prediction_written_in_source_geometry(tmp_path):
 def test_evaluate_run_names_the_failed_manifest_rows(ray_session, tmp_path, capsys):
     _dataset(tmp_path, failed=2)
     assert evaluate_run(_run(tmp_path), str(tmp_path / "data"), str(tmp_path / "report"), with_baselines=False) == 0
-    line = ("Not evaluated, failed in prepare (2): bad0 (case bad0: not a readable NIfTI); "
-            "bad1 (case bad1: not a readable NIfTI)")
+    line = (
+        "Not evaluated, failed in prepare (2): bad0 (case bad0: not a readable NIfTI); "
+        "bad1 (case bad1: not a readable NIfTI)"
+    )
     console = capsys.readouterr()
     assert line in console.err.splitlines() and "1/4 ensemble: pixel AP" in console.out
     assert line in (tmp_path / "report" / "report.md").read_text()
@@ -135,12 +161,16 @@ def test_evaluate_run_names_the_failed_manifest_rows(ray_session, tmp_path, caps
 def test_evaluate_run_refuses_what_it_cannot_score(tmp_path):
     """Each refusal comes before any prediction: no Ray is needed."""
     _dataset(tmp_path, labels=False)
-    with pytest.raises(UserError, match=f"^{tmp_path}/data: none of the 3 usable cases has a lesion mask or an image label"):
+    with pytest.raises(
+        UserError, match=f"^{tmp_path}/data: none of the 3 usable cases has a lesion mask or an image label"
+    ):
         evaluate_run(_run(tmp_path), str(tmp_path / "data"), str(tmp_path / "report"))
     assert not (tmp_path / "report").exists()  # refused before any prediction
     _dataset(tmp_path)
     (tmp_path / "not-a-run").mkdir()
-    with pytest.raises(UserError, match=f"^{tmp_path}/not-a-run: not a lightwork training run \\(no folds.json there\\)$"):
+    with pytest.raises(
+        UserError, match=f"^{tmp_path}/not-a-run: not a lightwork training run \\(no folds.json there\\)$"
+    ):
         evaluate_run(str(tmp_path / "not-a-run"), str(tmp_path / "data"), str(tmp_path / "report"))
     runs.write_folds(str(tmp_path / "untrained"), [runs.FoldRecord.from_plan(plan_split("1/4")[0])])
     with pytest.raises(UserError, match="untrained/folds.json: no fold has a best checkpoint yet"):

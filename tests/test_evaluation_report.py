@@ -23,15 +23,21 @@ def test_report_files_and_tables(tmp_path):
     folds = {f"fold{i}": _scorer(i, 0.4 + 0.1 * i) for i in range(2)}
     ensemble = _scorer(9, 0.6)
     random_baseline = _scorer(5, 0.0)
-    results = {"foreground_only": True,
-               "splits": {"1/4": {"folds": {k: s.summary() for k, s in folds.items()}, "ensemble": ensemble.summary()}},
-               "baselines": {"random": random_baseline.summary()}}
+    results = {
+        "foreground_only": True,
+        "splits": {"1/4": {"folds": {k: s.summary() for k, s in folds.items()}, "ensemble": ensemble.summary()}},
+        "baselines": {"random": random_baseline.summary()},
+    }
     image = np.random.default_rng(0).random((1, 3, 24, 24))
     lesion = np.zeros((3, 24, 24), np.uint8)
     lesion[1, 8:14, 8:14] = 1
     panels = [report.panel_for_case("case0", image, lesion * 0.9, lesion)]
-    path = report.write_report(tmp_path, results, {"ensemble": ensemble.pixels, "random": random_baseline.pixels},
-                               {"highest_scoring": panels, "worst": panels})
+    path = report.write_report(
+        tmp_path,
+        results,
+        {"ensemble": ensemble.pixels, "random": random_baseline.pixels},
+        {"highest_scoring": panels, "worst": panels},
+    )
     text = open(path).read()
     assert "| 1/4 / fold mean ± std |" in text and "| **1/4 / ensemble** |" in text and "| baseline: random |" in text
     assert "foreground voxels only" in text and "oracle" in text and "Pixel AP/AUROC: exact" in text
@@ -49,8 +55,12 @@ def test_report_to_s3(s3_server, tmp_path):
     from lightwork.data import storage
 
     scorer = _scorer(0, 0.5)
-    uri = report.write_report(f"s3://{s3_server['bucket']}/report", {"splits": {"1/4": {"ensemble": scorer.summary()}}},
-                              {"ensemble": scorer.pixels}, {})
+    uri = report.write_report(
+        f"s3://{s3_server['bucket']}/report",
+        {"splits": {"1/4": {"ensemble": scorer.summary()}}},
+        {"ensemble": scorer.pixels},
+        {},
+    )
     assert uri.endswith("/report/report.md")
     assert b"| **1/4 / ensemble** |" in storage.read_bytes(uri)
     assert storage.exists(f"s3://{s3_server['bucket']}/report/curves.png")
@@ -77,7 +87,9 @@ def test_metrics_json_is_strict_json(tmp_path):
 def test_a_long_list_of_maskless_cases_is_cut_in_the_report(tmp_path):
     scorer = metrics.SetScorer()
     for index in range(25):
-        scorer.add_case(f"xray{index:02d}", np.full((16, 16), 0.1 * (index % 2)), None, None, image_label=bool(index % 2))
+        scorer.add_case(
+            f"xray{index:02d}", np.full((16, 16), 0.1 * (index % 2)), None, None, image_label=bool(index % 2)
+        )
     path = report.write_report(tmp_path, {"splits": {"1/4": {"ensemble": scorer.summary()}}}, {}, {})
     text = open(path).read()
     assert "sample level only (25): xray00, xray01," in text and "xray19 and 5 more (all in metrics.json)" in text

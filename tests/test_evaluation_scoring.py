@@ -68,7 +68,9 @@ def test_baselines_computed():
         results[name] = metrics.ap_auroc(lesion, scores)[0]
     assert results["intensity"] == pytest.approx(1.0)
     assert results["random"] < 0.2  # lesion fraction is 32/1024
-    np.testing.assert_array_equal(baselines.baseline_scores("random", "case", image, foreground),
-                                  baselines.baseline_scores("random", "case", image, foreground))
+    np.testing.assert_array_equal(
+        baselines.baseline_scores("random", "case", image, foreground),
+        baselines.baseline_scores("random", "case", image, foreground),
+    )
     with pytest.raises(ValueError, match="unknown baseline"):
         baselines.baseline_scores("nope", "case", image, foreground)

@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the lightwork modules it imports, for every module of the package."""
-    packages = [top for top in REPO.iterdir() if (top / "__init__.py").is_file() and top.name not in ("tests", "benchmarks")]
+    packages = [
+        top for top in REPO.iterdir() if (top / "__init__.py").is_file() and top.name not in ("tests", "benchmarks")
+    ]
     paths = {}
     for path in [*REPO.glob("*.py"), *(path for package in packages for path in package.rglob("*.py"))]:
         parts = path.relative_to(REPO).with_suffix("").parts
@@ -74,9 +76,15 @@ def test_no_import_cycle_anywhere():
     graph = import_graph()
     assert "lightwork.anomalies.registry" in graph and "lightwork.distributed.train" in graph
     assert not cycles(graph), cycles(graph)
-    importers_of_jobs = {module for module, targets in graph.items() if any(t.startswith("lightwork.jobs") for t in targets)}
-    assert importers_of_jobs <= {"lightwork.cli"} | {m for m in graph if m.startswith("lightwork.jobs")}, importers_of_jobs
+    importers_of_jobs = {
+        module for module, targets in graph.items() if any(t.startswith("lightwork.jobs") for t in targets)
+    }
+    assert importers_of_jobs <= {"lightwork.cli"} | {m for m in graph if m.startswith("lightwork.jobs")}, (
+        importers_of_jobs
+    )
     packages: dict[str, set[str]] = {}
     for module, targets in graph.items():
-        packages.setdefault(package_of(module), set()).update(package_of(t) for t in targets if package_of(t) != package_of(module))
+        packages.setdefault(package_of(module), set()).update(
+            package_of(t) for t in targets if package_of(t) != package_of(module)
+        )
     assert not cycles(packages), cycles(packages)

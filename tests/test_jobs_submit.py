@@ -74,13 +74,22 @@ def ray_head():
     env.pop("RAY_ADDRESS", None)
     dashboard_port = free_port()
     command = [
-        *RAY, "start", "--head", f"--port={free_port()}", f"--temp-dir={temp_dir}", "--num-cpus=4",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-        f"--dashboard-agent-listen-port={free_port()}", f"--ray-client-server-port={free_port()}",
+        *RAY,
+        "start",
+        "--head",
+        f"--port={free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=4",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
         "--disable-usage-stats",
     ]
-    starter = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    starter = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         output, _ = starter.communicate(timeout=180)  # a loaded 2-core machine needs more than 60 s
         assert starter.returncode == 0, f"ray start failed:\n{output}"
@@ -95,8 +104,14 @@ def ray_head():
 
 def submit(env: dict, entrypoint: list[str], timeout_s: float) -> str:
     """`ray job submit --working-dir REPO -- ENTRYPOINT`; returns its log, asserting success."""
-    result = subprocess.run([*RAY, "job", "submit", "--working-dir", str(REPO), "--", *entrypoint],
-                            env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+    result = subprocess.run(
+        [*RAY, "job", "submit", "--working-dir", str(REPO), "--", *entrypoint],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0 and "succeeded" in log, log[-4000:]
     return log
@@ -117,8 +132,24 @@ def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_pat
     Train and Tune, then the report."""
     env, temp_dir = ray_head
     storage = tmp_path / "runs"
-    log = submit(env, ["python", "jobs/pipeline.py", "--config", "demo", "--set", "train.max_epochs=3",
-                       "--storage", str(storage), "--name", "e2e", "--seed", "3"], timeout_s=600)
+    log = submit(
+        env,
+        [
+            "python",
+            "jobs/pipeline.py",
+            "--config",
+            "demo",
+            "--set",
+            "train.max_epochs=3",
+            "--storage",
+            str(storage),
+            "--name",
+            "e2e",
+            "--seed",
+            "3",
+        ],
+        timeout_s=600,
+    )
     # The job attached to this head node instead of starting its own Ray: only one session exists.
     assert "Connecting to existing Ray cluster" in log
     assert len(list(temp_dir.glob("session_2*"))) == 1

@@ -53,75 +53,151 @@ INT = {"type": "integer"}
 POSITIVE = {"type": "integer", "minimum": 1}
 NON_NEGATIVE = {"type": "integer", "minimum": 0}
 OBJECT = {"type": "object"}  # a field KubeRay knows that lightwork does not use: accepted, not checked
-QUANTITY = {"oneOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"}, {"type": "number"}]}
+QUANTITY = {
+    "oneOf": [{"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"}, {"type": "number"}]
+}
 RESOURCE_LIST = {"type": "object", "additionalProperties": QUANTITY}
 METADATA = strict(("name",), name=STRING, namespace=STRING, labels=string_map(), annotations=string_map())
 
 # Kubernetes core/v1 (the subset used): Container, Volume, Toleration, PodSpec, PodTemplateSpec.
 ENV_VAR = strict(
-    ("name",), name=STRING, value=STRING,
+    ("name",),
+    name=STRING,
+    value=STRING,
     valueFrom=strict(secretKeyRef=strict(("name", "key"), name=STRING, key=STRING, optional=BOOLEAN)),
 )
-ENV_FROM = strict(prefix=STRING, secretRef=strict(("name",), name=STRING, optional=BOOLEAN),
-                  configMapRef=strict(("name",), name=STRING, optional=BOOLEAN))
+ENV_FROM = strict(
+    prefix=STRING,
+    secretRef=strict(("name",), name=STRING, optional=BOOLEAN),
+    configMapRef=strict(("name",), name=STRING, optional=BOOLEAN),
+)
 CONTAINER = strict(
     ("name", "image"),
-    name=STRING, image=STRING,
+    name=STRING,
+    image=STRING,
     imagePullPolicy={"enum": ["Always", "IfNotPresent", "Never"]},
-    command=array(STRING), args=array(STRING),
+    command=array(STRING),
+    args=array(STRING),
     ports=array(strict(("containerPort",), containerPort=INT, name=STRING, protocol={"enum": ["TCP", "UDP", "SCTP"]})),
-    env=array(ENV_VAR), envFrom=array(ENV_FROM),
+    env=array(ENV_VAR),
+    envFrom=array(ENV_FROM),
     resources=strict(requests=RESOURCE_LIST, limits=RESOURCE_LIST),
     volumeMounts=array(strict(("name", "mountPath"), name=STRING, mountPath=STRING, readOnly=BOOLEAN, subPath=STRING)),
 )
 VOLUME = strict(("name",), name=STRING, emptyDir=strict(medium={"enum": ["", "Memory"]}, sizeLimit=QUANTITY))
-TOLERATION = strict(key=STRING, operator={"enum": ["Exists", "Equal"]}, value=STRING,
-                    effect={"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]}, tolerationSeconds=INT)
+TOLERATION = strict(
+    key=STRING,
+    operator={"enum": ["Exists", "Equal"]},
+    value=STRING,
+    effect={"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
+    tolerationSeconds=INT,
+)
 POD_TEMPLATE = strict(
     ("spec",),
     metadata=strict(labels=string_map(), annotations=string_map()),
-    spec=strict(("containers",), containers=array(CONTAINER), volumes=array(VOLUME), tolerations=array(TOLERATION),
-                nodeSelector=string_map(), serviceAccountName=STRING,
-                restartPolicy={"enum": ["Always", "OnFailure", "Never"]}),
+    spec=strict(
+        ("containers",),
+        containers=array(CONTAINER),
+        volumes=array(VOLUME),
+        tolerations=array(TOLERATION),
+        nodeSelector=string_map(),
+        serviceAccountName=STRING,
+        restartPolicy={"enum": ["Always", "OnFailure", "Never"]},
+    ),
 )
 
 # KubeRay ray.io/v1 (v1.7.0).
-HEAD_GROUP = strict(("template",), rayStartParams=string_map(), template=POD_TEMPLATE, headService=OBJECT,
-                    serviceType=STRING, enableIngress=BOOLEAN, ingressOptions=OBJECT, resources=string_map(),
-                    labels=string_map())
+HEAD_GROUP = strict(
+    ("template",),
+    rayStartParams=string_map(),
+    template=POD_TEMPLATE,
+    headService=OBJECT,
+    serviceType=STRING,
+    enableIngress=BOOLEAN,
+    ingressOptions=OBJECT,
+    resources=string_map(),
+    labels=string_map(),
+)
 WORKER_GROUP = strict(
     ("groupName", "template"),
-    groupName=STRING, replicas=NON_NEGATIVE, minReplicas=NON_NEGATIVE, maxReplicas=NON_NEGATIVE,
-    numOfHosts=NON_NEGATIVE, idleTimeoutSeconds=INT, priority=INT, rayStartParams=string_map(),
-    template=POD_TEMPLATE, resources=string_map(), labels=string_map(), scaleStrategy=OBJECT, suspend=BOOLEAN,
+    groupName=STRING,
+    replicas=NON_NEGATIVE,
+    minReplicas=NON_NEGATIVE,
+    maxReplicas=NON_NEGATIVE,
+    numOfHosts=NON_NEGATIVE,
+    idleTimeoutSeconds=INT,
+    priority=INT,
+    rayStartParams=string_map(),
+    template=POD_TEMPLATE,
+    resources=string_map(),
+    labels=string_map(),
+    scaleStrategy=OBJECT,
+    suspend=BOOLEAN,
 )
 RAY_CLUSTER_SPEC = strict(
     ("headGroupSpec",),
-    rayVersion=STRING, enableInTreeAutoscaling=BOOLEAN,
-    autoscalerOptions=strict(upscalingMode={"enum": ["Default", "Aggressive", "Conservative"]}, idleTimeoutSeconds=INT,
-                             version={"enum": ["v1", "v2"]}, resources=strict(requests=RESOURCE_LIST, limits=RESOURCE_LIST),
-                             env=array(ENV_VAR), envFrom=array(ENV_FROM), image=STRING, imagePullPolicy=STRING,
-                             securityContext=OBJECT, volumeMounts=array(OBJECT), command=array(STRING),
-                             args=array(STRING)),
+    rayVersion=STRING,
+    enableInTreeAutoscaling=BOOLEAN,
+    autoscalerOptions=strict(
+        upscalingMode={"enum": ["Default", "Aggressive", "Conservative"]},
+        idleTimeoutSeconds=INT,
+        version={"enum": ["v1", "v2"]},
+        resources=strict(requests=RESOURCE_LIST, limits=RESOURCE_LIST),
+        env=array(ENV_VAR),
+        envFrom=array(ENV_FROM),
+        image=STRING,
+        imagePullPolicy=STRING,
+        securityContext=OBJECT,
+        volumeMounts=array(OBJECT),
+        command=array(STRING),
+        args=array(STRING),
+    ),
     authOptions=strict(mode={"enum": ["disabled", "token"]}, secretName=STRING, enableK8sTokenAuth=BOOLEAN),
-    headGroupSpec=HEAD_GROUP, workerGroupSpecs=array(WORKER_GROUP), suspend=BOOLEAN, managedBy=STRING,
-    upgradeStrategy=OBJECT, headServiceAnnotations=string_map(), gcsFaultToleranceOptions=OBJECT,
-    historyServerOptions=OBJECT, networkPolicy=OBJECT, tlsOptions=OBJECT,
+    headGroupSpec=HEAD_GROUP,
+    workerGroupSpecs=array(WORKER_GROUP),
+    suspend=BOOLEAN,
+    managedBy=STRING,
+    upgradeStrategy=OBJECT,
+    headServiceAnnotations=string_map(),
+    gcsFaultToleranceOptions=OBJECT,
+    historyServerOptions=OBJECT,
+    networkPolicy=OBJECT,
+    tlsOptions=OBJECT,
 )
-RAY_CLUSTER = strict(("apiVersion", "kind", "metadata", "spec"), apiVersion={"const": "ray.io/v1"},
-                     kind={"const": "RayCluster"}, metadata=METADATA, spec=RAY_CLUSTER_SPEC)
+RAY_CLUSTER = strict(
+    ("apiVersion", "kind", "metadata", "spec"),
+    apiVersion={"const": "ray.io/v1"},
+    kind={"const": "RayCluster"},
+    metadata=METADATA,
+    spec=RAY_CLUSTER_SPEC,
+)
 RAY_JOB = strict(
     ("apiVersion", "kind", "metadata", "spec"),
-    apiVersion={"const": "ray.io/v1"}, kind={"const": "RayJob"}, metadata=METADATA,
+    apiVersion={"const": "ray.io/v1"},
+    kind={"const": "RayJob"},
+    metadata=METADATA,
     spec=strict(
         ("entrypoint", "rayClusterSpec"),
-        entrypoint=STRING, runtimeEnvYAML=STRING, jobId=STRING, metadata=string_map(),
-        shutdownAfterJobFinishes=BOOLEAN, ttlSecondsAfterFinished=NON_NEGATIVE, activeDeadlineSeconds=POSITIVE,
-        preRunningDeadlineSeconds=POSITIVE, backoffLimit=NON_NEGATIVE, suspend=BOOLEAN,
+        entrypoint=STRING,
+        runtimeEnvYAML=STRING,
+        jobId=STRING,
+        metadata=string_map(),
+        shutdownAfterJobFinishes=BOOLEAN,
+        ttlSecondsAfterFinished=NON_NEGATIVE,
+        activeDeadlineSeconds=POSITIVE,
+        preRunningDeadlineSeconds=POSITIVE,
+        backoffLimit=NON_NEGATIVE,
+        suspend=BOOLEAN,
         submissionMode={"enum": ["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]},
-        entrypointNumCpus={"type": "number"}, entrypointNumGpus={"type": "number"}, entrypointResources=STRING,
-        submitterConfig=strict(backoffLimit=INT), submitterPodTemplate=POD_TEMPLATE, rayClusterSpec=RAY_CLUSTER_SPEC,
-        clusterSelector=string_map(), managedBy=STRING, deletionStrategy=OBJECT,
+        entrypointNumCpus={"type": "number"},
+        entrypointNumGpus={"type": "number"},
+        entrypointResources=STRING,
+        submitterConfig=strict(backoffLimit=INT),
+        submitterPodTemplate=POD_TEMPLATE,
+        rayClusterSpec=RAY_CLUSTER_SPEC,
+        clusterSelector=string_map(),
+        managedBy=STRING,
+        deletionStrategy=OBJECT,
     ),
 )
 SCHEMAS = {"RayCluster": RAY_CLUSTER, "RayJob": RAY_JOB}
@@ -175,6 +251,7 @@ MANIFESTS = ["raycluster.yaml", "rayjob.yaml"]
 
 # --- the properties, each a function of a manifest returning the problems it finds ---------------
 
+
 def shm_problems(spec: dict) -> list[str]:
     """Every Ray pod: an explicit object store no larger than its memory-backed /dev/shm, which is
     smaller than the container's memory (its pages count against that limit)."""
@@ -194,11 +271,15 @@ def shm_problems(spec: dict) -> list[str]:
             continue
         shm_bytes, memory = quantity(shm["sizeLimit"]), quantity(container["resources"]["limits"]["memory"])
         if shm_bytes < int(store):
-            problems.append(f"{name}: /dev/shm {shm['sizeLimit']} < object store {int(store) / 2**30:g}Gi: "
-                            "Ray would put its object store on disk")
+            problems.append(
+                f"{name}: /dev/shm {shm['sizeLimit']} < object store {int(store) / 2**30:g}Gi: "
+                "Ray would put its object store on disk"
+            )
         if shm_bytes >= memory:
-            problems.append(f"{name}: /dev/shm {shm['sizeLimit']} leaves no memory in the pod's "
-                            f"{container['resources']['limits']['memory']}")
+            problems.append(
+                f"{name}: /dev/shm {shm['sizeLimit']} leaves no memory in the pod's "
+                f"{container['resources']['limits']['memory']}"
+            )
     return problems
 
 
@@ -257,8 +338,10 @@ def gpu_problems(spec: dict, cpus_per_worker: float, gpus_per_worker: float | No
         if num_cpus is None:
             problems.append(f"{name}: no num-cpus: Ray would offer all {limits['cpu']} CPUs to CPU-only work")
         elif float(num_cpus) != workers * cpus_per_worker:
-            problems.append(f"{name}: num-cpus {num_cpus} is not what its {workers:g} Train worker(s) need "
-                            f"({workers:g} x cpus_per_worker {cpus_per_worker:g})")
+            problems.append(
+                f"{name}: num-cpus {num_cpus} is not what its {workers:g} Train worker(s) need "
+                f"({workers:g} x cpus_per_worker {cpus_per_worker:g})"
+            )
         elif float(num_cpus) >= quantity(limits["cpu"]):
             problems.append(f"{name}: num-cpus {num_cpus} leaves none of the pod's {limits['cpu']} CPUs to Ray itself")
     return problems
@@ -278,13 +361,15 @@ def credential_problems(manifest: dict, secret_values: set[str]) -> list[str]:
             if name in AWS_KEYS or CREDENTIAL_NAME.search(name) or str(value) in secret_values:
                 problems.append(f"runtimeEnvYAML env_vars {name}: a credential in the runtime_env")
         shown = [spec.get("entrypoint", ""), spec.get("runtimeEnvYAML", ""), *spec.get("metadata", {}).values()]
-        problems += [f"a secret value in the RayJob: {text[:40]!r}"
-                     for text in shown for value in secret_values if value in text]
+        problems += [
+            f"a secret value in the RayJob: {text[:40]!r}" for text in shown for value in secret_values if value in text
+        ]
     for name, pod in pods(cluster_spec(manifest)):
         for container in pod["containers"]:
             for env in container.get("env", []):
-                if "value" in env and (env["name"] in AWS_KEYS or CREDENTIAL_NAME.search(env["name"])
-                                       or env["value"] in secret_values):
+                if "value" in env and (
+                    env["name"] in AWS_KEYS or CREDENTIAL_NAME.search(env["name"]) or env["value"] in secret_values
+                ):
                     problems.append(f"{name}: {env['name']} written into the manifest, not read from a Secret")
     return problems
 
@@ -308,6 +393,7 @@ def job_resources():
 
 
 # --- the schema ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_manifest_matches_the_kuberay_schema(name):
@@ -372,6 +458,7 @@ def test_quantities_are_read_as_kubernetes_reads_them():
 
 # --- the two cluster shapes ------------------------------------------------------------------------
 
+
 def test_the_interactive_cluster_is_the_jobs_cluster():
     assert load("raycluster.yaml")["spec"] == load("rayjob.yaml")["spec"]["rayClusterSpec"]
 
@@ -391,6 +478,7 @@ def test_head_takes_no_work_and_workers_autoscale(name):
 
 
 # --- /dev/shm and the object store -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_every_pod_has_an_in_memory_dev_shm_and_the_s3_secret(name):
@@ -423,6 +511,7 @@ def test_a_dev_shm_smaller_than_the_object_store_is_found(group_index, break_it,
 
 # --- the submitter ---------------------------------------------------------------------------------
 
+
 def test_the_submitter_is_a_light_pod():
     assert submitter_problems(load("rayjob.yaml")["spec"]) == []
 
@@ -431,19 +520,38 @@ def test_the_submitter_is_a_light_pod():
     "break_it, problem",
     [
         (lambda job: job.pop("submitterPodTemplate"), "no submitterPodTemplate"),
-        (lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(
-            image=job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]),
-         "is the cluster's image"),
-        (lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(image="rayproject/ray:2.9.0-py311-cpu"),
-         "not rayproject/ray of the cluster's Ray version"),
-        (lambda job: job["submitterPodTemplate"]["spec"]["containers"][0]["resources"]["limits"].update(memory="8Gi"),
-         "more than a CLI needs"),
-        (lambda job: job["submitterPodTemplate"]["spec"]["containers"][0]["resources"].pop("requests"),
-         "no cpu/memory requests"),
-        (lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(
-            envFrom=[{"secretRef": {"name": S3_SECRET}}]), "credentials"),
-        (lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(command=["sleep", "1"]),
-         "replaces KubeRay's"),
+        (
+            lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(
+                image=job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+            ),
+            "is the cluster's image",
+        ),
+        (
+            lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(
+                image="rayproject/ray:2.9.0-py311-cpu"
+            ),
+            "not rayproject/ray of the cluster's Ray version",
+        ),
+        (
+            lambda job: job["submitterPodTemplate"]["spec"]["containers"][0]["resources"]["limits"].update(
+                memory="8Gi"
+            ),
+            "more than a CLI needs",
+        ),
+        (
+            lambda job: job["submitterPodTemplate"]["spec"]["containers"][0]["resources"].pop("requests"),
+            "no cpu/memory requests",
+        ),
+        (
+            lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(
+                envFrom=[{"secretRef": {"name": S3_SECRET}}]
+            ),
+            "credentials",
+        ),
+        (
+            lambda job: job["submitterPodTemplate"]["spec"]["containers"][0].update(command=["sleep", "1"]),
+            "replaces KubeRay's",
+        ),
         (lambda job: job["submitterPodTemplate"]["spec"].pop("restartPolicy"), "restartPolicy"),
     ],
 )
@@ -455,6 +563,7 @@ def test_a_heavy_or_broken_submitter_is_found(break_it, problem):
 
 
 # --- deadlines and the job's lifecycle ------------------------------------------------------------
+
 
 def test_an_unschedulable_cluster_fails_by_the_pre_running_deadline():
     job = load("rayjob.yaml")["spec"]
@@ -479,6 +588,7 @@ def test_rayjob_shuts_down_and_runs_the_pipeline_with_valid_arguments():
 
 # --- GPU pods take no CPU-only work ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_gpu_pods_take_only_what_their_train_workers_need(name):
     resources = job_resources()  # the entrypoint's overrides name real config fields, or this raises
@@ -496,8 +606,13 @@ def test_gpu_pods_take_only_what_their_train_workers_need(name):
         (lambda spec: None, 2, "is not what its 1 Train worker(s) need"),
         (lambda spec: group(spec, "gpu-training")["rayStartParams"].update({"num-cpus": "8"}), 8, "leaves none"),
         (lambda spec: group(spec, "gpu-training")["template"]["spec"].pop("tolerations"), 4, "does not tolerate"),
-        (lambda spec: group(spec, "cpu-synthesis")["template"]["spec"].update(
-            tolerations=[{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]), 4, "CPU-only group tolerates"),
+        (
+            lambda spec: group(spec, "cpu-synthesis")["template"]["spec"].update(
+                tolerations=[{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+            ),
+            4,
+            "CPU-only group tolerates",
+        ),
     ],
 )
 def test_gpu_pods_open_to_cpu_work_are_found(break_it, cpus_per_worker, problem):
@@ -517,6 +632,7 @@ def test_gpu_group_asks_for_whole_gpus_the_cpu_group_for_none():
 
 # --- credentials ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_no_credential_is_in_what_ray_shows(name):
     assert credential_problems(load(name), secret_values()) == []
@@ -525,11 +641,18 @@ def test_no_credential_is_in_what_ray_shows(name):
 @pytest.mark.parametrize(
     "break_it, problem",
     [
-        (lambda m: m["spec"].update(runtimeEnvYAML="env_vars:\n  AWS_SECRET_ACCESS_KEY: abc\n"), "runtimeEnvYAML env_vars"),
+        (
+            lambda m: m["spec"].update(runtimeEnvYAML="env_vars:\n  AWS_SECRET_ACCESS_KEY: abc\n"),
+            "runtimeEnvYAML env_vars",
+        ),
         (lambda m: m["spec"].update(runtimeEnvYAML="env_vars:\n  RAY_AUTH_TOKEN: abc\n"), "runtimeEnvYAML env_vars"),
         (lambda m: m["spec"].update(metadata={"note": "REPLACE_ME"}), "a secret value in the RayJob"),
-        (lambda m: m["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(
-            env=[{"name": "AWS_ACCESS_KEY_ID", "value": "AKIA0000"}]), "head: AWS_ACCESS_KEY_ID written"),
+        (
+            lambda m: m["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0].update(
+                env=[{"name": "AWS_ACCESS_KEY_ID", "value": "AKIA0000"}]
+            ),
+            "head: AWS_ACCESS_KEY_ID written",
+        ),
     ],
 )
 def test_a_credential_in_the_job_is_found(break_it, problem):
@@ -548,6 +671,7 @@ def test_the_secret_example_defines_what_the_manifests_reference():
 
 
 # --- versions ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", MANIFESTS)
 def test_image_tag_matches_ray_version_everywhere(name):

@@ -66,8 +66,11 @@ def test_first_convolution_equals_the_convolution_of_image_and_encoding_concaten
 
     torch.manual_seed(0)
     dims = len(shape)
-    conv_class, plain = (EncodedInputConv3d, torch.nn.functional.conv3d) if dims == 3 else \
-        (EncodedInputConv2d, torch.nn.functional.conv2d)
+    conv_class, plain = (
+        (EncodedInputConv3d, torch.nn.functional.conv3d)
+        if dims == 3
+        else (EncodedInputConv2d, torch.nn.functional.conv2d)
+    )
     conv = conv_class(2 + dims + 64, 5, kernel_size=3, stride=stride, padding=1).double()
     image = torch.randn(3, 2, *shape, dtype=torch.float64, requires_grad=True)
     split = conv(image)

@@ -85,14 +85,25 @@ def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: l
     rows = []
     for file_name, payload in images:
         (raw / file_name).write_bytes(payload)
-        result = prepare_case(CaseSource(file_name.split(".")[0], str(raw / file_name)), make_recipe(recipe, **options),
-                              str(prepared))
+        result = prepare_case(
+            CaseSource(file_name.split(".")[0], str(raw / file_name)), make_recipe(recipe, **options), str(prepared)
+        )
         assert result.row["status"] == "ok", result.row["error"]
         rows.append(result.row)
     data = manifest.write_manifest(str(prepared), with_folds(rows))
-    overrides = [f"name={name}", f"storage_path={tmp / 'runs'}", f"data.manifest={data}", f"model.spatial_dims={dims}",
-                 "model.features=[4,8]", "train.batch_size=2", "train.val_batch_size=4", "train.max_epochs=1",
-                 "train.warmup_steps=1", "resources.cpus_per_worker=0.5", "resources.max_concurrent_trials=5"]
+    overrides = [
+        f"name={name}",
+        f"storage_path={tmp / 'runs'}",
+        f"data.manifest={data}",
+        f"model.spatial_dims={dims}",
+        "model.features=[4,8]",
+        "train.batch_size=2",
+        "train.val_batch_size=4",
+        "train.max_epochs=1",
+        "train.warmup_steps=1",
+        "resources.cpus_per_worker=0.5",
+        "resources.max_concurrent_trials=5",
+    ]
     records = train_splits(load_config(preset="tiny", overrides=overrides), "1/4")
     assert all(record.status == "done" for record in records), [record.error for record in records]
     return str(tmp / "runs" / name)
@@ -119,17 +130,21 @@ def brain_run(tmp_path_factory, ray_session) -> str:
 def cxr_run(tmp_path_factory, ray_session) -> str:
     """A 2D run folder: cxr recipe at 32x32, split 1/4, 5 folds, 1 epoch."""
     rng = np.random.default_rng(0)
-    chests = [(f"chest{i:02d}.png", png((128 + 40 * smooth_noise(rng, (32, 32), 3.0)).clip(0, 255).astype(np.uint8)))
-              for i in range(10)]
+    chests = [
+        (f"chest{i:02d}.png", png((128 + 40 * smooth_noise(rng, (32, 32), 3.0)).clip(0, 255).astype(np.uint8)))
+        for i in range(10)
+    ]
     return train_run(tmp_path_factory.mktemp("cxr-run"), ray_session, "cxr", "cxr", {"size": 32}, chests, 2)
 
 
 @pytest.fixture
 def runs(request) -> dict:
     """Lazily {"brain": ..., "cxr": ...}: a run is trained only when a test asks for it."""
+
     class Runs(dict):
         def __missing__(self, key):
             return self.setdefault(key, request.getfixturevalue(f"{key}_run"))
+
     return Runs()
 
 
@@ -146,8 +161,15 @@ class ImageAsScore(torch.nn.Module):
 
 
 def image_as_score(ensemble: Ensemble) -> Ensemble:
-    return Ensemble(ensemble.split, ["image"], [ImageAsScore(ensemble.networks[0].config)], ensemble.recipe_name,
-                    ensemble.recipe_options, ensemble.threshold, "injected")
+    return Ensemble(
+        ensemble.split,
+        ["image"],
+        [ImageAsScore(ensemble.networks[0].config)],
+        ensemble.recipe_name,
+        ensemble.recipe_options,
+        ensemble.threshold,
+        "injected",
+    )
 
 
 def top_voxel_world(path) -> np.ndarray:
@@ -210,9 +232,16 @@ def dicom_series(folder, volume: np.ndarray, affine_lps: np.ndarray, rng, dicom_
     orientation = (*(affine_lps[:3, 0] / spacing[0]), *(affine_lps[:3, 1] / spacing[1]))  # along a row, a column
     series = generate_uid()
     for k, name in enumerate(rng.permutation(volume.shape[2])):
-        (folder / f"{name:03d}.dcm").write_bytes(dicom_bytes(
-            volume[:, :, k].T, series, position=affine_lps[:3] @ [0, 0, k, 1.0], instance=k + 1,
-            spacing=(spacing[1], spacing[0]), orientation=orientation))
+        (folder / f"{name:03d}.dcm").write_bytes(
+            dicom_bytes(
+                volume[:, :, k].T,
+                series,
+                position=affine_lps[:3] @ [0, 0, k, 1.0],
+                instance=k + 1,
+                spacing=(spacing[1], spacing[0]),
+                orientation=orientation,
+            )
+        )
 
 
 def test_dicom_series_map_on_the_series_own_grid(runs, tmp_path, dicom_bytes):
@@ -270,15 +299,34 @@ def test_export_then_predict_from_the_package_alone_in_a_fresh_process(runs, tmp
     predict(str(scan), str(tmp_path / "from_run"), runs["brain"])
     package = tmp_path / "elsewhere" / "model.lwpkg"
     package.parent.mkdir()
-    exported = subprocess.run([sys.executable, "-m", "lightwork.cli", "export", runs["brain"], "--split", "1/4",
-                               "--out", str(package)], capture_output=True, text=True, timeout=300)
+    exported = subprocess.run(
+        [sys.executable, "-m", "lightwork.cli", "export", runs["brain"], "--split", "1/4", "--out", str(package)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert exported.returncode == 0, exported.stderr
     hidden = runs["brain"] + "-hidden"
     os.rename(runs["brain"], hidden)  # nothing of the run is left to read
     try:
-        done = subprocess.run([sys.executable, "-m", "lightwork.cli", "predict", "-i", str(scan), "-o",
-                               str(tmp_path / "from_package"), "--models", str(package)],
-                              capture_output=True, text=True, timeout=300, cwd=tmp_path / "elsewhere")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lightwork.cli",
+                "predict",
+                "-i",
+                str(scan),
+                "-o",
+                str(tmp_path / "from_package"),
+                "--models",
+                str(package),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path / "elsewhere",
+        )
     finally:
         os.rename(hidden, runs["brain"])
     assert done.returncode == 0, done.stderr
@@ -286,7 +334,10 @@ def test_export_then_predict_from_the_package_alone_in_a_fresh_process(runs, tmp
         a, b = nib.load(str(tmp_path / "from_run" / name)), nib.load(str(tmp_path / "from_package" / name))
         np.testing.assert_array_equal(a.get_fdata(), b.get_fdata())
         np.testing.assert_array_equal(a.affine, b.affine)
-    assert read_scores(tmp_path / "from_run")[0]["sample_score"] == read_scores(tmp_path / "from_package")[0]["sample_score"]
+    assert (
+        read_scores(tmp_path / "from_run")[0]["sample_score"]
+        == read_scores(tmp_path / "from_package")[0]["sample_score"]
+    )
 
 
 def test_damaged_truncated_or_foreign_packages_are_one_clear_error(runs, tmp_path):
@@ -319,10 +370,12 @@ def test_damaged_truncated_or_foreign_packages_are_one_clear_error(runs, tmp_pat
     import hashlib
 
     resummed = json.dumps({**sums, "package.json": hashlib.sha256(foreign).hexdigest()}).encode()
-    cases = {str(tmp_path / "truncated.lwpkg"): "damaged or truncated",
-             str(tmp_path / "flipped.lwpkg"): "damaged",
-             rewrite("tampered.lwpkg", {weights: buffer.getvalue()}): f"checksum mismatch in {weights}",
-             rewrite("foreign.lwpkg", {"package.json": foreign, "SHA256SUMS": resummed}): "a package of lightwork 0.0.1"}
+    cases = {
+        str(tmp_path / "truncated.lwpkg"): "damaged or truncated",
+        str(tmp_path / "flipped.lwpkg"): "damaged",
+        rewrite("tampered.lwpkg", {weights: buffer.getvalue()}): f"checksum mismatch in {weights}",
+        rewrite("foreign.lwpkg", {"package.json": foreign, "SHA256SUMS": resummed}): "a package of lightwork 0.0.1",
+    }
     for path, message in cases.items():
         with pytest.raises(ValueError, match=message) as error:
             load_ensemble(path)
@@ -336,10 +389,13 @@ def test_bad_inputs_are_one_line_naming_the_file(runs, tmp_path):
     (tmp_path / "flat.png").write_bytes(png(np.full((32, 32), 100, np.uint8)))
     nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), tmp_path / "empty.nii.gz")
     nib.save(nib.Nifti1Image(brain_volume(3), np.eye(4)), tmp_path / "volume.nii.gz")
-    cases = [("notes.nii.gz", "brain", "not a readable NIfTI"), ("notes.dcm", "brain", "not a DICOM file"),
-             ("flat.png", "brain", "a 2D image of shape \\(32, 32\\), but the models .* take 3D volumes"),
-             ("volume.nii.gz", "cxr", "a 3D volume of shape .* take 2D images"),
-             ("empty.nii.gz", "brain", "empty foreground")]
+    cases = [
+        ("notes.nii.gz", "brain", "not a readable NIfTI"),
+        ("notes.dcm", "brain", "not a DICOM file"),
+        ("flat.png", "brain", "a 2D image of shape \\(32, 32\\), but the models .* take 3D volumes"),
+        ("volume.nii.gz", "cxr", "a 3D volume of shape .* take 2D images"),
+        ("empty.nii.gz", "brain", "empty foreground"),
+    ]
     for name, run, message in cases:
         with pytest.raises(ValueError, match=message) as error:
             predict(str(tmp_path / name), str(tmp_path / "out"), runs[run])
@@ -347,7 +403,11 @@ def test_bad_inputs_are_one_line_naming_the_file(runs, tmp_path):
     skull_on = run_ensemble(runs["brain"])
     skull_on.recipe_options = {**skull_on.recipe_options, "skull_stripped": False}
     row = inference.predict_case(skull_on, CaseSource("v", str(tmp_path / "volume.nii.gz")), str(tmp_path / "out")).row
-    assert row["status"] == "failed" and "needs a brain mask" in row["error"] and str(tmp_path / "volume.nii.gz") in row["error"]
+    assert (
+        row["status"] == "failed"
+        and "needs a brain mask" in row["error"]
+        and str(tmp_path / "volume.nii.gz") in row["error"]
+    )
     with pytest.raises(ValueError, match="not a lightwork run"):
         predict(str(tmp_path / "volume.nii.gz"), str(tmp_path / "out"), str(tmp_path))
 
@@ -367,5 +427,9 @@ def test_a_folder_runs_through_ray_data_and_lists_its_failed_case(runs, tmp_path
     assert json.loads((out / "scores.json").read_text())[0]["sample_score"] is None  # the failed case, NaN as null
     # The Ray path's map is the in-process one (up to float rounding: an actor runs torch on one thread).
     predict(str(folder / "good0.nii.gz"), str(tmp_path / "alone"), runs["brain"])
-    np.testing.assert_allclose(nib.load(str(out / "good0.nii.gz")).get_fdata(),
-                               nib.load(str(tmp_path / "alone" / "good0.nii.gz")).get_fdata(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        nib.load(str(out / "good0.nii.gz")).get_fdata(),
+        nib.load(str(tmp_path / "alone" / "good0.nii.gz")).get_fdata(),
+        rtol=0,
+        atol=1e-6,
+    )

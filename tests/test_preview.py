@@ -42,8 +42,9 @@ def test_preview_of_a_phantom_volume_is_the_seeded_sample(tmp_path):
         (tmp_path / name).write_bytes(payload)
     image, mask = tmp_path / "flair.nii.gz", tmp_path / "brainmask.nii.gz"
     out = tmp_path / "phantom.png"
-    assert main(["--task", "sink", "4", "--input", str(image), "--mask", str(mask), "--seed", "5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["--task", "sink", "4", "--input", str(image), "--mask", str(mask), "--seed", "5", "--out", str(out)]) == 0
+    )
     _check_png(out, 2, 3)
     data = load_input(str(image), str(mask))
     assert data.name == "flair" and data.image.shape == (1, *case.image.shape)
@@ -64,8 +65,21 @@ def test_preview_of_a_picture_with_external_sources_and_a_large_volume_downsampl
     Image.fromarray(np.stack([picture] * 3, axis=-1)).save(tmp_path / "xray.png")
     np.save(tmp_path / "external.npy", rng.random((50, 60)).astype(np.float32) + 1)
     out = tmp_path / "xray.png.out.png"
-    assert main(["--task", "inter_blend", "--input", str(tmp_path / "xray.png"), "--sources",
-                 str(tmp_path / "external.npy"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--task",
+                "inter_blend",
+                "--input",
+                str(tmp_path / "xray.png"),
+                "--sources",
+                str(tmp_path / "external.npy"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _check_png(out, 1, 2)
     np.save(tmp_path / "big.npy", rng.random((150, 40, 60)).astype(np.float32) + 1)
     big = load_input(str(tmp_path / "big.npy"))
@@ -75,8 +89,20 @@ def test_preview_of_a_picture_with_external_sources_and_a_large_volume_downsampl
 def test_bad_requests_are_clear_errors(tmp_path, capsys):
     np.save(tmp_path / "image.npy", np.ones((20, 20, 20), np.float32))
     np.save(tmp_path / "mask.npy", np.ones((20, 20, 10), np.float32))
-    assert cli(["preview", "--input", str(tmp_path / "image.npy"), "--mask", str(tmp_path / "mask.npy"),
-                "--out", str(tmp_path / "x.png")]) == 2
+    assert (
+        cli(
+            [
+                "preview",
+                "--input",
+                str(tmp_path / "image.npy"),
+                "--mask",
+                str(tmp_path / "mask.npy"),
+                "--out",
+                str(tmp_path / "x.png"),
+            ]
+        )
+        == 2
+    )
     assert "mask shape (20, 20, 10) differs from the image's (20, 20, 20)" in capsys.readouterr().err
     assert cli(["preview", "--input", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "x.png")]) == 2
     assert "missing.nii.gz: no such file" in capsys.readouterr().err

@@ -32,19 +32,45 @@ TRAIN_TIMEOUT_S = 900
 
 
 def train_command(data: str, storage_uri: str, name: str, *overrides: str) -> list[str]:
-    settings = ["model.spatial_dims=2", "model.features=[4,8]", "train.batch_size=2", "train.val_batch_size=4",
-                "train.warmup_steps=1", *overrides]
-    return [LIGHTWORK, "train", "--config", "tiny", "--data", data, "--storage", storage_uri, "--name", name,
-            "--split", "1/4", *[item for setting in settings for item in ("--set", setting)]]
+    settings = [
+        "model.spatial_dims=2",
+        "model.features=[4,8]",
+        "train.batch_size=2",
+        "train.val_batch_size=4",
+        "train.warmup_steps=1",
+        *overrides,
+    ]
+    return [
+        LIGHTWORK,
+        "train",
+        "--config",
+        "tiny",
+        "--data",
+        data,
+        "--storage",
+        storage_uri,
+        "--name",
+        name,
+        "--split",
+        "1/4",
+        *[item for setting in settings for item in ("--set", setting)],
+    ]
 
 
 def test_gpu_trials_wait_for_the_autoscaler_run_there_and_the_nodes_go_when_idle(tmp_path):
     data = write_noise_dataset(tmp_path / "data")
-    with AutoscalingCluster({"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2, head_resources={"CPU": 1},
-                            idle_timeout_s=10) as cluster:
+    with AutoscalingCluster(
+        {"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2, head_resources={"CPU": 1}, idle_timeout_s=10
+    ) as cluster:
         env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
-        command = train_command(data, str(tmp_path / "runs"), "autoscaled", "resources.gpus_per_worker=1",
-                                "resources.cpus_per_worker=1", "resources.data_cpus_per_trial=1")
+        command = train_command(
+            data,
+            str(tmp_path / "runs"),
+            "autoscaled",
+            "resources.gpus_per_worker=1",
+            "resources.cpus_per_worker=1",
+            "resources.data_cpus_per_trial=1",
+        )
         dry = subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         # The autoscaler does not report its node types: every trial starts and waits for its workers.
@@ -85,15 +111,29 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
 
     data = write_noise_dataset(tmp_path / "data")
     run_uri = f"s3://{s3_server['bucket']}/scaleout/nodeloss"
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-        "num_cpus": 0, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": free_port(),
+        },
+    )
     try:
         for _ in range(2):
             cluster.add_node(num_cpus=2)
         dashboard = "http://" + cluster.head_node.address_info["webui_url"]
         env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
-        command = train_command(data, f"s3://{s3_server['bucket']}/scaleout", "nodeloss", "train.max_epochs=8",
-                                "resources.cpus_per_worker=1", "resources.data_cpus_per_trial=1")
+        command = train_command(
+            data,
+            f"s3://{s3_server['bucket']}/scaleout",
+            "nodeloss",
+            "train.max_epochs=8",
+            "resources.cpus_per_worker=1",
+            "resources.data_cpus_per_trial=1",
+        )
         process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         filesystem, run_path = storage.filesystem(run_uri)
         removed, seen_state = None, []
@@ -101,13 +141,19 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         while removed is None and process.poll() is None and time.monotonic() < deadline:
             filesystem.invalidate_cache()
             checkpointed = {Path(path).parent.name for path in filesystem.glob(f"{run_path}/*/checkpoint_*")}
-            running = {Path(path).parent.name for path in filesystem.glob(f"{run_path}/*/fold.json")
-                       if json.loads(filesystem.cat_file(path))["status"] == "running"}
+            running = {
+                Path(path).parent.name
+                for path in filesystem.glob(f"{run_path}/*/fold.json")
+                if json.loads(filesystem.cat_file(path))["status"] == "running"
+            }
             workers = list_state(dashboard, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             # Remove a node only once every running fold has a checkpoint to resume from.
             if running and running <= checkpointed and len(workers) == len(running):
-                seen_state.append(json.dumps(list_state(dashboard, "actors", [])) + json.dumps(
-                    list_state(dashboard, "jobs", [])) + json.dumps(list_state(dashboard, "tasks", [])))
+                seen_state.append(
+                    json.dumps(list_state(dashboard, "actors", []))
+                    + json.dumps(list_state(dashboard, "jobs", []))
+                    + json.dumps(list_state(dashboard, "tasks", []))
+                )
                 by_id = {node.node_id: node for node in cluster.list_all_nodes()}
                 victims = [by_id[w["node_id"]] for w in workers if w["node_id"] in by_id]
                 if victims:
@@ -141,10 +187,19 @@ def test_thirty_trials_queue_on_a_small_fixed_cluster_and_all_finish(ray_session
     from lightwork.config import load_config
     from lightwork.distributed.train import train_splits
 
-    overrides = [f"data.manifest={write_noise_dataset(tmp_path / 'data')}", f"storage_path={tmp_path / 'runs'}",
-                 "name=ablation", "model.spatial_dims=2", "model.features=[4,8]", "train.batch_size=2",
-                 "train.val_batch_size=4", "train.max_epochs=1", "resources.cpus_per_worker=0.5",
-                 "resources.data_cpus_per_trial=1", "resources.max_concurrent_trials=4"]
+    overrides = [
+        f"data.manifest={write_noise_dataset(tmp_path / 'data')}",
+        f"storage_path={tmp_path / 'runs'}",
+        "name=ablation",
+        "model.spatial_dims=2",
+        "model.features=[4,8]",
+        "train.batch_size=2",
+        "train.val_batch_size=4",
+        "train.max_epochs=1",
+        "resources.cpus_per_worker=0.5",
+        "resources.data_cpus_per_trial=1",
+        "resources.max_concurrent_trials=4",
+    ]
     records = train_splits(load_config(preset="tiny", overrides=overrides), "all")
     assert [r.split for r in records] == ["1/4"] * 5 + ["2/3"] * 10 + ["3/2"] * 10 + ["4/1"] * 5
     assert all(record.status == "done" for record in records), [r.error for r in records if r.status != "done"]

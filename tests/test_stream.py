@@ -44,9 +44,22 @@ def write_cases(root: str, shape, count=10, channels=1, seed=0) -> str:
         image = np.stack([smooth_noise(rng, shape, 2.0) for _ in range(channels)]) * 0.2 + 1.0
         uri = f"{root}/{case_id}.npz"
         save_case(uri, PreparedCase(case_id, image.astype(np.float32), foreground))
-        rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
-                     "shape": list(shape), "spacing": [1.0] * len(shape), "recipe": "test", "recipe_version": "1",
-                     "fold": folds[case_id], "has_lesion": False, "status": "ok", "error": None})
+        rows.append(
+            {
+                "case_id": case_id,
+                "source_uri": uri,
+                "array_uri": uri,
+                "checksum": case_id,
+                "shape": list(shape),
+                "spacing": [1.0] * len(shape),
+                "recipe": "test",
+                "recipe_version": "1",
+                "fold": folds[case_id],
+                "has_lesion": False,
+                "status": "ok",
+                "error": None,
+            }
+        )
     return manifest.write_manifest(root, rows)
 
 
@@ -73,9 +86,9 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
     epochs = training_epochs(6, config.train)
     assert epochs == 3 and len(train_rows) == 6 * epochs
     for epoch in range(epochs):
-        keys = [row["sample_key"] for row in train_rows[6 * epoch:6 * epoch + 6]]
+        keys = [row["sample_key"] for row in train_rows[6 * epoch : 6 * epoch + 6]]
         assert sorted(keys) == [f"case0{i}@{epoch}" for i in range(4, 10)]
-    orders = [[row["case_id"] for row in train_rows[6 * e:6 * e + 6]] for e in range(epochs)]
+    orders = [[row["case_id"] for row in train_rows[6 * e : 6 * e + 6]] for e in range(epochs)]
     assert len({tuple(order) for order in orders}) > 1  # the order is drawn per epoch
     assert {fold_of(row["case_id"]) for row in train_rows} == {2, 3, 4}
     assert {int(row["task"]) for row in train_rows} == {0, 1}
@@ -87,10 +100,12 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
 
     val_rows = datasets["val"].take_all()  # synthesised in this process (a small set)
     from_actors = fold_dataset(plan, config, 5, "val", data_cpus=1.0, keys=True).take_all()
-    assert [(r["sample_key"], r["image"].tobytes(), r["label"].tobytes(), r["healthy"].tobytes()) for r in val_rows] \
-        == [(r["sample_key"], r["image"].tobytes(), r["label"].tobytes(), r["healthy"].tobytes()) for r in from_actors]
+    assert [
+        (r["sample_key"], r["image"].tobytes(), r["label"].tobytes(), r["healthy"].tobytes()) for r in val_rows
+    ] == [(r["sample_key"], r["image"].tobytes(), r["label"].tobytes(), r["healthy"].tobytes()) for r in from_actors]
     assert sorted(row["sample_key"] for row in val_rows) == sorted(
-        f"case{i:02d}@{VALIDATION_EPOCH + v}" for i in range(4) for v in range(2))
+        f"case{i:02d}@{VALIDATION_EPOCH + v}" for i in range(4) for v in range(2)
+    )
     assert {int(row["task"]) for row in val_rows} <= {2, 3, 4}
     for row in val_rows:
         healthy = load_case(f"{tmp_path}/data/{row['case_id']}.npz").image
@@ -113,8 +128,10 @@ def test_same_rows_whatever_the_number_of_actors(ray_session, tmp_path):
 
     def rows(actors, seed=7):
         dataset = fold_dataset(plan, config, seed, "train", data_cpus=3.0, actors=actors, keys=True)
-        return [(row["sample_key"], int(row["task"]), row["image"].tobytes(), row["label"].tobytes())
-                for row in dataset.iter_rows()]
+        return [
+            (row["sample_key"], int(row["task"]), row["image"].tobytes(), row["label"].tobytes())
+            for row in dataset.iter_rows()
+        ]
 
     one, two = rows(1), rows(2)
     assert len(one) == 6 * training_epochs(6, config.train) and one == two  # same bytes, same order
@@ -130,8 +147,10 @@ def test_cases_on_s3_give_the_local_rows(ray_session, s3_server, tmp_path):
 
     def rows(data):
         datasets = fold_datasets(plan, config_for(data, "train.max_epochs=1"), seed=1, data_cpus=1.0, keys=True)
-        return {name: sorted((row["sample_key"], row["image"].tobytes()) for row in dataset.iter_rows())
-                for name, dataset in datasets.items()}
+        return {
+            name: sorted((row["sample_key"], row["image"].tobytes()) for row in dataset.iter_rows())
+            for name, dataset in datasets.items()
+        }
 
     from_s3 = rows(remote)
     assert from_s3 == rows(local) and len(from_s3["val"]) == 2
@@ -148,8 +167,11 @@ def test_a_corrupt_case_is_skipped_counted_and_logged(ray_session, tmp_path, cap
     # The actor's own count and message, without Ray.
     image_set = [(f"case{i:02d}", f"{tmp_path}/data/case{i:02d}.npz") for i in range(2, 10)]
     synthesise = BatchSynthesiser(0, (0,), image_set, (), 5.0, validation=False, keys=True)
-    items = {"case_id": np.array(["case03", "case02", "case03"]), "array_uri": np.array([str(bad),
-             f"{tmp_path}/data/case02.npz", str(bad)]), "epoch": np.array([0, 0, 1])}
+    items = {
+        "case_id": np.array(["case03", "case02", "case03"]),
+        "array_uri": np.array([str(bad), f"{tmp_path}/data/case02.npz", str(bad)]),
+        "epoch": np.array([0, 0, 1]),
+    }
     with caplog.at_level(logging.WARNING):
         out = synthesise(items)
     assert list(out["sample_key"]) == ["case02@0"] and synthesise.skipped == 2
@@ -157,13 +179,24 @@ def test_a_corrupt_case_is_skipped_counted_and_logged(ray_session, tmp_path, cap
 
 
 def test_inter_blend_reads_the_external_dataset(tmp_path):
-    data = write_cases(str(tmp_path / "data"), (24, 24), count=5)
+    write_cases(str(tmp_path / "data"), (24, 24), count=5)
     external = write_cases(str(tmp_path / "external"), (40, 40), count=3, seed=9)
-    synthesise = BatchSynthesiser(0, (1,), [(f"case{i:02d}", f"{tmp_path}/data/case{i:02d}.npz") for i in range(5)],
-                             [row["array_uri"] for row in manifest.read_manifest(external)], 5.0,
-                             validation=False, keys=True)
-    out = synthesise({"case_id": np.array(["case00"]), "array_uri": np.array([f"{tmp_path}/data/case00.npz"]),
-                      "epoch": np.array([0])})
+    synthesise = BatchSynthesiser(
+        0,
+        (1,),
+        [(f"case{i:02d}", f"{tmp_path}/data/case{i:02d}.npz") for i in range(5)],
+        [row["array_uri"] for row in manifest.read_manifest(external)],
+        5.0,
+        validation=False,
+        keys=True,
+    )
+    out = synthesise(
+        {
+            "case_id": np.array(["case00"]),
+            "array_uri": np.array([f"{tmp_path}/data/case00.npz"]),
+            "epoch": np.array([0]),
+        }
+    )
     assert out["task"].tolist() == [1] and out["label"].max() > 0
     assert any(f"{tmp_path}/external/case{i:02d}.npz" in synthesise.synthesiser.cache for i in range(3))
 
@@ -182,8 +215,11 @@ def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
     blocks = [bundle.num_rows() for bundle in item_dataset(cases, epochs, 3, True, 48).iter_internal_ref_bundles()]
     assert sum(blocks) == 640 and len(blocks) == 13 and max(blocks) - min(blocks) <= 1
     rows = item_dataset(cases, epochs, 3, True, 48).take_all()
-    expected = [(cases[index][0], epoch) for epoch in epochs
-                for index in sample_generator(3, epoch, ORDER_KEY, -1).permutation(16)]
+    expected = [
+        (cases[index][0], epoch)
+        for epoch in epochs
+        for index in sample_generator(3, epoch, ORDER_KEY, -1).permutation(16)
+    ]
     assert [(row["case_id"], row["epoch"]) for row in rows] == expected
 
 
@@ -194,8 +230,16 @@ def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_se
     cases = [(row["case_id"], row["array_uri"]) for row in manifest.read_manifest(data)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = synthesis_dataset(cases[:1], (2,), config_for(data), 0, [0], validation=False,
-                                 pool=plan_synthesis(3.0, actors=2), shape=(16, 16)).take_all()
+        rows = synthesis_dataset(
+            cases[:1],
+            (2,),
+            config_for(data),
+            0,
+            [0],
+            validation=False,
+            pool=plan_synthesis(3.0, actors=2),
+            shape=(16, 16),
+        ).take_all()
     assert len(rows) == 1 and rows[0]["image"].shape == (1, 16, 16)
     assert [str(warning.message) for warning in caught if "only received" in str(warning.message)] == []
 
@@ -203,8 +247,10 @@ def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_se
 def test_stream_processes_load_without_torch():
     """Read tasks and synthesis actors import the stream, the config and the synthesiser; torch
     (~2 s per process) is for the Train workers only."""
-    code = ("import sys, lightwork.config, lightwork.distributed.stream, lightwork.data.synthesis; "
-            "print(sorted(name for name in ('torch', 'lightwork.models') if name in sys.modules))")
+    code = (
+        "import sys, lightwork.config, lightwork.distributed.stream, lightwork.data.synthesis; "
+        "print(sorted(name for name in ('torch', 'lightwork.models') if name in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -23,7 +23,7 @@ def batches(count, seed, size=2, shape=(8, 8, 8)):
     generator = torch.Generator().manual_seed(seed)
     image = torch.randn(count * size, 1, *shape, generator=generator)
     label = (image[:, 0] > 1).float()
-    return [{"image": image[i:i + size], "label": label[i:i + size]} for i in range(0, count * size, size)]
+    return [{"image": image[i : i + size], "label": label[i : i + size]} for i in range(0, count * size, size)]
 
 
 def trainer(**settings):
@@ -42,7 +42,7 @@ def test_loss_falls_and_best_is_minimum():
     assert val_losses[-1] < 0.5 * val_losses[0]
     assert state.best_val_loss == min(val_losses)
     assert state.best_step == seen[val_losses.index(min(val_losses))].step
-    assert [r.is_best for r in seen] == [loss == min(val_losses[:i + 1]) for i, loss in enumerate(val_losses)]
+    assert [r.is_best for r in seen] == [loss == min(val_losses[: i + 1]) for i, loss in enumerate(val_losses)]
 
 
 def test_validation_adds_healthy_term():
@@ -102,7 +102,9 @@ def test_resume_restores_everything():
     resumed.load_state_dict(saved)
     resumed.fit(lambda e: train, lambda e: val)
     assert resumed.state.step == straight.state.step == 9
-    assert [h["val_loss"] for h in resumed.state.history] == pytest.approx([h["val_loss"] for h in straight.state.history], rel=1e-5)
+    assert [h["val_loss"] for h in resumed.state.history] == pytest.approx(
+        [h["val_loss"] for h in straight.state.history], rel=1e-5
+    )
     # the history says where the run resumed: the epochs after the restore, not those before it
     assert [h["restored_from_step"] for h in resumed.state.history] == [0, 3, 3]
     assert [h["restored_from_step"] for h in straight.state.history] == [0, 0, 0]

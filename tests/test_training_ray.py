@@ -39,20 +39,44 @@ def write_dataset(root, shape, count=10):
         image = (smooth_noise(rng, shape, 2.0) * 0.2 + 1.0)[None]
         uri = str(root / f"{case_id}.npz")
         save_case(uri, PreparedCase(case_id, image, foreground))
-        rows.append({"case_id": case_id, "source_uri": uri, "array_uri": uri, "checksum": case_id,
-                     "shape": list(shape), "spacing": [1.0] * len(shape), "recipe": "test", "recipe_version": "1",
-                     "fold": folds[case_id], "has_lesion": False, "status": "ok", "error": None})
+        rows.append(
+            {
+                "case_id": case_id,
+                "source_uri": uri,
+                "array_uri": uri,
+                "checksum": case_id,
+                "shape": list(shape),
+                "spacing": [1.0] * len(shape),
+                "recipe": "test",
+                "recipe_version": "1",
+                "fold": folds[case_id],
+                "has_lesion": False,
+                "status": "ok",
+                "error": None,
+            }
+        )
     return manifest.write_manifest(str(root), rows)
 
 
 def run_config(tmp_path, shape, name, storage_path, **train):
     data = write_dataset(tmp_path / "data", shape)
     dims = len(shape)
-    overrides = [f"name={name}", f"storage_path={storage_path}", f"data.manifest={data}", "seed=2",
-                 f"model.spatial_dims={dims}", "model.features=[4,8]", "train.batch_size=2",
-                 "train.val_batch_size=4", "train.lr=0.01", "train.warmup_steps=1",
-                 "resources.cpus_per_worker=0.5", "resources.max_concurrent_trials=5", "resources.max_failures=2",
-                 *[f"train.{key}={value}" for key, value in train.items()]]
+    overrides = [
+        f"name={name}",
+        f"storage_path={storage_path}",
+        f"data.manifest={data}",
+        "seed=2",
+        f"model.spatial_dims={dims}",
+        "model.features=[4,8]",
+        "train.batch_size=2",
+        "train.val_batch_size=4",
+        "train.lr=0.01",
+        "train.warmup_steps=1",
+        "resources.cpus_per_worker=0.5",
+        "resources.max_concurrent_trials=5",
+        "resources.max_failures=2",
+        *[f"train.{key}={value}" for key, value in train.items()],
+    ]
     return load_config(preset="tiny", overrides=overrides)
 
 
@@ -103,7 +127,9 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(ray_session, s3_serve
     # An interrupted run: one fold never finished. The re-run trains only that fold.
     interrupted = records[2]
     record_uri = storage.join(run, interrupted.name, "fold.json")
-    storage.write_bytes(record_uri, json.dumps({**json.loads(storage.read_bytes(record_uri)), "status": "running"}).encode())
+    storage.write_bytes(
+        record_uri, json.dumps({**json.loads(storage.read_bytes(record_uri)), "status": "running"}).encode()
+    )
     before = {r.name: storage.read_bytes(storage.join(run, r.name, "fold.json")) for r in records}
     again = train_splits(config, "4/1")
     check_fold_records(again, epochs=3)

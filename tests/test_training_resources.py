@@ -18,7 +18,8 @@ def fixed(*nodes):
 # The shipped k8s/rayjob.yaml: a head with 0 CPUs, one 16-CPU synthesis pod up (max 8), GPU group at 0 (max 8).
 SHIPPED = ClusterShape(
     alive=(NodeType("head", {"CPU": 0.0}, 1), NodeType("alive1", {"CPU": 16.0}, 1)),
-    node_types=(NodeType("cpu-synthesis", {"CPU": 16.0}, 8), NodeType("gpu-training", {"CPU": 4.0, "GPU": 1.0}, 8)))
+    node_types=(NodeType("cpu-synthesis", {"CPU": 16.0}, 8), NodeType("gpu-training", {"CPU": 4.0, "GPU": 1.0}, 8)),
+)
 
 
 def test_fixed_cpu_cluster_runs_what_fits_and_shares_the_rest_for_data():

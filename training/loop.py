@@ -93,7 +93,7 @@ def validation_from_sums(sums: torch.Tensor) -> Validation:
     total, count = float(sums[0]), int(sums[1])
     if count == 0:
         raise ValueError("validation produced no batches: the validation set is empty")
-    positives, negatives = sums[2:2 + DICE_BINS], sums[2 + DICE_BINS:]
+    positives, negatives = sums[2 : 2 + DICE_BINS], sums[2 + DICE_BINS :]
     true_positive = positives.flip(0).cumsum(0).flip(0)  # voxels with score >= bin start
     false_positive = negatives.flip(0).cumsum(0).flip(0)
     false_negative = positives.sum() - true_positive
@@ -114,8 +114,14 @@ class FoldTrainer:
         seed: the run seed (`RunConfig.seed`), of the flip generator.
     """
 
-    def __init__(self, model: torch.nn.Module, settings: TrainSection, device: torch.device | None = None,
-                 sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        settings: TrainSection,
+        device: torch.device | None = None,
+        sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged,
+        seed: int = 0,
+    ) -> None:
         self.settings = settings
         self.sum_over_workers = sum_over_workers
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -124,9 +130,14 @@ class FoldTrainer:
         if self.fast:
             self.model = self.model.to(memory_format=self._memory_format())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, warmup_steps=settings.warmup_steps,
-                                        warmup_start=settings.warmup_start, decay_steps=settings.decay_steps,
-                                        decay_factor=settings.decay_factor, floor=settings.lr_floor)
+        self.scheduler = make_scheduler(
+            self.optimizer,
+            warmup_steps=settings.warmup_steps,
+            warmup_start=settings.warmup_start,
+            decay_steps=settings.decay_steps,
+            decay_factor=settings.decay_factor,
+            floor=settings.lr_floor,
+        )
         self.state = LoopState()
         self.flip_generator = np.random.default_rng(seed)
 
@@ -176,8 +187,8 @@ class FoldTrainer:
             sums[1] += per_sample.numel()
             score, mask = torch.cat([s.flatten() for s in scores]).float(), torch.cat([m.flatten() for m in anomalous])
             bins = (score.clamp(0, 1) * DICE_BINS).long().clamp(max=DICE_BINS - 1)
-            sums[2:2 + DICE_BINS] += torch.bincount(bins[mask], minlength=DICE_BINS)
-            sums[2 + DICE_BINS:] += torch.bincount(bins[~mask], minlength=DICE_BINS)
+            sums[2 : 2 + DICE_BINS] += torch.bincount(bins[mask], minlength=DICE_BINS)
+            sums[2 + DICE_BINS :] += torch.bincount(bins[~mask], minlength=DICE_BINS)
         return validation_from_sums(self.sum_over_workers(sums))
 
     def run_epoch(self, train_batches: Iterable[dict], val_batches: Iterable[dict]) -> EpochResult:
@@ -204,20 +215,37 @@ class FoldTrainer:
         is_best = val_loss < state.best_val_loss
         if is_best:
             state.best_val_loss, state.best_step = val_loss, state.step
-        stop = (state.step - state.best_step >= settings.patience_steps
-                or state.epoch >= settings.max_epochs
-                or (settings.max_steps is not None and state.step >= settings.max_steps))
-        result = EpochResult(epoch=state.epoch, step=state.step, train_loss=float(np.mean(losses)), val_loss=val_loss,
-                             val_dice_threshold=validation.dice_threshold, val_dice=validation.dice,
-                             lr=self.optimizer.param_groups[0]["lr"], samples=samples, epoch_seconds=elapsed,
-                             data_wait_share=waiting / elapsed if elapsed > 0 else 0.0,
-                             best_val_loss=state.best_val_loss, best_step=state.best_step, is_best=is_best, stop=stop,
-                             restored_from_step=state.restored_from_step)
+        stop = (
+            state.step - state.best_step >= settings.patience_steps
+            or state.epoch >= settings.max_epochs
+            or (settings.max_steps is not None and state.step >= settings.max_steps)
+        )
+        result = EpochResult(
+            epoch=state.epoch,
+            step=state.step,
+            train_loss=float(np.mean(losses)),
+            val_loss=val_loss,
+            val_dice_threshold=validation.dice_threshold,
+            val_dice=validation.dice,
+            lr=self.optimizer.param_groups[0]["lr"],
+            samples=samples,
+            epoch_seconds=elapsed,
+            data_wait_share=waiting / elapsed if elapsed > 0 else 0.0,
+            best_val_loss=state.best_val_loss,
+            best_step=state.best_step,
+            is_best=is_best,
+            stop=stop,
+            restored_from_step=state.restored_from_step,
+        )
         state.history.append(result.metrics())
         return result
 
-    def fit(self, train_epoch: Callable[[int], Iterable[dict]], val_epoch: Callable[[int], Iterable[dict]],
-            on_epoch: Callable[[EpochResult], None] = lambda result: None) -> LoopState:
+    def fit(
+        self,
+        train_epoch: Callable[[int], Iterable[dict]],
+        val_epoch: Callable[[int], Iterable[dict]],
+        on_epoch: Callable[[EpochResult], None] = lambda result: None,
+    ) -> LoopState:
         """Run epochs from the current state until a stop criterion; `train_epoch(epoch)` and
         `val_epoch(epoch)` return that epoch's batches; `on_epoch` sees each result (checkpoint, report)."""
         while True:
@@ -228,9 +256,13 @@ class FoldTrainer:
 
     def state_dict(self) -> dict:
         network = getattr(self.model, "module", self.model)
-        return {"model": network.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "loop": asdict(self.state),
-                "flip_generator": self.flip_generator.bit_generator.state}
+        return {
+            "model": network.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loop": asdict(self.state),
+            "flip_generator": self.flip_generator.bit_generator.state,
+        }
 
     def load_state_dict(self, saved: dict) -> None:
         """Restore model, optimizer, scheduler, counters, best-so-far and history; the epochs that

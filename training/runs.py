@@ -49,9 +49,15 @@ class FoldRecord:
 
     @staticmethod
     def from_plan(plan: FoldPlan) -> "FoldRecord":
-        return FoldRecord(split=plan.split, name=plan.name, index=plan.index, train_tasks=list(plan.train_tasks),
-                          val_tasks=list(plan.val_tasks), train_folds=list(plan.train_folds),
-                          val_folds=list(plan.val_folds))
+        return FoldRecord(
+            split=plan.split,
+            name=plan.name,
+            index=plan.index,
+            train_tasks=list(plan.train_tasks),
+            val_tasks=list(plan.val_tasks),
+            train_folds=list(plan.train_folds),
+            val_folds=list(plan.val_folds),
+        )
 
 
 def run_uri(storage_path: str, run_name: str) -> str:

@@ -9,8 +9,14 @@ from __future__ import annotations
 import torch
 
 
-def lr_factor(step: int, warmup_steps: int = 100, warmup_start: float = 0.01, decay_steps: int = 8000,
-              decay_factor: float = 0.1, floor: float = 0.05) -> float:
+def lr_factor(
+    step: int,
+    warmup_steps: int = 100,
+    warmup_start: float = 0.01,
+    decay_steps: int = 8000,
+    decay_factor: float = 0.1,
+    floor: float = 0.05,
+) -> float:
     """Multiplier of the base learning rate at optimizer step `step` (0-based)."""
     if step < warmup_steps:
         return warmup_start + (1.0 - warmup_start) * step / warmup_steps

@@ -55,8 +55,9 @@ class BrainParams:
     noise_imag: np.ndarray
 
 
-def draw_brain_params(rng: np.random.Generator, shape: tuple[int, int, int] = BRAIN_SHAPE,
-                      spacing_mm: float = BRAIN_SPACING_MM) -> BrainParams:
+def draw_brain_params(
+    rng: np.random.Generator, shape: tuple[int, int, int] = BRAIN_SHAPE, spacing_mm: float = BRAIN_SPACING_MM
+) -> BrainParams:
     """Draw one subject: head size about 150x190x150 mm, scaled by N(1, 0.04) per subject."""
     shape = tuple(int(n) for n in shape)
     fine_shape = tuple(n * SUPERSAMPLING for n in shape)
@@ -146,7 +147,9 @@ def render_brain_anatomy(params: BrainParams) -> BrainAnatomy:
     # Flatten the brain's base a little: the temporal lobes and cerebellum sit above the skull base.
     brain &= p[2] > -0.85 + 0.25 * p[1] ** 2
     tissue[brain] = WHITE
-    boundary = 1.0 - params.cortex_thickness * (1.0 + params.folding_amplitude / params.cortex_thickness * params.folding_field)
+    boundary = 1.0 - params.cortex_thickness * (
+        1.0 + params.folding_amplitude / params.cortex_thickness * params.folding_field
+    )
     tissue[brain & (rb > boundary)] = GREY
     # Sulci: thin sheets along the noise field's zero crossings, cutting into the cortex from outside.
     sulci = brain & (rb > boundary - 0.04) & (np.abs(params.sulcus_field) < params.sulcus_width)
@@ -163,13 +166,17 @@ def render_brain_anatomy(params: BrainParams) -> BrainAnatomy:
         size = v * (1.0 + side * params.ventricle_asymmetry)
         # Lateral ventricle: an arc over the thalamus (centre rises towards the middle of its length).
         arc = p[2] - 0.12 + 0.35 * p[1] ** 2
-        ventricles |= ((p[0] - side * 0.12) / (0.09 * size)) ** 2 + (p[1] / 0.45) ** 2 + (arc / (0.1 * size)) ** 2 <= 1.0
+        ventricles |= ((p[0] - side * 0.12) / (0.09 * size)) ** 2 + (p[1] / 0.45) ** 2 + (
+            arc / (0.1 * size)
+        ) ** 2 <= 1.0
     ventricles |= _ellipsoid(p, (0.0, -0.1, -0.08), (0.025 * v, 0.14, 0.1)) <= 1.0  # third ventricle
     tissue[brain & deep] = GREY
     tissue[brain & ventricles] = CSF
 
     values = params.intensities
-    lookup = np.array([0.0, values["scalp"], values["skull"], values["csf"], values["grey"], values["white"], 0.0], np.float32)
+    lookup = np.array(
+        [0.0, values["scalp"], values["skull"], values["csf"], values["grey"], values["white"], 0.0], np.float32
+    )
     fine_clean = lookup[tissue]
     fine_clean[brain & deep & ~ventricles] = values["deep_grey"]
     clean = block_mean(fine_clean, SUPERSAMPLING) * (1.0 + 0.03 * params.texture_field)  # with microtexture
@@ -183,8 +190,14 @@ def render_brain_anatomy(params: BrainParams) -> BrainAnatomy:
     )
 
 
-def acquire(clean: np.ndarray, support: np.ndarray, bias_coefficients: np.ndarray, noise_sigma: float,
-            noise_real: np.ndarray, noise_imag: np.ndarray) -> np.ndarray:
+def acquire(
+    clean: np.ndarray,
+    support: np.ndarray,
+    bias_coefficients: np.ndarray,
+    noise_sigma: float,
+    noise_real: np.ndarray,
+    noise_imag: np.ndarray,
+) -> np.ndarray:
     """Bias field times intensities, then Rician noise (magnitude of a complex Gaussian), inside
     `support` only; zero outside (the background stays exactly zero)."""
     biased = clean * bias_field(bias_coefficients, clean.shape)
@@ -192,8 +205,13 @@ def acquire(clean: np.ndarray, support: np.ndarray, bias_coefficients: np.ndarra
     return np.where(support, noisy, 0.0).astype(np.float32)
 
 
-def make_brain_case(seed: int, case_id: str, with_lesions: bool, shape: tuple[int, int, int] = BRAIN_SHAPE,
-                    spacing_mm: float = BRAIN_SPACING_MM) -> PhantomCase:
+def make_brain_case(
+    seed: int,
+    case_id: str,
+    with_lesions: bool,
+    shape: tuple[int, int, int] = BRAIN_SHAPE,
+    spacing_mm: float = BRAIN_SPACING_MM,
+) -> PhantomCase:
     """One brain volume (head with skull); with lesions when `with_lesions` (deterministic)."""
     rng = case_generator(seed, case_id)
     params = draw_brain_params(rng, shape, spacing_mm)
@@ -202,8 +220,11 @@ def make_brain_case(seed: int, case_id: str, with_lesions: bool, shape: tuple[in
     if with_lesions:
         parenchyma = anatomy.brain & np.isin(anatomy.tissue, (GREY, WHITE))
         deep_enough = parenchyma & (np.sqrt((anatomy.brain_coords**2).sum(0)) < 0.75)
-        lesions = draw_lesions(rng, deep_enough, spacing_mm, radius_range_mm=(9.0, 20.0), core_range=(1.6, 2.0),
-                               halo_range=(1.3, 1.5))
+        lesions = draw_lesions(
+            rng, deep_enough, spacing_mm, radius_range_mm=(9.0, 20.0), core_range=(1.6, 2.0), halo_range=(1.3, 1.5)
+        )
         clean, lesion = apply_lesions(clean, parenchyma, lesions, spacing_mm)
-    image = acquire(clean, anatomy.head, params.bias_coefficients, params.noise_sigma, params.noise_real, params.noise_imag)
+    image = acquire(
+        clean, anatomy.head, params.bias_coefficients, params.noise_sigma, params.noise_real, params.noise_imag
+    )
     return PhantomCase(case_id, image, anatomy.brain, lesion, grid_affine(shape, spacing_mm), spacing_mm)

@@ -42,8 +42,9 @@ class ChestParams:
     noise: np.ndarray
 
 
-def draw_chest_params(rng: np.random.Generator, shape: tuple[int, int] = CHEST_SHAPE,
-                      spacing_mm: float = CHEST_SPACING_MM) -> ChestParams:
+def draw_chest_params(
+    rng: np.random.Generator, shape: tuple[int, int] = CHEST_SHAPE, spacing_mm: float = CHEST_SPACING_MM
+) -> ChestParams:
     """Draw one adult chest: thorax about 300 mm wide in a ~350 mm field of view."""
     shape = tuple(int(n) for n in shape)
     scale = float(np.clip(rng.normal(1.0, 0.05), 0.88, 1.12))
@@ -96,8 +97,9 @@ def render_chest_anatomy(params: ChestParams) -> ChestAnatomy:
 
     # Torso: a wide body narrowing into the neck above the shoulders.
     shoulder_row = -120.0
-    torso_width = np.where(row < shoulder_row, 55.0 + 0.9 * (row - shoulder_row + 60).clip(0, None),
-                           params.torso_half_width_mm)
+    torso_width = np.where(
+        row < shoulder_row, 55.0 + 0.9 * (row - shoulder_row + 60).clip(0, None), params.torso_half_width_mm
+    )
     body = np.abs(col) * wobble <= torso_width
     clean = np.where(body, a["soft"], 0.03).astype(np.float32)
 
@@ -119,7 +121,9 @@ def render_chest_anatomy(params: ChestParams) -> ChestAnatomy:
     # Mediastinum and heart (bulging to the patient's left, i.e. positive columns).
     mediastinum = (np.abs(col) <= params.lung_gap_mm + 8.0) & (row > top - 10)
     heart_centre = (top + 0.75 * params.lung_height_mm, 0.3 * params.heart_radius_mm)
-    heart = ((row - heart_centre[0]) / (0.85 * params.heart_radius_mm)) ** 2 + ((col - heart_centre[1]) / params.heart_radius_mm) ** 2 <= 1.0
+    heart = ((row - heart_centre[0]) / (0.85 * params.heart_radius_mm)) ** 2 + (
+        (col - heart_centre[1]) / params.heart_radius_mm
+    ) ** 2 <= 1.0
     below_diaphragm = row > top + params.lung_height_mm
     clean = np.where((mediastinum | heart | below_diaphragm) & body, a["mediastinum"], clean)
 
@@ -132,15 +136,27 @@ def render_chest_anatomy(params: ChestParams) -> ChestAnatomy:
         lateral = np.clip(side * col, 0.0, None)
         rib_row = row - 0.004 * lateral**2 - 0.3 * lateral  # ribs slope downwards laterally
         phase = (rib_row - top) / params.rib_spacing_mm + params.rib_phase
-        rib_profile = np.clip(1.0 - np.abs(phase - np.round(phase)) * params.rib_spacing_mm / (params.rib_thickness_mm / 2), 0.0, 1.0)
-        bones += rib_profile * ((lateral > 10.0) & (lateral < params.lung_gap_mm + 2.1 * params.lung_half_width_mm) & (row > top - 15) & (row < top + params.lung_height_mm))
+        rib_profile = np.clip(
+            1.0 - np.abs(phase - np.round(phase)) * params.rib_spacing_mm / (params.rib_thickness_mm / 2), 0.0, 1.0
+        )
+        bones += rib_profile * (
+            (lateral > 10.0)
+            & (lateral < params.lung_gap_mm + 2.1 * params.lung_half_width_mm)
+            & (row > top - 15)
+            & (row < top + params.lung_height_mm)
+        )
     clean = clean + a["bone"] * np.clip(bones, 0.0, 1.0) * body
     clean = ndimage.gaussian_filter(clean, 0.6)
     return ChestAnatomy(clean=np.clip(clean, 0.0, 1.0).astype(np.float32), lungs=lungs, body=body)
 
 
-def make_chest_case(seed: int, case_id: str, with_lesions: bool, shape: tuple[int, int] = CHEST_SHAPE,
-                    spacing_mm: float = CHEST_SPACING_MM) -> PhantomCase:
+def make_chest_case(
+    seed: int,
+    case_id: str,
+    with_lesions: bool,
+    shape: tuple[int, int] = CHEST_SHAPE,
+    spacing_mm: float = CHEST_SPACING_MM,
+) -> PhantomCase:
     """One chest image in [0, 1]; with opacities in the lungs when `with_lesions` (deterministic)."""
     rng = case_generator(seed, case_id)
     params = draw_chest_params(rng, shape, spacing_mm)
@@ -148,8 +164,9 @@ def make_chest_case(seed: int, case_id: str, with_lesions: bool, shape: tuple[in
     clean, lesion = anatomy.clean, None
     if with_lesions:
         inner_lungs = ndimage.binary_erosion(anatomy.lungs, iterations=2) if anatomy.lungs.sum() > 50 else anatomy.lungs
-        lesions = draw_lesions(rng, inner_lungs, spacing_mm, radius_range_mm=(12.0, 30.0), core_range=(0.55, 0.7),
-                               halo_range=(0.38, 0.48))
+        lesions = draw_lesions(
+            rng, inner_lungs, spacing_mm, radius_range_mm=(12.0, 30.0), core_range=(0.55, 0.7), halo_range=(0.38, 0.48)
+        )
         clean, lesion = apply_lesions(clean, anatomy.lungs, lesions, spacing_mm)
     exposed = np.clip(clean * bias_field(params.bias_coefficients, clean.shape), 0.0, 1.0) ** params.gamma
     image = np.clip(exposed + params.noise_sigma * params.noise, 0.0, 1.0).astype(np.float32)

@@ -52,7 +52,9 @@ class Cohort:
     test_ids: tuple[str, ...]
 
 
-def make_case(kind: str, seed: int, case_id: str, with_lesions: bool, shape: tuple[int, ...] | None = None) -> PhantomCase:
+def make_case(
+    kind: str, seed: int, case_id: str, with_lesions: bool, shape: tuple[int, ...] | None = None
+) -> PhantomCase:
     """A brain (`kind="brain"`) or chest (`kind="cxr"`) case on `shape` (default: the demo grid)."""
     if kind == "brain":
         return make_brain_case(seed, case_id, with_lesions, tuple(shape or BRAIN_SHAPE))
@@ -64,8 +66,10 @@ def make_case(kind: str, seed: int, case_id: str, with_lesions: bool, shape: tup
 def case_files(case: PhantomCase) -> dict[str, bytes]:
     """The files of one case folder: file name -> bytes (NIfTI for volumes, PNG for images)."""
     if case.image.ndim == 3:
-        files = {BRAIN_IMAGE_FILE: nifti_bytes(case.image, case.affine),
-                 BRAIN_MASK_FILE: nifti_bytes(case.foreground.astype(np.uint8), case.affine)}
+        files = {
+            BRAIN_IMAGE_FILE: nifti_bytes(case.image, case.affine),
+            BRAIN_MASK_FILE: nifti_bytes(case.foreground.astype(np.uint8), case.affine),
+        }
         if case.lesion is not None:
             files[LESION_FILE] = nifti_bytes(case.lesion, case.affine)
         return files
@@ -77,7 +81,9 @@ def case_files(case: PhantomCase) -> dict[str, bytes]:
 
 def cohort_case_files(kind: str, group: str) -> tuple[str, ...]:
     """The file names `case_files` writes for a case of `kind` ("brain"/"cxr") in `group`."""
-    names = (BRAIN_IMAGE_FILE, BRAIN_MASK_FILE, LESION_FILE) if kind == "brain" else (CHEST_IMAGE_FILE, CHEST_LESION_FILE)
+    names = (
+        (BRAIN_IMAGE_FILE, BRAIN_MASK_FILE, LESION_FILE) if kind == "brain" else (CHEST_IMAGE_FILE, CHEST_LESION_FILE)
+    )
     return names if group == "test" else names[:-1]
 
 
@@ -85,12 +91,15 @@ def cohort_case_ids(kind: str, num_healthy: int, num_test: int) -> dict[str, lis
     """The case ids of a cohort by group: `{"healthy": [...], "test": [...]}`."""
     if num_healthy < 1 or num_test < 0:
         raise ValueError(f"need at least one healthy case and no negative counts, got {num_healthy} and {num_test}")
-    return {"healthy": [f"{kind}-healthy-{i:03d}" for i in range(num_healthy)],
-            "test": [f"{kind}-test-{i:03d}" for i in range(num_test)]}
+    return {
+        "healthy": [f"{kind}-healthy-{i:03d}" for i in range(num_healthy)],
+        "test": [f"{kind}-test-{i:03d}" for i in range(num_test)],
+    }
 
 
-def write_cohort_case(dst_uri: str, group: str, case_id: str, kind: str, seed: int,
-                      shape: tuple[int, ...] | None = None) -> str:
+def write_cohort_case(
+    dst_uri: str, group: str, case_id: str, kind: str, seed: int, shape: tuple[int, ...] | None = None
+) -> str:
     """Generate one case of a cohort and write its folder `DST/group/case_id/`; returns that URI.
 
     Cases of the `test` group carry lesions; `healthy` ones do not. A case is generated from its
@@ -110,8 +119,14 @@ def write_cohort_case(dst_uri: str, group: str, case_id: str, kind: str, seed: i
     return folder
 
 
-def write_cohort(dst_uri: str, kind: str = "brain", num_healthy: int = 20, num_test: int = 6, seed: int = 0,
-                 shape: tuple[int, ...] | None = None) -> Cohort:
+def write_cohort(
+    dst_uri: str,
+    kind: str = "brain",
+    num_healthy: int = 20,
+    num_test: int = 6,
+    seed: int = 0,
+    shape: tuple[int, ...] | None = None,
+) -> Cohort:
     """Generate and write a cohort under `dst_uri` (local folder or s3://), one case after another:
 
         DST/healthy/<kind>-healthy-NNN/{flair.nii.gz, brainmask.nii.gz}      (cxr: image.png)
@@ -131,5 +146,10 @@ def cohort_at(dst_uri: str, kind: str, groups: dict[str, list[str]]) -> Cohort:
     """The `Cohort` record of cases written under `dst_uri`."""
     from lightwork.data import storage
 
-    return Cohort(kind, storage.join(dst_uri, "healthy"), storage.join(dst_uri, "test"),
-                  tuple(groups["healthy"]), tuple(groups["test"]))
+    return Cohort(
+        kind,
+        storage.join(dst_uri, "healthy"),
+        storage.join(dst_uri, "test"),
+        tuple(groups["healthy"]),
+        tuple(groups["test"]),
+    )

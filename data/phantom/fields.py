@@ -7,7 +7,9 @@ import numpy as np
 from scipy import ndimage
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: float | tuple[float, ...]) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: float | tuple[float, ...]
+) -> np.ndarray:
     """Gaussian-smoothed white noise rescaled to zero mean and unit std, float32 `shape`."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma_voxels, mode="wrap")
     field -= field.mean()

@@ -30,8 +30,15 @@ class LesionParams:
     texture_field: np.ndarray
 
 
-def draw_lesions(rng: np.random.Generator, eligible: np.ndarray, spacing_mm: float, radius_range_mm: tuple[float, float],
-                 core_range: tuple[float, float], halo_range: tuple[float, float], max_lesions: int = 2) -> list[LesionParams]:
+def draw_lesions(
+    rng: np.random.Generator,
+    eligible: np.ndarray,
+    spacing_mm: float,
+    radius_range_mm: tuple[float, float],
+    core_range: tuple[float, float],
+    halo_range: tuple[float, float],
+    max_lesions: int = 2,
+) -> list[LesionParams]:
     """Draw 1..max_lesions lesions centred on voxels of `eligible` (bool [*S]).
 
     Raises ValueError when `eligible` is empty (nowhere to put a lesion).
@@ -46,22 +53,26 @@ def draw_lesions(rng: np.random.Generator, eligible: np.ndarray, spacing_mm: flo
     for _ in range(count):
         index = candidates[rng.integers(len(candidates))]
         radius = float(rng.uniform(*radius_range_mm))
-        lesions.append(LesionParams(
-            centre_mm=(index - centre_offset) * spacing_mm,
-            radius_mm=radius,
-            irregularity=float(rng.uniform(0.35, 0.6)),
-            core_intensity=float(rng.uniform(*core_range)),
-            core_texture=float(rng.uniform(0.05, 0.12)),
-            halo_width_mm=float(rng.uniform(0.4, 0.8) * radius),
-            halo_intensity=float(rng.uniform(*halo_range)),
-            shape_field=smooth_noise(rng, shape, max(1.0, 0.35 * radius / spacing_mm)),
-            halo_field=smooth_noise(rng, shape, max(1.0, 0.5 * radius / spacing_mm)),
-            texture_field=smooth_noise(rng, shape, 0.8),
-        ))
+        lesions.append(
+            LesionParams(
+                centre_mm=(index - centre_offset) * spacing_mm,
+                radius_mm=radius,
+                irregularity=float(rng.uniform(0.35, 0.6)),
+                core_intensity=float(rng.uniform(*core_range)),
+                core_texture=float(rng.uniform(0.05, 0.12)),
+                halo_width_mm=float(rng.uniform(0.4, 0.8) * radius),
+                halo_intensity=float(rng.uniform(*halo_range)),
+                shape_field=smooth_noise(rng, shape, max(1.0, 0.35 * radius / spacing_mm)),
+                halo_field=smooth_noise(rng, shape, max(1.0, 0.5 * radius / spacing_mm)),
+                texture_field=smooth_noise(rng, shape, 0.8),
+            )
+        )
     return lesions
 
 
-def apply_lesions(clean: np.ndarray, allowed: np.ndarray, lesions: list[LesionParams], spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def apply_lesions(
+    clean: np.ndarray, allowed: np.ndarray, lesions: list[LesionParams], spacing_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Paint lesions into noise-free intensities (before bias and noise, so they share both).
 
     Args:
@@ -83,11 +94,19 @@ def apply_lesions(clean: np.ndarray, allowed: np.ndarray, lesions: list[LesionPa
         core_weight = np.clip((field - 0.25) / 0.2, 0.0, 1.0) * allowed
         core = core_weight > 0.5
         if not core.any():  # a lesion drawn where its blob vanished: keep its centre voxel
-            centre = tuple(np.clip(np.round(lesion.centre_mm / spacing_mm + (np.array(clean.shape) - 1) / 2).astype(int), 0, np.array(clean.shape) - 1))
+            centre = tuple(
+                np.clip(
+                    np.round(lesion.centre_mm / spacing_mm + (np.array(clean.shape) - 1) / 2).astype(int),
+                    0,
+                    np.array(clean.shape) - 1,
+                )
+            )
             core[centre] = allowed[centre]
             core_weight = core.astype(np.float32)
         gap_mm = ndimage.distance_transform_edt(~core) * spacing_mm
-        halo_weight = np.exp(-((gap_mm / lesion.halo_width_mm) ** 2)) * np.clip(0.75 + 0.35 * lesion.halo_field, 0.0, 1.0)
+        halo_weight = np.exp(-((gap_mm / lesion.halo_width_mm) ** 2)) * np.clip(
+            0.75 + 0.35 * lesion.halo_field, 0.0, 1.0
+        )
         halo_weight = np.where(core, 0.0, halo_weight) * allowed
         halo_level = np.maximum(out, lesion.halo_intensity)
         out = out * (1.0 - halo_weight) + halo_level * halo_weight
