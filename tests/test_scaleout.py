@@ -26,7 +26,8 @@ from lightwork.data.noise import write_noise_dataset
 from lightwork.distributed.local_cluster import AutoscalingCluster, alive_nodes, free_port, list_state
 from lightwork.training import runs
 
-pytestmark = pytest.mark.slow
+# Minutes each on 2 cores (a cluster of several raylets, Tune and Train on it): opt-in with `-m scale`.
+pytestmark = [pytest.mark.slow, pytest.mark.scale]
 LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
 TRAIN_TIMEOUT_S = 900
 
@@ -184,7 +185,6 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         cluster.shutdown()
 
 
-@pytest.mark.scale
 def test_thirty_trials_queue_on_a_small_fixed_cluster_and_all_finish(ray_session, tmp_path):
     """The whole ablation (--split all: 5 + 10 + 10 + 5 models) on the suite's 8-CPU cluster, at
     most 4 at once. Long (about 10 minutes on 2 cores): run with `-m scale`."""
