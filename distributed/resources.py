@@ -19,8 +19,8 @@ autoscaler runs, and the node types it reports to the GCS where it does. Ray 2.6
 not report them, so what the cluster can add is asked of the autoscaler itself (`autoscaler_can_add`,
 autoscaler v2 as KubeRay and `lightwork.distributed.local_cluster` run it): a cluster resource
 constraint of one bundle, which the autoscaler either reports infeasible or starts a node for.
-With autoscaler v1 nothing can be asked: a declared bundle is trusted, and GPUs are used only where
-they are alive or declared. Nothing here starts a task.
+Autoscaler v1 can be neither asked nor told from a plain head (every head runs its monitor), so a
+v1 cluster is planned as it stands (declare `max_concurrent_trials` there). Nothing here starts a task.
 
 Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the actors
 
@@ -86,8 +86,8 @@ class NodeType:
 
 @dataclass(frozen=True)
 class ClusterShape:
-    """The nodes a run can use: alive now, whether an autoscaler runs ("v1", "v2" or None), and the
-    node types it may add where it reports them (else ())."""
+    """The nodes a run can use: alive now, whether an autoscaler that can be asked runs ("v2" or
+    None), and the node types it may add where it reports them (else ())."""
 
     alive: tuple[NodeType, ...]
     node_types: tuple[NodeType, ...] = ()
@@ -313,12 +313,10 @@ def cluster_shape() -> ClusterShape:
     nodes = tuple(NodeType(f"alive{index}", dict(key), count) for index, (key, count) in enumerate(alive.items()))
     gcs = global_worker.gcs_client
     namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()
-    if gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) == b"1":
-        autoscaler = "v2"
-    elif gcs.internal_kv_get(ray._private.ray_constants.DEBUG_AUTOSCALING_STATUS.encode(), namespace=None):
-        autoscaler = "v1"
-    else:
-        autoscaler = None
+    # Every head runs a v1 monitor, autoscaling or not, and nothing tells the two apart: only an
+    # autoscaler v2 counts (it can be asked what it can add); a v1 cluster is planned as it stands.
+    v2 = gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) == b"1"
+    autoscaler = "v2" if v2 else None
     return ClusterShape(nodes, _node_types_from_config(state.get_cluster_config()), autoscaler)
 
 

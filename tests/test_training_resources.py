@@ -103,7 +103,10 @@ def test_an_autoscaler_that_does_not_report_node_types_is_asked():
     assert cpu_only.gpus_per_worker == 0
     with pytest.raises(ValueError, match="resources.gpus_per_worker"):
         plan_trials(5, resources("gpus_per_worker=1"), HEAD_ONLY_V2, can_add=lambda bundle: "GPU" not in bundle)
-    # Autoscaler v1 cannot be asked: a declared bundle is trusted, GPUs are not assumed.
-    v1 = ClusterShape(alive=HEAD_ONLY_V2.alive, autoscaler="v1")
-    assert plan_trials(5, resources(), v1).gpus_per_worker == 0
-    assert plan_trials(5, resources("gpus_per_worker=1"), v1).gpus_per_worker == 1
+    # The same head with no autoscaler to ask (or autoscaler v1): planned as it stands.
+    fixed_head = ClusterShape(alive=HEAD_ONLY_V2.alive)
+    small = ("cpus_per_worker=0.5", "data_cpus_per_trial=0.5")
+    plan = plan_trials(5, resources(*small), fixed_head)
+    assert plan.gpus_per_worker == 0 and not plan.autoscaling and plan.max_concurrent_trials == 1
+    with pytest.raises(ValueError, match="resources.gpus_per_worker"):
+        plan_trials(5, resources(*small, "gpus_per_worker=1"), fixed_head)
