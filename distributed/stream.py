@@ -57,8 +57,7 @@ from lightwork.config import RunConfig, TrainSection
 from lightwork.data import manifest
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.distributed.resources import READ_CPUS, SynthesisPool, cluster_shape, plan_synthesis, plan_trials
-from lightwork.training.folds import FoldPlan
-from lightwork.training.schedule import steps_per_epoch
+from lightwork.training.folds import FoldPlan, steps_per_epoch
 
 log = logging.getLogger(__name__)
 

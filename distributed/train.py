@@ -41,9 +41,8 @@ from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
-from lightwork.training.folds import FoldPlan, parse_splits, plan_split
+from lightwork.training.folds import FoldPlan, parse_splits, plan_split, steps_per_epoch
 from lightwork.training.loop import EpochResult, FoldTrainer
-from lightwork.training.schedule import steps_per_epoch
 
 TRAINER_STATE_FILE = "trainer.pt"
 HISTORY_FILE = "history.json"

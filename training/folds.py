@@ -96,3 +96,8 @@ def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[Fol
                 train_folds, val_folds = val_folds, train_folds
         plans.append(FoldPlan(split, index, train_tasks, val_tasks, train_folds, val_folds))
     return plans
+
+
+def steps_per_epoch(train_cases: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over `train_cases` training cases: one pass in full batches (at least 1)."""
+    return max(1, train_cases // batch_size)

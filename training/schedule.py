@@ -23,11 +23,6 @@ def lr_factor(
     return max(decay_factor ** ((step - warmup_steps) / decay_steps), floor)
 
 
-def steps_per_epoch(train_cases: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch over `train_cases` training cases: one pass in full batches (at least 1)."""
-    return max(1, train_cases // batch_size)
-
-
 def make_scheduler(optimizer: torch.optim.Optimizer, **schedule) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR applying `lr_factor(step, **schedule)`; call `.step()` after each optimizer step."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, **schedule))
