@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,17 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from lightwork.distributed.local_cluster import free_port
 from lightwork.training import runs
 
 REPO = Path(__file__).resolve().parents[1]
 # The Ray CLI through this interpreter: a copied virtualenv's `ray` script may name another Python.
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def session_processes(session_id: int) -> list[int]:
