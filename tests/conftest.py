@@ -27,8 +27,8 @@ def shared_data(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session(s3_server):
-    """A local Ray cluster shared by the whole test session.
+def ray_context(s3_server):
+    """A local Ray cluster shared by the whole test session; yields `ray.init`'s RayContext.
 
     It starts after the S3 endpoint, so that its processes hold the AWS variables in their own
     environment, as a cluster's processes do on pods with `envFrom` (lightwork never passes
@@ -39,9 +39,24 @@ def ray_session(s3_server):
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    ray.init(num_cpus=8, include_dashboard=True, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
+    context = ray.init(num_cpus=8, include_dashboard=True, log_to_driver=False, ignore_reinit_error=True)
+    yield context
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_context):
+    """The `ray` module, connected to the session's cluster (see `ray_context`)."""
+    import ray
+
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_dashboard(ray_context) -> str:
+    """The session cluster's dashboard URL, for Ray's state API (named: another Ray may run on the
+    machine, and the state API's own discovery then refuses to choose)."""
+    return f"http://{ray_context.dashboard_url}"
 
 
 def _free_port() -> int:

@@ -5,19 +5,15 @@ identical re-run resumed. Ray is started by the job itself (not the session fixt
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lightwork.cli import main
-from lightwork.data import manifest
-from lightwork.data.cases import PreparedCase, save_case
-from lightwork.data.phantom import smooth_noise
+from lightwork.data.noise import write_noise_dataset
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
@@ -41,38 +37,6 @@ SETTINGS = [
 ]
 
 
-def write_prepared(root, shape=(24, 24), count=10) -> None:
-    """`count` smooth-noise cases prepared as by the cxr recipe, with their manifest, under `root`."""
-    rng = np.random.default_rng(0)
-    ids = [f"case{i:02d}" for i in range(count)]
-    folds = manifest.contiguous_folds(ids)
-    foreground = np.zeros(shape, bool)
-    foreground[2:-2, 2:-2] = True
-    rows = []
-    for case_id in ids:
-        uri = str(root / "cases" / f"{case_id}.npz")
-        save_case(uri, PreparedCase(case_id, (smooth_noise(rng, shape, 2.0) * 0.2 + 1.0)[None], foreground))
-        rows.append(
-            {
-                "case_id": case_id,
-                "source_uri": f"/raw/{case_id}.png",
-                "array_uri": uri,
-                "checksum": case_id,
-                "shape": list(shape),
-                "spacing": [1.0, 1.0],
-                "recipe": "cxr",
-                "recipe_version": "1",
-                "recipe_options": json.dumps({"size": shape[0]}),
-                "fold": folds[case_id],
-                "has_lesion": False,
-                "image_label": 0,
-                "status": "ok",
-                "error": None,
-            }
-        )
-    manifest.write_manifest(str(root), rows)
-
-
 TIMINGS = {"epoch_seconds", "data_wait_share"}  # wall-clock measurements in a fold's history
 
 
@@ -81,7 +45,7 @@ def deterministic(history: list[dict]) -> list[dict]:
 
 
 def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_record(tmp_path, monkeypatch, capsys):
-    write_prepared(tmp_path / "prep" / "tiny2d")
+    write_noise_dataset(tmp_path / "prep" / "tiny2d", recipe_options={"size": 24})
     # The README's form, through the console script, in the data's folder: relative --data and
     # --storage (the trial drivers run in another working directory), Ray started by the job.
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}

@@ -12,8 +12,8 @@ import numpy as np
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import load_config
 from lightwork.data import manifest
-from lightwork.data.cases import PreparedCase, load_case, save_case
-from lightwork.data.phantom import smooth_noise
+from lightwork.data.cases import load_case
+from lightwork.data.noise import write_noise_dataset
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.distributed.resources import plan_synthesis
 from lightwork.distributed.stream import (
@@ -32,37 +32,6 @@ from lightwork.training.folds import plan_split
 IMAGE_COLUMNS = {"image", "label"}
 
 
-def write_cases(root: str, shape, count=10, channels=1, seed=0) -> str:
-    """`count` smooth noise cases (foreground: all but a 2-voxel border) and their manifest at `root`."""
-    rng = np.random.default_rng(seed)
-    ids = [f"case{i:02d}" for i in range(count)]
-    folds = manifest.contiguous_folds(ids)
-    foreground = np.zeros(shape, bool)
-    foreground[tuple(slice(2, -2) for _ in shape)] = True
-    rows = []
-    for case_id in ids:
-        image = np.stack([smooth_noise(rng, shape, 2.0) for _ in range(channels)]) * 0.2 + 1.0
-        uri = f"{root}/{case_id}.npz"
-        save_case(uri, PreparedCase(case_id, image.astype(np.float32), foreground))
-        rows.append(
-            {
-                "case_id": case_id,
-                "source_uri": uri,
-                "array_uri": uri,
-                "checksum": case_id,
-                "shape": list(shape),
-                "spacing": [1.0] * len(shape),
-                "recipe": "test",
-                "recipe_version": "1",
-                "fold": folds[case_id],
-                "has_lesion": False,
-                "status": "ok",
-                "error": None,
-            }
-        )
-    return manifest.write_manifest(root, rows)
-
-
 def config_for(data: str, *overrides):
     return load_config(preset="tiny", overrides=[f"data.manifest={data}", *overrides])
 
@@ -76,7 +45,7 @@ def fold_of(case_id: str) -> int:
 
 
 def test_rows_follow_the_plan(ray_session, tmp_path):
-    data = write_cases(str(tmp_path / "data"), (16, 16, 16))
+    data = write_noise_dataset(str(tmp_path / "data"), (16, 16, 16))
     config = config_for(data, "data.val_per_case=2", "train.max_epochs=2", "train.batch_size=2")
     plan = plan_of("2/3", 0)  # trains with tasks 0, 1, validates with 2, 3, 4; the image sets swap (3 folds > 2)
     assert plan.train_tasks == (0, 1) and plan.train_folds == (2, 3, 4) and plan.val_folds == (0, 1)
@@ -122,7 +91,7 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
 
 
 def test_same_rows_whatever_the_number_of_actors(ray_session, tmp_path):
-    data = write_cases(str(tmp_path / "data"), (32, 32), channels=3)
+    data = write_noise_dataset(str(tmp_path / "data"), (32, 32), channels=3)
     config = config_for(data, "train.max_epochs=3", "train.batch_size=2")
     plan = plan_of("3/2", 3)  # tasks 0, 2, 3 on folds 0, 2, 3
 
@@ -141,8 +110,8 @@ def test_same_rows_whatever_the_number_of_actors(ray_session, tmp_path):
 
 
 def test_cases_on_s3_give_the_local_rows(ray_session, s3_server, tmp_path):
-    local = write_cases(str(tmp_path / "data"), (24, 24))
-    remote = write_cases(f"s3://{s3_server['bucket']}/stream-cases", (24, 24))
+    local = write_noise_dataset(str(tmp_path / "data"), (24, 24))
+    remote = write_noise_dataset(f"s3://{s3_server['bucket']}/stream-cases", (24, 24))
     plan = plan_of("1/4", 3)
 
     def rows(data):
@@ -157,7 +126,7 @@ def test_cases_on_s3_give_the_local_rows(ray_session, s3_server, tmp_path):
 
 
 def test_a_corrupt_case_is_skipped_counted_and_logged(ray_session, tmp_path, caplog):
-    data = write_cases(str(tmp_path / "data"), (16, 16))
+    data = write_noise_dataset(str(tmp_path / "data"), (16, 16))
     bad = tmp_path / "data" / "case03.npz"
     bad.write_bytes(bad.read_bytes()[:300])  # truncated
     plan = plan_of("1/4", 0)  # trains on folds 1-4 (they are the larger set), validates on fold 0
@@ -179,8 +148,8 @@ def test_a_corrupt_case_is_skipped_counted_and_logged(ray_session, tmp_path, cap
 
 
 def test_inter_blend_reads_the_external_dataset(tmp_path):
-    write_cases(str(tmp_path / "data"), (24, 24), count=5)
-    external = write_cases(str(tmp_path / "external"), (40, 40), count=3, seed=9)
+    write_noise_dataset(str(tmp_path / "data"), (24, 24), count=5)
+    external = write_noise_dataset(str(tmp_path / "external"), (40, 40), count=3, seed=9)
     synthesise = BatchSynthesiser(
         0,
         (1,),
@@ -226,7 +195,7 @@ def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
 def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_session, tmp_path):
     """One item block cannot feed two actors: the pool shrinks to the blocks (Ray Data would start
     an actor that never gets a task, and warn that it 'only received 1 input(s)')."""
-    data = write_cases(str(tmp_path / "data"), (16, 16), count=2)
+    data = write_noise_dataset(str(tmp_path / "data"), (16, 16), count=2)
     cases = [(row["case_id"], row["array_uri"]) for row in manifest.read_manifest(data)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -257,7 +226,7 @@ def test_stream_processes_load_without_torch():
 
 def test_training_and_validation_use_healthy_cases_only(ray_session, tmp_path):
     """A case with a lesion mask or labelled anomalous (e.g. a PNEUMONIA folder) never reaches a model."""
-    data = write_cases(str(tmp_path / "data"), (16, 16))
+    data = write_noise_dataset(str(tmp_path / "data"), (16, 16))
     rows = manifest.read_manifest(data)
     rows[5]["has_lesion"], rows[7]["image_label"], rows[8]["image_label"] = True, 1, 0
     data = manifest.write_manifest(str(tmp_path / "data"), rows)

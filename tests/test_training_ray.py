@@ -12,54 +12,21 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 
 from lightwork.config import load_config
-from lightwork.data import manifest, storage
-from lightwork.data.cases import PreparedCase, save_case
-from lightwork.data.phantom import smooth_noise
+from lightwork.data import storage
+from lightwork.data.noise import write_noise_dataset
+from lightwork.distributed.local_cluster import list_state
 from lightwork.models import load_model
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
 
 
-def write_dataset(root, shape, count=10):
-    """`count` smooth noise cases of spatial `shape` (foreground: all but a 2-voxel border) written
-    as prepared cases + manifest, for the real synthesis stream."""
-    rng = np.random.default_rng(0)
-    rows = []
-    ids = [f"case{i:02d}" for i in range(count)]
-    folds = manifest.contiguous_folds(ids)
-    foreground = np.zeros(shape, bool)
-    foreground[tuple(slice(2, -2) for _ in shape)] = True
-    for case_id in ids:
-        image = (smooth_noise(rng, shape, 2.0) * 0.2 + 1.0)[None]
-        uri = str(root / f"{case_id}.npz")
-        save_case(uri, PreparedCase(case_id, image, foreground))
-        rows.append(
-            {
-                "case_id": case_id,
-                "source_uri": uri,
-                "array_uri": uri,
-                "checksum": case_id,
-                "shape": list(shape),
-                "spacing": [1.0] * len(shape),
-                "recipe": "test",
-                "recipe_version": "1",
-                "fold": folds[case_id],
-                "has_lesion": False,
-                "status": "ok",
-                "error": None,
-            }
-        )
-    return manifest.write_manifest(str(root), rows)
-
-
 def run_config(tmp_path, shape, name, storage_path, **train):
-    data = write_dataset(tmp_path / "data", shape)
+    data = write_noise_dataset(tmp_path / "data", shape, recipe="test")
     dims = len(shape)
     overrides = [
         f"name={name}",
@@ -80,14 +47,13 @@ def run_config(tmp_path, shape, name, storage_path, **train):
     return load_config(preset="tiny", overrides=overrides)
 
 
-def _kill_first_worker_after_report(run_uri, killed: list, stop: threading.Event):
-    """Once any fold has reported a checkpoint, SIGKILL one live Ray Train worker process."""
-    from ray.util.state import list_actors
-
+def _kill_first_worker_after_report(run_uri, dashboard: str, killed: list, stop: threading.Event):
+    """Once any fold has reported a checkpoint, SIGKILL one live Ray Train worker process of the
+    cluster whose dashboard is at `dashboard` (named: another Ray may run on the machine)."""
     filesystem, run_path = storage.filesystem(run_uri)
     while not stop.is_set():
         if filesystem.glob(f"{run_path}/*/checkpoint_*"):
-            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            workers = list_state(dashboard, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             if workers:
                 os.kill(workers[0]["pid"], signal.SIGKILL)
                 killed.append(workers[0]["pid"])
@@ -96,7 +62,9 @@ def _kill_first_worker_after_report(run_uri, killed: list, stop: threading.Event
         filesystem.invalidate_cache()
 
 
-def test_split_2d_on_s3_survives_killed_worker_and_resumes(ray_session, s3_server, tmp_path, check_fold_records):
+def test_split_2d_on_s3_survives_killed_worker_and_resumes(
+    ray_session, ray_dashboard, s3_server, tmp_path, check_fold_records
+):
     """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint;
     then a run interrupted before one fold finished is resumed."""
     from lightwork.distributed.train import train_splits
@@ -104,7 +72,9 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(ray_session, s3_serve
     config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=3)
     run = runs.run_uri(config.storage_path, config.name)
     killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_first_worker_after_report, args=(run, killed, stop), daemon=True)
+    killer = threading.Thread(
+        target=_kill_first_worker_after_report, args=(run, ray_dashboard, killed, stop), daemon=True
+    )
     killer.start()
     try:
         records = train_splits(config, "4/1")
