@@ -6,13 +6,15 @@ instance with `num_cpus` logical CPUs. Console: unless `verbose`, the output of 
 actor processes (core_worker warnings about restarted actors, Ray Data's per-dataset logging
 notices, Train's per-checkpoint lines, the trial drivers' own prints) stays in Ray's log files
 (`session_latest/logs` of Ray's temporary folder) instead of being copied to the console
-(`ray.init(log_to_driver=False)`); the driver itself prints the Tune trial table, a line per
-finished fold and the summary.
+(`ray.init(log_to_driver=False)`), and the driver's own notice that Ray turned token
+authentication on for the local instance is not printed; the driver itself prints the Tune trial
+table, a line per finished fold and the summary.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 
@@ -28,6 +30,8 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
     if ray.is_initialized():
         return False
     quiet = {} if verbose else {"log_to_driver": False}
+    if not verbose:
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:

@@ -48,7 +48,8 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     write_noise_dataset(tmp_path / "prep" / "tiny2d", recipe_options={"size": 24})
     # The README's form, through the console script, in the data's folder: relative --data and
     # --storage (the trial drivers run in another working directory), Ray started by the job.
-    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    # A user's shell: no RAY_ADDRESS, and Ray's own default authentication mode.
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     result = subprocess.run(
         [
             LIGHTWORK,
@@ -81,7 +82,12 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     assert all(record.best_checkpoint.startswith(str(run)) for record in first)
     # Quiet: the trial table and the fold summary, none of Ray's internal chatter.
     assert "Trial status: 5 TERMINATED" in console and console.count(" done ") == 5
-    for noise in ("registers for logging while another dataset", "Checkpoint successfully created", "core_worker"):
+    for noise in (
+        "registers for logging while another dataset",
+        "Checkpoint successfully created",
+        "core_worker",
+        "Token authentication",
+    ):
         assert noise not in console
     saved = (run / "config.yaml").read_bytes()
 
