@@ -3,6 +3,7 @@ and the real data sets beside the project (skipped cleanly when absent)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -144,6 +145,63 @@ def s3_server(tmp_path_factory):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@dataclasses.dataclass(frozen=True)
+class CliRun:
+    """A tiny 2D run trained by `lightwork train` as a user runs it (see `cli_2d_run`)."""
+
+    root: Path  # the user's working directory: prep/tiny2d (the data), runs/a (the run)
+    run: Path
+    arguments: list[str]  # the train command's arguments after `lightwork`
+    returncode: int
+    console: str  # stdout + stderr
+
+
+@pytest.fixture(scope="session")
+def cli_2d_run(tmp_path_factory) -> CliRun:
+    """`lightwork train --config tiny` (2D, 1 epoch, split 1/4, seed 3) in the README's form, once per
+    session: through the console script, from the data's folder, with relative --data and
+    --storage (the trial drivers run in another working directory), and Ray started by the job in
+    a user's environment (no RAY_ADDRESS, Ray's own authentication default). The run is shared by
+    the tests of the CLI and of prediction, which only read it."""
+    from lightwork.data.noise import write_noise_dataset
+
+    root = tmp_path_factory.mktemp("cli-2d")
+    write_noise_dataset(root / "prep" / "tiny2d", recipe_options={"size": 24})
+    settings = [
+        "model.spatial_dims=2",
+        "model.features=[4,8]",
+        "train.max_epochs=1",
+        "train.val_batch_size=4",
+        "resources.cpus_per_worker=0.5",
+        "resources.data_cpus_per_trial=0.5",
+        "resources.max_concurrent_trials=5",
+    ]
+    arguments = [
+        "train",
+        "--config",
+        "tiny",
+        "--data",
+        "prep/tiny2d",
+        "--storage",
+        "runs",
+        "--name",
+        "a",
+        "--seed",
+        "3",
+        *[item for setting in settings for item in ("--set", setting)],
+    ]
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("lightwork")), *arguments, "--num-cpus", "8"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    return CliRun(root, root / "runs" / "a", arguments, result.returncode, result.stdout + result.stderr)
 
 
 def _check_fold_records(records, epochs: int, folds: int = 5) -> None:

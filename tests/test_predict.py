@@ -1,5 +1,6 @@
-"""`lightwork predict` and `lightwork export` with real fold models: one tiny 3D run and one tiny 2D
-run per module, trained through the real path (prepare_case -> manifest -> train_splits on Ray).
+"""`lightwork predict` and `lightwork export` with real fold models: one tiny 3D run per module,
+trained through the real path (prepare_case -> manifest -> train_splits on Ray), and the session's
+tiny 2D run of `lightwork train` (cli_2d_run).
 
 Geometry: the maps of a NIfTI (oblique, LPS and RAS) and of a pydicom-written DICOM series in
 shuffled file order have the input's exact shape and affine; where the tiny models are too weak to
@@ -76,8 +77,8 @@ def oblique_affine(codes: str) -> np.ndarray:
     return affine
 
 
-def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: list[tuple[str, bytes]], dims: int):
-    """Prepare `images` (file name, bytes) with the recipe, train split 1/4 with the tiny config."""
+def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: list[tuple[str, bytes]]):
+    """Prepare 3D `images` (file name, bytes) with the recipe, train split 1/4 with the tiny config."""
     from lightwork.distributed.train import train_splits
 
     raw, prepared = tmp / f"{name}-raw", tmp / f"{name}-prepared"
@@ -95,7 +96,7 @@ def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: l
         f"name={name}",
         f"storage_path={tmp / 'runs'}",
         f"data.manifest={data}",
-        f"model.spatial_dims={dims}",
+        "model.spatial_dims=3",
         "model.features=[4,8]",
         "train.batch_size=2",
         "train.val_batch_size=4",
@@ -123,18 +124,15 @@ def png(pixels: np.ndarray) -> bytes:
 def brain_run(tmp_path_factory, ray_session) -> str:
     """A 3D run folder: brain recipe (skull-stripped, 3 mm, 16^3), split 1/4, 5 folds, 1 epoch."""
     brains = [(f"brain{i:02d}.nii", nifti(brain_volume(i), oblique_affine("RAS"))) for i in range(10)]
-    return train_run(tmp_path_factory.mktemp("brain-run"), ray_session, "brain", "brain", BRAIN_OPTIONS, brains, 3)
+    return train_run(tmp_path_factory.mktemp("brain-run"), ray_session, "brain", "brain", BRAIN_OPTIONS, brains)
 
 
 @pytest.fixture(scope="module")
-def cxr_run(tmp_path_factory, ray_session) -> str:
-    """A 2D run folder: cxr recipe at 32x32, split 1/4, 5 folds, 1 epoch."""
-    rng = np.random.default_rng(0)
-    chests = [
-        (f"chest{i:02d}.png", png((128 + 40 * smooth_noise(rng, (32, 32), 3.0)).clip(0, 255).astype(np.uint8)))
-        for i in range(10)
-    ]
-    return train_run(tmp_path_factory.mktemp("cxr-run"), ray_session, "cxr", "cxr", {"size": 32}, chests, 2)
+def cxr_run(cli_2d_run) -> str:
+    """A 2D run folder: the session's tiny run of `lightwork train` (cxr recipe at 24x24, split
+    1/4, 5 folds, 1 epoch)."""
+    assert cli_2d_run.returncode == 0, cli_2d_run.console[-3000:]
+    return str(cli_2d_run.run)
 
 
 @pytest.fixture
