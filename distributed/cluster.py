@@ -6,9 +6,8 @@ instance with `num_cpus` logical CPUs. Console: unless `verbose`, the output of 
 actor processes (core_worker warnings about restarted actors, Ray Data's per-dataset logging
 notices, Train's per-checkpoint lines, the trial drivers' own prints) stays in Ray's log files
 (`session_latest/logs` of Ray's temporary folder) instead of being copied to the console
-(`ray.init(log_to_driver=False)`), and the driver's own notice that Ray turned token
-authentication on for the local instance is not printed; the driver itself prints the Tune trial
-table, a line per finished fold and the summary.
+(`ray.init(log_to_driver=False)`), and the driver's own notices in `QUIET_LOGGERS` are not
+printed; the driver itself prints the Tune trial table, a line per finished fold and the summary.
 """
 
 from __future__ import annotations
@@ -17,6 +16,11 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+
+# Ray's notices in the driver that tell a lightwork user nothing they can act on, off the console
+# unless --verbose: that Ray turned token authentication on for the local instance it started, and
+# Tune's "The `x` operation took 1.6 s, which may be a performance bottleneck" on a busy machine.
+QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.tune.utils.util")
 
 
 def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
@@ -31,7 +35,8 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
         return False
     quiet = {} if verbose else {"log_to_driver": False}
     if not verbose:
-        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
