@@ -21,6 +21,12 @@ from collections.abc import Iterator
 # unless --verbose: that Ray turned token authentication on for the local instance it started, and
 # Tune's "The `x` operation took 1.6 s, which may be a performance bottleneck" on a busy machine.
 QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.tune.utils.util")
+# Ray Train settings of a local instance lightwork starts (a cluster it attaches to keeps its own),
+# set in the environment its processes inherit unless the user set them: the controller polls its
+# workers every 0.5 s instead of 2 s (a fold's end, and its first report, are seen sooner: each
+# fold paid up to two 2-second waits), and no preemption watcher actor starts per fold (a
+# workstation's nodes are not preempted; on a cloud cluster Ray's default stays).
+LOCAL_TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
@@ -40,6 +46,8 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
+        for name, value in LOCAL_TRAIN_ENV.items():
+            os.environ.setdefault(name, value)
         ray.init(num_cpus=num_cpus, **quiet)
     return True
 

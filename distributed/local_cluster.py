@@ -207,7 +207,7 @@ def alive_nodes(address: str) -> list[dict]:
 
 def list_state(dashboard: str, what: str, filters: list) -> list[dict]:
     """Ray's state API (`ray.util.state.list_<what>`, detail=True) of the cluster whose dashboard
-    is at `dashboard`, as dicts."""
+    is at `dashboard` (or whose GCS address it is), as dicts."""
     from dataclasses import asdict, is_dataclass
 
     from ray.util import state

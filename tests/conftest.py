@@ -29,7 +29,7 @@ def shared_data(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_context(s3_server):
-    """A local Ray cluster shared by the whole test session; yields `ray.init`'s RayContext.
+    """A local Ray cluster shared by the whole test session; yields its runtime context.
 
     It starts after the S3 endpoint, so that its processes hold the AWS variables in their own
     environment, as a cluster's processes do on pods with `envFrom` (lightwork never passes
@@ -38,10 +38,13 @@ def ray_context(s3_server):
     """
     import ray
 
+    from lightwork.distributed.cluster import connect
+
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    context = ray.init(num_cpus=8, include_dashboard=True, log_to_driver=False, ignore_reinit_error=True)
-    yield context
+    os.environ.pop("RAY_ADDRESS", None)
+    connect(num_cpus=8)  # the local instance a user's job starts, with its Train settings
+    yield ray.get_runtime_context()
     ray.shutdown()
 
 
@@ -54,10 +57,10 @@ def ray_session(ray_context):
 
 
 @pytest.fixture(scope="session")
-def ray_dashboard(ray_context) -> str:
-    """The session cluster's dashboard URL, for Ray's state API (named: another Ray may run on the
+def ray_address(ray_context) -> str:
+    """The session cluster's GCS address, for Ray's state API (named: another Ray may run on the
     machine, and the state API's own discovery then refuses to choose)."""
-    return f"http://{ray_context.dashboard_url}"
+    return ray_context.gcs_address
 
 
 def _free_port() -> int:

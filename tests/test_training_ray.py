@@ -47,13 +47,13 @@ def run_config(tmp_path, shape, name, storage_path, **train):
     return load_config(preset="tiny", overrides=overrides)
 
 
-def _kill_first_worker_after_report(run_uri, dashboard: str, killed: list, stop: threading.Event):
+def _kill_first_worker_after_report(run_uri, address: str, killed: list, stop: threading.Event):
     """Once any fold has reported a checkpoint, SIGKILL one live Ray Train worker process of the
-    cluster whose dashboard is at `dashboard` (named: another Ray may run on the machine)."""
+    cluster whose dashboard is at `address` (named: another Ray may run on the machine)."""
     filesystem, run_path = storage.filesystem(run_uri)
     while not stop.is_set():
         if filesystem.glob(f"{run_path}/*/checkpoint_*"):
-            workers = list_state(dashboard, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            workers = list_state(address, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             if workers:
                 os.kill(workers[0]["pid"], signal.SIGKILL)
                 killed.append(workers[0]["pid"])
@@ -63,7 +63,7 @@ def _kill_first_worker_after_report(run_uri, dashboard: str, killed: list, stop:
 
 
 def test_split_2d_on_s3_survives_killed_worker_and_resumes(
-    ray_session, ray_dashboard, s3_server, tmp_path, check_fold_records
+    ray_session, ray_address, s3_server, tmp_path, check_fold_records
 ):
     """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint;
     then a run interrupted before one fold finished is resumed."""
@@ -73,7 +73,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     run = runs.run_uri(config.storage_path, config.name)
     killed, stop = [], threading.Event()
     killer = threading.Thread(
-        target=_kill_first_worker_after_report, args=(run, ray_dashboard, killed, stop), daemon=True
+        target=_kill_first_worker_after_report, args=(run, ray_address, killed, stop), daemon=True
     )
     killer.start()
     try:
