@@ -6,8 +6,9 @@ instance with `num_cpus` logical CPUs. Console: unless `verbose`, the output of 
 actor processes (core_worker warnings about restarted actors, Ray Data's per-dataset logging
 notices, Train's per-checkpoint lines, the trial drivers' own prints) stays in Ray's log files
 (`session_latest/logs` of Ray's temporary folder) instead of being copied to the console
-(`ray.init(log_to_driver=False)`), and the driver's own notices in `QUIET_LOGGERS` are not
-printed; the driver itself prints the Tune trial table, a line per finished fold and the summary.
+(`ray.init(log_to_driver=False)`), and the driver's own notices in `QUIET_LOGGERS` and Ray
+Data's console lines are not printed (Ray's log files keep them); the driver itself prints the
+Tune trial table, a line per finished fold and the summary.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
         return False
     quiet = {} if verbose else {"log_to_driver": False}
     if not verbose:
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+        _quiet_console()
     if os.environ.get("RAY_ADDRESS"):
         ray.init(**quiet)
     else:
@@ -50,6 +50,19 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
             os.environ.setdefault(name, value)
         ray.init(num_cpus=num_cpus, **quiet)
     return True
+
+
+def _quiet_console() -> None:
+    """Ray's notices off the driver's console (`QUIET_LOGGERS`), and Ray Data's console handler
+    at ERROR: its per-dataset execution lines, progress log (printed where stdout is not a
+    terminal) and resource advice still go to `logs/ray-data/ray-data.log` of Ray's session."""
+    import ray.data  # noqa: F401  (configures Ray Data's loggers)
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager

@@ -114,7 +114,8 @@ def predict_cases(
 ) -> list[dict]:
     """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
 
-    Returns the output rows (case_id, model, uri, error). Needs a connected Ray cluster.
+    Returns the output rows (case_id, model, uri, error); prints a progress line about every
+    tenth of the cases. Needs a connected Ray cluster.
     """
     gpu_fraction = actor_gpus(actors)
     dataset = ray.data.from_items(
@@ -129,7 +130,14 @@ def predict_cases(
         num_cpus=ACTOR_CPUS,
         num_gpus=gpu_fraction,
     )
-    return predicted.take_all()
+    rows, seen, step = [], set(), max(1, len(cases) // 10)
+    for row in predicted.iter_rows():
+        rows.append(row)
+        if row["case_id"] not in seen:
+            seen.add(row["case_id"])
+            if len(seen) % step == 0 or len(seen) == len(cases):
+                print(f"predicting: {len(seen)} of {len(cases)} cases", flush=True)
+    return rows
 
 
 def prediction_table(rows: list[dict]) -> tuple[dict[str, dict[str, str]], list[str]]:

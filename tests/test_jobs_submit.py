@@ -146,6 +146,10 @@ def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_pat
     )
     # The job attached to this head node instead of starting its own Ray: only one session exists.
     assert "Connecting to existing Ray cluster" in log
+    # A quiet console: Ray Data's execution lines, progress log and resource advice stay in Ray's log files.
+    for noise in ("Execution plan of Dataset", "logging_progress", "issue_detector", "may be a performance bottleneck"):
+        assert noise not in log
+    assert "predicting: 6 of 6 cases" in log
     assert len(list(temp_dir.glob("session_2*"))) == 1
     cohort = storage / "e2e" / "demo-data"
     healthy = sorted(p.name for p in (cohort / "healthy").iterdir())
