@@ -105,7 +105,12 @@ def test_gpu_trials_wait_for_the_autoscaler_run_there_and_the_nodes_go_when_idle
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(alive_nodes(cluster.address)) > 1:
             time.sleep(2)
-        assert len(alive_nodes(cluster.address)) == 1, "idle GPU nodes were not removed"
+        left = [node for node in list_state(cluster.dashboard, "nodes", []) if node["state"] == "ALIVE"]
+        actors = list_state(cluster.dashboard, "actors", [("state", "=", "ALIVE")])
+        assert len(left) == 1, "idle GPU nodes were not removed; alive there: " + json.dumps(
+            [(actor["class_name"], actor["node_id"][:8]) for actor in actors]
+            + [(node["node_id"][:8], node["resources_total"]) for node in left]
+        )
 
 
 def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_of_ray(tmp_path, s3_server):
