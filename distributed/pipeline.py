@@ -101,7 +101,7 @@ def check_request(request: PipelineRequest) -> None:
         parse_splits(request.split)
     except ValueError as error:
         raise UserError(f"--split {request.split}: {error}") from None
-    dims = request.config.model.spatial_dims
+    dims = request.config.data_dims
     if RECIPE_OF_DIMS[dims] != request.recipe:
         raise UserError(
             f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "

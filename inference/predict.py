@@ -133,11 +133,11 @@ def check_input(image: readers.Loaded, brain_mask: readers.Loaded | None, ensemb
     the wrong number of dimensions, or no brain mask where the recipe needs one."""
     uri = image.provenance.get("uri", "<image>")
     dims = image.array.ndim
-    if dims != ensemble.spatial_dims:
+    if dims != ensemble.input_dims:
         kind = "a 3D volume" if dims == 3 else "a 2D image"
         raise UserError(
             f"{uri}: {kind} of shape {image.array.shape}, but the models of {ensemble.source} take "
-            f"{ensemble.spatial_dims}D {'volumes' if ensemble.spatial_dims == 3 else 'images'} "
+            f"{ensemble.input_dims}D {'volumes' if ensemble.input_dims == 3 else 'images'} "
             f"(recipe {ensemble.recipe_name})"
         )
     recipe = ensemble.recipe
