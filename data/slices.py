@@ -173,6 +173,8 @@ def training_samples(
             continue
         try:
             foreground, lesion = load_masks(row["array_uri"])
+            if row["has_lesion"] and lesion is None:
+                raise ValueError(f"{row['array_uri']}: the manifest says it has a lesion mask, the case has none")
             indices = eligible_slices(foreground, axis, min_foreground, lesion if row["has_lesion"] else None)
         except ValueError as error:
             log.warning("case %s left out of slicing: %s", row["case_id"], error)
