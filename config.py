@@ -1,7 +1,7 @@
 """One typed, validated description of a training run (`lightwork.config`).
 
 A run is described by `RunConfig` (the run `seed`, sections `model` = `UNetConfig`, `train`,
-`data`, `resources`), built from a preset (`brain`, `cxr`, `demo`, `tiny`), optionally updated
+`data`, `resources`), built from a preset (`brain`, `brain2d`, `cxr`, `demo`, `tiny`), optionally updated
 from a YAML file and from CLI overrides `section.field=value` (values parsed as YAML:
 `train.lr=1e-3`, `model.features=[8,16,32]`), and saved whole as `config.yaml` next to the run's
 results, so that `lightwork train --config RUN/config.yaml` reproduces the run.
@@ -16,6 +16,7 @@ run with a description that would train other models (`result_differences`).
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import difflib
@@ -68,6 +69,8 @@ MODEL_PRESETS: dict[str, UNetConfig] = {
     # 2D CXR: 6 downsamplings, capped at 512.
     "cxr": UNetConfig.from_depth(2, depth=6, base=32, cap=512),
     # Small CPU models for demos and tests.
+    # 2D brain slices (80x112 axial slices of the 80x112x80 volumes): the 3D model's widths, 4 downsamplings.
+    "brain2d": UNetConfig(spatial_dims=2, features=[32, 64, 128, 256, 320]),
     "demo": UNetConfig.from_depth(3, depth=3, base=8, cap=32),
     "tiny": UNetConfig.from_depth(3, depth=2, base=4, cap=8),
 }
@@ -104,6 +107,12 @@ class DataSection:
     match the data.
     max_push: the deformation tasks' largest push in voxels; None = derived from the recipe
     (`lightwork.anomalies.parameters.MAX_PUSH`: 5 brain, 10 cxr).
+    slice_axis: None = train on whole cases; 0, 1 or 2 = train a 2D model (model.spatial_dims 2)
+    on the slices of 3D cases along that spatial axis (`lightwork.data.slices`); prediction runs
+    slice by slice and reassembles the volume. min_slice_foreground: the fraction of a slice's
+    pixels that must be foreground for it to be a training or validation sample. lesion_free_slices:
+    also learn from the slices of lesion cases (manifest rows with a lesion mask) that hold no
+    lesion voxel (off: lesion cases are left out, as whole volumes are).
     """
 
     manifest: str = ""
@@ -113,6 +122,9 @@ class DataSection:
     recipe_options: dict = _spec(factory=dict)
     fingerprint: str = ""
     max_push: float | None = _spec(None, gt=MIN_PUSH)
+    slice_axis: int | None = _spec(None, choices=(0, 1, 2))
+    min_slice_foreground: float = _spec(0.1, gt=0, le=1)
+    lesion_free_slices: bool = False
 
 
 @dataclass
@@ -140,6 +152,10 @@ class ResourcesSection:
     trial_max_failures: int = _spec(2, ge=0)
 
 
+# True while `load_config` merges its sources: RunConfig.check runs once, on the result.
+_DEFER_CHECKS = contextvars.ContextVar("lightwork_defer_config_checks", default=False)
+
+
 @dataclass
 class RunConfig:
     """A whole run. `seed` decides every random draw of the run (synthetic samples, their order,
@@ -155,12 +171,37 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _validate(self, "")
+        if not _DEFER_CHECKS.get():
+            self.check()
+
+    def check(self) -> None:
+        """Raise UserError naming the key when fields that must agree do not (each field alone is
+        checked when built). `load_config` checks once all its sources are merged, so that the
+        order of `--set` overrides never matters."""
         res = self.resources
         if res.min_workers is not None and res.min_workers > res.num_workers:
             raise UserError(
                 f"resources.min_workers: {res.min_workers} is not allowed (1..resources.num_workers "
                 f"= {res.num_workers}, or null for a fixed worker group)"
             )
+        data = self.data
+        if data.slice_axis is not None and self.model.spatial_dims != 2:
+            raise UserError(
+                f"data.slice_axis: {data.slice_axis} trains a 2D model on slices of 3D volumes, but "
+                f"model.spatial_dims is {self.model.spatial_dims}: --set model.spatial_dims=2 (or the brain2d "
+                "preset), or data.slice_axis=null to train on whole volumes"
+            )
+        if data.lesion_free_slices and data.slice_axis is None:
+            raise UserError(
+                "data.lesion_free_slices: true needs data.slice_axis (lesion-free slices of lesion cases are "
+                "used only when training on slices)"
+            )
+
+    @property
+    def data_dims(self) -> int:
+        """The spatial dims of the prepared cases the run trains on: the model's, or 3 for a 2D
+        model of slices (`data.slice_axis`)."""
+        return 3 if self.data.slice_axis is not None else self.model.spatial_dims
 
     @property
     def task_max_push(self) -> float:
@@ -256,6 +297,14 @@ def _validate(section: Any, where: str) -> None:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's 3D brain configuration (80x112x80 volumes).
     "brain": {"model": MODEL_PRESETS["brain"].to_dict(), "train": {"lr": 1e-3, "batch_size": 8, "flip_last_axis": 0.5}},
+    # A 2D model on the axial slices of 3D brain volumes (axis 2 of RAS-like 80x112x80 volumes),
+    # slices less than 10% brain left out. No flip: the 3D preset flips the volume's last axis,
+    # the one sliced here.
+    "brain2d": {
+        "model": MODEL_PRESETS["brain2d"].to_dict(),
+        "train": {"lr": 1e-3, "batch_size": 32, "val_batch_size": 32, "flip_last_axis": 0.0},
+        "data": {"slice_axis": 2, "min_slice_foreground": 0.1},
+    },
     # The paper's 2D chest X-ray configuration (256x256): 6 downsamplings capped at 512.
     "cxr": {"model": MODEL_PRESETS["cxr"].to_dict(), "train": {"lr": 5e-3, "batch_size": 50, "val_batch_size": 50}},
     # Small models that train in minutes on a CPU.
@@ -349,14 +398,19 @@ def load_config(path: str | None = None, preset: str | None = None, overrides: t
         if not isinstance(document, dict):
             raise UserError(f"{path}: a run configuration must be a YAML mapping")
     preset = document.pop("preset", None) or preset
-    config = RunConfig()
-    if preset:
-        if preset not in PRESETS:
-            raise UserError(f"{path or 'config'}: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
-        config = _merge(config, PRESETS[preset], f"preset {preset}")
-    config = _merge(config, document, path or "config")
-    for override in overrides:
-        config = _merge(config, parse_override(override), f"--set {override}")
+    deferred = _DEFER_CHECKS.set(True)
+    try:
+        config = RunConfig()
+        if preset:
+            if preset not in PRESETS:
+                raise UserError(f"{path or 'config'}: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+            config = _merge(config, PRESETS[preset], f"preset {preset}")
+        config = _merge(config, document, path or "config")
+        for override in overrides:
+            config = _merge(config, parse_override(override), f"--set {override}")
+    finally:
+        _DEFER_CHECKS.reset(deferred)
+    config.check()
     for keys in PATH_KEYS:
         section = config if len(keys) == 1 else getattr(config, keys[0])
         if getattr(section, keys[-1]):
@@ -373,7 +427,8 @@ def resolve_data(config: RunConfig) -> RunConfig:
     UserError, in one line, when the manifest is missing or has no usable case, when its cases
     mix recipes or spatial dims, when the config names another recipe, other recipe options or
     other cases (fingerprint), or
-    when the model's spatial_dims / in_channels do not match the prepared arrays.
+    when the model's spatial_dims / in_channels do not match the prepared arrays (with
+    data.slice_axis: when the cases are not 3D volumes).
     """
     from lightwork.data import manifest
     from lightwork.data.cases import load_case
@@ -407,8 +462,18 @@ def resolve_data(config: RunConfig) -> RunConfig:
         )
     dims = sorted({len(row["shape"]) for row in rows})
     model = config.model
-    if dims != [model.spatial_dims]:
-        presets = [name for name, preset in MODEL_PRESETS.items() if preset.spatial_dims == dims[0]]
+    axis = config.data.slice_axis
+    if axis is not None and dims != [config.data_dims]:
+        raise UserError(
+            f"data.slice_axis: {axis} slices 3D volumes, but {where} holds {'/'.join(map(str, dims))}D cases "
+            f"(shape {rows[0]['shape']}): set data.slice_axis=null to train on them whole"
+        )
+    if dims != [config.data_dims]:
+        presets = [
+            name
+            for name, preset in MODEL_PRESETS.items()
+            if preset.spatial_dims == dims[0] and "slice_axis" not in PRESETS[name].get("data", {})
+        ]
         raise UserError(
             f"model.spatial_dims: {model.spatial_dims} does not fit {where}, whose cases are "
             f"{'/'.join(map(str, dims))}D (shape {rows[0]['shape']}): use a {dims[0]}D preset "

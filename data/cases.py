@@ -12,6 +12,8 @@ Arrays in a prepared case (all on the model grid, spatial shape S of 2 or 3 dims
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,6 +79,19 @@ def decode_case(payload: bytes, where: str = "<bytes>") -> PreparedCase:
             )
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"{where}: not a readable prepared case ({error})") from error
+
+
+def load_masks(uri: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The foreground (bool [*S]) and lesion mask (uint8 [*S], None when the case has none) of the
+    prepared case at `uri`, without decompressing its image. ValueError naming the file when it is
+    not a readable prepared case."""
+    try:
+        with np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) as npz:
+            return npz["foreground"], (npz["lesion"] if "lesion" in npz.files else None)
+    except FileNotFoundError as error:
+        raise ValueError(f"{uri}: prepared case not found") from error
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise ValueError(f"{uri}: not a readable prepared case ({error})") from error
 
 
 def save_case(uri: str, case: PreparedCase) -> None:

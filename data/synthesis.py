@@ -9,6 +9,11 @@ so a sample depends only on (run seed, epoch, case id, allowed tasks, the image 
 process, actor or order that draws it. Validation version v of a case uses the epoch index
 `VALIDATION_EPOCH + v`: the same validation set every epoch, drawn apart from every training epoch.
 
+With a slice axis (`data.slice_axis`, `lightwork.data.slices`) a sample is one slice of a case and
+its id is the slice's (`slice_sample_id`, in place of case_id above); its blend sources are 2D
+too: a slice of another case of the image set, and of a 3D external case a slice drawn uniformly
+with the sample's generator.
+
 Sources of the two blending tasks (method.md section 2):
     0 intra_blend  another case of the same image set (the training folds' cases for training
                    samples, the validation folds' for validation), chosen with the sample's generator.
@@ -36,6 +41,7 @@ from lightwork.anomalies.registry import TASK_COUNT, warm_up
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
 from lightwork.data.phantom.fields import smooth_noise
+from lightwork.data.slices import WHOLE, SampleRef, slice_sample_id, take_slice
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +58,10 @@ STANDIN_SCALES = ((0.02, 0.3), (0.06, 0.5), (0.15, 0.8))  # (noise sigma / min(s
 class Sample:
     """One synthetic sample.
 
-    key: "{case_id}@{epoch}" (unique per sample of a run); image: anomalous [C, *S] float32;
-    label: [*S] float32 in [0, 1]; healthy: the case's image [C, *S] float32.
+    key: "{sample id}@{epoch}" (unique per sample of a run; the sample id is the case id, or the
+    slice's `slice_sample_id`); image: anomalous [C, *S] float32; label: [*S] float32 in [0, 1];
+    healthy: the case's (slice's) image [C, *S] float32; slice: its index along the slice axis
+    (WHOLE for a whole case).
     """
 
     key: str
@@ -63,6 +71,7 @@ class Sample:
     image: np.ndarray
     label: np.ndarray
     healthy: np.ndarray
+    slice: int = WHOLE
 
 
 class CaseCache:
@@ -139,11 +148,13 @@ class Synthesiser:
     Args:
         seed: the run seed.
         tasks: allowed task ids (0-4), e.g. a fold plan's train_tasks or val_tasks.
-        image_set: (case_id, array_uri) of every case of the image set (intra_blend's sources).
+        image_set: (case_id, array_uri) or (case_id, array_uri, slice) (`SampleRef`) of every
+            sample of the image set (intra_blend's sources).
         external: array URIs of the external dataset's prepared cases (inter_blend's sources);
             empty: the stand-in pool (see the module docstring).
         max_push: the deformation tasks' largest push, voxels (5 brain, 10 CXR).
         cache_cases: prepared cases kept in memory.
+        slice_axis: the spatial axis samples are sliced along (None: whole cases).
     """
 
     def __init__(
@@ -154,6 +165,7 @@ class Synthesiser:
         external: Sequence[str] = (),
         max_push: float = DEFAULT_MAX_PUSH,
         cache_cases: int = CACHE_CASES,
+        slice_axis: int | None = None,
     ) -> None:
         from lightwork.anomalies.registry import make_task
 
@@ -163,8 +175,9 @@ class Synthesiser:
         if not image_set:
             raise ValueError("the image set is empty: no case to synthesise from")
         self.seed = int(seed)
-        self.image_set = [(str(case_id), str(uri)) for case_id, uri in image_set]
-        self.external = list(external)
+        self.image_set = [SampleRef(str(entry[0]), str(entry[1]), *map(int, entry[2:])) for entry in image_set]
+        self.external = [SampleRef("", str(uri)) for uri in external]
+        self.slice_axis = slice_axis
         self.cache = CaseCache(cache_cases)
         self._make_task = make_task
         self._tasks = {task: make_task(task, max_push=max_push) for task in self.tasks if task in (2, 3)}
@@ -173,19 +186,24 @@ class Synthesiser:
             self._tasks[1] = make_task(1, sources=self._external_source)
         self._standin_tasks: dict[tuple[int, ...], object] = {}
 
-    def _source(self, rng: np.random.Generator, uris: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """A source drawn from `uris`; an unreadable one is logged and drawn again (SOURCE_TRIES
-        times: the draws depend on the files only, never on what this process has seen)."""
+    def _source(self, rng: np.random.Generator, refs: Sequence[SampleRef]) -> tuple[np.ndarray, np.ndarray | None]:
+        """A source drawn from `refs`; an unreadable one is logged and drawn again (SOURCE_TRIES
+        times: the draws depend on the files only, never on what this process has seen). When
+        slicing, a 3D source is cut at its ref's slice, or, for a whole case, at a drawn one."""
         problem = ""
         for _ in range(SOURCE_TRIES):
-            uri = uris[int(rng.integers(len(uris)))]
+            ref = refs[int(rng.integers(len(refs)))]
             try:
-                case = self.cache.get(uri)
+                case = self.cache.get(ref.array_uri)
             except ValueError as error:
                 problem = str(error)
                 log.warning("blend source skipped: %s", problem)
                 continue
-            return case.image, (case.foreground if case.foreground.any() else None)
+            image, foreground = case.image, case.foreground
+            if self.slice_axis is not None and image.ndim == 4:
+                index = ref.slice if ref.slice != WHOLE else int(rng.integers(image.shape[1 + self.slice_axis]))
+                image, foreground = take_slice(image, foreground, self.slice_axis, index)
+            return image, (foreground if foreground.any() else None)
         raise ValueError(f"no readable blend source in {SOURCE_TRIES} draws: {problem}")
 
     def _external_source(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,7 +211,7 @@ class Synthesiser:
 
     def _task(self, task: int, case_id: str, shape: tuple[int, ...]):
         if task == 0:
-            others = [uri for other, uri in self.image_set if other != case_id] or [uri for _, uri in self.image_set]
+            others = [ref for ref in self.image_set if ref.case_id != case_id] or self.image_set
             return self._make_task(0, sources=lambda rng: self._source(rng, others))
         if task == 1 and not self.external:
             if shape not in self._standin_tasks:
@@ -207,41 +225,52 @@ class Synthesiser:
             return self._standin_tasks[shape]
         return self._tasks[task]
 
-    def pick_task(self, case_id: str, epoch: int) -> int:
-        """The task of the sample (case, epoch): uniform over the allowed tasks."""
-        return self.tasks[int(sample_generator(self.seed, epoch, case_id, -1).integers(len(self.tasks)))]
+    def pick_task(self, sample_id: str, epoch: int) -> int:
+        """The task of the sample (sample id, epoch): uniform over the allowed tasks."""
+        return self.tasks[int(sample_generator(self.seed, epoch, sample_id, -1).integers(len(self.tasks)))]
 
-    def sample(self, case_id: str, uri: str, epoch: int) -> Sample:
-        """The sample of case `case_id` (stored at `uri`) at `epoch`.
+    def sample(self, case_id: str, uri: str, epoch: int, slice_index: int = WHOLE) -> Sample:
+        """The sample of case `case_id` (stored at `uri`), or of its slice `slice_index` along the
+        slice axis, at `epoch`.
 
         Raises:
             ValueError: the case cannot be read, or the task cannot place an anomaly on it (the
-                message names the case, its file and the task).
+                message names the case, its file, the slice and the task).
         """
         case = self.cache.get(uri)
-        task = self.pick_task(case_id, epoch)
-        rng = sample_generator(self.seed, epoch, case_id, task)
+        healthy, foreground, sample_id = case.image, case.foreground, case_id
+        if slice_index != WHOLE:
+            if self.slice_axis is None:
+                raise ValueError(f"case {case_id}: slice {slice_index} asked of a synthesiser without a slice axis")
+            try:
+                healthy, foreground = take_slice(healthy, foreground, self.slice_axis, slice_index)
+            except ValueError as error:
+                raise ValueError(f"case {case_id} ({uri}): {error}") from error
+            sample_id = slice_sample_id(case_id, self.slice_axis, slice_index)
+        task = self.pick_task(sample_id, epoch)
+        rng = sample_generator(self.seed, epoch, sample_id, task)
         try:
-            image, label = self._task(task, case_id, case.image.shape[1:])(case.image, case.foreground, rng)
+            image, label = self._task(task, case_id, healthy.shape[1:])(healthy, foreground, rng)
         except ValueError as error:
-            raise ValueError(f"case {case_id} ({uri}), task {task}, epoch {epoch}: {error}") from error
-        return Sample(f"{case_id}@{epoch}", case_id, epoch, task, image, label, case.image)
+            raise ValueError(f"case {sample_id} ({uri}), task {task}, epoch {epoch}: {error}") from error
+        return Sample(f"{sample_id}@{epoch}", case_id, epoch, task, image, label, healthy, slice_index)
 
-    def validation_sample(self, case_id: str, uri: str, version: int) -> Sample:
-        """Validation version `version` of a case (the same in every epoch of training)."""
-        return self.sample(case_id, uri, VALIDATION_EPOCH + version)
+    def validation_sample(self, case_id: str, uri: str, version: int, slice_index: int = WHOLE) -> Sample:
+        """Validation version `version` of a case or slice (the same in every epoch of training)."""
+        return self.sample(case_id, uri, VALIDATION_EPOCH + version, slice_index)
 
 
 class BatchSynthesiser:
     """Item batches -> sample batches (the Ray Data callable class of `lightwork.distributed.stream`,
     importing nothing heavier than numpy so that synthesis actors start fast).
 
-    Input columns: case_id, array_uri (str), epoch (int). Output: image [B, C, *S] float32, label
-    [B, *S] float32, + healthy [B, C, *S] (`validation`), + sample_key, case_id, task (int8), epoch
-    (`keys`). An item that raises ValueError (an unreadable case, one a task cannot use) is
-    skipped, counted (`skipped`) and logged; a batch whose items all fail is empty. When more than
-    MAX_SKIPPED_FRACTION of the items seen fail (and at least MIN_SKIPPED_TO_FAIL), the data or
-    the code is broken, not one volume: the last error is raised.
+    Input columns: case_id, array_uri (str), epoch (int), optionally slice (int; WHOLE or absent:
+    the whole case). Output: image [B, C, *S] float32, label [B, *S] float32, + healthy [B, C, *S]
+    (`validation`), + sample_key, case_id, task (int8), epoch, slice (`keys`). An item that raises
+    ValueError (an unreadable case, one a task cannot use) is skipped, counted (`skipped`) and
+    logged; a batch whose items all fail is empty. When more than MAX_SKIPPED_FRACTION of the
+    items seen fail (and at least MIN_SKIPPED_TO_FAIL), the data or the code is broken, not one
+    volume: the last error is raised.
     """
 
     def __init__(
@@ -253,18 +282,20 @@ class BatchSynthesiser:
         max_push: float,
         validation: bool,
         keys: bool,
+        slice_axis: int | None = None,
     ) -> None:
-        self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push)
+        self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push, slice_axis=slice_axis)
         self.validation, self.keys = validation, keys
         self.seen = self.skipped = 0
         warm_up()  # the compiled kernels load while the actor starts, not in its first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         samples = []
-        for case_id, uri, epoch in zip(batch["case_id"], batch["array_uri"], batch["epoch"]):
+        slices = batch.get("slice", np.full(len(batch["case_id"]), WHOLE))
+        for case_id, uri, epoch, index in zip(batch["case_id"], batch["array_uri"], batch["epoch"], slices):
             self.seen += 1
             try:
-                samples.append(self.synthesiser.sample(str(case_id), str(uri), int(epoch)))
+                samples.append(self.synthesiser.sample(str(case_id), str(uri), int(epoch), int(index)))
             except ValueError as error:
                 self.skipped += 1
                 if self.skipped >= MIN_SKIPPED_TO_FAIL and self.skipped > MAX_SKIPPED_FRACTION * self.seen:
@@ -283,5 +314,6 @@ class BatchSynthesiser:
                 case_id=np.array([s.case_id for s in samples]),
                 task=np.array([s.task for s in samples], np.int8),
                 epoch=np.array([s.epoch for s in samples], np.int64),
+                slice=np.array([s.slice for s in samples], np.int64),
             )
         return out

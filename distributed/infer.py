@@ -95,7 +95,7 @@ def predict(
     line, in a folder it is a failed row.
     """
     ensemble = load_ensemble(models, split, threshold)
-    sources = inference.find_inputs(input_uri, volumes=ensemble.spatial_dims == 3, modality=modality)
+    sources = inference.find_inputs(input_uri, volumes=ensemble.input_dims == 3, modality=modality)
     if len(sources) == 1 or in_process:
         results = inference.predict_in_process(ensemble, sources, out, progress)
     else:

@@ -101,10 +101,11 @@ def check_request(request: PipelineRequest) -> None:
         parse_splits(request.split)
     except ValueError as error:
         raise UserError(f"--split {request.split}: {error}") from None
-    dims = request.config.model.spatial_dims
+    dims, axis = request.config.data_dims, request.config.data.slice_axis
     if RECIPE_OF_DIMS[dims] != request.recipe:
+        key = f"data.slice_axis: {axis}" if axis is not None else f"model.spatial_dims: {dims}"
         raise UserError(
-            f"model.spatial_dims: {dims} does not fit the {request.recipe} recipe's "
+            f"{key} does not fit the {request.recipe} recipe's "
             f"{'2' if dims == 3 else '3'}D cases: choose a config of the recipe's kind"
         )
     for group, source in (("healthy", request.data), ("test", request.test_data)):

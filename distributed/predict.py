@@ -1,7 +1,8 @@
 """Ray Data batch inference: every fold model of a run over the test cases of a manifest.
 
 One actor pool; each actor loads every fold model once (`lightwork.models.load_model`), then for
-each case runs whole-image inference with each model, stores each raw output and, per split, the
+each case runs whole-image inference with each model (slice by slice for the 2D models of a run
+trained on slices, `lightwork.inference.ensemble.model_scores`), stores each raw output and, per split, the
 ensemble (mean of the raw outputs of the split's fold models), on the model grid and in the
 input's geometry (see `lightwork.evaluation.outputs`). Actors take a GPU fraction when the
 cluster has GPUs, CPU otherwise; every stage asks for a fraction of a CPU so that the pool cannot
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
+from lightwork.config import load_config
 from lightwork.data import storage
 from lightwork.data.cases import load_case
+from lightwork.data.slices import describe_run
 from lightwork.evaluation import outputs
-from lightwork.inference.ensemble import validation_threshold
+from lightwork.inference.ensemble import model_scores, validation_threshold
 from lightwork.training import runs
 from lightwork.training.folds import ENSEMBLE, model_key
 
@@ -29,12 +32,13 @@ ACTOR_CPUS = 0.25
 class FoldModel:
     """One trained fold model of a run: its split, name, best checkpoint URI and, when training
     recorded one (`val_dice_threshold` in folds.json), the score threshold maximising Dice on its
-    synthetic validation samples."""
+    synthetic validation samples; `slice_axis`: the run's data.slice_axis (2D models of slices)."""
 
     split: str
     name: str
     checkpoint: str
     val_dice_threshold: float | None = None
+    slice_axis: int | None = None
 
     @property
     def key(self) -> str:
@@ -44,10 +48,19 @@ class FoldModel:
 def run_fold_models(run_uri: str) -> list[FoldModel]:
     """The fold models of training run `run_uri` that have a best checkpoint, in file order
     (UserError when it is not a run or has none; see `lightwork.training.runs.read_trained_folds`)."""
+    records = runs.read_trained_folds(run_uri)
+    config = _run_config(run_uri)
+    axis = config.data.slice_axis if config is not None else None
     return [
-        FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold)
-        for record in runs.read_trained_folds(run_uri)
+        FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold, axis)
+        for record in records
     ]
+
+
+def _run_config(run_uri: str):
+    """The saved RunConfig of a run (None for a run folder without one)."""
+    uri = storage.join(run_uri, runs.CONFIG_FILE)
+    return load_config(uri) if storage.exists(uri) else None
 
 
 class FoldEnsemblePredictor:
@@ -63,16 +76,9 @@ class FoldEnsemblePredictor:
 
         from lightwork.models import load_model
 
-        self.torch = torch
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.models = [(model, load_model(model.checkpoint).to(self.device).eval()) for model in models]
         self.out_uri = out_uri
-
-    def _predict(self, network, image: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            scores = network(self.torch.from_numpy(image[None]).to(self.device))
-        scores = scores.float().cpu().numpy()[0]
-        return scores[0] if scores.ndim == image.ndim else scores  # [1, *S] or [*S] -> [*S]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows: dict[str, list] = {"case_id": [], "model": [], "uri": [], "error": []}
@@ -81,7 +87,7 @@ class FoldEnsemblePredictor:
                 case = load_case(str(array_uri))
                 per_split: dict[str, list[np.ndarray]] = {}
                 for model, network in self.models:
-                    prediction = self._predict(network, case.image.astype(np.float32))
+                    prediction = model_scores(network, case.image, model.slice_axis)
                     per_split.setdefault(model.split, []).append(prediction)
                     rows_add(
                         rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction)
@@ -198,6 +204,12 @@ def evaluate_run(
         notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")
     else:
         notes.append("No validation Dice threshold recorded by training: only the oracle Dice is shown.")
+    config = _run_config(models_uri)
+    slicing = config and describe_run(
+        config.data.slice_axis, config.data.min_slice_foreground, config.data.lesion_free_slices
+    )
+    if slicing:
+        notes.append(slicing)
     metrics = evaluate_predictions(scored, uris, out, foreground_only, dice_threshold, with_baselines, notes=notes)
     for split, entry in metrics["splits"].items():
         ensemble = entry.get("ensemble", {})

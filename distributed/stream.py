@@ -1,11 +1,13 @@
 """A fold's training and validation data: prepared cases -> synthetic anomalies, streamed by Ray Data.
 
     items      a lazy Datasource (READ_CPUS per read task, one at a time, each up to about
-               ROWS_PER_READ_TASK rows of whole data epochs) of (case_id, array_uri, epoch) rows: for
-               training, data epoch e = 0, 1, ... lists the plan's training-fold cases in an order
-               drawn from sample_generator(seed, e, ORDER_KEY, -1) (no Ray shuffle: the order is
-               part of the run's reproducibility); for validation, every validation-fold case at
-               epochs VALIDATION_EPOCH + v, v < data.val_per_case
+               ROWS_PER_READ_TASK rows of whole data epochs) of (case_id, array_uri, slice, epoch)
+               rows, one per sample (a case, or with data.slice_axis one eligible slice of a case,
+               `lightwork.data.slices.training_samples`): for training, data epoch e = 0, 1, ...
+               lists the plan's training-fold samples in an order drawn from
+               sample_generator(seed, e, ORDER_KEY, -1) (no Ray shuffle: the order is part of the
+               run's reproducibility); for validation, every validation-fold sample at epochs
+               VALIDATION_EPOCH + v, v < data.val_per_case
     synthesis  map_batches(BatchSynthesiser, ActorPoolStrategy(min_size=1, max_size=n)): each actor
                holds a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache);
                a task is one item block (`rows_per_task`, up to CALLS_PER_TASK calls of
@@ -13,7 +15,8 @@
                128 MiB
     rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
                validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero)
-               (`keys=True` adds sample_key, case_id, task, epoch for inspection)
+               (`keys=True` adds sample_key, case_id, task, epoch, slice for inspection); S is the
+               slice's shape when slicing
 
 Every sample is a function of (seed, epoch, case, tasks, image set) only, so the rows are the same
 whatever the number of actors, and in the same order under `ingest_options` (preserve_order).
@@ -55,6 +58,7 @@ from ray.data.block import BlockMetadata
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import RunConfig, TrainSection
 from lightwork.data import manifest
+from lightwork.data.slices import SampleRef, TrainingSamples, slice_shape, training_samples
 from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.distributed.resources import READ_CPUS, SynthesisPool, cluster_shape, plan_synthesis, plan_trials
 from lightwork.training.folds import FoldPlan, steps_per_epoch
@@ -73,7 +77,9 @@ MAX_ROWS_PER_CALL = 32
 CALLS_PER_TASK = 16
 TASKS_PER_ACTOR = 4  # at least, when the stream is short (validation sets)
 IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) are synthesised in the driver
-ITEM_SCHEMA = pa.schema([("case_id", pa.string()), ("array_uri", pa.string()), ("epoch", pa.int64())])
+ITEM_SCHEMA = pa.schema(
+    [("case_id", pa.string()), ("array_uri", pa.string()), ("slice", pa.int64()), ("epoch", pa.int64())]
+)
 
 
 def ingest_options(data_cpus: float) -> ExecutionOptions:
@@ -116,8 +122,8 @@ def item_block_count(epochs: int, cases: int, block_rows: int) -> int:
 
 
 class _Items(Datasource):
-    """(case_id, array_uri, epoch) rows: for each epoch in `epochs`, every case once, in the order
-    drawn for that epoch (`shuffle`) or as given.
+    """(case_id, array_uri, slice, epoch) rows: for each epoch in `epochs`, every sample once, in
+    the order drawn for that epoch (`shuffle`) or as given.
 
     A read task yields its rows as one table (Ray Data would merge smaller ones up to its target
     block size, 128 MiB); `item_block_count` is passed to `read_datasource` as
@@ -126,10 +132,10 @@ class _Items(Datasource):
     """
 
     def __init__(
-        self, cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool, block_rows: int
+        self, cases: Sequence[tuple], epochs: Sequence[int], seed: int, shuffle: bool, block_rows: int
     ) -> None:
         super().__init__()
-        self.cases, self.epochs, self.seed = list(cases), list(epochs), seed
+        self.cases, self.epochs, self.seed = [SampleRef(*case) for case in cases], list(epochs), seed
         self.shuffle, self.block_rows = shuffle, block_rows
 
     def estimate_inmemory_data_size(self) -> int:
@@ -146,8 +152,9 @@ class _Items(Datasource):
         return [
             pa.table(
                 {
-                    "case_id": [case[0] for case, _ in rows],
-                    "array_uri": [case[1] for case, _ in rows],
+                    "case_id": [case.case_id for case, _ in rows],
+                    "array_uri": [case.array_uri for case, _ in rows],
+                    "slice": [case.slice for case, _ in rows],
                     "epoch": [epoch for _, epoch in rows],
                 },
                 schema=ITEM_SCHEMA,
@@ -181,10 +188,11 @@ class _Items(Datasource):
 
 
 def item_dataset(
-    cases: Sequence[tuple[str, str]], epochs: Sequence[int], seed: int, shuffle: bool, block_rows: int
+    cases: Sequence[tuple], epochs: Sequence[int], seed: int, shuffle: bool, block_rows: int
 ) -> ray.data.Dataset:
-    """The (case_id, array_uri, epoch) rows of `cases` at `epochs` (order: `_Items`), in blocks of
-    about `block_rows` rows: one synthesis actor task each."""
+    """The (case_id, array_uri, slice, epoch) rows of `cases` (SampleRefs, or (case_id, array_uri)
+    pairs) at `epochs` (order: `_Items`), in blocks of about `block_rows` rows: one synthesis
+    actor task each."""
     source = _Items(cases, epochs, seed, shuffle, block_rows)
     return ray.data.read_datasource(
         source,
@@ -192,10 +200,6 @@ def item_dataset(
         concurrency=1,
         override_num_blocks=item_block_count(len(epochs), len(cases), block_rows),
     )
-
-
-def _cases(rows: list[dict], folds: Sequence[int]) -> list[tuple[str, str]]:
-    return [(row["case_id"], row["array_uri"]) for row in rows if row["fold"] in folds]
 
 
 def _external(config: RunConfig) -> list[str]:
@@ -208,7 +212,7 @@ def _external(config: RunConfig) -> list[str]:
 
 
 def synthesis_dataset(
-    cases: Sequence[tuple[str, str]],
+    cases: Sequence[tuple],
     tasks: Sequence[int],
     config: RunConfig,
     seed: int,
@@ -220,10 +224,12 @@ def synthesis_dataset(
     external: Sequence[str] = (),
     keys: bool = False,
 ) -> ray.data.Dataset:
-    """The synthetic samples of `cases` (their own image set) with `tasks` at `epochs`.
+    """The synthetic samples of `cases` (SampleRefs or (case_id, array_uri) pairs: their own
+    image set) with `tasks` at `epochs`.
 
-    Training order (validation=False): per epoch, the cases in a seed-drawn order; validation:
-    as given, with `healthy`. `shape` is the cases' spatial shape (sets the samples per call).
+    Training order (validation=False): per epoch, the samples in a seed-drawn order; validation:
+    as given, with `healthy`. `shape` is the samples' spatial shape (sets the samples per call);
+    slices are cut along `config.data.slice_axis`.
     """
     if not cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
@@ -242,6 +248,7 @@ def synthesis_dataset(
             "max_push": config.task_max_push,
             "validation": validation,
             "keys": keys,
+            "slice_axis": config.data.slice_axis,
         },
         compute=ray.data.ActorPoolStrategy(min_size=min(pool.min_actors, usable), max_size=min(pool.actors, usable)),
         num_cpus=pool.cpus_per_actor,
@@ -252,25 +259,38 @@ def synthesis_dataset(
 class _Part:
     """What one part ("train" or "val") of a fold synthesises."""
 
-    cases: list[tuple[str, str]]
+    cases: list[SampleRef]
     tasks: tuple[int, ...]
     epochs: list[int]
     shape: tuple[int, ...]
     external: list[str]
 
 
+def run_samples(config: RunConfig, rows: list[dict] | None = None) -> TrainingSamples:
+    """The samples of the run's training data by fold (`lightwork.data.slices.training_samples`:
+    its healthy cases, or their eligible slices along data.slice_axis); `rows`: the usable rows of
+    data.manifest when already read."""
+    data = config.data
+    if rows is None:
+        rows = manifest.usable(manifest.read_manifest(data.manifest))
+    return training_samples(rows, data.slice_axis, data.min_slice_foreground, data.lesion_free_slices)
+
+
 def _parts(plan: FoldPlan, config: RunConfig) -> dict[str, _Part]:
     """The "train" and "val" parts of a fold, from one read of the manifests."""
-    rows = manifest.healthy(manifest.read_manifest(config.data.manifest))
+    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
     shape = tuple(rows[0]["shape"]) if rows else ()
+    if config.data.slice_axis is not None and shape:
+        shape = slice_shape(shape, config.data.slice_axis)
+    samples = run_samples(config, rows)
     external = _external(config)
-    train_cases = _cases(rows, plan.train_folds)
+    train_cases = samples.refs(plan.train_folds)
     return {
         "train": _Part(
             train_cases, plan.train_tasks, list(range(training_epochs(len(train_cases), config.train))), shape, external
         ),
         "val": _Part(
-            _cases(rows, plan.val_folds),
+            samples.refs(plan.val_folds),
             plan.val_tasks,
             [VALIDATION_EPOCH + version for version in range(config.data.val_per_case)],
             shape,
@@ -364,12 +384,20 @@ def fold_datasets(
     if not what.cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
     items = {
-        "case_id": np.array([case_id for _ in what.epochs for case_id, _ in what.cases]),
-        "array_uri": np.array([uri for _ in what.epochs for _, uri in what.cases]),
+        "case_id": np.array([case.case_id for _ in what.epochs for case in what.cases]),
+        "array_uri": np.array([case.array_uri for _ in what.epochs for case in what.cases]),
+        "slice": np.array([case.slice for _ in what.epochs for case in what.cases], np.int64),
         "epoch": np.array([epoch for epoch in what.epochs for _ in what.cases], np.int64),
     }
     batch = BatchSynthesiser(
-        seed, what.tasks, what.cases, what.external, config.task_max_push, validation=True, keys=keys
+        seed,
+        what.tasks,
+        what.cases,
+        what.external,
+        config.task_max_push,
+        validation=True,
+        keys=keys,
+        slice_axis=config.data.slice_axis,
     )(items)
     count = len(next(iter(batch.values()), ()))
     val = ray.data.from_items([{name: column[index] for name, column in batch.items()} for index in range(count)])

@@ -36,7 +36,7 @@ import torch
 from ray import train, tune
 
 from lightwork.config import RunConfig, config_from_dict, resolve_data, save_config
-from lightwork.data import manifest, storage
+from lightwork.data import manifest, slices, storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
 from lightwork.models import UNet, save_model
@@ -336,7 +336,7 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     config = resolve_data(config)
     run = runs.run_uri(config.storage_path, config.name)
     usable = manifest.usable(manifest.read_manifest(config.data.manifest))
-    rows = manifest.healthy(usable)
+    rows = slices.training_rows(usable, config.data.lesion_free_slices)
     if not rows:
         raise ValueError(
             f"{config.data.manifest}: no usable healthy cases in the manifest "
@@ -350,6 +350,9 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     fold_sizes: dict[int, int] = {}
     for row in rows:
         fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
+    samples = stream.run_samples(config, usable)  # the cases, or their slices: what an epoch goes over
+    if config.data.slice_axis is not None:
+        print(samples.describe(config.data.min_slice_foreground))
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
     records = {plan.name: _read_record(run, plan) for plan in plans}
     todo = [plan for plan in plans if records[plan.name].status != "done"]
@@ -368,7 +371,7 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
             )
     runs.write_folds(run, list(records.values()))
     if resources is not None:
-        _fit_trials(todo, config, run, resources, fold_sizes)
+        _fit_trials(todo, config, run, resources, samples.fold_counts())
         records = {plan.name: _read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
     final = list(records.values())
@@ -379,8 +382,9 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
 def _fit_trials(
     todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
 ) -> None:
-    """One Tune trial per fold in `todo`; on an autoscaling cluster the first wave's bundles are
-    requested at once (and the request withdrawn at the end, so that idle nodes can go)."""
+    """One Tune trial per fold in `todo` (`fold_sizes`: training samples per fold); on an autoscaling
+    cluster the first wave's bundles are requested at once (and the request withdrawn at the end,
+    so that idle nodes can go)."""
     from ray.autoscaler.sdk import request_resources
 
     steps = {

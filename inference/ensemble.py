@@ -3,7 +3,8 @@
 Source: a training run folder (`config.yaml` + `folds.json`, see `lightwork.training.runs`);
 `lightwork.inference.package` reads packages, and its `load_ensemble` takes either. The recipe and its options
 are the run's (`config.data.recipe` / `recipe_options`, recorded when training started); the
-threshold is the validation threshold (`validation_threshold`).
+threshold is the validation threshold (`validation_threshold`). A run trained on slices
+(`data.slice_axis`) gives 2D models that `model_scores` runs over every slice of a volume.
 """
 
 from __future__ import annotations
@@ -16,11 +17,38 @@ import torch
 from lightwork.config import load_config
 from lightwork.data import storage
 from lightwork.data.recipes import Recipe, make_recipe
+from lightwork.data.slices import reassemble, volume_slices
 from lightwork.errors import UserError
 from lightwork.models import UNet, load_model
 from lightwork.training import runs
 
 PACKAGE_SUFFIX = ".lwpkg"  # the file name ending of packages (lightwork.inference.package)
+SLICE_BATCH = 16  # slices per forward pass when a 2D model predicts a volume
+
+
+def model_scores(
+    network: torch.nn.Module, image: np.ndarray, slice_axis: int | None = None, slice_batch: int = SLICE_BATCH
+) -> np.ndarray:
+    """One model's raw scores of one image: float32 [C, *S] -> float32 [*S], on the network's device.
+
+    With `slice_axis` (a 2D model of a run trained on slices, `data.slice_axis`) the image is a 3D
+    volume: every slice along that axis is predicted, `slice_batch` slices per forward pass, and
+    the slices' maps are put back in place (`lightwork.data.slices.reassemble`), so the map covers
+    the whole volume, slices that were never training samples included.
+    """
+    device = next(network.parameters()).device
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if slice_axis is None:
+        batches = [image[None]]
+    else:
+        stack = volume_slices(image, slice_axis)
+        batches = [stack[start : start + slice_batch] for start in range(0, len(stack), slice_batch)]
+    maps = []
+    with torch.inference_mode():
+        for batch in batches:
+            scores = network(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+            maps.append(scores[:, 0].float().cpu().numpy())
+    return maps[0][0] if slice_axis is None else reassemble(np.concatenate(maps), slice_axis)
 
 
 def validation_threshold(thresholds: list[float | None]) -> float | None:
@@ -34,7 +62,8 @@ def validation_threshold(thresholds: list[float | None]) -> float | None:
 @dataclass
 class Ensemble:
     """One split's fold models (`names[i]` is `networks[i]`, each in eval mode), the recipe that
-    prepares a scan for them, the score threshold of the binary mask and where they came from."""
+    prepares a scan for them, the score threshold of the binary mask and where they came from;
+    `slice_axis`: the axis of the volumes a run trained on slices sliced (None: whole images)."""
 
     split: str
     names: list[str]
@@ -43,10 +72,17 @@ class Ensemble:
     recipe_options: dict
     threshold: float
     source: str
+    slice_axis: int | None = None
 
     @property
     def spatial_dims(self) -> int:
+        """The models' spatial dims."""
         return int(self.networks[0].config.spatial_dims)
+
+    @property
+    def input_dims(self) -> int:
+        """The spatial dims of the images the ensemble predicts (3 for 2D models of slices)."""
+        return 3 if self.slice_axis is not None else self.spatial_dims
 
     @property
     def recipe(self) -> Recipe:
@@ -61,14 +97,13 @@ class Ensemble:
         return self
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """The mean raw score of the fold models: image float32 [C, *S] -> float32 [*S]."""
+        """The mean raw score of the fold models: image float32 [C, *S] -> float32 [*S]
+        (`model_scores`: slice by slice for models of slices)."""
         expected = self.networks[0].config.in_channels
         if image.shape[0] != expected:
             raise UserError(f"the models take {expected} channel(s), the prepared image has {image.shape[0]}")
-        batch = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)[None]).to(self.device)
-        with torch.inference_mode():
-            total = sum(network(batch).float() for network in self.networks) / len(self.networks)
-        return total.cpu().numpy()[0, 0]
+        total = sum(model_scores(network, image, self.slice_axis) for network in self.networks)
+        return (total / len(self.networks)).astype(np.float32)
 
 
 def run_split(models: str, records: list[runs.FoldRecord], split: str | None) -> tuple[str, list[runs.FoldRecord]]:
@@ -117,4 +152,5 @@ def run_ensemble(models: str, split: str | None = None, threshold: float | None 
         dict(config.data.recipe_options),
         float(threshold),
         models,
+        config.data.slice_axis,
     )

@@ -2,8 +2,9 @@
 
 A zip archive:
     package.json   {"format": "lightwork-package", "lightwork_version", "split", "recipe",
-                   "recipe_options", "threshold", "models": [{"name", "config" (UNetConfig as a
-                   dict), "weights" (member name), "val_dice_threshold"}]}
+                   "recipe_options", "threshold", "slice_axis" (null, or the volume axis 2D models
+                   of slices predict along), "models": [{"name", "config" (UNetConfig as a dict),
+                   "weights" (member name), "val_dice_threshold"}]}
     models/<fold name>.pt  the fold model's state dict (torch.save of plain tensors; read back with
                    torch.load(weights_only=True) only, so a package cannot run code when loaded)
     SHA256SUMS     JSON {member name: sha256 hex} of every other member
@@ -54,6 +55,7 @@ def package_bytes(ensemble: Ensemble) -> bytes:
         "recipe": ensemble.recipe_name,
         "recipe_options": ensemble.recipe_options,
         "threshold": ensemble.threshold,
+        "slice_axis": ensemble.slice_axis,
         "models": entries,
     }
     members[DESCRIPTION] = json.dumps(description, indent=1, sort_keys=True).encode()
@@ -119,6 +121,7 @@ def read_package(uri: str) -> Ensemble:
         description["recipe_options"],
         float(description["threshold"]),
         uri,
+        description.get("slice_axis"),
     )
 
 

@@ -2,7 +2,9 @@
 
 Inputs (`find_inputs`): one image file (NIfTI, PNG/JPEG, a DICOM file), one DICOM series folder,
 one case folder (an image beside its brain mask, named as `lightwork prepare` reads them), or a
-folder / s3:// prefix of such cases (`lightwork.data.discover` rules).
+folder / s3:// prefix of such cases (`lightwork.data.discover` rules). The 2D models of a run trained
+on slices (`data.slice_axis`) take volumes: they predict every slice and the map is reassembled
+on the model grid (`lightwork.inference.ensemble.model_scores`) before it goes back to the input's grid.
 
 Outputs of a case under OUT (`CASE` is its id):
     volumes  CASE.nii.gz (float32 map) and CASE_mask.nii.gz (uint8, map >= threshold), on the
@@ -133,11 +135,11 @@ def check_input(image: readers.Loaded, brain_mask: readers.Loaded | None, ensemb
     the wrong number of dimensions, or no brain mask where the recipe needs one."""
     uri = image.provenance.get("uri", "<image>")
     dims = image.array.ndim
-    if dims != ensemble.spatial_dims:
+    if dims != ensemble.input_dims:
         kind = "a 3D volume" if dims == 3 else "a 2D image"
         raise UserError(
             f"{uri}: {kind} of shape {image.array.shape}, but the models of {ensemble.source} take "
-            f"{ensemble.spatial_dims}D {'volumes' if ensemble.spatial_dims == 3 else 'images'} "
+            f"{ensemble.input_dims}D {'volumes' if ensemble.input_dims == 3 else 'images'} "
             f"(recipe {ensemble.recipe_name})"
         )
     recipe = ensemble.recipe

@@ -48,7 +48,7 @@ def test_missing_inputs_are_one_line_and_exit_2(capsys, tmp_path):
     line = one_line_error(capsys, ["train", "--config", str(tmp_path / "nope.yaml")])
     assert f"{tmp_path / 'nope.yaml'}: no such config file" in line
     (tmp_path / "bad.yaml").write_text("preset: huge\n")
-    assert "unknown preset 'huge' (choose from brain, cxr, demo, tiny)" in one_line_error(
+    assert "unknown preset 'huge' (choose from brain, brain2d, cxr, demo, tiny)" in one_line_error(
         capsys, ["train", "--config", str(tmp_path / "bad.yaml")]
     )
     assert "no manifest there" in one_line_error(capsys, ["train", "--config", "tiny", "--data", str(tmp_path)])
