@@ -48,7 +48,9 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
     else:
         for name, value in LOCAL_TRAIN_ENV.items():
             os.environ.setdefault(name, value)
-        ray.init(num_cpus=num_cpus, **quiet)
+        # "local": a new instance even where another runs on this machine (a `ray start` head,
+        # another user's job), which a plain ray.init() would join, refusing `num_cpus`.
+        ray.init(address="local", num_cpus=num_cpus, **quiet)
     return True
 
 
