@@ -379,6 +379,19 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     return final
 
 
+# Ray Tune copies these variables of the driver's environment into every trial actor's
+# runtime_env (`ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE`), where the dashboard, the
+# state API and the runtime-env agent's log show them in clear. lightwork's trial drivers read
+# credentials from their own environment, as every other Ray process of the cluster does.
+TUNE_PROPAGATED_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def _keep_credentials_out_of_tune() -> None:
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(TUNE_PROPAGATED_CREDENTIALS)
+
+
 def _fit_trials(
     todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
 ) -> None:
@@ -396,6 +409,7 @@ def _fit_trials(
         _driver, config_dict=config.to_dict(), plans=by_name, run=run, steps=steps, resources=resources
     )
     storage_path, filesystem = _ray_storage(run)
+    _keep_credentials_out_of_tune()
     tuner = tune.Tuner(
         tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
         param_space={"fold": tune.grid_search([plan.name for plan in todo])},

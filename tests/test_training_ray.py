@@ -47,14 +47,18 @@ def run_config(tmp_path, shape, name, storage_path, **train):
     return load_config(preset="tiny", overrides=overrides)
 
 
-def _kill_first_worker_after_report(run_uri, address: str, killed: list, stop: threading.Event):
-    """Once any fold has reported a checkpoint, SIGKILL one live Ray Train worker process of the
-    cluster whose dashboard is at `address` (named: another Ray may run on the machine)."""
+def _kill_first_worker_after_report(run_uri, address: str, killed: list, state: list, stop: threading.Event):
+    """Once any fold has reported a checkpoint, record what Ray's state API shows (actors, jobs and
+    tasks in detail, as JSON, into `state`) and SIGKILL one live Ray Train worker process of the
+    cluster at `address` (named: another Ray may run on the machine)."""
     filesystem, run_path = storage.filesystem(run_uri)
     while not stop.is_set():
         if filesystem.glob(f"{run_path}/*/checkpoint_*"):
             workers = list_state(address, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             if workers:
+                state.append(
+                    json.dumps([list_state(address, what, []) for what in ("actors", "jobs", "tasks")], default=repr)
+                )
                 os.kill(workers[0]["pid"], signal.SIGKILL)
                 killed.append(workers[0]["pid"])
                 return
@@ -65,15 +69,16 @@ def _kill_first_worker_after_report(run_uri, address: str, killed: list, stop: t
 def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     ray_session, ray_address, s3_server, tmp_path, check_fold_records
 ):
-    """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint;
-    then a run interrupted before one fold finished is resumed."""
+    """Run folder in a real S3 bucket; one training worker is SIGKILLed after the first checkpoint
+    (no credential in Ray's state API meanwhile); then a run interrupted before one fold finished
+    is resumed."""
     from lightwork.distributed.train import train_splits
 
     config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=3)
     run = runs.run_uri(config.storage_path, config.name)
-    killed, stop = [], threading.Event()
+    killed, state, stop = [], [], threading.Event()
     killer = threading.Thread(
-        target=_kill_first_worker_after_report, args=(run, ray_address, killed, stop), daemon=True
+        target=_kill_first_worker_after_report, args=(run, ray_address, killed, state, stop), daemon=True
     )
     killer.start()
     try:
@@ -82,6 +87,9 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
         stop.set()
         killer.join()
     assert killed, "no worker was killed: the test did not exercise a failure"
+    # Secrets stay out of Ray's metadata: the trial actors' runtime_env (Tune copies the driver's AWS
+    # variables into it unless told not to), jobs and tasks, seen while the folds trained.
+    assert s3_server["secret"] not in state[0] and s3_server["key"] not in state[0]
     check_fold_records(records, epochs=3)  # every trial completed with epochs 1..3, none lost or repeated
     assert all(record.best_checkpoint.startswith(f"s3://{s3_server['bucket']}/runs/cxr2d/") for record in records)
     assert [r.name for r in runs.read_folds(run)] == [r.name for r in records]
