@@ -207,7 +207,7 @@ def test_warm_up_loads_every_compiled_kernel():
     code = """
 from lightwork.anomalies.registry import warm_up
 from lightwork.anomalies import intensity, label, patch
-kernels = [label._sweep_until_stable, label._flood_components, patch._cubic_sample, intensity._first_axis_squared,
+kernels = [label._label_region, patch._cubic_sample, intensity._first_axis_squared,
            intensity._min_plus_passes]
 assert all(not kernel.signatures for kernel in kernels)
 warm_up()
