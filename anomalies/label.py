@@ -234,8 +234,8 @@ def _label_region(mask, soft, shape, steps, label):
     within its bounding box (`_label_component`), raising `label` in place.
 
     mask: flat bool, soft and label: flat float32, all C-ordered of the region's shape `shape`
-    ([D] int64); steps: `_neighbour_steps(D)`. The components are found by flood fill over a
-    copy of the mask padded by one False voxel (so every neighbour index stays inside); their
+    ([D] int64); steps: `_neighbour_steps(D)`. The components are found by flood fill over the
+    region padded by one voxel outside the mask (so every neighbour index stays inside); their
     bounding boxes in one pass."""
     spatial = shape.size
     region_strides = _strides(shape)
@@ -243,16 +243,19 @@ def _label_region(mask, soft, shape, steps, label):
     padded_strides = _strides(padded_shape)
     size = padded_shape[0] * padded_strides[0]
     length = shape[spatial - 1]
-    padded = np.zeros(size, np.bool_)
+    # components: -1 on the mask's voxels not yet reached, then their component's number; 0 elsewhere
+    # (one array to read per neighbour), the padding's shell 0.
+    components = np.zeros(size, np.int32)
     zero = np.zeros(spatial, np.int64)
     for row, source in zip(_row_starts(zero + 1, shape, padded_strides), _row_starts(zero, shape, region_strides)):
-        padded[row : row + length] = mask[source : source + length]
+        for k in range(length):
+            if mask[source + k]:
+                components[row + k] = -1
     offsets = _flat_offsets(steps, padded_shape)
-    components = np.zeros(size, np.int32)
     stack = np.empty(size, np.int64)
     count = 0
     for start in range(size):
-        if not padded[start] or components[start]:
+        if components[start] != -1:
             continue
         count += 1
         components[start] = count
@@ -263,7 +266,7 @@ def _label_region(mask, soft, shape, steps, label):
             top -= 1
             for offset in offsets:
                 neighbour = index + offset
-                if padded[neighbour] and not components[neighbour]:
+                if components[neighbour] == -1:
                     components[neighbour] = count
                     top += 1
                     stack[top] = neighbour
