@@ -64,10 +64,12 @@ def _validate(target: np.ndarray, source_patch: np.ndarray, patch_mask: np.ndarr
 @lru_cache(maxsize=256)
 def _sine_basis(modes: int) -> np.ndarray:
     """The orthonormal type-I DST matrix of `modes` points, sqrt(2 / (n + 1)) sin(pi j k / (n + 1))
-    for j, k = 1..n, [n, n] float32 (symmetric and its own inverse; computed in float64). Cached
+    for j, k = 1..n, [n, n] float32 (symmetric and its own inverse; the sines in float64). Cached
     per length (at most 256 of them: every length of a 2D box up to 0.8 x 256 fits, ~11 MB)."""
-    k = np.arange(1, modes + 1, dtype=np.float64)
-    basis = (np.sqrt(2.0 / (modes + 1)) * np.sin(np.pi * np.outer(k, k) / (modes + 1))).astype(np.float32)
+    period = 2 * (modes + 1)  # sin(pi m / (n + 1)) repeats with m mod 2 (n + 1): a table, not n^2 sines
+    table = (np.sqrt(2.0 / (modes + 1)) * np.sin(np.pi * np.arange(period) / (modes + 1))).astype(np.float32)
+    k = np.arange(1, modes + 1)
+    basis = table[np.outer(k, k) % period]
     basis.flags.writeable = False
     return basis
 
