@@ -22,6 +22,7 @@ from itertools import product
 import numba
 import numpy as np
 
+from lightwork.anomalies.grid import row_starts, strides_of
 from lightwork.anomalies.shapes import bounding_slices
 
 LABEL_SIGMA = 0.2
@@ -46,48 +47,15 @@ def _neighbour_steps(ndim: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _strides(shape):
-    """The flat-index strides of a C-ordered array of `shape` ([D] int64): [D] int64."""
-    strides = np.ones(shape.size, np.int64)
-    for d in range(shape.size - 2, -1, -1):
-        strides[d] = strides[d + 1] * shape[d + 1]
-    return strides
-
-
-@numba.njit(cache=True, nogil=True)
 def _flat_offsets(steps, shape):
     """The flat-index offsets in a C-ordered array of `shape` ([D] int64) of the neighbour
     `steps` ([K, D] int64): [K] int64, in the steps' order."""
-    strides = _strides(shape)
+    strides = strides_of(shape)
     offsets = np.zeros(steps.shape[0], np.int64)
     for k in range(steps.shape[0]):
         for d in range(shape.size):
             offsets[k] += steps[k, d] * strides[d]
     return offsets
-
-
-@numba.njit(cache=True, nogil=True)
-def _row_starts(start, extent, strides):
-    """The flat indices of the first voxels of the rows (runs along the last axis) of the
-    sub-box with first voxel `start` and size `extent` ([D] int64 each) of an array with
-    `strides`: [prod(extent[:-1])] int64, ascending (C order)."""
-    spatial = start.size
-    rows = 1
-    for d in range(spatial - 1):
-        rows *= extent[d]
-    starts = np.empty(rows, np.int64)
-    coordinate = np.zeros(spatial, np.int64)
-    for row in range(rows):
-        index = 0
-        for d in range(spatial):
-            index += (start[d] + coordinate[d]) * strides[d]
-        starts[row] = index
-        for d in range(spatial - 2, -1, -1):  # the next row in C order
-            coordinate[d] += 1
-            if coordinate[d] < extent[d]:
-                break
-            coordinate[d] = 0
-    return starts
 
 
 @numba.njit(cache=True, nogil=True)
@@ -194,13 +162,13 @@ def _label_component(soft, components, component, low, high, region_strides, pad
     spatial = low.size
     box = high - low + 1
     scratch_shape = box + 2
-    scratch_strides = _strides(scratch_shape)
+    scratch_strides = strides_of(scratch_shape)
     size = scratch_shape[0] * scratch_strides[0]
     length = box[spatial - 1]
     ones = np.ones(spatial, np.int64)
-    box_rows = _row_starts(ones, box, scratch_strides)
-    region_rows = _row_starts(low, box, region_strides)
-    component_rows = _row_starts(low + 1, box, padded_strides)
+    box_rows = row_starts(ones, box, scratch_strides)
+    region_rows = row_starts(low, box, region_strides)
+    component_rows = row_starts(low + 1, box, padded_strides)
     values = np.zeros(size, np.float32)
     for row, source, numbers in zip(box_rows, region_rows, component_rows):
         for k in range(length):
@@ -217,7 +185,7 @@ def _label_component(soft, components, component, low, high, region_strides, pad
         # of the box, the level at which the straight way out along the row leaks; every voxel's
         # result lies between its value and this bound, so reconstruction from it ends where
         # reconstruction from the box's maximum would, after far fewer sweeps.
-        interior_rows = _row_starts(ones + 1, box - 2, scratch_strides)
+        interior_rows = row_starts(ones + 1, box - 2, scratch_strides)
         inner = length - 2
         for row in interior_rows:  # the row's box-border voxels are row - 1 and row + inner
             level = closed[row - 1]
@@ -248,16 +216,16 @@ def _label_region(mask, soft, shape, steps, label):
     region padded by one voxel outside the mask (so every neighbour index stays inside); their
     bounding boxes in one pass."""
     spatial = shape.size
-    region_strides = _strides(shape)
+    region_strides = strides_of(shape)
     padded_shape = shape + 2
-    padded_strides = _strides(padded_shape)
+    padded_strides = strides_of(padded_shape)
     size = padded_shape[0] * padded_strides[0]
     length = shape[spatial - 1]
     # components: -1 on the mask's voxels not yet reached, then their component's number; 0 elsewhere
     # (one array to read per neighbour), the padding's shell 0.
     components = np.zeros(size, np.int32)
     zero = np.zeros(spatial, np.int64)
-    for row, source in zip(_row_starts(zero + 1, shape, padded_strides), _row_starts(zero, shape, region_strides)):
+    for row, source in zip(row_starts(zero + 1, shape, padded_strides), row_starts(zero, shape, region_strides)):
         for k in range(length):
             if mask[source + k]:
                 components[row + k] = -1
@@ -285,7 +253,7 @@ def _label_region(mask, soft, shape, steps, label):
     low[:] = size
     high[:] = -1
     coordinate = np.zeros(spatial, np.int64)  # region coordinates of the current row
-    for row in _row_starts(zero + 1, shape, padded_strides):
+    for row in row_starts(zero + 1, shape, padded_strides):
         for k in range(length):
             component = components[row + k]
             if component:

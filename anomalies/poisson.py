@@ -25,6 +25,8 @@ from functools import lru_cache
 import numba
 import numpy as np
 
+from lightwork.anomalies.grid import row_starts, strides_of
+
 
 def _validate(target: np.ndarray, source_patch: np.ndarray, patch_mask: np.ndarray, corner: Sequence[int]) -> None:
     for name, array in (("target", target), ("source_patch", source_patch)):
@@ -102,30 +104,6 @@ def _axis_eigenvalues(length: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_starts(shape, strides):
-    """The flat indices of the first interior voxels of the interior rows (runs along the last
-    axis, the one-voxel shell left out) of a C-ordered box of `shape` and `strides` ([D] int64):
-    [prod(shape[:-1] - 2)] int64, ascending."""
-    spatial = shape.size
-    rows = 1
-    for d in range(spatial - 1):
-        rows *= shape[d] - 2
-    starts = np.empty(rows, np.int64)
-    coordinate = np.ones(spatial, np.int64)
-    for row in range(rows):
-        start = 0
-        for d in range(spatial):
-            start += coordinate[d] * strides[d]
-        starts[row] = start
-        for d in range(spatial - 2, -1, -1):  # the next interior row
-            coordinate[d] += 1
-            if coordinate[d] < shape[d] - 1:
-                break
-            coordinate[d] = 1
-    return starts
-
-
-@numba.njit(cache=True, nogil=True)
 def _correction_rhs(target, source, mask, shape, mix, rhs):
     """The right-hand side of the correction's Poisson equation on the box interior.
 
@@ -137,10 +115,8 @@ def _correction_rhs(target, source, mask, shape, mix, rhs):
     target, source: [C, M] float32, C-ordered boxes of `shape` ([D] int64); mask: [M] bool;
     rhs: [C, prod(shape - 2)] float32, written. Returns whether any entry is non-zero."""
     spatial = shape.size
-    strides = np.ones(spatial, np.int64)
-    for d in range(spatial - 2, -1, -1):
-        strides[d] = strides[d + 1] * shape[d + 1]
-    starts = _row_starts(shape, strides)
+    strides = strides_of(shape)
+    starts = row_starts(np.ones(spatial, np.int64), shape - 2, strides)  # the interior's rows
     length = shape[spatial - 1] - 2
     size = mask.size
     excess = np.zeros(size, np.float32)
