@@ -112,37 +112,48 @@ def _sweep_until_stable(marker, values, rows, length, offsets):
     the later ones, already updated in the sweep) until a forward and a backward sweep change
     nothing: then every voxel is a fixed point of the parallel iteration, and since both start
     from the same marker and only lower it, the result is the same greatest fixed point, bit for
-    bit (min and max only). marker, values: [N] float; offsets: [K] int64 the neighbours' flat
-    offsets, ascending (the first half negative)."""
+    bit (min and max only). A voxel at its floor (marker == values) never changes again, so after
+    each pair of sweeps the next visit only the others, in the same order. marker, values: [N]
+    float; offsets: [K] int64 the neighbours' flat offsets, ascending (the first half negative)."""
     half = offsets.size // 2
     earlier, later = offsets[:half], offsets[half:]
+    voxels = np.empty(rows.size * length, np.int64)
+    count = 0
+    for row in rows:
+        for index in range(row, row + length):
+            voxels[count] = index
+            count += 1
     changed = True
     while changed:
-        changed = _sweep(marker, values, rows, length, earlier, False)
-        changed |= _sweep(marker, values, rows, length, later, True)
+        changed = _sweep(marker, values, voxels, count, earlier, False)
+        changed |= _sweep(marker, values, voxels, count, later, True)
+        kept = 0
+        for k in range(count):
+            if marker[voxels[k]] != values[voxels[k]]:
+                voxels[kept] = voxels[k]
+                kept += 1
+        count = kept
 
 
 @numba.njit(cache=True, nogil=True)
-def _sweep(marker, values, rows, length, neighbours, backward):
-    """One raster sweep of `_sweep_until_stable` (backward: the voxels in reverse order); returns
-    whether a voxel was lowered."""
+def _sweep(marker, values, voxels, count, neighbours, backward):
+    """One sweep of `_sweep_until_stable` over voxels[:count] (ascending flat indices; backward:
+    in reverse); returns whether a voxel was lowered."""
     changed = False
-    for r in range(rows.size):
-        row = rows[rows.size - 1 - r] if backward else rows[r]
-        for k in range(length):
-            index = row + length - 1 - k if backward else row + k
-            level = marker[index]
-            if level == values[index]:
-                continue  # at its floor already: nothing can lower it
-            for offset in neighbours:
-                neighbour = marker[index + offset]
-                if neighbour < level:
-                    level = neighbour
-            if level < values[index]:
-                level = values[index]
-            if level < marker[index]:
-                marker[index] = level
-                changed = True
+    for k in range(count):
+        index = voxels[count - 1 - k] if backward else voxels[k]
+        level = marker[index]
+        if level == values[index]:
+            continue  # at its floor already: nothing can lower it
+        for offset in neighbours:
+            neighbour = marker[index + offset]
+            if neighbour < level:
+                level = neighbour
+        if level < values[index]:
+            level = values[index]
+        if level < marker[index]:
+            marker[index] = level
+            changed = True
     return changed
 
 
