@@ -58,7 +58,8 @@ class DeformationParams:
 def inner_edge(mask: np.ndarray) -> np.ndarray:
     """The mask voxels with a face neighbour outside the mask, the box border counting as outside
     ([*P] bool -> [*P] bool)."""
-    padded = np.pad(mask, 1)
+    padded = np.zeros(tuple(n + 2 for n in mask.shape), dtype=bool)  # np.pad costs ten times more
+    padded[(slice(1, -1),) * mask.ndim] = mask
     interior = mask.copy()
     for axis in range(mask.ndim):
         for step in (0, 2):

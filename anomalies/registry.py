@@ -110,7 +110,10 @@ def warm_up() -> None:
     """Run every task once on a small generated image, so that the compiled kernels (numba: read
     from its on-disk cache, or compiled on a machine's first run) are loaded before the first real
     sample: a synthesis worker calls this while it starts, not during its first batch."""
+    from lightwork.anomalies.intensity import ENVELOPE_REACH, bounded_squared_distance
+
     image = np.random.default_rng(0).random((1, 24, 24), dtype=np.float32)
     for task_id in range(TASK_COUNT):
         task = make_task(task_id, sources=[image]) if task_id in (0, 1) else make_task(task_id)
         task(image, None, np.random.default_rng(task_id))
+    bounded_squared_distance(np.ones((9, 9), bool), ENVELOPE_REACH + 1)  # the wide ramps' passes (X-rays)

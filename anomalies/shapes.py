@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.fft
 
@@ -88,6 +89,49 @@ def _half_extents(matrix: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.abs(matrix) @ (sizes / 2)
 
 
+@numba.njit(cache=True, nogil=True)
+def _rasterise(unit, centre, ellipse, mask, box):
+    """mask (flat [prod(box)] bool, C order over the box of shape `box` [D] int64) = whether each
+    voxel's unit-shape coordinates v = unit @ (x - centre) (unit: [D, D] float32, centre: [D]
+    float32) lie inside: sum_d v_d^2 <= 1 (ellipse) or max_d |v_d| <= 1. float32 in numpy's order
+    of broadcasting: each v_r summed over the axes in order (the leading axes' share once per row
+    of the box), the terms combined in axis order."""
+    spatial = box.size
+    last = spatial - 1
+    offset = np.zeros(spatial, np.float32)
+    for d in range(spatial):
+        offset[d] = -centre[d]
+    leading = np.zeros(spatial, np.float32)  # per r, the leading axes' share of v_r on this row
+    index = 0
+    while index < mask.size:
+        for row in range(spatial):
+            if last > 0:
+                leading[row] = offset[0] * unit[row, 0]
+                for d in range(1, last):
+                    leading[row] = leading[row] + offset[d] * unit[row, d]
+        for k in range(box[last]):
+            position = np.float32(k) - centre[last]
+            total = np.float32(0)
+            for row in range(spatial):
+                coordinate = position * unit[row, last]
+                if last > 0:
+                    coordinate = leading[row] + coordinate
+                term = coordinate * coordinate if ellipse else abs(coordinate)
+                if row == 0:
+                    total = term
+                elif ellipse:
+                    total += term
+                elif term > total:
+                    total = term
+            mask[index] = total <= 1
+            index += 1
+        for d in range(last - 1, -1, -1):  # the next row's leading coordinates
+            offset[d] += 1
+            if offset[d] < box[d] - centre[d]:
+                break
+            offset[d] = -centre[d]
+
+
 def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> AnomalyShape:
     """Rasterise a shape of `kind` with full extents `sizes` [D] transformed by `matrix` [D, D]
     onto the smallest box holding it (deterministic; `draw_shape` draws the arguments).
@@ -102,30 +146,13 @@ def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> Anomaly
         raise ValueError(f"shape kind must be one of {KINDS}, got {kind!r}")
     sizes = np.asarray(sizes, dtype=np.float64)
     matrix = np.asarray(matrix, dtype=np.float64)
-    spatial = len(sizes)
     half = _half_extents(matrix, sizes)
     box = np.maximum(np.ceil(2 * half - 1e-9), 1).astype(np.int64)
     centre = (box - 1) / 2
     # Back to unit-shape coordinates: v = diag(2 / sizes) matrix^-1 (x - centre).
-    unit = (2 / sizes)[:, None] * np.linalg.inv(matrix)
-    offsets = [
-        (np.arange(n, dtype=np.float32) - np.float32(c)).reshape([n if d == axis else 1 for d in range(spatial)])
-        for axis, (n, c) in enumerate(zip(box, centre))
-    ]
-    inside = None
-    for row in unit.astype(np.float32):
-        # Partial sums broadcast over lower-dimensional arrays; only the last addition is box-sized.
-        coordinate = offsets[0] * row[0]
-        for d in range(1, spatial):
-            coordinate = coordinate + offsets[d] * row[d]
-        term = coordinate * coordinate if kind == "ellipse" else np.abs(coordinate)
-        if inside is None:
-            inside = np.broadcast_to(term, tuple(box)).copy()
-        elif kind == "ellipse":
-            inside += term
-        else:
-            np.maximum(inside, term, out=inside)
-    mask = inside <= 1
+    unit = ((2 / sizes)[:, None] * np.linalg.inv(matrix)).astype(np.float32)
+    mask = np.empty(tuple(box), dtype=bool)
+    _rasterise(unit, centre.astype(np.float32), kind == "ellipse", mask.reshape(-1), box)
     if not mask.any():
         mask[tuple((box - 1) // 2)] = True
     return AnomalyShape(kind, sizes, matrix, centre, mask)

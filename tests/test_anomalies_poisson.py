@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.fft
+import scipy.ndimage
 
 from lightwork.anomalies.poisson import poisson_blend
 
@@ -149,3 +151,50 @@ def test_bad_inputs_raise_clear_errors(change, message):
     mask = np.ones((5, 5), bool)
     with pytest.raises(ValueError, match=message):
         poisson_blend(*change(target, source, mask, (2, 2)))
+
+
+def _scipy_dst_solution(target, source, mask, corner, mix):
+    """Method.md's solve written with scipy.fft: F = DST-I(rhs) / sum_d (2 cos(pi (k_d + 1) /
+    (N_d - 1)) - 2), interior = IDST-I(F), in float64 (the reference the matrix DST is held to)."""
+    box = _box(corner, mask.shape)
+    target_box = target[box].astype(np.float64)
+    spatial = mask.ndim
+    centre = (slice(None), *([slice(1, -1)] * spatial))
+    shell = target_box.copy()
+    shell[centre] = 0
+    rhs = _guidance_divergence(target[box], source, mask, mix) - _laplacian(shell)  # the shell's share moved over
+    eigenvalues = sum(
+        (2 * np.cos(np.pi * (np.arange(n - 2) + 1) / (n - 1)) - 2).reshape(
+            [-1 if d == axis else 1 for d in range(spatial)]
+        )
+        for axis, n in enumerate(mask.shape)
+    )
+    axes = tuple(range(1, spatial + 1))
+    interior = scipy.fft.idstn(scipy.fft.dstn(rhs, type=1, axes=axes) / eigenvalues, type=1, axes=axes)
+    solution = target.astype(np.float64)
+    solution[box][centre] = interior
+    return solution
+
+
+@pytest.mark.parametrize(
+    "patch_shape", [(205, 37), (103, 89), (57, 50), (3, 60), (31, 29, 23)], ids=lambda shape: "x".join(map(str, shape))
+)
+def test_matrix_dst_solve_equals_the_fft_solve_of_the_method(patch_shape):
+    """The DST-I as a product with a float32 sine matrix per axis (fast for every box length, also
+    where 2 (N + 1) has a large prime factor) against scipy's FFT-based DST in float64: the same
+    solution within 2e-5 on images in [0, 1], the largest 2D box (0.8 x 256) included; and the
+    solution's Laplacian still matches the guidance divergence inside the box."""
+    rng = np.random.default_rng(len(patch_shape) * 1000 + patch_shape[0])
+    image_shape = (1, *(n + 6 for n in patch_shape))
+    corner = (3,) * len(patch_shape)
+    target = scipy.ndimage.gaussian_filter(rng.random(image_shape), (0, *[2.0] * len(patch_shape))).astype(np.float32)
+    source = rng.random((1, *patch_shape), dtype=np.float32)
+    grids = np.meshgrid(*(np.linspace(-1, 1, n) for n in patch_shape), indexing="ij")
+    mask = sum(grid**2 for grid in grids) < 0.8
+    for mix in (True, False):
+        blended = poisson_blend(target, source, mask, corner, mix_gradients=mix)
+        expected = _scipy_dst_solution(target, source, mask, corner, mix)
+        np.testing.assert_allclose(blended, expected, rtol=0, atol=2e-5)
+        box = _box(corner, patch_shape)
+        residual = _laplacian(blended[box]) - _guidance_divergence(target[box], source, mask, mix)
+        assert np.abs(residual).max() < 1e-4

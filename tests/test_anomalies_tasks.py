@@ -14,7 +14,13 @@ import scipy.ndimage
 
 from lightwork.anomalies import TASK_NAMES, SyntheticTask, make_task, soft_label
 from lightwork.anomalies.base import channel_range
-from lightwork.anomalies.intensity import IntensityParams, IntensityTask, bounded_squared_distance, ramp_weights
+from lightwork.anomalies.intensity import (
+    ENVELOPE_REACH,
+    IntensityParams,
+    IntensityTask,
+    bounded_squared_distance,
+    ramp_weights,
+)
 from lightwork.anomalies.shapes import draw_shape, make_shape, place_shape
 
 DEFORMATION = ("sink", "source")
@@ -191,11 +197,13 @@ def test_ramp_distance_is_the_exact_edt_up_to_its_reach():
     for index in range(60):
         mask = draw_shape(rng, (80, 112, 80) if index % 2 else (256, 256)).mask
         edt = scipy.ndimage.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
-        reach = int(rng.integers(1, 15))
+        reach = int(rng.integers(1, 15))  # both kinds of passes (ENVELOPE_REACH = 5)
         squared = bounded_squared_distance(mask, reach)
         near = edt <= reach
         np.testing.assert_array_equal(squared[near], (edt[near] ** 2).astype(np.float32))
         assert (squared[~near] > reach**2).all()
+        if reach > ENVELOPE_REACH:
+            np.testing.assert_array_equal(squared, (edt**2).astype(np.float32))  # the envelope is exact everywhere
         width = rng.uniform(0.5, 14)
         expected = np.minimum(edt / min(width, edt.max()), 1)
         np.testing.assert_allclose(ramp_weights(mask, width), expected, atol=1e-6)
@@ -207,8 +215,8 @@ def test_warm_up_loads_every_compiled_kernel():
     code = """
 from lightwork.anomalies.registry import warm_up
 from lightwork.anomalies import intensity, label, patch
-kernels = [label._sweep_until_stable, label._flood_components, patch._cubic_sample, intensity._first_axis_squared,
-           intensity._min_plus_passes]
+kernels = [label._label_region, patch._cubic_sample, intensity._first_axis_squared,
+           intensity._min_plus_passes, intensity._lower_envelope_passes]
 assert all(not kernel.signatures for kernel in kernels)
 warm_up()
 assert all(kernel.signatures for kernel in kernels), [kernel.__name__ for kernel in kernels if not kernel.signatures]
