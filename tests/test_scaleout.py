@@ -149,14 +149,18 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         deadline = time.monotonic() + TRAIN_TIMEOUT_S
         while removed is None and process.poll() is None and time.monotonic() < deadline:
             filesystem.invalidate_cache()
-            checkpointed = {Path(path).parent.name for path in filesystem.glob(f"{run_path}/*/checkpoint_*")}
+            # A checkpoint counts once Train has registered it (its snapshot names it): a checkpoint
+            # folder uploaded but not yet registered is not restored, as Train documents.
+            checkpointed = {
+                Path(path).parent.name for path in filesystem.glob(f"{run_path}/*/checkpoint_manager_snapshot.json")
+            }
             running = {
                 Path(path).parent.name
                 for path in filesystem.glob(f"{run_path}/*/fold.json")
                 if json.loads(filesystem.cat_file(path))["status"] == "running"
             }
             workers = list_state(dashboard, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-            # Remove a node only once every running fold has a checkpoint to resume from.
+            # Remove a node only once every running fold has a registered checkpoint to resume from.
             if running and running <= checkpointed and len(workers) == len(running):
                 seen_state.append(
                     json.dumps([list_state(dashboard, what, []) for what in ("actors", "jobs", "tasks")], default=repr)
