@@ -392,6 +392,23 @@ def _keep_credentials_out_of_tune() -> None:
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(TUNE_PROPAGATED_CREDENTIALS)
 
 
+def _start_ray_data_actors() -> None:
+    """Ray Data's two cluster-wide actors (its stats actor and its actor-location tracker), started
+    from this driver, outside any placement group. Started first inside a fold's Train worker group
+    instead, they share the fate of its placement group: Ray Data started them again for every
+    fold, two more Python processes a fold (and the tracker, pinned to a node from inside the
+    group, could not be scheduled)."""
+    from ray.data._internal.execution.node_trackers.actor_location import get_or_create_actor_location_tracker
+    from ray.data._internal.stats import get_or_create_stats_actor
+
+    ray.get(
+        [
+            get_or_create_stats_actor().__ray_ready__.remote(),
+            get_or_create_actor_location_tracker().__ray_ready__.remote(),
+        ]
+    )
+
+
 def _fit_trials(
     todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
 ) -> None:
@@ -410,10 +427,13 @@ def _fit_trials(
     )
     storage_path, filesystem = _ray_storage(run)
     _keep_credentials_out_of_tune()
+    _start_ray_data_actors()
     tuner = tune.Tuner(
         tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
         param_space={"fold": tune.grid_search([plan.name for plan in todo])},
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials),
+        # Reused trial actors: every fold after the first skips a process start and the imports of
+        # this module (measured: -6 s a fold on 2 cores; all trials ask for the same resources).
+        tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, reuse_actors=True),
         run_config=tune.RunConfig(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage_path,

@@ -50,17 +50,22 @@ def run_config(tmp_path, shape, name, storage_path, **train):
 def _kill_first_worker_after_report(run_uri, address: str, killed: list, state: list, stop: threading.Event):
     """Once any fold has reported a checkpoint, record what Ray's state API shows (actors, jobs and
     tasks in detail, as JSON, into `state`) and SIGKILL one live Ray Train worker process of the
-    cluster at `address` (named: another Ray may run on the machine)."""
+    cluster at `address` (named: another Ray may run on the machine); a listed worker that has exited
+    meanwhile is passed over."""
     filesystem, run_path = storage.filesystem(run_uri)
     while not stop.is_set():
         if filesystem.glob(f"{run_path}/*/checkpoint_*"):
             workers = list_state(address, "actors", [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-            if workers:
+            if workers and not state:
                 state.append(
                     json.dumps([list_state(address, what, []) for what in ("actors", "jobs", "tasks")], default=repr)
                 )
-                os.kill(workers[0]["pid"], signal.SIGKILL)
-                killed.append(workers[0]["pid"])
+            for worker in workers:
+                try:
+                    os.kill(worker["pid"], signal.SIGKILL)
+                except ProcessLookupError:  # its fold finished since the state API listed it
+                    continue
+                killed.append(worker["pid"])
                 return
         time.sleep(0.5)
         filesystem.invalidate_cache()
