@@ -179,7 +179,7 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
         "train.val_batch_size=4",
         "resources.cpus_per_worker=0.5",
         "resources.data_cpus_per_trial=0.5",
-        "resources.max_concurrent_trials=5",
+        "resources.max_concurrent_trials=2",
     ]
     arguments = [
         "train",

@@ -103,7 +103,7 @@ def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: l
         "train.max_epochs=1",
         "train.warmup_steps=1",
         "resources.cpus_per_worker=0.5",
-        "resources.max_concurrent_trials=5",
+        "resources.max_concurrent_trials=2",
     ]
     records = train_splits(load_config(preset="tiny", overrides=overrides), "1/4")
     assert all(record.status == "done" for record in records), [record.error for record in records]

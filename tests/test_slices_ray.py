@@ -88,7 +88,7 @@ def sliced_run(tmp_path_factory, ray_session):
         "train.max_epochs=1",
         "train.warmup_steps=1",
         "resources.cpus_per_worker=0.5",
-        "resources.max_concurrent_trials=5",
+        "resources.max_concurrent_trials=2",
     ]
     config = load_config(preset="tiny", overrides=overrides)
     records = train_splits(config, "1/4")

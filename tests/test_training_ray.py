@@ -40,7 +40,7 @@ def run_config(tmp_path, shape, name, storage_path, **train):
         "train.lr=0.01",
         "train.warmup_steps=1",
         "resources.cpus_per_worker=0.5",
-        "resources.max_concurrent_trials=5",
+        "resources.max_concurrent_trials=2",
         "resources.max_failures=2",
         *[f"train.{key}={value}" for key, value in train.items()],
     ]
