@@ -121,9 +121,9 @@ def printed(log: str, label: str) -> Path:
 
 @pytest.mark.slow
 def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_path, check_fold_records):
-    """The README's cluster commands: the demo pipeline (3D cohort, 1/4 split; 3 epochs per fold of
-    a smaller model than the demo's, to keep the suite short) submitted to a head node: every fold
-    through the synthesis stream, Train and Tune, then the report."""
+    """The README's cluster commands: the demo pipeline (3D cohort, 1/4 split, 3 epochs per fold to
+    keep the suite short) submitted to a head node: every fold through the synthesis stream,
+    Train and Tune, then the report."""
     env, temp_dir = ray_head
     storage = tmp_path / "runs"
     log = submit(
@@ -135,8 +135,6 @@ def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_pat
             "demo",
             "--set",
             "train.max_epochs=3",
-            "--set",
-            "model.features=[4,8,16]",
             "--storage",
             str(storage),
             "--name",
