@@ -64,6 +64,10 @@ def encode_case(case: PreparedCase) -> bytes:
     return buffer.getvalue()
 
 
+# What numpy, zipfile and zlib raise on a damaged, truncated or foreign `.npz`.
+UNREADABLE = (OSError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError)
+
+
 def decode_case(payload: bytes, where: str = "<bytes>") -> PreparedCase:
     """A case from `.npz` bytes; `where` names the file in error messages."""
     try:
@@ -77,20 +81,26 @@ def decode_case(payload: bytes, where: str = "<bytes>") -> PreparedCase:
                 source_affine=npz["source_affine"],
                 source_shape=tuple(int(v) for v in npz["source_shape"]),
             )
-    except (OSError, KeyError, ValueError) as error:
+    except UNREADABLE as error:
         raise ValueError(f"{where}: not a readable prepared case ({error})") from error
+
+
+def _case_bytes(uri: str) -> bytes:
+    try:
+        return storage.read_bytes(uri)
+    except FileNotFoundError as error:
+        raise ValueError(f"{uri}: prepared case not found") from error
 
 
 def load_masks(uri: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The foreground (bool [*S]) and lesion mask (uint8 [*S], None when the case has none) of the
     prepared case at `uri`, without decompressing its image. ValueError naming the file when it is
     not a readable prepared case."""
+    payload = _case_bytes(uri)
     try:
-        with np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False) as npz:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             return npz["foreground"], (npz["lesion"] if "lesion" in npz.files else None)
-    except FileNotFoundError as error:
-        raise ValueError(f"{uri}: prepared case not found") from error
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as error:
+    except UNREADABLE as error:
         raise ValueError(f"{uri}: not a readable prepared case ({error})") from error
 
 
@@ -99,4 +109,5 @@ def save_case(uri: str, case: PreparedCase) -> None:
 
 
 def load_case(uri: str) -> PreparedCase:
-    return decode_case(storage.read_bytes(uri), where=uri)
+    """The prepared case at `uri`; ValueError naming the file when it is missing or unreadable."""
+    return decode_case(_case_bytes(uri), where=uri)

@@ -28,8 +28,6 @@ Cases are read through a bounded least-recently-used cache (one per process).
 from __future__ import annotations
 
 import logging
-import zipfile
-import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,12 +86,7 @@ class CaseCache:
         """The case at `uri`; ValueError naming the file when it is not a readable prepared case."""
         case = self._cases.pop(uri, None)
         if case is None:
-            try:
-                case = load_case(uri)
-            except FileNotFoundError as error:
-                raise ValueError(f"{uri}: prepared case not found") from error
-            except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # a damaged or truncated .npz
-                raise ValueError(f"{uri}: not a readable prepared case ({error})") from error
+            case = load_case(uri)
         self._cases[uri] = case
         while len(self._cases) > self.capacity:
             self._cases.popitem(last=False)
