@@ -5,7 +5,9 @@ Scores are float predictions, ground truth is `lesion != 0` on the model grid. L
     slice   3D only: slices along the first spatial axis; anomalous when more than
             SLICE_ANOMALY_FRACTION of its pixels are lesion; score = mean prediction of the slice
     sample  one per case: anomalous when any voxel is lesion (or from an image-level label
-            when the case has no mask); score = mean prediction
+            when the case has no mask); score = mean prediction (the paper's), and beside it the
+            image scores of SAMPLE_SCORES used elsewhere in the field (maximum, 99th percentile,
+            mean of the top 1%)
 
 `ScoreHistogram` accumulates pixel scores per class in bounded memory (fixed bins on [0, 1]
 after clipping) and gives AP/AUROC from the histograms; `SetScorer` also keeps every score while a
@@ -14,12 +16,30 @@ test set is small, for the exact scikit-learn path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 SLICE_ANOMALY_FRACTION = 5 / 128**2
+TOP_FRACTION = 0.01  # the "top k%" image score's k
+
+
+def _top_fraction_mean(values: np.ndarray) -> float:
+    count = max(1, math.ceil(TOP_FRACTION * values.size))
+    return float(np.mean(np.partition(values, values.size - count)[values.size - count :], dtype=np.float64))
+
+
+# Image-level scores of one case's (clipped) map, float64 [N] -> float. "mean" is the paper's and
+# the one `sample_ap` / `sample_auroc` use; the others are reported beside it.
+SAMPLE_SCORES = {
+    "mean": lambda values: float(np.mean(values, dtype=np.float64)),
+    "max": lambda values: float(np.max(values)),
+    "p99": lambda values: float(np.percentile(values, 99)),
+    "top1%": _top_fraction_mean,
+}
+PAPER_SAMPLE_SCORE = "mean"
 PAPER_CHUNK_VOLUMES = 20
 PAPER_CHUNK_SHUFFLES = 10
 DEFAULT_BINS = 100_000
@@ -64,18 +84,21 @@ def slice_labels_and_scores(
     return labels[keep], sums[keep] / counts[keep]
 
 
-def sample_label_and_score(
+def sample_label_and_scores(
     prediction: np.ndarray, lesion: np.ndarray | None, image_label: bool | None = None, region: np.ndarray | None = None
-) -> tuple[bool, float]:
-    """(anomalous, mean score) of one case: anomalous when any voxel is lesion, else `image_label`."""
+) -> tuple[bool, dict[str, float]]:
+    """(anomalous, {SAMPLE_SCORES name: image score}) of one case: anomalous when any voxel is
+    lesion, else `image_label`; the scores are over `region` (bool [*S]) when given."""
     if lesion is not None:
         label = bool((lesion != 0).any())
     elif image_label is not None:
         label = bool(image_label)
     else:
         raise ValueError("a sample needs a lesion mask or an image-level label")
-    values = prediction[region] if region is not None else prediction
-    return label, float(np.mean(values, dtype=np.float64))
+    values = (prediction[region] if region is not None else prediction).ravel()
+    if values.size == 0:
+        return label, {name: float("nan") for name in SAMPLE_SCORES}
+    return label, {name: score(values) for name, score in SAMPLE_SCORES.items()}
 
 
 @dataclass
@@ -210,7 +233,7 @@ class SetScorer:
         self.slice_labels: list[np.ndarray] = []
         self.slice_scores: list[np.ndarray] = []
         self.sample_labels: list[bool] = []
-        self.sample_scores: list[float] = []
+        self.sample_scores: dict[str, list[float]] = {name: [] for name in SAMPLE_SCORES}
         self.case_scores: dict[str, dict] = {}
         self.maskless_cases: list[str] = []
 
@@ -230,10 +253,11 @@ class SetScorer:
         region = foreground.astype(bool) if (self.foreground_only and foreground is not None) else None
         if lesion is None and image_label is None:
             raise ValueError(f"case {case_id}: neither a lesion mask nor an image-level label to score against")
-        label, score = sample_label_and_score(prediction, lesion, image_label, region)
+        label, scores = sample_label_and_scores(prediction, lesion, image_label, region)
         self.sample_labels.append(label)
-        self.sample_scores.append(score)
-        self.case_scores[case_id] = {"anomalous": label, "score": score}
+        for name, score in scores.items():
+            self.sample_scores[name].append(score)
+        self.case_scores[case_id] = {"anomalous": label, "score": scores[PAPER_SAMPLE_SCORE]}
         if lesion is None:
             self.maskless_cases.append(case_id)
             return
@@ -296,9 +320,13 @@ class SetScorer:
             result["slice_ap"], result["slice_auroc"] = ap_auroc(
                 np.concatenate(self.slice_labels), np.concatenate(self.slice_scores)
             )
-        result["sample_ap"], result["sample_auroc"] = ap_auroc(
-            np.array(self.sample_labels), np.array(self.sample_scores)
-        )
+        by_score = {
+            name: dict(zip(("ap", "auroc"), ap_auroc(np.array(self.sample_labels), np.array(scores))))
+            for name, scores in self.sample_scores.items()
+        }
+        paper = by_score[PAPER_SAMPLE_SCORE]
+        result["sample_ap"], result["sample_auroc"] = paper["ap"], paper["auroc"]
+        result["sample_scores"] = by_score
         if self.volume_histograms:
             result["dice_threshold"] = self.dice_threshold
             result["dice"] = self.dice.dice_at(self.dice_threshold) if self.dice_threshold is not None else float("nan")

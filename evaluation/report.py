@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lightwork.data import storage  # noqa: E402
-from lightwork.evaluation.metrics import ScoreHistogram  # noqa: E402
+from lightwork.evaluation.metrics import PAPER_SAMPLE_SCORE, SAMPLE_SCORES, ScoreHistogram  # noqa: E402
 
 MASKLESS_NAMED = 20  # maskless cases named in report.md; metrics.json lists them all
 COLUMNS = (
@@ -101,6 +101,27 @@ def metrics_table(metrics: dict) -> str:
             )
     for name, summary in metrics.get("baselines", {}).items():
         lines.append(f"| baseline: {name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def sample_score_table(metrics: dict) -> str | None:
+    """Markdown table of sample-level AP / AUROC under every image score of SAMPLE_SCORES, for each
+    split's ensemble and the baselines; None when no test set holds both normal and anomalous cases."""
+    splits = metrics.get("splits", {})
+    rows = [(f"{split} / ensemble", entry["ensemble"]) for split, entry in splits.items() if "ensemble" in entry]
+    rows += [(f"baseline: {name}", summary) for name, summary in metrics.get("baselines", {}).items()]
+    rows = [(name, summary) for name, summary in rows if _fmt(summary.get("sample_auroc")) != "n/a"]
+    if not rows:
+        return None
+    titles = [f"{name} (the paper's)" if name == PAPER_SAMPLE_SCORE else name for name in SAMPLE_SCORES]
+    lines = ["| model | " + " | ".join(f"{title}: AP / AUROC" for title in titles) + " |"]
+    lines.append("|" + "---|" * (len(titles) + 1))
+    for name, summary in rows:
+        cells = []
+        for score in SAMPLE_SCORES:
+            value = summary.get("sample_scores", {}).get(score, {})
+            cells.append(f"{_fmt(value.get('ap'))} / {_fmt(value.get('auroc'))}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -223,6 +244,17 @@ def _write_report_locally(
             "",
         ]
     lines += ["## Metrics", "", metrics_table(metrics), ""]
+    samples = sample_score_table(metrics)
+    if samples is not None:
+        lines += [
+            "## Sample-level scores",
+            "",
+            "A case's score is one number from its map: the mean (the paper's, used for the sample columns",
+            "above), the maximum, the 99th percentile, or the mean of its highest 1% of scores.",
+            "",
+            samples,
+            "",
+        ]
     maskless = sorted({case for entry in _all_summaries(metrics) for case in entry.get("maskless_cases", [])})
     if maskless:
         named = ", ".join(maskless[:MASKLESS_NAMED]) + (

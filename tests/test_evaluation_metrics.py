@@ -40,11 +40,42 @@ def test_slice_scores_restricted_to_region_drop_empty_slices():
 
 def test_sample_rule_any_pixel_or_image_label():
     prediction = np.array([[0.2, 0.4], [0.0, 0.2]])
-    assert metrics.sample_label_and_score(prediction, np.array([[0, 0], [0, 1]])) == (True, pytest.approx(0.2))
-    assert metrics.sample_label_and_score(prediction, np.zeros((2, 2))) == (False, pytest.approx(0.2))
-    assert metrics.sample_label_and_score(prediction, None, image_label=True)[0] is True
+    label, scores = metrics.sample_label_and_scores(prediction, np.array([[0, 0], [0, 1]]))
+    assert label is True and scores["mean"] == pytest.approx(0.2)
+    assert metrics.sample_label_and_scores(prediction, np.zeros((2, 2)))[0] is False
+    assert metrics.sample_label_and_scores(prediction, None, image_label=True)[0] is True
     with pytest.raises(ValueError):
-        metrics.sample_label_and_score(prediction, None)
+        metrics.sample_label_and_scores(prediction, None)
+
+
+def test_sample_scores_mean_max_percentile_and_top_fraction():
+    values = np.arange(1000, dtype=np.float64) / 1000  # 0.000 ... 0.999
+    label, scores = metrics.sample_label_and_scores(values.reshape(10, 100), None, image_label=False)
+    assert scores["mean"] == pytest.approx(0.4995)
+    assert scores["max"] == pytest.approx(0.999)
+    assert scores["p99"] == pytest.approx(np.percentile(values, 99))
+    assert scores["top1%"] == pytest.approx(np.mean(values[-10:]))  # the highest 10 of 1000
+    region = np.zeros((10, 100), bool)
+    region[0] = True  # 0.000 ... 0.099
+    assert metrics.sample_label_and_scores(values.reshape(10, 100), None, False, region)[1]["max"] == pytest.approx(
+        0.099
+    )
+
+
+def test_a_focal_anomaly_ranks_by_max_where_the_mean_ranks_it_below_a_bright_normal():
+    """The mean rewards maps that are high everywhere; the maximum and top 1% a small hot spot."""
+    scorer = metrics.SetScorer()
+    normal = np.full((50, 50), 0.2)
+    focal = np.full((50, 50), 0.05)
+    focal[:5, :5] = 0.9  # 1% of the image
+    scorer.add_case("normal", normal, None, image_label=False)
+    scorer.add_case("pneumonia", focal, None, image_label=True)
+    summary = scorer.summary()
+    assert summary["sample_auroc"] == pytest.approx(0.0)  # the paper's mean: 0.0585 < 0.2
+    assert summary["sample_scores"]["mean"]["auroc"] == pytest.approx(0.0)
+    assert summary["sample_scores"]["max"]["auroc"] == pytest.approx(1.0)
+    assert summary["sample_scores"]["top1%"]["auroc"] == pytest.approx(1.0)
+    assert scorer.case_scores["pneumonia"]["score"] == pytest.approx(0.0585)
 
 
 def test_chunked_ap_averages_chunks_and_skips_lesion_free_chunks():

@@ -95,3 +95,30 @@ def test_a_long_list_of_maskless_cases_is_cut_in_the_report(tmp_path):
     assert "sample level only (25): xray00, xray01," in text and "xray19 and 5 more (all in metrics.json)" in text
     assert "xray20" not in text
     assert len(json.loads((tmp_path / "metrics.json").read_text())["splits"]["1/4"]["ensemble"]["maskless_cases"]) == 25
+
+
+def test_the_report_tabulates_every_sample_score_only_where_normal_and_anomalous_cases_are_scored(tmp_path):
+    scorer = metrics.SetScorer()
+    focal = np.full((20, 20), 0.05)
+    focal[:3, :3] = 0.9  # 2% of the image: above its 99th percentile too
+    scorer.add_case("normal", np.full((20, 20), 0.2), None, image_label=False)
+    scorer.add_case("pneumonia", focal, None, image_label=True)
+    intensity = metrics.SetScorer()
+    intensity.add_case("normal", np.full((20, 20), 0.5), None, image_label=False)
+    intensity.add_case("pneumonia", np.full((20, 20), 0.6), None, image_label=True)
+    summaries = {"splits": {"1/4": {"ensemble": scorer.summary()}}, "baselines": {"intensity": intensity.summary()}}
+    text = open(report.write_report(tmp_path / "both", summaries, {}, {})).read()
+    assert "## Sample-level scores" in text
+    assert "| model | mean (the paper's): AP / AUROC | max: AP / AUROC | p99: AP / AUROC | top1%: AP / AUROC |" in text
+    assert "| 1/4 / ensemble | 50.0 / 0.0 | 100.0 / 100.0 | 100.0 / 100.0 | 100.0 / 100.0 |" in text
+    assert "| baseline: intensity | 100.0 / 100.0 |" in text
+    stored = json.loads((tmp_path / "both" / "metrics.json").read_text())
+    assert stored["splits"]["1/4"]["ensemble"]["sample_scores"]["max"] == {"ap": 1.0, "auroc": 1.0}
+    lesion = np.zeros((16, 16), np.uint8)
+    lesion[4:8, 4:8] = 1
+    brains = metrics.SetScorer()
+    brains.add_case("lesioned", lesion * 0.7, lesion)  # every case anomalous: no sample AUROC
+    text = open(
+        report.write_report(tmp_path / "lesions", {"splits": {"1/4": {"ensemble": brains.summary()}}}, {}, {})
+    ).read()
+    assert "Sample-level scores" not in text
