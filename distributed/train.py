@@ -393,11 +393,13 @@ def _keep_credentials_out_of_tune() -> None:
 
 
 def _start_ray_data_actors() -> None:
-    """Ray Data's two cluster-wide actors (its stats actor and its actor-location tracker), started
-    from this driver, outside any placement group. Started first inside a fold's Train worker group
-    instead, they share the fate of its placement group: Ray Data started them again for every
-    fold, two more Python processes a fold (and the tracker, pinned to a node from inside the
-    group, could not be scheduled)."""
+    """Ray Data's cluster-wide detached actors (its stats actor, its actor-location tracker and its
+    autoscaling coordinator), started from this driver, on its node and outside any placement group.
+    Ray Data creates each where a stream first runs, pinned to that node: in a fold's Train worker.
+    There they shared the fate of the worker group's placement group (started again for every fold,
+    one more Python process each), and the coordinator, which lives on, kept an autoscaled GPU node
+    busy for good, so that it was never scaled down (ray-project/ray#62260 pins them to the head)."""
+    from ray.data._internal.cluster_autoscaler import get_or_create_autoscaling_coordinator
     from ray.data._internal.execution.node_trackers.actor_location import get_or_create_actor_location_tracker
     from ray.data._internal.stats import get_or_create_stats_actor
 
@@ -405,6 +407,7 @@ def _start_ray_data_actors() -> None:
         [
             get_or_create_stats_actor().__ray_ready__.remote(),
             get_or_create_actor_location_tracker().__ray_ready__.remote(),
+            get_or_create_autoscaling_coordinator().__ray_ready__.remote(),
         ]
     )
 
