@@ -1,7 +1,7 @@
 """Deterministic generators: every random draw in lightwork comes from one of these.
 
 A sample's generator depends only on (run seed, epoch, case id, task id), never on which actor
-or process draws it, so a run is reproducible whatever the number of synthesis actors.
+or process draws it, so a run is reproducible whatever the number of synthesis processes.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ and where a fold's time goes, from Ray's own task events (`ray.timeline()`, medi
 folds): the trial driver building the fold's datasets and starting the Train controller, the
 controller's start (a new process: its imports and the trainer's arguments), the worker group's
 start (placement group, worker processes), the worker's train context (imports, process group),
-the synthesis stream's start (until its first actor is ready), the training loop itself
+the synthesis stream's start (until its first task starts), the training loop itself
 (`epoch_seconds` of the fold records: steps, data waits, validation, checkpoints), and the rest
 (reports, shutting the worker group down, the next trial's start). The processes each fold
 starts are counted from Ray's state API.
@@ -54,7 +54,7 @@ BOUNDARIES = (
     ("TrainController.__init__", "end"),
     ("RayTrainWorker.init_train_context", "start"),
     ("RayTrainWorker.init_train_context", "end"),
-    ("MapWorker.__init__", "end"),
+    ("synthesis task", "start"),
     ("TrainController.run", "end"),
 )
 PHASES = (
@@ -92,8 +92,8 @@ def task_events(timeline: list[dict]) -> dict[str, list[tuple[float, float]]]:
         if event.get("ph") != "X" or not str(event.get("cat", "")).startswith("task::"):
             continue
         name = event["cat"][len("task::") :]
-        if name.startswith("MapWorker("):
-            name = "MapWorker." + name.rsplit(".", 1)[1]
+        if "synthesise_items" in name:
+            name = "synthesis task"
         start = event["ts"] / 1e6
         events[name].append((start, start + event["dur"] / 1e6))
     return {name: sorted(spans) for name, spans in events.items()}
@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     folds = len(records)
     steps = sum(record.steps for record in records)
     loop = statistics.median(sum(entry["epoch_seconds"] for entry in record.history) for record in records)
-    phases = fold_phases(task_events(ray.timeline())) if args.concurrent == 1 else []
+    timeline = ray.timeline()
+    phases = fold_phases(task_events(timeline)) if args.concurrent == 1 else []
+    processes = len({event["tid"] for event in timeline if str(event.get("cat", "")).startswith("task::")})
     actors = collections.Counter(actor["class_name"] for actor in list_actors(limit=10000, detail=True))
     ray.shutdown()
 
@@ -173,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'after the run, next trial start':<34} {wall / folds - sum(medians):9.1f}")
         print(f"{'  (in the loop: epoch_seconds)':<34} {loop:9.1f}")
         print(f"{'  (in the loop: optimizer steps)':<34} {steps / folds * step:9.1f}")
-    print(f"\n{'processes started (actors)':<34} {'count':>9} {'per fold':>9}")
+    print(f"\n{'worker processes that ran a task':<34} {processes:9d} {processes / folds:9.1f}")
+    print(f"{'actors started':<34} {'count':>9} {'per fold':>9}")
     for name, count in sorted(actors.items(), key=lambda item: -item[1]):
         print(f"{name[:34]:<34} {count:9d} {count / folds:9.1f}")
     return 0

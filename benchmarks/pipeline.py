@@ -1,4 +1,4 @@
-"""Synthesis throughput: the bare single-core loop beside the Ray Data stream with 1 and 2 actors.
+"""Synthesis throughput: the bare single-core loop beside the Ray Data stream, 1 and 2 tasks at once.
 
     python benchmarks/pipeline.py                        # 80x112x80 brain and 256x256 chest phantoms
     python benchmarks/pipeline.py --presets cxr --appetite 500
@@ -9,14 +9,14 @@ manifest in a temporary folder; every sample uses one of all five tasks (inter_b
 stand-in external pool). Then, in the same run and on the same (case, epoch) items:
     bare      `Synthesiser.sample` in this process (one core): samples/s over all items after a
               warm-up pass (cases cached, stand-in pool built), and the median time per sample
-    ray, n    `stream.synthesis_dataset` with n synthesis actors, consumed with `iter_batches` in
-              this process: samples/s between the 1/4 and 3/4 marks of the samples (actor start-up,
+    ray, n    `stream.synthesis_dataset` with n synthesis tasks at once, consumed with `iter_batches`
+              in this process: samples/s between the 1/4 and 3/4 marks of the samples (the start,
               reported apart, excluded), and the ratio to n x the bare rate (goal >= 0.8)
-Each figure is measured `--repeats` times (bare, 1 actor, 2 actors, bare, ...); the table prints the
+Each figure is measured `--repeats` times (bare, 1 task, 2 tasks, bare, ...); the table prints the
 medians, and each ratio's median with its range over the repeats (ratios pair each Ray
 measurement with the bare measurement just before it).
-Pool sizing for a GPU: actors = ceil(GPU samples/s appetite / (stream efficiency x per-core synthesis
-samples/s)), with the bare rate as the per-core rate and the 1-actor ratio as the efficiency
+Pool sizing for a GPU: tasks = ceil(GPU samples/s appetite / (stream efficiency x per-core synthesis
+samples/s)), with the bare rate as the per-core rate and the 1-task ratio as the efficiency
 (printed for `--appetite` values).
 """
 
@@ -103,12 +103,12 @@ def bare(cases: list[tuple[str, str]], epochs: int, max_push: float) -> tuple[fl
 
 
 def through_ray(
-    cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...], actors: int, max_push: float
+    cases: list[tuple[str, str]], epochs: int, shape: tuple[int, ...], tasks: int, max_push: float
 ) -> tuple[float, float, int]:
     """(steady samples/s, seconds to the first batch, samples) of the Ray stream.
 
     The steady rate is taken between the batches that bring the count past 1/4 and 3/4 of the
-    samples: it leaves out the actors' start and the end of the stream, and the samples that wait
+    samples: it leaves out the stream's start and the end of the stream, and the samples that wait
     delivered but unread (Ray Data hands over a task's output in blocks of many samples) are about
     as many at both ends of that window.
     """
@@ -120,7 +120,7 @@ def through_ray(
         SEED,
         list(range(epochs)),
         validation=False,
-        pool=plan_synthesis(2.0, actors),
+        pool=plan_synthesis(2.0, tasks),
         shape=shape,
     )
     dataset.context.execution_options = stream.ingest_options(2.0)
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 rate, ms = bare(cases, epochs, max_push)
                 bare_rates.append(rate)
                 median_ms.append(ms)
-                for rates, actors in ((one, 1), (two, 2)):
-                    delivered, start, total = through_ray(cases, epochs, shape, actors, max_push)
+                for rates, tasks in ((one, 1), (two, 2)):
+                    delivered, start, total = through_ray(cases, epochs, shape, tasks, max_push)
                     rates.append(delivered)
                     starts.append(start)
         rate = statistics.median(bare_rates)
@@ -187,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(starts):>7.1f}",
             flush=True,
         )
-        per_actor = statistics.median(one_ratios) * rate
+        per_task = statistics.median(one_ratios) * rate
         print(
-            f"  pool for a GPU ({preset}): actors = ceil(appetite / ({statistics.median(one_ratios):.2f} x {rate:.1f}"
+            f"  pool for a GPU ({preset}): tasks = ceil(appetite / ({statistics.median(one_ratios):.2f} x {rate:.1f}"
             f" samples/s per core)): "
             + ", ".join(
-                f"{appetite:g}/s -> {math.ceil(appetite / per_actor)}" for appetite in args.appetite or (20, 100, 500)
+                f"{appetite:g}/s -> {math.ceil(appetite / per_task)}" for appetite in args.appetite or (20, 100, 500)
             )
         )
     ray.shutdown()

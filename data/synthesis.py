@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 VALIDATION_EPOCH = 2**40  # epoch index of validation version 0; training epochs stay far below
 CACHE_CASES = 32  # prepared cases a process keeps in memory (80x112x80: ~3 MB each)
 SOURCE_TRIES = 8  # draws of a readable blend source before a sample fails
-MAX_SKIPPED_FRACTION = 0.25  # of the samples an actor has seen: more failing is no longer "one bad volume"
+MAX_SKIPPED_FRACTION = 0.25  # of the samples a synthesiser has seen: more failing is no longer "one bad volume"
 MIN_SKIPPED_TO_FAIL = 3
 STANDIN_COUNT = 8  # stand-in external images
 STANDIN_SCALES = ((0.02, 0.3), (0.06, 0.5), (0.15, 0.8))  # (noise sigma / min(shape), weight)
@@ -254,8 +254,8 @@ class Synthesiser:
 
 
 class BatchSynthesiser:
-    """Item batches -> sample batches (the Ray Data callable class of `lightwork.distributed.stream`,
-    importing nothing heavier than numpy so that synthesis actors start fast).
+    """Item batches -> sample batches (what a synthesis task of `lightwork.distributed.stream` runs,
+    importing nothing heavier than numpy so that the worker processes start fast).
 
     Input columns: case_id, array_uri (str), epoch (int), optionally slice (int; WHOLE or absent:
     the whole case). Output: image [B, C, *S] float32, label [B, *S] float32, + healthy [B, C, *S]
@@ -280,7 +280,7 @@ class BatchSynthesiser:
         self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push, slice_axis=slice_axis)
         self.validation, self.keys = validation, keys
         self.seen = self.skipped = 0
-        warm_up()  # the compiled kernels load while the actor starts, not in its first batch
+        warm_up()  # the compiled kernels load once, before the first sample
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         samples = []
@@ -294,7 +294,7 @@ class BatchSynthesiser:
                 if self.skipped >= MIN_SKIPPED_TO_FAIL and self.skipped > MAX_SKIPPED_FRACTION * self.seen:
                     raise ValueError(f"{self.skipped} of {self.seen} samples failed; the last: {error}") from error
                 log.warning(
-                    "skipped a sample (%d of %d skipped by this actor so far): %s", self.skipped, self.seen, error
+                    "skipped a sample (%d of %d skipped by this process so far): %s", self.skipped, self.seen, error
                 )
         if not samples:
             return {}

@@ -2,7 +2,7 @@
 
 A run declares what one trial (one fold model) needs in `RunConfig.resources`: its Train workers
 (`num_workers`, each `cpus_per_worker` CPUs and `gpus_per_worker` GPUs) and the CPUs of the
-synthesis stream that feeds it (`data_cpus_per_trial`, Ray places those actors on any node).
+synthesis stream that feeds it (`data_cpus_per_trial`, Ray places those tasks on any node).
 The cluster decides only how many trials run at once:
 
     fixed cluster       as many trials as fit on the nodes alive now (each Train worker on one
@@ -22,12 +22,13 @@ constraint of one bundle, which the autoscaler either reports infeasible or star
 Autoscaler v1 can be neither asked nor told from a plain head (every head runs its monitor), so a
 v1 cluster is planned as it stands (declare `max_concurrent_trials` there). Nothing here starts a task.
 
-Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the actors
+Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the synthesis
+tasks running at once the rest
 
-    actors = max(1, round(B - READ_CPUS - SLACK_CPUS))      one per CPU: synthesis is single-threaded
-    cpus per actor = (B - READ_CPUS - SLACK_CPUS) / actors   fractional, so the pool fits exactly
+    tasks = max(1, round(B - READ_CPUS - SLACK_CPUS))      one per CPU: synthesis is single-threaded
+    cpus per task = (B - READ_CPUS - SLACK_CPUS) / tasks   fractional, so the pool fits exactly
 
-and `plan_synthesis` raises when fewer than MIN_ACTOR_CPUS are left.
+and `plan_synthesis` raises when fewer than MIN_TASK_CPUS are left.
 """
 
 from __future__ import annotations
@@ -43,35 +44,33 @@ from lightwork.config import ResourcesSection
 TRIAL_DRIVER_CPUS = 0.01  # the Tune trial that drives a fold's TorchTrainer (0 is refused)
 READ_CPUS = 0.05  # a stream's item read task: generates a few small tables
 SLACK_CPUS = 0.01  # kept free of rounding
-MIN_ACTOR_CPUS = 0.25
+MIN_TASK_CPUS = 0.25
 UNLIMITED = sys.maxsize  # a node type the autoscaler may add without a count limit
 
 
 @dataclass(frozen=True)
 class SynthesisPool:
-    """The synthesis actor pool of one dataset: `min_actors` (started at once) to `actors` (Ray
-    Data adds actors while the consumer waits), each asking `cpus_per_actor`."""
+    """The synthesis of one dataset: up to `tasks` Ray Data tasks at once, each asking `cpus_per_task`."""
 
-    actors: int
-    cpus_per_actor: float
-    min_actors: int = 1
+    tasks: int
+    cpus_per_task: float
 
 
-def plan_synthesis(data_cpus: float, actors: int | None = None) -> SynthesisPool:
+def plan_synthesis(data_cpus: float, tasks: int | None = None) -> SynthesisPool:
     """The pool that fits a data budget of `data_cpus` CPUs (formula in the module docstring).
 
-    `actors` fixes the pool size (benchmarks, tests): all start at once and share the budget.
-    Raises ValueError when the budget leaves an actor fewer than MIN_ACTOR_CPUS.
+    `tasks` fixes the pool size (benchmarks, tests), sharing the budget.
+    Raises ValueError when the budget leaves a task fewer than MIN_TASK_CPUS.
     """
     usable = data_cpus - READ_CPUS - SLACK_CPUS
-    count = actors if actors is not None else max(1, round(usable))
-    if count < 1 or usable / count < MIN_ACTOR_CPUS:
+    count = tasks if tasks is not None else max(1, round(usable))
+    if count < 1 or usable / count < MIN_TASK_CPUS:
         raise ValueError(
-            f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} actor(s) need at least "
-            f"{count * MIN_ACTOR_CPUS + READ_CPUS + SLACK_CPUS:.2f}; raise resources.data_cpus_per_trial, lower "
+            f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} task(s) at once need at least "
+            f"{count * MIN_TASK_CPUS + READ_CPUS + SLACK_CPUS:.2f}; raise resources.data_cpus_per_trial, lower "
             f"resources.cpus_per_worker or resources.max_concurrent_trials, or add CPUs to the cluster"
         )
-    return SynthesisPool(count, usable / count, min_actors=count if actors is not None else 1)
+    return SynthesisPool(count, usable / count)
 
 
 @dataclass(frozen=True)
@@ -153,8 +152,8 @@ class TrialPlan:
         kind = "autoscaling" if self.autoscaling else "fixed-size"
         lines = [
             f"per trial: {workers} Train worker(s) x {_text(self.worker_bundle)}, "
-            f"{self.cpus_for_data:.2f} CPUs of synthesis ({self.pool.actors} actor(s) x "
-            f"{self.pool.cpus_per_actor:.2f} CPUs) and {TRIAL_DRIVER_CPUS} CPUs for the trial driver",
+            f"{self.cpus_for_data:.2f} CPUs of synthesis ({self.pool.tasks} task(s) at once x "
+            f"{self.pool.cpus_per_task:.2f} CPUs) and {TRIAL_DRIVER_CPUS} CPUs for the trial driver",
             f"{kind} cluster: {self.max_concurrent_trials} of {self.num_trials} trials at once ({waves} wave(s))",
         ]
         if self.request:
@@ -272,7 +271,7 @@ def plan_trials(
     if shape.autoscaling and shape.bounded:  # a request beyond what the node types allow would be infeasible
         per_trial = (
             [bundle] * min_workers
-            + [{"CPU": pool.cpus_per_actor}] * pool.actors
+            + [{"CPU": pool.cpus_per_task}] * pool.tasks
             + [{"CPU": READ_CPUS + SLACK_CPUS + TRIAL_DRIVER_CPUS}]
         )
         request = tuple(dict(item) for _ in range(concurrent) for item in per_trial)

@@ -8,18 +8,20 @@
                sample_generator(seed, e, ORDER_KEY, -1) (no Ray shuffle: the order is part of the
                run's reproducibility); for validation, every validation-fold sample at epochs
                VALIDATION_EPOCH + v, v < data.val_per_case
-    synthesis  map_batches(BatchSynthesiser, ActorPoolStrategy(min_size=1, max_size=n)): each actor
-               holds a `lightwork.data.synthesis.Synthesiser` (tasks, source pools, case cache);
-               a task is one item block (`rows_per_task`, up to CALLS_PER_TASK calls of
-               `rows_per_call` samples), and Ray Data merges a task's outputs into blocks of up to
-               128 MiB
+    synthesis  map_batches(synthesise_items, TaskPoolStrategy(size=n)): up to n Ray tasks at once,
+               each one item block (`rows_per_task`, up to CALLS_PER_TASK calls of
+               `rows_per_call` samples); Ray Data merges a task's outputs into blocks of up to
+               128 MiB. Tasks run in the job's pooled Ray worker processes, which outlive a fold:
+               each keeps the `lightwork.data.synthesis.BatchSynthesiser` of the streams it served
+               last (anomaly tasks, source pools, case cache), so a fold starts no synthesis
+               process of its own (an actor pool started one per fold, ~4 s on 2 cores)
     rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
                validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero)
                (`keys=True` adds sample_key, case_id, task, epoch, slice for inspection); S is the
                slice's shape when slicing
 
 Every sample is a function of (seed, epoch, case, tasks, image set) only, so the rows are the same
-whatever the number of actors, and in the same order under `ingest_options` (preserve_order).
+whatever the number of tasks at once, and in the same order under `ingest_options` (preserve_order).
 The training stream holds enough data epochs for the whole run (`training_epochs`); validation is
 synthesised once per fold (materialised) and read again every epoch.
 
@@ -27,18 +29,18 @@ Resources (ray-notes: a Ray Data stage that asks for more CPUs than are left han
 trial's data budget B CPUs (`TrialPlan.cpus_for_data`, see `lightwork.distributed.resources`) pays
 for the read task (READ_CPUS) and the synthesis pool (`plan_synthesis`). On a GPU cluster, the pool
 needed to keep a GPU fed is ceil(GPU samples/s / (efficiency x per-core synthesis samples/s)),
-efficiency being what one actor delivers of the bare single-core rate (0.6-0.8 for 80x112x80 and
+efficiency being what one synthesis task slot delivers of the bare single-core rate (0.6-0.8 for 80x112x80 and
 256x256 samples on 2-core machines: writing a task's output into the object store costs ~0.3-0.4
 ms per MB, ~2 ms per float32 brain sample against ~6 ms of synthesis; benchmarks/pipeline.py
 measures all three, benchmarks/training.py the GPU's rate); declare it as
 `resources.data_cpus_per_trial`.
 
-Actors read the cases with the object-storage credentials of their own environment (the shell
+Synthesis tasks read the cases with the object-storage credentials of their own environment (the shell
 that ran `ray start`, a pod's `envFrom`, the AWS credential chain): nothing secret travels in a
 runtime_env, which Ray shows in its dashboard and state API.
 
 A case that cannot be read or synthesised (a corrupt file, too little foreground) is skipped,
-counted and logged by its actor (`BatchSynthesiser`): one bad volume must not stop a run over
+counted and logged by the worker process that met it (`BatchSynthesiser`): one bad volume must not stop a run over
 thousands.
 """
 
@@ -46,6 +48,8 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,15 +71,16 @@ log = logging.getLogger(__name__)
 
 MAX_READ_TASKS = 256
 # Items per read task. Read tasks run one at a time and each costs ~20-150 ms of scheduling on a busy
-# 2-core node: one per data epoch (16 items for a 16-case set) starved the synthesis actors.
+# 2-core node: one per data epoch (16 items for a 16-case set) starved the synthesis.
 ROWS_PER_READ_TASK = 4096
 ORDER_KEY = "<stream order>"  # the generator key of a data epoch's case order
-VOXELS_PER_CALL = 2**21  # samples per actor call: about this many voxels (80x112x80: 3, 256x256: 32)
+VOXELS_PER_CALL = 2**21  # samples per synthesis call: about this many voxels (80x112x80: 3, 256x256: 32)
 MAX_ROWS_PER_CALL = 32
-# Actor calls per Ray task. Every task costs ~10-30 ms of scheduling on a busy 2-core node; at one
-# call per task (25 ms for 3 brain samples) that left the actor idle a third of the time.
+# Synthesis calls per Ray task. Every task costs ~10-30 ms of scheduling on a busy 2-core node; at
+# one call per task (25 ms for 3 brain samples) that left the worker idle a third of the time.
 CALLS_PER_TASK = 16
-TASKS_PER_ACTOR = 4  # at least, when the stream is short (validation sets)
+TASKS_PER_SLOT = 4  # at least, when the stream is short (validation sets)
+KEPT_SYNTHESISERS = 4  # per worker process: the streams of two trials at once, train and validation
 IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) are synthesised in the driver
 ITEM_SCHEMA = pa.schema(
     [("case_id", pa.string()), ("array_uri", pa.string()), ("slice", pa.int64()), ("epoch", pa.int64())]
@@ -99,15 +104,15 @@ def training_epochs(train_cases: int, settings: TrainSection) -> int:
 
 
 def rows_per_call(shape: Sequence[int]) -> int:
-    """Samples an actor synthesises per call for cases of spatial `shape` (1-MAX_ROWS_PER_CALL)."""
+    """Samples one synthesis call makes for cases of spatial `shape` (1-MAX_ROWS_PER_CALL)."""
     return int(np.clip(round(VOXELS_PER_CALL / max(1, math.prod(shape))), 1, MAX_ROWS_PER_CALL))
 
 
-def rows_per_task(shape: Sequence[int], rows: int, actors: int) -> int:
-    """Items per synthesis actor task (one input block): CALLS_PER_TASK calls, fewer when a stream
-    of `rows` items would otherwise give some of the `actors` fewer than TASKS_PER_ACTOR tasks."""
+def rows_per_task(shape: Sequence[int], rows: int, tasks: int) -> int:
+    """Items per synthesis task (one input block): CALLS_PER_TASK calls, fewer when a stream of
+    `rows` items would otherwise give some of the `tasks` slots fewer than TASKS_PER_SLOT tasks."""
     per_call = rows_per_call(shape)
-    return int(np.clip(rows // (TASKS_PER_ACTOR * actors), per_call, CALLS_PER_TASK * per_call))
+    return int(np.clip(rows // (TASKS_PER_SLOT * tasks), per_call, CALLS_PER_TASK * per_call))
 
 
 def read_task_count(epochs: int, cases: int) -> int:
@@ -116,7 +121,7 @@ def read_task_count(epochs: int, cases: int) -> int:
 
 
 def item_block_count(epochs: int, cases: int, block_rows: int) -> int:
-    """Item blocks (synthesis actor tasks) of about `block_rows` rows over all read tasks."""
+    """Item blocks (synthesis tasks) of about `block_rows` rows over all read tasks."""
     tasks = read_task_count(epochs, cases)
     return tasks * max(1, round(epochs * cases / tasks / block_rows))
 
@@ -128,7 +133,7 @@ class _Items(Datasource):
     A read task yields its rows as one table (Ray Data would merge smaller ones up to its target
     block size, 128 MiB); `item_block_count` is passed to `read_datasource` as
     `override_num_blocks`, so that Ray Data splits that table into blocks of about `block_rows` rows,
-    one actor task each.
+    synthesis task each.
     """
 
     def __init__(
@@ -192,7 +197,7 @@ def item_dataset(
 ) -> ray.data.Dataset:
     """The (case_id, array_uri, slice, epoch) rows of `cases` (SampleRefs, or (case_id, array_uri)
     pairs) at `epochs` (order: `_Items`), in blocks of about `block_rows` rows: one synthesis
-    actor task each."""
+    task each."""
     source = _Items(cases, epochs, seed, shuffle, block_rows)
     return ray.data.read_datasource(
         source,
@@ -233,14 +238,15 @@ def synthesis_dataset(
     """
     if not cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
-    block_rows = rows_per_task(shape, len(cases) * len(epochs), pool.actors)
+    block_rows = rows_per_task(shape, len(cases) * len(epochs), pool.tasks)
     items = item_dataset(cases, epochs, seed, shuffle=not validation, block_rows=block_rows)
-    usable = item_block_count(len(epochs), len(cases), block_rows)  # actors beyond one per task would idle
+    usable = item_block_count(len(epochs), len(cases), block_rows)  # more slots than blocks would idle
     return items.map_batches(
-        BatchSynthesiser,
+        synthesise_items,
         batch_size=rows_per_call(shape),
         batch_format="numpy",
-        fn_constructor_kwargs={
+        fn_kwargs={
+            "stream": uuid.uuid4().hex,
             "seed": seed,
             "tasks": tuple(tasks),
             "image_set": list(cases),
@@ -250,9 +256,25 @@ def synthesis_dataset(
             "keys": keys,
             "slice_axis": config.data.slice_axis,
         },
-        compute=ray.data.ActorPoolStrategy(min_size=min(pool.min_actors, usable), max_size=min(pool.actors, usable)),
-        num_cpus=pool.cpus_per_actor,
+        compute=ray.data.TaskPoolStrategy(size=min(pool.tasks, usable)),
+        num_cpus=pool.cpus_per_task,
     )
+
+
+# This worker process's synthesisers, by stream, the KEPT_SYNTHESISERS most recently used.
+_SYNTHESISERS: OrderedDict[str, BatchSynthesiser] = OrderedDict()
+
+
+def synthesise_items(batch: dict[str, np.ndarray], stream: str, **settings) -> dict[str, np.ndarray]:
+    """The synthesis task's batch function: item batch -> sample batch (`BatchSynthesiser`'s
+    columns). `stream` names the dataset (a fresh id per `synthesis_dataset`); its synthesiser,
+    built from `settings` (BatchSynthesiser's arguments) on the stream's first batch in this
+    process, serves its later ones: the case cache, source pools and skip counts carry over."""
+    synthesiser = _SYNTHESISERS.pop(stream, None) or BatchSynthesiser(**settings)
+    _SYNTHESISERS[stream] = synthesiser
+    while len(_SYNTHESISERS) > KEPT_SYNTHESISERS:
+        _SYNTHESISERS.popitem(last=False)
+    return synthesiser(batch)
 
 
 @dataclass(frozen=True)
@@ -305,7 +327,7 @@ def fold_dataset(
     seed: int,
     part: str,
     data_cpus: float | None = None,
-    actors: int | None = None,
+    tasks: int | None = None,
     keys: bool = False,
 ) -> ray.data.Dataset:
     """The lazy "train" or "val" dataset of one fold model (rows: module docstring).
@@ -317,12 +339,12 @@ def fold_dataset(
         part: "train" (the plan's training folds and tasks, `training_epochs` data epochs) or "val"
             (its validation folds and tasks, data.val_per_case versions per case).
         data_cpus: the CPU budget of the dataset's stream; None: what one trial leaves on the cluster.
-        actors: a fixed synthesis pool size (default: planned from the budget).
+        tasks: a fixed number of synthesis tasks at once (default: planned from the budget).
         keys: add sample_key, case_id, task, epoch columns.
     """
     if part not in ("train", "val"):
         raise ValueError(f"part must be 'train' or 'val', got {part!r}")
-    return _part_dataset(plan, config, seed, part, _parts(plan, config)[part], data_cpus, actors, keys)
+    return _part_dataset(plan, config, seed, part, _parts(plan, config)[part], data_cpus, tasks, keys)
 
 
 def _part_dataset(
@@ -332,20 +354,20 @@ def _part_dataset(
     part: str,
     what: _Part,
     data_cpus: float | None,
-    actors: int | None,
+    tasks: int | None,
     keys: bool,
 ) -> ray.data.Dataset:
     if data_cpus is None:
         data_cpus = plan_trials(1, config.resources, cluster_shape()).cpus_for_data
-    pool = plan_synthesis(data_cpus, actors)
+    pool = plan_synthesis(data_cpus, tasks)
     log.info(
-        "%s %s: %d cases x %d epochs, up to %d synthesis actors x %.2f CPUs",
+        "%s %s: %d cases x %d epochs, up to %d synthesis tasks at once x %.2f CPUs",
         plan.name,
         part,
         len(what.cases),
         len(what.epochs),
-        pool.actors,
-        pool.cpus_per_actor,
+        pool.tasks,
+        pool.cpus_per_task,
     )
     dataset = synthesis_dataset(
         what.cases,
@@ -369,8 +391,8 @@ def fold_datasets(
 ) -> dict[str, ray.data.Dataset]:
     """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`).
 
-    The validation set is synthesised once here and read again every epoch: by the actor pool,
-    or, when it holds at most IN_PROCESS_VOXELS voxels, in this process (no actor to start; the
+    The validation set is synthesised once here and read again every epoch: by synthesis tasks,
+    or, when it holds at most IN_PROCESS_VOXELS voxels, in this process (no task to wait for; the
     same rows).
     """
     parts = _parts(plan, config)

@@ -34,7 +34,7 @@ def ray_context(s3_server):
     It starts after the S3 endpoint, so that its processes hold the AWS variables in their own
     environment, as a cluster's processes do on pods with `envFrom` (lightwork never passes
     credentials through Ray). Logical CPUs above the 2 physical cores keep Ray Data read tasks,
-    synthesis actors and train workers from starving each other (see shared/ray-notes.md).
+    synthesis tasks and train workers from starving each other (see shared/ray-notes.md).
     """
     import ray
 

@@ -210,7 +210,7 @@ def test_ramp_distance_is_the_exact_edt_up_to_its_reach():
 
 
 def test_warm_up_loads_every_compiled_kernel():
-    """In a fresh process no kernel is loaded; after warm_up every one is (so a synthesis actor's
+    """In a fresh process no kernel is loaded; after warm_up every one is (so a synthesis process's
     first batch does not pay for them)."""
     code = """
 from lightwork.anomalies.registry import warm_up

@@ -1,5 +1,5 @@
 """The fold data stream through real Ray Data: shapes and dtypes, folds and tasks of the plan,
-the same rows whatever the number of synthesis actors, cases read from a real S3 endpoint, a
+the same rows whatever the number of synthesis tasks at once, cases read from a real S3 endpoint, a
 corrupt case skipped and counted, and the resource plan."""
 
 import logging
@@ -90,13 +90,13 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
     assert set(batch) == IMAGE_COLUMNS | {"healthy"}
 
 
-def test_same_rows_whatever_the_number_of_actors(ray_session, tmp_path):
+def test_same_rows_whatever_the_number_of_synthesis_tasks(ray_session, tmp_path):
     data = write_noise_dataset(str(tmp_path / "data"), (32, 32), channels=3)
     config = config_for(data, "train.max_epochs=3", "train.batch_size=2")
     plan = plan_of("3/2", 3)  # tasks 0, 2, 3 on folds 0, 2, 3
 
-    def rows(actors, seed=7):
-        dataset = fold_dataset(plan, config, seed, "train", data_cpus=3.0, actors=actors, keys=True)
+    def rows(tasks, seed=7):
+        dataset = fold_dataset(plan, config, seed, "train", data_cpus=3.0, tasks=tasks, keys=True)
         return [
             (row["sample_key"], int(row["task"]), row["image"].tobytes(), row["label"].tobytes())
             for row in dataset.iter_rows()
@@ -174,10 +174,10 @@ def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
     """Each actor task is one item block: many calls' worth of items (one call per task left the
     actors waiting on Ray's scheduling), every item once, in the drawn order."""
     assert rows_per_call((80, 112, 80)) == 3 and rows_per_call((256, 256)) == 32
-    assert rows_per_task((80, 112, 80), 10_000, actors=2) == CALLS_PER_TASK * 3
-    assert rows_per_task((256, 256), 100_000, actors=4) == CALLS_PER_TASK * 32
-    assert rows_per_task((80, 112, 80), 80, actors=2) == 10  # a short stream: 4 tasks per actor
-    assert rows_per_task((80, 112, 80), 8, actors=2) == 3  # never below one call
+    assert rows_per_task((80, 112, 80), 10_000, tasks=2) == CALLS_PER_TASK * 3
+    assert rows_per_task((256, 256), 100_000, tasks=4) == CALLS_PER_TASK * 32
+    assert rows_per_task((80, 112, 80), 80, tasks=2) == 10  # a short stream: 4 tasks per slot
+    assert rows_per_task((80, 112, 80), 8, tasks=2) == 3  # never below one call
 
     cases = [(f"case{i:02d}", f"/data/case{i:02d}.npz") for i in range(16)]
     epochs = list(range(40))
@@ -192,9 +192,9 @@ def test_items_reach_the_actors_in_blocks_of_many_calls(ray_session):
     assert [(row["case_id"], row["epoch"]) for row in rows] == expected
 
 
-def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_session, tmp_path):
-    """One item block cannot feed two actors: the pool shrinks to the blocks (Ray Data would start
-    an actor that never gets a task, and warn that it 'only received 1 input(s)')."""
+def test_a_stream_shorter_than_the_pool_asks_only_for_the_slots_it_can_use(ray_session, tmp_path):
+    """One item block cannot feed two task slots: the pool shrinks to the blocks (Ray Data would
+    warn that the operator 'only received 1 input(s)')."""
     data = write_noise_dataset(str(tmp_path / "data"), (16, 16), count=2)
     cases = [(row["case_id"], row["array_uri"]) for row in manifest.read_manifest(data)]
     with warnings.catch_warnings(record=True) as caught:
@@ -206,7 +206,7 @@ def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_se
             0,
             [0],
             validation=False,
-            pool=plan_synthesis(3.0, actors=2),
+            pool=plan_synthesis(3.0, tasks=2),
             shape=(16, 16),
         ).take_all()
     assert len(rows) == 1 and rows[0]["image"].shape == (1, 16, 16)
@@ -214,7 +214,7 @@ def test_a_stream_shorter_than_the_pool_starts_only_the_actors_it_can_use(ray_se
 
 
 def test_stream_processes_load_without_torch():
-    """Read tasks and synthesis actors import the stream, the config and the synthesiser; torch
+    """Read and synthesis tasks import the stream, the config and the synthesiser; torch
     (~2 s per process) is for the Train workers only."""
     code = (
         "import sys, lightwork.config, lightwork.distributed.stream, lightwork.data.synthesis; "

@@ -46,7 +46,7 @@ def test_the_shipped_autoscaling_cluster_asks_for_gpus_and_cpu_pods():
     assert gpu_bundles == [{"CPU": 4, "GPU": 1}] * 5
     data_cpus = sum(bundle["CPU"] for bundle in plan.request if "GPU" not in bundle)
     assert data_cpus == pytest.approx(5 * (7 + 0.01))  # synthesis pools, read tasks and drivers
-    assert plan.pool.actors == 7
+    assert plan.pool.tasks == 7
     assert any("requested from the autoscaler: 45 bundles" in line for line in plan.lines())
 
 
@@ -75,9 +75,9 @@ def test_what_no_node_can_hold_is_one_clear_error_naming_the_field():
 
 
 def test_synthesis_pool_fits_the_budget():
-    assert plan_synthesis(3.0, actors=2).cpus_per_actor == pytest.approx(2.94 / 2)
+    assert plan_synthesis(3.0, tasks=2).cpus_per_task == pytest.approx(2.94 / 2)
     big = plan_synthesis(15.99)
-    assert big.actors == 16 and big.actors * big.cpus_per_actor <= 15.99
+    assert big.tasks == 16 and big.tasks * big.cpus_per_task <= 15.99
     with pytest.raises(ValueError, match="left for synthesis"):
         plan_synthesis(0.2)
 
