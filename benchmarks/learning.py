@@ -1,0 +1,261 @@
+"""What the method learns per CPU-minute: one model trained in a plain in-process loop on a real
+healthy set of ../shared, scored on a real lesion (or pneumonia) set after each CPU budget, seeds
+side by side, the random and intensity baselines in the same table.
+
+    python benchmarks/learning.py --set brain --models 2d,3d          # IXI -> BraTS 2015 T1c
+    python benchmarks/learning.py --set cxr                           # Kermany normals -> normal vs pneumonia
+    python benchmarks/learning.py --set cxr --minutes 5 --seeds 0,1,2 --override train.warmup_steps=0
+
+Sets (prepared once into `--work` with the library's recipes, as the README's real-data commands do):
+    brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid (the README's);
+           test: the 5 BraTS 2015 T1c volumes with their tumour masks
+    cxr    train: the first 1141 Kermany normals (sorted by file name), 128x128;
+           test: the other 200 normals and the first 200 pneumonia images (image labels, no masks)
+Models: `2d` (brain: a 2D U-Net on axial slices, `data.slice_axis` 2, predicted slice by slice
+and reassembled; cxr: the 2D model itself), `3d` (brain only: the 3D U-Net). Each trains on tasks
+0, 2, 3, 4 (intra_blend, sink, source, intensity) of the manifest's folds 0-3; the held-out task 1
+(inter_blend, from the stand-in pool) on fold 4 is the synthetic validation set that sets the
+Dice threshold, as a fold of a 4/1 split does. One torch thread per run; `--jobs` runs at once.
+
+The budget is the training process's CPU time (`time.process_time`: synthesis and optimizer
+steps); validation and scoring at each budget are not counted. Figures: the median over the seeds
+and their range, per model and budget: pixel AP (foreground voxels, as `evaluate` with
+`--foreground-only` does), slice AP (3D), Dice at the validation threshold, and the sample AUROC
+under the paper's mean score and the maximum (cxr). The baselines have no budget and no seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
+TRAIN_TASKS, VAL_TASK = (0, 2, 3, 4), 1
+TRAIN_FOLDS, VAL_FOLDS = (0, 1, 2, 3), (4,)
+VALIDATION_SAMPLES = 64
+KERMANY_TRAIN_NORMALS, KERMANY_TEST_PER_CLASS = 1141, 200
+# Per set: the config preset of each model and the settings the benchmark trains with (any can be
+# overridden with --override).
+SETTINGS = {
+    ("brain", "3d"): ("brain", ["model.features=[8,16,32,64]", "train.batch_size=4", "train.lr=2e-3"]),
+    ("brain", "2d"): ("brain2d", ["model.features=[16,32,64,128]", "train.batch_size=16", "train.lr=2e-3"]),
+    ("cxr", "2d"): ("cxr", ["model.features=[16,32,64,128]", "train.batch_size=16", "train.lr=2e-3"]),
+}
+COMMON = ["train.warmup_steps=10", "train.decay_steps=100000", "train.val_batch_size=16"]
+METRICS = (
+    ("pixel_ap", "pixel AP"),
+    ("slice_ap", "slice AP"),
+    ("dice", "Dice@val"),
+    ("sample_auroc", "sample AUROC (mean)"),
+    ("sample_auroc_max", "sample AUROC (max)"),
+)
+
+
+def _run(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _link(files: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        target = folder / path.name
+        if not target.exists():
+            target.symlink_to(path)
+
+
+def prepare(name: str, work: Path) -> tuple[str, str]:
+    """(train manifest folder, test manifest folder) of set `name`, prepared under `work` once."""
+    train, test = work / f"{name}-train", work / f"{name}-test"
+    if (train / "manifest.parquet").exists() and (test / "manifest.parquet").exists():
+        return str(train), str(test)
+    common = ["--no-progress", "--num-cpus", "2"]
+    if name == "brain":
+        shape = ["--recipe", "brain", "--shape", "40,56,40", "--downsample", "4"]
+        _run([LIGHTWORK, "prepare", str(SHARED / "brain" / "healthy_ixi_t1"), str(train), *shape, *common])
+        lesions = SHARED / "brain" / "lesion_brats2015"
+        flags = ["--modality", "t1c", "--skull-stripped", "--normalised"]
+        _run([LIGHTWORK, "prepare", str(lesions), str(test), *shape, *flags, *common])
+    else:
+        normals = sorted((SHARED / "cxr_kermany" / "train" / "NORMAL").glob("*.jpeg"))
+        pneumonia = sorted((SHARED / "cxr_kermany" / "train" / "PNEUMONIA").glob("*.jpeg"))
+        _link(normals[:KERMANY_TRAIN_NORMALS], work / "kermany-train" / "NORMAL")
+        test_normals = normals[KERMANY_TRAIN_NORMALS : KERMANY_TRAIN_NORMALS + KERMANY_TEST_PER_CLASS]
+        _link(test_normals, work / "kermany-test" / "NORMAL")
+        _link(pneumonia[:KERMANY_TEST_PER_CLASS], work / "kermany-test" / "PNEUMONIA")
+        size = ["--recipe", "cxr", "--size", "128"]
+        _run([LIGHTWORK, "prepare", str(work / "kermany-train"), str(train), *size, *common])
+        _run([LIGHTWORK, "prepare", str(work / "kermany-test"), str(test), *size, *common])
+    return str(train), str(test)
+
+
+def _summary_row(summary: dict) -> dict:
+    row = {key: summary.get(key, math.nan) for key, _ in METRICS[:4]}
+    row["sample_auroc_max"] = summary.get("sample_scores", {}).get("max", {}).get("auroc", math.nan)
+    return row
+
+
+def score(predict, test_rows: list[dict], threshold: float | None) -> dict:
+    """Metrics of `predict` (PreparedCase -> float32 map [*S]) over the test set."""
+    from lightwork.data.cases import load_case
+    from lightwork.evaluation.metrics import SetScorer
+
+    scorer = SetScorer(foreground_only=True, dice_threshold=threshold)
+    for row in test_rows:
+        case = load_case(row["array_uri"])
+        scorer.add_case(case.case_id, predict(case), case.lesion, case.foreground, row.get("image_label"))
+    return _summary_row(scorer.summary())
+
+
+def baselines(test_rows: list[dict]) -> dict[str, dict]:
+    from lightwork.evaluation.baselines import baseline_scores
+
+    return {
+        name: score(
+            lambda case, name=name: baseline_scores(name, case.case_id, case.image, case.foreground), test_rows, None
+        )
+        for name in ("random", "intensity")
+    }
+
+
+def train_and_score(job: tuple) -> list[dict]:
+    """One model of one seed: trained to each CPU budget in turn and scored there (a child process)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from lightwork.config import load_config
+    from lightwork.data import manifest
+    from lightwork.data.slices import training_samples
+    from lightwork.data.synthesis import VALIDATION_EPOCH, Synthesiser
+    from lightwork.inference.ensemble import model_scores
+    from lightwork.models import UNet
+    from lightwork.training.loop import FoldTrainer
+
+    set_name, model_name, train_uri, test_uri, seed, minutes, overrides = job
+    preset, settings = SETTINGS[(set_name, model_name)]
+    config = load_config(preset=preset, overrides=[f"data.manifest={train_uri}", *settings, *COMMON, *overrides])
+    axis = config.data.slice_axis
+    rows = manifest.usable(manifest.read_manifest(train_uri))
+    samples = training_samples(rows, axis, config.data.min_slice_foreground)
+    train_refs, val_refs = samples.refs(TRAIN_FOLDS), samples.refs(VAL_FOLDS)
+    train_synth = Synthesiser(seed, TRAIN_TASKS, train_refs, (), config.task_max_push, slice_axis=axis)
+    val_synth = Synthesiser(seed, (VAL_TASK,), val_refs, (), config.task_max_push, slice_axis=axis)
+    picks = [val_refs[index % len(val_refs)] for index in range(VALIDATION_SAMPLES)]
+    drawn = []
+    for index, ref in enumerate(picks):
+        try:
+            drawn.append(
+                val_synth.sample(ref.case_id, ref.array_uri, VALIDATION_EPOCH + index // len(val_refs), ref.slice)
+            )
+        except ValueError:
+            continue  # the task cannot place an anomaly on this sample
+    size = config.train.val_batch_size
+    val_batches = [
+        {
+            key: np.stack([getattr(sample, key) for sample in drawn[start : start + size]])
+            for key in ("image", "label", "healthy")
+        }
+        for start in range(0, len(drawn), size)
+    ]
+    torch.manual_seed(seed)
+    trainer = FoldTrainer(UNet(config.model), config.train, torch.device("cpu"), seed=seed)
+    test_rows = manifest.usable(manifest.read_manifest(test_uri))
+    rng = np.random.default_rng(seed)
+    order, epoch, position = rng.permutation(len(train_refs)), 0, 0
+    results, spent, started = [], 0.0, time.process_time()
+    for budget in sorted(minutes):
+        while spent + (time.process_time() - started) < 60 * budget:
+            batch = []
+            while len(batch) < config.train.batch_size:
+                if position == len(order):
+                    order, epoch, position = rng.permutation(len(train_refs)), epoch + 1, 0
+                ref = train_refs[order[position]]
+                position += 1
+                try:
+                    batch.append(train_synth.sample(ref.case_id, ref.array_uri, epoch, ref.slice))
+                except ValueError:
+                    continue  # a task that cannot place an anomaly on this sample: the next one
+            trainer.train_step(
+                {"image": np.stack([s.image for s in batch]), "label": np.stack([s.label for s in batch])}
+            )
+        spent += time.process_time() - started
+        validation = trainer.validate(val_batches)
+        network = trainer.model.eval()
+        row = score(lambda case: model_scores(network, case.image, axis), test_rows, validation.dice_threshold)
+        row.update(
+            model=model_name, seed=seed, minutes=budget, steps=trainer.state.step, threshold=validation.dice_threshold
+        )
+        results.append(row)
+        print(f"  {set_name} {model_name} seed {seed}: {budget:g} CPU-min, {trainer.state.step} steps", flush=True)
+        started = time.process_time()
+    return results
+
+
+def _cell(values: list[float]) -> str:
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return "n/a"
+    return f"{100 * statistics.median(finite):.1f} [{100 * min(finite):.1f}-{100 * max(finite):.1f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--set", choices=("brain", "cxr"), required=True)
+    parser.add_argument("--models", default=None, help="comma-separated: 2d, 3d (default: brain 2d,3d; cxr 2d)")
+    parser.add_argument("--minutes", default="5,15,45", help="CPU budgets, minutes")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (one core each)")
+    parser.add_argument("--override", action="append", default=[], help="a config setting, as --set of `train`")
+    parser.add_argument("--work", default="/tmp/lightwork-learning", help="where the prepared sets are kept")
+    args = parser.parse_args(argv)
+    if not SHARED.is_dir():
+        print(f"skipped: {SHARED} is absent (the real data sets beside the project)")
+        return 0
+    models = (args.models or ("2d,3d" if args.set == "brain" else "2d")).split(",")
+    if any((args.set, model) not in SETTINGS for model in models):
+        parser.error(f"--models: {args.set} has {', '.join(m for s, m in SETTINGS if s == args.set)}")
+    minutes = [float(value) for value in args.minutes.split(",")]
+    seeds = [int(value) for value in args.seeds.split(",")]
+    work = Path(args.work)
+    train_uri, test_uri = prepare(args.set, work)
+    jobs = [(args.set, model, train_uri, test_uri, seed, minutes, args.override) for model in models for seed in seeds]
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        results = [row for rows in pool.map(train_and_score, jobs) for row in rows]
+        from lightwork.data import manifest
+
+        reference = pool.apply(baselines, (manifest.usable(manifest.read_manifest(test_uri)),))
+    shown = [(key, title) for key, title in METRICS if any(not math.isnan(row[key]) for row in results)]
+    print(f"\n{args.set}: seeds {args.seeds}; median [min-max] over the seeds, %")
+    for model in models:
+        print(
+            f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
+            + " ".join(SETTINGS[(args.set, model)][1] + COMMON + args.override)
+        )
+    print(f"{'model':<10} {'CPU-min':>7} {'steps':>11} " + " ".join(f"{title:>22}" for _, title in shown))
+    for model in models:
+        for budget in minutes:
+            rows = [row for row in results if row["model"] == model and row["minutes"] == budget]
+            steps = [row["steps"] for row in rows]
+            print(
+                f"{model:<10} {budget:>7g} {f'{min(steps)}-{max(steps)}':>11} "
+                + " ".join(f"{_cell([row[key] for row in rows]):>22}" for key, _ in shown)
+            )
+    for name, row in reference.items():
+        print(f"{name:<10} {'-':>7} {'-':>11} " + " ".join(f"{_cell([row[key]]):>22}" for key, _ in shown))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    raise SystemExit(main())
