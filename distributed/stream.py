@@ -133,7 +133,7 @@ class _Items(Datasource):
     A read task yields its rows as one table (Ray Data would merge smaller ones up to its target
     block size, 128 MiB); `item_block_count` is passed to `read_datasource` as
     `override_num_blocks`, so that Ray Data splits that table into blocks of about `block_rows` rows,
-    synthesis task each.
+    one synthesis task each.
     """
 
     def __init__(
