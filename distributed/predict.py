@@ -205,6 +205,8 @@ def evaluate_run(
     else:
         notes.append("No validation Dice threshold recorded by training: only the oracle Dice is shown.")
     config = _run_config(models_uri)
+    if config is not None:
+        notes.append(runs.describe_training(runs.read_trained_folds(models_uri), config.train.batch_size))
     slicing = config and describe_run(
         config.data.slice_axis, config.data.min_slice_foreground, config.data.lesion_free_slices
     )

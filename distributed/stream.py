@@ -97,7 +97,7 @@ def training_epochs(train_cases: int, settings: TrainSection) -> int:
 
     The run stops at `max_epochs` epochs of `steps_per_epoch` or at `max_steps`, whichever comes first.
     """
-    steps = settings.max_epochs * steps_per_epoch(train_cases, settings.batch_size)
+    steps = settings.max_epochs * steps_per_epoch(train_cases, settings.batch_size, settings.epoch_steps)
     if settings.max_steps is not None:
         steps = min(steps, settings.max_steps)
     return math.ceil(steps * settings.batch_size / max(train_cases, 1)) + 1

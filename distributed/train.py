@@ -270,14 +270,21 @@ def _fit_fold(
             storage_path=storage_path,
             storage_filesystem=filesystem,
             failure_config=train.FailureConfig(max_failures=config.resources.max_failures),
-            checkpoint_config=train.CheckpointConfig(
-                num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+            checkpoint_config=(
+                train.CheckpointConfig(num_to_keep=1)
+                if config.train.keep_checkpoint == "last"
+                else train.CheckpointConfig(
+                    num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
+                )
             ),
             callbacks=[TuneReportCallback()],
         ),
     )
     result = trainer.fit()
-    best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
+    if config.train.keep_checkpoint == "last":
+        best_checkpoint, best_metrics = result.checkpoint, result.metrics
+    else:
+        best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
     with result.checkpoint.as_directory() as folder:
         with open(os.path.join(folder, HISTORY_FILE)) as handle:
             record.history = json.load(handle)
@@ -421,7 +428,9 @@ def _fit_trials(
     from ray.autoscaler.sdk import request_resources
 
     steps = {
-        plan.name: steps_per_epoch(sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size)
+        plan.name: steps_per_epoch(
+            sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size, config.train.epoch_steps
+        )
         for plan in todo
     }
     by_name = {plan.name: plan for plan in todo}

@@ -36,6 +36,8 @@ def one_line_error(capsys, argv: list[str]) -> str:
         ("resources.num_workers=0", "resources.num_workers: 0 is not allowed (an integer >= 1)"),
         ("resources.min_workers=3", "resources.min_workers: 3 is not allowed (1..resources.num_workers = 1"),
         ("model.spatial_dims=4", "model.spatial_dims: 4 is not allowed (one of 2, 3)"),
+        ("train.keep_checkpoint=first", "train.keep_checkpoint: 'first' is not allowed (one of best, last)"),
+        ("train.epoch_steps=0", "train.epoch_steps: 0 is not allowed (an integer >= 1"),
         ("lr", "--set 'lr': expected SECTION.FIELD=VALUE"),
     ],
 )

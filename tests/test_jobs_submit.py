@@ -121,9 +121,10 @@ def printed(log: str, label: str) -> Path:
 
 @pytest.mark.slow
 def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_path, check_fold_records):
-    """The README's cluster commands: the demo pipeline (3D cohort, 1/4 split, 3 epochs per fold to
-    keep the suite short) submitted to a head node: every fold through the synthesis stream,
-    Train and Tune, then the report."""
+    """The README's cluster commands: the demo pipeline (2D slices of the 3D cohort, 1/4 split, 3
+    epochs of 4 steps per fold to keep the suite short) submitted to a head node: every fold
+    through the synthesis stream, Train and Tune, the last checkpoint kept, then the report with
+    the volumes reassembled."""
     env, temp_dir = ray_head
     storage = tmp_path / "runs"
     log = submit(
@@ -135,6 +136,8 @@ def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_pat
             "demo",
             "--set",
             "train.max_epochs=3",
+            "--set",
+            "train.epoch_steps=4",
             "--storage",
             str(storage),
             "--name",
@@ -158,7 +161,8 @@ def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_pat
     assert all((cohort / "test" / case / "lesion.nii.gz").exists() for case in test)
 
     records = runs.read_folds(str(storage / "e2e" / "train"))
-    check_fold_records(records, epochs=3)
+    check_fold_records(records, epochs=3, keep="last")
+    assert [record.steps for record in records] == [12] * 5
     # the first fold's model trained on folds 1-4 (image sets swap: its validation fold is smaller)
     assert records[0].train_folds == [1, 2, 3, 4] and records[0].val_folds == [0] and records[0].train_tasks == [0]
 
@@ -170,3 +174,7 @@ def test_submitted_pipeline_runs_end_to_end_on_the_demo_config(ray_head, tmp_pat
     assert split["ensemble"]["cases"] == 6 and split["ensemble"]["cases_with_mask"] == 6
     assert 0 < split["ensemble"]["pixel_ap"] <= 1 and 0.5 < split["ensemble"]["pixel_auroc"] <= 1
     assert set(metrics["baselines"]) >= {"random", "intensity"}
+    text = report.read_text()
+    assert "2D models trained on slices along axis 2 of the 3D volumes" in text
+    assert "each of the 5 fold models took 12-12 optimizer steps of 16 samples" in text
+    assert "15 GPU-hours" in text

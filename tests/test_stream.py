@@ -27,7 +27,7 @@ from lightwork.distributed.stream import (
     synthesis_dataset,
     training_epochs,
 )
-from lightwork.training.folds import plan_split
+from lightwork.training.folds import plan_split, steps_per_epoch
 
 IMAGE_COLUMNS = {"image", "label"}
 
@@ -88,6 +88,18 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
     assert set(batch) == IMAGE_COLUMNS and tuple(batch["image"].shape) == (2, 1, 16, 16, 16)
     batch = next(iter(plain["val"].iter_torch_batches(batch_size=3)))
     assert set(batch) == IMAGE_COLUMNS | {"healthy"}
+
+
+def test_an_epoch_of_fixed_steps_sizes_the_stream_to_the_run():
+    """`train.epoch_steps` sets the steps between validations; the stream holds every step of the
+    run (max_epochs x epoch_steps samples of batch_size) plus a data epoch of margin."""
+    one_pass = load_config(preset="tiny", overrides=["train.batch_size=4", "train.max_epochs=3"]).train
+    assert steps_per_epoch(10, one_pass.batch_size) == 2 and training_epochs(10, one_pass) == 4  # 6 steps = 24 samples
+    fixed = load_config(preset="tiny", overrides=["train.batch_size=4", "train.max_epochs=3", "train.epoch_steps=5"])
+    assert steps_per_epoch(10, 4, fixed.train.epoch_steps) == 5
+    assert training_epochs(10, fixed.train) == 7  # 15 steps of 4 = 60 samples = 6 passes over 10, + 1
+    capped = load_config(preset="tiny", overrides=["train.epoch_steps=5", "train.max_steps=7", "train.batch_size=4"])
+    assert training_epochs(10, capped.train) == 4  # 28 samples -> 3 passes, + 1
 
 
 def test_same_rows_whatever_the_number_of_synthesis_tasks(ray_session, tmp_path):

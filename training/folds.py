@@ -98,6 +98,7 @@ def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[Fol
     return plans
 
 
-def steps_per_epoch(train_cases: int, batch_size: int) -> int:
-    """Optimizer steps in one epoch over `train_cases` training cases: one pass in full batches (at least 1)."""
-    return max(1, train_cases // batch_size)
+def steps_per_epoch(train_cases: int, batch_size: int, epoch_steps: int | None = None) -> int:
+    """Optimizer steps in one epoch: `epoch_steps` where given (`train.epoch_steps`), else one pass
+    over `train_cases` training samples in full batches (at least 1)."""
+    return epoch_steps if epoch_steps is not None else max(1, train_cases // batch_size)

@@ -4,12 +4,13 @@ After `lightwork train`:
     {storage_path}/{run_name}/config.yaml   the RunConfig (lightwork.config) of the run
     {storage_path}/{run_name}/folds.json    a JSON list of fold records (FoldRecord), one per model
     {storage_path}/{run_name}/{fold name}/  Ray Train's folder of that fold (checkpoints, TensorBoard)
-    {best_checkpoint}/model.pt + model.json the best-validation model (lightwork.models.load_model)
+    {best_checkpoint}/model.pt + model.json the fold model (lightwork.models.load_model)
 
 Fold record keys: split ("1/4"), name ("split1-4_tasks0"), index, train_tasks, val_tasks,
-train_folds, val_folds (lists of ints), best_checkpoint (URI of the best model's folder, "" until
-one exists), best_val_loss (float, null until validated), best_step (optimizer step),
-val_dice_threshold / val_dice (at the best epoch: the score threshold maximising Dice against the
+train_folds, val_folds (lists of ints), best_checkpoint (URI of the kept model's folder, "" until
+one exists: the best validation loss's, or the last with `train.keep_checkpoint: last`),
+best_val_loss (float, null until validated) and best_step (optimizer step) of that checkpoint,
+val_dice_threshold / val_dice (at its epoch: the score threshold maximising Dice against the
 synthetic anomaly masks of the validation samples, and that Dice), status
 ("pending", "running", "done" or "failed"), epochs, steps, history (per-epoch metrics) and error.
 """
@@ -88,6 +89,24 @@ def read_trained_folds(run: str) -> list[FoldRecord]:
     if not trained:
         raise UserError(f"{uri}: no fold has a best checkpoint yet; nothing to evaluate")
     return trained
+
+
+# What one of the paper's full-size models needs (method.md section 4), beside a run's own figures.
+PAPER_TRAINING = (
+    "the paper's full-size models train about 15 GPU-hours each (3D brain, 80x112x80) and 10 "
+    "(chest X-rays, 256x256), stopping 5000 steps after their best validation loss"
+)
+
+
+def describe_training(records: list[FoldRecord], batch_size: int) -> str:
+    """How long the fold models of `records` trained, beside what a full-size model needs: one line."""
+    steps = [record.steps for record in records]
+    seconds = [sum(epoch.get("epoch_seconds", 0.0) for epoch in record.history) for record in records]
+    return (
+        f"Training: each of the {len(records)} fold models took {min(steps)}-{max(steps)} optimizer steps "
+        f"of {batch_size} samples, {min(seconds):.0f}-{max(seconds):.0f} s of training steps per model; "
+        f"{PAPER_TRAINING}."
+    )
 
 
 def write_folds(run: str, records: list[FoldRecord]) -> None:
