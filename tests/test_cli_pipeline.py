@@ -25,16 +25,19 @@ def test_dry_run_prepares_the_demo_cohort_and_trains_nothing(ray_session, tmp_pa
     assert not list(run.glob("train/*/checkpoint_*"))  # nothing trained
 
 
-def test_a_model_that_does_not_fit_the_recipe_stops_before_ray(tmp_path):
+@pytest.mark.parametrize(
+    "config, key",
+    [("demo", "data.slice_axis: 2"), ("tiny", "model.spatial_dims: 3")],  # 2D slices of volumes; a 3D model
+)
+def test_a_model_that_does_not_fit_the_recipe_stops_before_ray(tmp_path, config, key):
     code = (
         "import sys; from lightwork.cli import main; "
-        f"status = main(['pipeline', '--recipe', 'cxr', '--storage', {str(tmp_path)!r}]); "
+        f"status = main(['pipeline', '--recipe', 'cxr', '--config', {config!r}, '--storage', {str(tmp_path)!r}]); "
         "print(status, 'ray' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stderr
     assert result.stderr == (
-        "lightwork pipeline: model.spatial_dims: 3 does not fit the cxr recipe's 2D cases: "
-        "choose a config of the recipe's kind\n"
+        f"lightwork pipeline: {key} does not fit the cxr recipe's 2D cases: choose a config of the recipe's kind\n"
     )
     assert not list(tmp_path.iterdir())
