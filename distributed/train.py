@@ -236,6 +236,10 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, ste
             raise
 
 
+# train.keep_checkpoint -> the reported metric and order by which Train keeps a fold's checkpoint.
+KEPT_CHECKPOINT_SCORE = {"best": ("val_loss", "min"), "last": ("step", "max")}
+
+
 def _fit_fold(
     plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, steps: int, resources: TrialPlan
 ) -> None:
@@ -243,6 +247,7 @@ def _fit_fold(
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = config_from_dict(config_dict)
+    kept_by, order = KEPT_CHECKPOINT_SCORE[config.train.keep_checkpoint]
     storage_path, filesystem = _ray_storage(run)
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -270,21 +275,15 @@ def _fit_fold(
             storage_path=storage_path,
             storage_filesystem=filesystem,
             failure_config=train.FailureConfig(max_failures=config.resources.max_failures),
-            checkpoint_config=(
-                train.CheckpointConfig(num_to_keep=1)
-                if config.train.keep_checkpoint == "last"
-                else train.CheckpointConfig(
-                    num_to_keep=1, checkpoint_score_attribute="val_loss", checkpoint_score_order="min"
-                )
+            checkpoint_config=train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=kept_by, checkpoint_score_order=order
             ),
             callbacks=[TuneReportCallback()],
         ),
     )
     result = trainer.fit()
-    if config.train.keep_checkpoint == "last":
-        best_checkpoint, best_metrics = result.checkpoint, result.metrics
-    else:
-        best_checkpoint, best_metrics = min(result.best_checkpoints, key=lambda pair: pair[1]["val_loss"])
+    pick = min if order == "min" else max
+    best_checkpoint, best_metrics = pick(result.best_checkpoints, key=lambda pair: pair[1][kept_by])
     with result.checkpoint.as_directory() as folder:
         with open(os.path.join(folder, HISTORY_FILE)) as handle:
             record.history = json.load(handle)
