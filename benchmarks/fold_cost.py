@@ -7,6 +7,13 @@ median of 40 steps). Then:
 
     fixed cost per fold = (split wall time - optimizer steps x step time) / folds
 
+which spreads the run's one-time start (Ray Data's actors, the first trial's process and imports)
+over its folds; and a fold's own, one at a time (`--concurrent 1`):
+
+    fold period = median time from one fold's Train controller start to the next one's
+    fixed cost of a fold = fold period - a fold's optimizer steps x step time
+    run start and end = split wall time - folds x fold period
+
 and where a fold's time goes, from Ray's own task events (`ray.timeline()`, medians over the
 folds): the trial driver building the fold's datasets and starting the Train controller, the
 controller's start (a new process: its imports and the trainer's arguments), the worker group's
@@ -117,6 +124,14 @@ def fold_phases(events: dict[str, list[tuple[float, float]]]) -> list[list[float
     return folds
 
 
+def fold_period(events: dict[str, list[tuple[float, float]]]) -> float | None:
+    """Median seconds from one Train controller's start to the next one's (folds one at a time);
+    None with fewer than two folds."""
+    starts = [start for start, _ in events.get("TrainController.__init__", [])]
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    return statistics.median(gaps) if gaps else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", default="1/4")
@@ -154,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = sum(record.steps for record in records)
     loop = statistics.median(sum(entry["epoch_seconds"] for entry in record.history) for record in records)
     timeline = ray.timeline()
-    phases = fold_phases(task_events(timeline)) if args.concurrent == 1 else []
+    events = task_events(timeline)
+    phases = fold_phases(events) if args.concurrent == 1 else []
+    period = fold_period(events) if args.concurrent == 1 else None
     processes = len({event["tid"] for event in timeline if str(event.get("cat", "")).startswith("task::")})
     actors = collections.Counter(actor["class_name"] for actor in list_actors(limit=10000, detail=True))
     ray.shutdown()
@@ -166,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'split wall time':<34} {wall:9.1f}")
     print(f"{'optimizer step (in process)':<34} {step:9.4f}")
     print(f"{'optimizer steps, all folds':<34} {steps:9d}")
-    print(f"{'fixed cost per fold':<34} {fixed:9.1f}")
+    print(f"{'fixed cost per fold (wall/folds)':<34} {fixed:9.1f}")
+    if period is not None:
+        print(f"{'fold period (median)':<34} {period:9.1f}")
+        print(f"{'fixed cost of a fold':<34} {period - steps / folds * step:9.1f}")
+        print(f"{'run start and end':<34} {wall - folds * period:9.1f}")
     if phases:
         print(f"\n{'where a fold goes (median)':<34} {'seconds':>9}")
         medians = [statistics.median(fold[index] for fold in phases) for index in range(len(PHASES))]
         for label, seconds in zip(PHASES, medians):
             print(f"{label:<34} {seconds:9.1f}")
-        print(f"{'after the run, next trial start':<34} {wall / folds - sum(medians):9.1f}")
+        print(f"{'after the run, next trial start':<34} {(period or wall / folds) - sum(medians):9.1f}")
         print(f"{'  (in the loop: epoch_seconds)':<34} {loop:9.1f}")
         print(f"{'  (in the loop: optimizer steps)':<34} {steps / folds * step:9.1f}")
     print(f"\n{'worker processes that ran a task':<34} {processes:9d} {processes / folds:9.1f}")
