@@ -48,8 +48,12 @@ class FoldModel:
 def run_fold_models(run_uri: str) -> list[FoldModel]:
     """The fold models of training run `run_uri` that have a best checkpoint, in file order
     (UserError when it is not a run or has none; see `lightwork.training.runs.read_trained_folds`)."""
-    records = runs.read_trained_folds(run_uri)
-    config = _run_config(run_uri)
+    return fold_models(runs.read_trained_folds(run_uri), _run_config(run_uri))
+
+
+def fold_models(records: list[runs.FoldRecord], config) -> list[FoldModel]:
+    """The FoldModels of trained fold `records` of a run whose saved RunConfig is `config` (None:
+    a run folder without one, whose models see whole cases)."""
     axis = config.data.slice_axis if config is not None else None
     return [
         FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold, axis)
@@ -182,7 +186,8 @@ def evaluate_run(
     from lightwork.evaluation.evaluate import evaluate_predictions, read_test_set
 
     cases, failed_note = read_test_set(data_uri)
-    models = run_fold_models(models_uri)
+    records, config = runs.read_trained_folds(models_uri), _run_config(models_uri)
+    models = fold_models(records, config)
     if failed_note:
         print(failed_note, file=sys.stderr)
     rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
@@ -204,9 +209,8 @@ def evaluate_run(
         notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")
     else:
         notes.append("No validation Dice threshold recorded by training: only the oracle Dice is shown.")
-    config = _run_config(models_uri)
     if config is not None:
-        notes.append(runs.describe_training(runs.read_trained_folds(models_uri), config.train.batch_size))
+        notes.append(runs.describe_training(records, config.train.batch_size))
     slicing = config and describe_run(
         config.data.slice_axis, config.data.min_slice_foreground, config.data.lesion_free_slices
     )
