@@ -79,7 +79,7 @@ MAX_ROWS_PER_CALL = 32
 # Synthesis calls per Ray task. Every task costs ~10-30 ms of scheduling on a busy 2-core node; at
 # one call per task (25 ms for 3 brain samples) that left the worker idle a third of the time.
 CALLS_PER_TASK = 16
-TASKS_PER_SLOT = 4  # at least, when the stream is short (validation sets)
+MIN_TASKS_PER_SLOT = 4  # synthesis tasks per task slot, at least, when the stream is short (validation sets)
 KEPT_SYNTHESISERS = 4  # per worker process: the streams of two trials at once, train and validation
 IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) are synthesised in the driver
 ITEM_SCHEMA = pa.schema(
@@ -110,9 +110,9 @@ def rows_per_call(shape: Sequence[int]) -> int:
 
 def rows_per_task(shape: Sequence[int], rows: int, tasks: int) -> int:
     """Items per synthesis task (one input block): CALLS_PER_TASK calls, fewer when a stream of
-    `rows` items would otherwise give some of the `tasks` slots fewer than TASKS_PER_SLOT tasks."""
+    `rows` items would otherwise give some of the `tasks` slots fewer than MIN_TASKS_PER_SLOT tasks."""
     per_call = rows_per_call(shape)
-    return int(np.clip(rows // (TASKS_PER_SLOT * tasks), per_call, CALLS_PER_TASK * per_call))
+    return int(np.clip(rows // (MIN_TASKS_PER_SLOT * tasks), per_call, CALLS_PER_TASK * per_call))
 
 
 def read_task_count(epochs: int, cases: int) -> int:
