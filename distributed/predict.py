@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import ray
 
-from lightwork.config import load_config
+from lightwork.config import RunConfig, load_config
 from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.slices import describe_run
@@ -51,7 +51,7 @@ def run_fold_models(run_uri: str) -> list[FoldModel]:
     return fold_models(runs.read_trained_folds(run_uri), _run_config(run_uri))
 
 
-def fold_models(records: list[runs.FoldRecord], config) -> list[FoldModel]:
+def fold_models(records: list[runs.FoldRecord], config: RunConfig | None) -> list[FoldModel]:
     """The FoldModels of trained fold `records` of a run whose saved RunConfig is `config` (None:
     a run folder without one, whose models see whole cases)."""
     axis = config.data.slice_axis if config is not None else None
@@ -61,7 +61,7 @@ def fold_models(records: list[runs.FoldRecord], config) -> list[FoldModel]:
     ]
 
 
-def _run_config(run_uri: str):
+def _run_config(run_uri: str) -> RunConfig | None:
     """The saved RunConfig of a run (None for a run folder without one)."""
     uri = storage.join(run_uri, runs.CONFIG_FILE)
     return load_config(uri) if storage.exists(uri) else None
