@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
 from lightwork.distributed.local_cluster import free_port
 from lightwork.training import runs
 
@@ -64,7 +65,7 @@ def ray_head():
     # The job's `python` must be this environment's (as for a user with the venv activated): the
     # suite may run as `.venv/bin/python -m pytest` without the venv's bin folder on PATH.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=path)
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=path, **LOCAL_TRAIN_ENV)
     env.pop("RAY_ADDRESS", None)
     dashboard_port = free_port()
     command = [

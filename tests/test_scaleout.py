@@ -23,13 +23,20 @@ import pytest
 
 from lightwork.data import storage
 from lightwork.data.noise import write_noise_dataset
+from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
 from lightwork.distributed.local_cluster import AutoscalingCluster, alive_nodes, free_port, list_state
 from lightwork.training import runs
 
-# Minutes each on 2 cores (a cluster of several raylets, Tune and Train on it): opt-in with `-m scale`.
-pytestmark = [pytest.mark.slow, pytest.mark.scale]
+pytestmark = pytest.mark.slow
 LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
 TRAIN_TIMEOUT_S = 900
+
+
+def job_env(address: str) -> dict[str, str]:
+    """A `lightwork train` attached to the cluster at `address`, with the Train settings lightwork
+    gives a local instance (`LOCAL_TRAIN_ENV`: Train propagates them from the driver): with Ray's
+    default 2-s polling each fold waits up to two polls more, which only lengthens the test."""
+    return dict(os.environ, RAY_ADDRESS=address, RAY_AUTH_MODE="disabled", **LOCAL_TRAIN_ENV)
 
 
 def train_command(data: str, storage_uri: str, name: str, *overrides: str) -> list[str]:
@@ -63,7 +70,7 @@ def test_gpu_trials_wait_for_the_autoscaler_run_there_and_the_nodes_go_when_idle
     with AutoscalingCluster(
         {"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2, head_resources={"CPU": 1}, idle_timeout_s=10
     ) as cluster:
-        env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
+        env = job_env(cluster.address)
         command = train_command(
             data,
             str(tmp_path / "runs"),
@@ -132,7 +139,7 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         for _ in range(2):
             cluster.add_node(num_cpus=2)
         dashboard = "http://" + cluster.head_node.address_info["webui_url"]
-        env = dict(os.environ, RAY_ADDRESS=cluster.address, RAY_AUTH_MODE="disabled")
+        env = job_env(cluster.address)
         command = train_command(
             data,
             f"s3://{s3_server['bucket']}/scaleout",
@@ -196,6 +203,7 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         cluster.shutdown()
 
 
+@pytest.mark.scale  # about 11 minutes on 2 cores: opt-in with `-m scale`
 def test_thirty_trials_queue_on_a_small_fixed_cluster_and_all_finish(ray_session, tmp_path):
     """The whole ablation (--split all: 5 + 10 + 10 + 5 models) on the suite's 8-CPU cluster, at
     most 4 at once. Long (about 10 minutes on 2 cores): run with `-m scale`."""
