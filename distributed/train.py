@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 
 import ray
 import torch
@@ -41,7 +42,7 @@ from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
-from lightwork.training.folds import FoldPlan, parse_splits, plan_split, steps_per_epoch
+from lightwork.training.folds import FoldPlan, parse_splits, plan_split, select_folds, steps_per_epoch
 from lightwork.training.loop import EpochResult, FoldTrainer
 
 TRAINER_STATE_FILE = "trainer.pt"
@@ -331,9 +332,14 @@ class _FoldLines(tune.Callback):
     on_trial_error = on_trial_complete
 
 
-def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> list[runs.FoldRecord]:
+def train_splits(
+    config: RunConfig, split_spec: str, dry_run: bool = False, folds: Sequence[int] | None = None
+) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
-    Ray cluster; write `config.yaml` and `folds.json` under `{storage_path}/{name}`; return the records.
+    Ray cluster, or only the folds of each split at the positions `folds` (`FoldPlan.index`, as
+    `--dry-run` lists them); write `config.yaml` and `folds.json` (every fold of the splits, so
+    folds trained by separate calls add up) under `{storage_path}/{name}`; return the records of
+    the folds asked for.
 
     The trials' resources are planned (and checked) before anything is written. `dry_run` prints
     the fold plan and the resource plan and returns the records as they stand, training nothing.
@@ -360,17 +366,18 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
     if config.data.slice_axis is not None:
         print(samples.describe(config.data.min_slice_foreground))
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
+    asked = select_folds(plans, folds)
     records = {plan.name: _read_record(run, plan) for plan in plans}
-    todo = [plan for plan in plans if records[plan.name].status != "done"]
+    todo = [plan for plan in asked if records[plan.name].status != "done"]
     resources = plan_trials(len(todo), config.resources, cluster_shape(), autoscaler_can_add) if todo else None
     if dry_run:
         print(f"run {run}: {len(plans)} fold models, {len(todo)} to train, {len(rows)} healthy cases")
         print("\n".join(describe_folds(plans, fold_sizes)))
         if resources is not None:
             print("\n".join(resources.lines()))
-        return list(records.values())
+        return [records[plan.name] for plan in asked]
     save_config(config, storage.join(run, runs.CONFIG_FILE))
-    for plan in plans:
+    for plan in asked:
         if records[plan.name].status == "done":
             print(
                 f"{plan.name}: done in an earlier run (best val loss {records[plan.name].best_val_loss:.5f}), skipped"
@@ -380,7 +387,7 @@ def train_splits(config: RunConfig, split_spec: str, dry_run: bool = False) -> l
         _fit_trials(todo, config, run, resources, samples.fold_counts())
         records = {plan.name: _read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
-    final = list(records.values())
+    final = [records[plan.name] for plan in asked]
     print_summary(final)
     return final
 

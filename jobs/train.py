@@ -1,11 +1,15 @@
 """`lightwork train`: train every fold model of one or more task splits on Ray Tune.
 
     lightwork train --config demo|brain|cxr|tiny|FILE.yaml --split 1/4|2/3|3/2|4/1|all \
-        --data PREPARED_DATASET --storage RUNS_URI [--name RUN] [--seed N] [--set train.lr=1e-3 ...]
+        --data PREPARED_DATASET --storage RUNS_URI [--name RUN] [--seed N] [--set train.lr=1e-3 ...] \
+        [--folds 0,2]
 
 Results: `{storage}/{name}/config.yaml` (the whole resolved config: `--config` that file reproduces
 the run) and `folds.json` (see `lightwork.training.runs`). Re-running the same command resumes:
-finished folds are skipped, interrupted ones continue from their last checkpoint. Re-running a name
+finished folds are skipped, interrupted ones continue from their last checkpoint. `--folds` trains
+only the folds at those positions of each split (as `--dry-run` lists them; e.g. one fold to try a
+recipe first, or a split's folds shared among jobs): the run's records add up, and `evaluate`
+ensembles the folds that are done. Re-running a name
 with other data or settings stops and says what differs, unless `--fresh`. Attaches to a running
 cluster when RAY_ADDRESS is set (e.g. inside `ray job submit`).
 """
@@ -18,13 +22,16 @@ import sys
 from lightwork.cli import job_parser
 from lightwork.config import PRESETS, check_saved, load_config, resolve_data
 from lightwork.errors import UserError
-from lightwork.training.folds import parse_splits
+from lightwork.training.folds import parse_folds, parse_splits, plan_split, select_folds
 
 
 def build_parser():
     parser = job_parser("train", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or a YAML file/URI")
     parser.add_argument("--split", default="1/4", help="1/4, 2/3, 3/2, 4/1, a comma list, or all")
+    parser.add_argument(
+        "--folds", help="train only the folds at these positions of each split (0-based, comma list; default all)"
+    )
     parser.add_argument("--data", help="prepared dataset folder/URI (its manifest.parquet); overrides data.manifest")
     parser.add_argument("--storage", help="where runs are stored (local or s3://); overrides storage_path")
     parser.add_argument("--name", help="run name (default: the config's name); same name = resume")
@@ -68,9 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         None if preset else args.config, preset=args.config if preset else None, overrides=run_overrides(args)
     )
     try:
-        parse_splits(args.split)
+        splits = parse_splits(args.split)
     except ValueError as error:
         raise UserError(f"--split {args.split}: {error}") from None
+    try:
+        folds = None if args.folds is None else parse_folds(args.folds)
+        select_folds([plan for split in splits for plan in plan_split(split)], folds)
+    except ValueError as error:
+        raise UserError(f"--folds {args.folds}: {error}") from None
     config = resolve_data(config)  # before Ray starts: a model that does not fit the data fails here
     if args.print_config:
         print(config.to_yaml(), end="")
@@ -85,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         storage.remove(run)
     check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
     with connected(args.num_cpus, args.verbose):
-        records = train_splits(config, args.split, dry_run=args.dry_run)
+        records = train_splits(config, args.split, dry_run=args.dry_run, folds=folds)
     return 0 if args.dry_run or all(record.status == "done" for record in records) else 1
 
 

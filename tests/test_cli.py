@@ -62,6 +62,15 @@ def test_missing_inputs_are_one_line_and_exit_2(capsys, tmp_path):
     assert "--split 5/0: unknown split(s) ['5/0']" in one_line_error(
         capsys, ["train", "--config", "tiny", "--split", "5/0"]
     )
+    assert "--folds 5: no fold at position(s) [5] (1/4: 0-4)" in one_line_error(
+        capsys, ["train", "--config", "tiny", "--folds", "5"]
+    )
+    assert "--folds 1,10: no fold at position(s) [10] (1/4: 0-4, 2/3: 0-9)" in one_line_error(
+        capsys, ["train", "--config", "tiny", "--split", "1/4,2/3", "--folds", "1,10"]
+    )
+    assert "--folds a: expected fold positions as a comma list" in one_line_error(
+        capsys, ["train", "--config", "tiny", "--folds", "a"]
+    )
 
 
 def test_argument_errors_are_one_line_too(capsys):

@@ -1,7 +1,8 @@
 """`lightwork train` as a user runs it, on a tiny prepared 2D dataset and the real Ray stack
 (the session's `cli_2d_run`: relative --data and --storage, Ray started by the job itself, as a
 user's): a quiet console, the saved config.yaml reproducing the run's fold histories exactly, a
-re-run with other settings stopped (exit 2, config.yaml untouched), an identical re-run resumed."""
+re-run with other settings stopped (exit 2, config.yaml untouched), an identical re-run resumed;
+`--folds` trains only the folds asked for."""
 
 from __future__ import annotations
 
@@ -39,13 +40,13 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     saved = (run / "config.yaml").read_bytes()
 
     monkeypatch.chdir(cli_2d_run.root)
-    # The saved description alone reproduces every fold's history exactly, under another name.
-    assert (
-        main(["train", "--config", "runs/a/config.yaml", "--name", "b", "--storage", str(tmp_path), "--num-cpus", "8"])
-        == 0
-    )
+    # The saved description alone reproduces a fold's history exactly, under another name; with
+    # --folds only the folds asked for train, and the run's record lists the others as pending.
+    reproduce = ["train", "--config", "runs/a/config.yaml", "--name", "b", "--storage", str(tmp_path)]
+    assert main([*reproduce, "--num-cpus", "8", "--folds", "1,3"]) == 0
     second = runs.read_folds(str(tmp_path / "b"))
-    assert [deterministic(r.history) for r in second] == [deterministic(r.history) for r in first]
+    assert [r.status for r in second] == ["pending", "done", "pending", "done", "pending"]
+    assert [deterministic(second[i].history) for i in (1, 3)] == [deterministic(first[i].history) for i in (1, 3)]
     capsys.readouterr()
 
     # Same name, other settings: stopped before Ray is asked for anything; the record is untouched.

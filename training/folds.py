@@ -14,6 +14,7 @@ mean of a split's fold models), each with its parser.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lightwork.anomalies.registry import TASK_COUNT
@@ -74,6 +75,30 @@ def parse_splits(spec: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}: choose from {list(SPLITS)} or 'all'")
     return names
+
+
+def parse_folds(spec: str) -> list[int]:
+    """`"0,2"` -> [0, 2]: positions of folds within a split (`FoldPlan.index`)."""
+    try:
+        folds = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise ValueError("expected fold positions as a comma list of integers, e.g. 0,2") from None
+    if any(fold < 0 for fold in folds):
+        raise ValueError("fold positions start at 0")
+    return folds
+
+
+def select_folds(plans: list[FoldPlan], folds: Sequence[int] | None) -> list[FoldPlan]:
+    """The plans at positions `folds` of their split (all of them when `folds` is None); a position
+    no split has raises ValueError naming the splits' sizes."""
+    if folds is None:
+        return list(plans)
+    sizes = {plan.split: plan.index + 1 for plan in plans}
+    missing = [fold for fold in folds if all(fold >= size for size in sizes.values())]
+    if missing:
+        have = ", ".join(f"{split}: 0-{size - 1}" for split, size in sizes.items())
+        raise ValueError(f"no fold at position(s) {missing} ({have})")
+    return [plan for plan in plans if plan.index in folds]
 
 
 def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[FoldPlan]:
