@@ -52,7 +52,7 @@ def processes_naming(text: str) -> list[int]:
     return [pid for pid in pids if pid != os.getpid()]
 
 
-def stop_processes(text: str, grace_s: float = 10.0) -> None:
+def stop_processes(text: str, grace_s: float = 3.0) -> None:
     """SIGTERM every process naming `text`, then SIGKILL what is left after `grace_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in processes_naming(text):

@@ -42,7 +42,7 @@ def session_processes(session_id: int) -> list[int]:
     return pids
 
 
-def stop_session(session_id: int, grace_s: float = 10.0) -> None:
+def stop_session(session_id: int, grace_s: float = 3.0) -> None:
     """SIGTERM every process of the session, then SIGKILL what is left after `grace_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in session_processes(session_id):
