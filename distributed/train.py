@@ -303,13 +303,14 @@ def _as_uri(run: str, path: str) -> str:
 
 
 def describe_folds(plans: list[FoldPlan], fold_sizes: dict[int, int]) -> list[str]:
-    """What `--dry-run` prints about the folds: one line per model, its tasks and cases."""
+    """What `--dry-run` prints about the folds: one line per model, its position in its split
+    (what `--folds` selects), tasks and cases."""
 
     def cases(folds) -> int:
         return sum(fold_sizes.get(fold, 0) for fold in folds)
 
     return [
-        f"{plan.name:<28} train tasks {','.join(map(str, plan.train_tasks)):<8} folds "
+        f"{plan.index:>2}  {plan.name:<28} train tasks {','.join(map(str, plan.train_tasks)):<8} folds "
         f"{','.join(map(str, plan.train_folds)):<8} ({cases(plan.train_folds)} cases)   val tasks "
         f"{','.join(map(str, plan.val_tasks)):<8} folds {','.join(map(str, plan.val_folds)):<8} "
         f"({cases(plan.val_folds)} cases)"

@@ -22,6 +22,8 @@ def test_dry_run_prepares_the_demo_cohort_and_trains_nothing(ray_session, tmp_pa
     healthy, test = read_manifest(str(run / "prepared" / "healthy")), read_manifest(str(run / "prepared" / "test"))
     assert (len(healthy), len(test)) == (20, 6) and all(row["status"] == "ok" for row in healthy + test)
     assert f"dry run: {run / 'train'}" in out
+    # each fold model on a line, with its position in the split (what `train --folds` selects)
+    assert " 0  split1-4_tasks0 " in out and " 4  split1-4_tasks4 " in out
     assert not list(run.glob("train/*/checkpoint_*"))  # nothing trained
 
 
