@@ -25,7 +25,6 @@ Train keeps the best one by `val_loss` and the latest.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -47,7 +46,6 @@ from lightwork.training.loop import EpochResult, FoldTrainer
 
 TRAINER_STATE_FILE = "trainer.pt"
 HISTORY_FILE = "history.json"
-RECORD_FILE = "fold.json"
 
 
 def _all_reduce_sum(sums: torch.Tensor) -> torch.Tensor:
@@ -185,17 +183,6 @@ def _fold_uri(run: str, plan: FoldPlan) -> str:
     return storage.join(run, plan.name)
 
 
-def _write_record(run: str, record: runs.FoldRecord) -> None:
-    storage.write_bytes(storage.join(run, record.name, RECORD_FILE), json.dumps(dataclasses.asdict(record)).encode())
-
-
-def _read_record(run: str, plan: FoldPlan) -> runs.FoldRecord:
-    uri = storage.join(run, plan.name, RECORD_FILE)
-    if storage.exists(uri):
-        return runs.FoldRecord(**json.loads(storage.read_bytes(uri)))
-    return runs.FoldRecord.from_plan(plan)
-
-
 @ray.remote
 def _nccl_usable() -> bool:
     """Whether torch on this worker can run NCCL (a CUDA device and an NCCL build)."""
@@ -227,12 +214,12 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, ste
     plan: FoldPlan = plans[trial_config["fold"]]
     record = runs.FoldRecord.from_plan(plan)
     record.status = "running"
-    _write_record(run, record)
+    runs.write_record(run, record)
     try:
         _fit_fold(plan, record, config_dict=config_dict, run=run, steps=steps[plan.name], resources=resources)
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-        _write_record(run, record)
+        runs.write_record(run, record)
         if not isinstance(error, ValueError):
             raise
 
@@ -293,7 +280,7 @@ def _fit_fold(
     record.val_dice_threshold, record.val_dice = best_metrics["val_dice_threshold"], best_metrics["val_dice"]
     record.epochs, record.steps = record.history[-1]["epoch"], record.history[-1]["step"]
     record.status = "done"
-    _write_record(run, record)
+    runs.write_record(run, record)
 
 
 def _as_uri(run: str, path: str) -> str:
@@ -325,7 +312,7 @@ class _FoldLines(tune.Callback):
         self.run, self.plans = run, plans
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        record = _read_record(self.run, self.plans[trial.config["fold"]])
+        record = runs.read_record(self.run, self.plans[trial.config["fold"]])
         best = "-" if record.best_val_loss is None else f"{record.best_val_loss:.5f}"
         error = f" ({record.error})" if record.error else ""
         print(f"fold {record.name}: {record.status}, {record.epochs} epochs, best val loss {best}{error}", flush=True)
@@ -338,9 +325,9 @@ def train_splits(
 ) -> list[runs.FoldRecord]:
     """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
     Ray cluster, or only the folds of each split at the positions `folds` (`FoldPlan.index`, as
-    `--dry-run` lists them); write `config.yaml` and `folds.json` (every fold of the splits, so
-    folds trained by separate calls add up) under `{storage_path}/{name}`; return the records of
-    the folds asked for.
+    `--dry-run` lists them); write `config.yaml` and add every fold of the splits to the run's
+    `folds.json` (so folds and splits trained by separate calls add up) under
+    `{storage_path}/{name}`; return the records of the folds asked for.
 
     The trials' resources are planned (and checked) before anything is written. `dry_run` prints
     the fold plan and the resource plan and returns the records as they stand, training nothing.
@@ -368,7 +355,7 @@ def train_splits(
         print(samples.describe(config.data.min_slice_foreground))
     plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
     asked = select_folds(plans, folds)
-    records = {plan.name: _read_record(run, plan) for plan in plans}
+    records = {plan.name: runs.read_record(run, plan) for plan in plans}
     todo = [plan for plan in asked if records[plan.name].status != "done"]
     resources = plan_trials(len(todo), config.resources, cluster_shape(), autoscaler_can_add) if todo else None
     if dry_run:
@@ -386,7 +373,7 @@ def train_splits(
     runs.write_folds(run, list(records.values()))
     if resources is not None:
         _fit_trials(todo, config, run, resources, samples.fold_counts())
-        records = {plan.name: _read_record(run, plan) for plan in plans}
+        records = {plan.name: runs.read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
     final = [records[plan.name] for plan in asked]
     print_summary(final)

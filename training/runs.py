@@ -4,7 +4,13 @@ After `lightwork train`:
     {storage_path}/{run_name}/config.yaml   the RunConfig (lightwork.config) of the run
     {storage_path}/{run_name}/folds.json    a JSON list of fold records (FoldRecord), one per model
     {storage_path}/{run_name}/{fold name}/  Ray Train's folder of that fold (checkpoints, TensorBoard)
+    {storage_path}/{run_name}/{fold name}/fold.json  that fold's own record, rewritten as it trains
     {best_checkpoint}/model.pt + model.json the fold model (lightwork.models.load_model)
+
+`folds.json` is the run's index: every fold any `lightwork train` call of the run has planned
+(separate calls, for other splits or other folds, add up). A fold's own `fold.json` is written by
+the job training it and is the newer word, so readers take it over the index's copy: two jobs
+training folds of one run at once cannot hide each other's folds.
 
 Fold record keys: split ("1/4"), name ("split1-4_tasks0"), index, train_tasks, val_tasks,
 train_folds, val_folds (lists of ints), best_checkpoint (URI of the kept model's folder, "" until
@@ -26,6 +32,7 @@ from lightwork.training.folds import FoldPlan
 
 CONFIG_FILE = "config.yaml"
 FOLDS_FILE = "folds.json"
+RECORD_FILE = "fold.json"
 
 
 @dataclass
@@ -65,8 +72,27 @@ def run_uri(storage_path: str, run_name: str) -> str:
     return storage.join(storage_path, run_name)
 
 
-def read_folds(run: str) -> list[FoldRecord]:
-    """The fold records of run folder `run`; [] when it has none yet."""
+def write_record(run: str, record: FoldRecord) -> None:
+    """Write `record` as its fold's own record in run folder `run`."""
+    storage.write_bytes(storage.join(run, record.name, RECORD_FILE), json.dumps(asdict(record)).encode())
+
+
+def read_record(run: str, plan: FoldPlan) -> FoldRecord:
+    """The own record of the fold of `plan` in run folder `run`; a pending one when it has none yet."""
+    return _own_record(run, plan.name) or FoldRecord.from_plan(plan)
+
+
+def _own_record(run: str, name: str) -> FoldRecord | None:
+    uri = storage.join(run, name, RECORD_FILE)
+    if not storage.exists(uri):
+        return None
+    try:
+        return FoldRecord(**json.loads(storage.read_bytes(uri)))
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{uri}: not a lightwork fold record: {error}") from error
+
+
+def _indexed_folds(run: str) -> list[FoldRecord]:
     uri = storage.join(run, FOLDS_FILE)
     if not storage.exists(uri):
         return []
@@ -74,6 +100,12 @@ def read_folds(run: str) -> list[FoldRecord]:
         return [FoldRecord(**record) for record in json.loads(storage.read_bytes(uri))]
     except (ValueError, TypeError) as error:
         raise UserError(f"{uri}: not a lightwork folds.json: {error}") from error
+
+
+def read_folds(run: str) -> list[FoldRecord]:
+    """The fold records of run folder `run` in index order, each fold's own record where it has
+    one; [] when the run has no index yet."""
+    return [_own_record(run, record.name) or record for record in _indexed_folds(run)]
 
 
 def read_trained_folds(run: str) -> list[FoldRecord]:
@@ -110,4 +142,9 @@ def describe_training(records: list[FoldRecord], batch_size: int) -> str:
 
 
 def write_folds(run: str, records: list[FoldRecord]) -> None:
-    storage.write_bytes(storage.join(run, FOLDS_FILE), json.dumps([asdict(r) for r in records], indent=1).encode())
+    """Write the run's index: the folds already indexed (`records`' versions in their place) and
+    then the folds of `records` new to it."""
+    given = {record.name: record for record in records}
+    indexed = _indexed_folds(run)
+    merged = [given.pop(record.name, record) for record in indexed] + list(given.values())
+    storage.write_bytes(storage.join(run, FOLDS_FILE), json.dumps([asdict(r) for r in merged], indent=1).encode())
