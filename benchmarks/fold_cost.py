@@ -19,9 +19,9 @@ folds): the trial driver building the fold's datasets and starting the Train con
 controller's start (a new process: its imports and the trainer's arguments), the worker group's
 start (placement group, worker processes), the worker's train context (imports, process group),
 the synthesis stream's start (until its first task starts), the training loop itself
-(`epoch_seconds` of the fold records: steps, data waits, validation, checkpoints), and the rest
-(reports, shutting the worker group down, the next trial's start). The processes each fold
-starts are counted from Ray's state API.
+(`epoch_seconds` of the fold records: steps, data waits, validation, checkpoints), and the time
+from the end of one fold's run to the next trial's start (reports, the worker group's shutdown).
+The processes each fold starts are counted from Ray's state API.
 
     python benchmarks/fold_cost.py [--split 1/4] [--epochs 1] [--num-cpus 8] [--concurrent 1]
 
@@ -132,6 +132,18 @@ def fold_period(events: dict[str, list[tuple[float, float]]]) -> float | None:
     return statistics.median(gaps) if gaps else None
 
 
+def between_folds(events: dict[str, list[tuple[float, float]]]) -> float | None:
+    """Median seconds from one fold's `TrainController.run` end to the next trial's start (folds
+    one at a time): reports, the worker group's shutdown, Tune's next trial; None with one fold."""
+    trial_starts = [start for start, _ in events.get("ImplicitFunc.train", [])]
+    gaps = []
+    for _, run_end in events.get("TrainController.run", []):
+        later = [start for start in trial_starts if start >= run_end]
+        if later:
+            gaps.append(later[0] - run_end)
+    return statistics.median(gaps) if gaps else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", default="1/4")
@@ -172,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     events = task_events(timeline)
     phases = fold_phases(events) if args.concurrent == 1 else []
     period = fold_period(events) if args.concurrent == 1 else None
+    gap = between_folds(events) if args.concurrent == 1 else None
     processes = len({event["tid"] for event in timeline if str(event.get("cat", "")).startswith("task::")})
     actors = collections.Counter(actor["class_name"] for actor in list_actors(limit=10000, detail=True))
     ray.shutdown()
@@ -193,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         medians = [statistics.median(fold[index] for fold in phases) for index in range(len(PHASES))]
         for label, seconds in zip(PHASES, medians):
             print(f"{label:<34} {seconds:9.1f}")
-        print(f"{'after the run, next trial start':<34} {(period or wall / folds) - sum(medians):9.1f}")
+        if gap is not None:
+            print(f"{'after the run, next trial start':<34} {gap:9.1f}")
         print(f"{'  (in the loop: epoch_seconds)':<34} {loop:9.1f}")
         print(f"{'  (in the loop: optimizer steps)':<34} {steps / folds * step:9.1f}")
     print(f"\n{'worker processes that ran a task':<34} {processes:9d} {processes / folds:9.1f}")
