@@ -9,8 +9,9 @@ the run) and `folds.json` (see `lightwork.training.runs`). Re-running the same c
 finished folds are skipped, interrupted ones continue from their last checkpoint. `--folds` trains
 only the folds at those positions of each split (as `--dry-run` lists them; e.g. one fold to try a
 recipe first, the rest later): the run's records add up, other splits' and other jobs' too, and
-`evaluate` ensembles the folds that are done. Re-running a name with other data or settings stops and says what differs, unless
-`--fresh`. Attaches to a running cluster when RAY_ADDRESS is set (e.g. inside `ray job submit`).
+`evaluate` ensembles the folds that are done. Re-running a name with other data or settings stops
+and says what differs, unless `--fresh`. Attaches to a running cluster when RAY_ADDRESS is set
+(e.g. inside `ray job submit`).
 """
 
 from __future__ import annotations
