@@ -19,7 +19,8 @@ Dice threshold, as a fold of a 4/1 split does. One torch thread per run; `--jobs
 
 The budget is the training process's CPU time (`time.process_time`: synthesis and optimizer
 steps); validation and scoring at each budget are not counted. Figures: the median over the seeds
-and their range, per model and budget: pixel AP (foreground voxels, as `evaluate` with
+and their range, per model and budget: the validation loss on the held-out task (what
+`lightwork train` selects its checkpoint by), pixel AP (foreground voxels, as `evaluate` with
 `--foreground-only` does), slice AP (3D), Dice at the validation threshold, and the sample AUROC
 under the paper's mean score and the maximum (cxr). The baselines have no budget and no seed.
 """
@@ -195,7 +196,12 @@ def train_and_score(job: tuple) -> list[dict]:
         network = trainer.model.eval()
         row = score(lambda case: model_scores(network, case.image, axis), test_rows, validation.dice_threshold)
         row.update(
-            model=model_name, seed=seed, minutes=budget, steps=trainer.state.step, threshold=validation.dice_threshold
+            model=model_name,
+            seed=seed,
+            minutes=budget,
+            steps=trainer.state.step,
+            threshold=validation.dice_threshold,
+            val_loss=validation.loss,
         )
         results.append(row)
         print(f"  {set_name} {model_name} seed {seed}: {budget:g} CPU-min, {trainer.state.step} steps", flush=True)
@@ -243,17 +249,21 @@ def main(argv: list[str] | None = None) -> int:
             f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
             + " ".join(SETTINGS[(args.set, model)][1] + COMMON + args.override)
         )
-    print(f"{'model':<10} {'CPU-min':>7} {'steps':>11} " + " ".join(f"{title:>22}" for _, title in shown))
+    print(
+        f"{'model':<10} {'CPU-min':>7} {'steps':>11} {'val loss (task 1)':>22} "
+        + " ".join(f"{title:>22}" for _, title in shown)
+    )
     for model in models:
         for budget in minutes:
             rows = [row for row in results if row["model"] == model and row["minutes"] == budget]
-            steps = [row["steps"] for row in rows]
+            steps, losses = [row["steps"] for row in rows], [row["val_loss"] for row in rows]
+            loss = f"{statistics.median(losses):.4f} [{min(losses):.4f}-{max(losses):.4f}]"
             print(
-                f"{model:<10} {budget:>7g} {f'{min(steps)}-{max(steps)}':>11} "
+                f"{model:<10} {budget:>7g} {f'{min(steps)}-{max(steps)}':>11} {loss:>22} "
                 + " ".join(f"{_cell([row[key] for row in rows]):>22}" for key, _ in shown)
             )
     for name, row in reference.items():
-        print(f"{name:<10} {'-':>7} {'-':>11} " + " ".join(f"{_cell([row[key]]):>22}" for key, _ in shown))
+        print(f"{name:<10} {'-':>7} {'-':>11} {'-':>22} " + " ".join(f"{_cell([row[key]]):>22}" for key, _ in shown))
     return 0
 
 
