@@ -209,11 +209,12 @@ def train_and_score(job: tuple) -> list[dict]:
     return results
 
 
-def _cell(values: list[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]
+def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
+    """'median [min-max]' of the finite `values` times `scale` (percent by default)."""
+    finite = [scale * v for v in values if not math.isnan(v)]
     if not finite:
         return "n/a"
-    return f"{100 * statistics.median(finite):.1f} [{100 * min(finite):.1f}-{100 * max(finite):.1f}]"
+    return f"{statistics.median(finite):.{digits}f} [{min(finite):.{digits}f}-{max(finite):.{digits}f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         for budget in minutes:
             rows = [row for row in results if row["model"] == model and row["minutes"] == budget]
-            steps, losses = [row["steps"] for row in rows], [row["val_loss"] for row in rows]
-            loss = f"{statistics.median(losses):.4f} [{min(losses):.4f}-{max(losses):.4f}]"
+            steps, loss = [row["steps"] for row in rows], _cell([row["val_loss"] for row in rows], 1.0, 4)
             print(
                 f"{model:<10} {budget:>7g} {f'{min(steps)}-{max(steps)}':>11} {loss:>22} "
                 + " ".join(f"{_cell([row[key] for row in rows]):>22}" for key, _ in shown)
