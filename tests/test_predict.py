@@ -335,8 +335,10 @@ def test_export_then_predict_from_the_package_alone_in_a_fresh_process(runs, tmp
     from_run, from_package = run_ensemble(runs["brain"]), load_ensemble(str(package))
     assert from_package.names == from_run.names and from_package.threshold == from_run.threshold
     for ours, theirs in zip(from_run.networks, from_package.networks):
+        weights = theirs.state_dict()
+        assert weights.keys() == ours.state_dict().keys()
         for key, value in ours.state_dict().items():
-            assert torch.equal(value, theirs.state_dict()[key]), key  # the very weights, bit for bit
+            assert torch.equal(value, weights[key]), key  # the very weights, bit for bit
     # Another process may run torch with another thread count, so float32 sums can end a rounding
     # apart (measured up to 1.6e-7 on CI); the maps agree to that, and the mask wherever the map is
     # not within it of the threshold.
