@@ -20,6 +20,7 @@ from lightwork.config import RunConfig, load_config
 from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.slices import describe_run
+from lightwork.distributed.cluster import connected
 from lightwork.evaluation import outputs
 from lightwork.inference.ensemble import model_scores, validation_threshold
 from lightwork.training import runs
@@ -171,12 +172,16 @@ def evaluate_run(
     dice_threshold: float | None = None,
     actors: int = 1,
     with_baselines: bool = True,
+    num_cpus: int | None = None,
+    verbose: bool = False,
 ) -> int:
     """Predict the usable cases of a test manifest with every fold model of a training run, score
     folds, ensembles and baselines, and write the report to `out`; returns the exit status (0 ok,
-    2 some predictions failed: they are listed in the report). Needs Ray. Raises UserError, before
-    any prediction, when `models_uri` is not a run or the test set has nothing to score against;
-    rows that failed in prepare are named on stderr and in the report.
+    2 some predictions failed: they are listed in the report). The predictions run on Ray
+    (`lightwork.distributed.cluster.connected`: the connected cluster, or a local one of
+    `num_cpus` started for them and stopped after). Raises UserError, before Ray is asked for
+    anything, when `models_uri` is not a run or the test set is missing or has nothing to score
+    against; rows that failed in prepare are named on stderr and in the report.
 
     The Dice threshold, unless given, is the mean of the fold models' thresholds maximising Dice
     on their synthetic validation samples (honest: no test data involved).
@@ -190,7 +195,8 @@ def evaluate_run(
     models = fold_models(records, config)
     if failed_note:
         print(failed_note, file=sys.stderr)
-    rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
+    with connected(num_cpus, verbose):
+        rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
     uris, errors = prediction_table(rows)
     for error in errors:
         print(f"prediction failed: {error}", file=sys.stderr)

@@ -28,10 +28,13 @@ def read_test_set(data_uri: str) -> tuple[list[dict], str | None]:
     many, which, why; None when there are none) for the report and the console.
 
     Raises:
-        UserError: no row is usable, or no usable case has a lesion mask or an image label (there
-            would be nothing to score the predictions against).
+        UserError: no manifest at `data_uri`, no row is usable, or no usable case has a lesion mask
+            or an image label (there would be nothing to score the predictions against).
     """
-    rows = read_manifest(data_uri)
+    try:
+        rows = read_manifest(data_uri)
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
     cases = usable(rows)
     failed = [row for row in rows if row["status"] != "ok"]
     if not cases:

@@ -32,21 +32,21 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lightwork.data.storage import normalise
-    from lightwork.distributed.cluster import connected
     from lightwork.distributed.predict import evaluate_run
 
     predictions = normalise(args.predictions) if args.predictions else None
-    with connected(args.num_cpus, args.verbose):
-        return evaluate_run(
-            normalise(args.models),
-            normalise(args.data),
-            normalise(args.out),
-            predictions_uri=predictions,
-            foreground_only=args.foreground_only,
-            dice_threshold=args.dice_threshold,
-            actors=args.actors,
-            with_baselines=not args.no_baselines,
-        )
+    return evaluate_run(
+        normalise(args.models),
+        normalise(args.data),
+        normalise(args.out),
+        predictions_uri=predictions,
+        foreground_only=args.foreground_only,
+        dice_threshold=args.dice_threshold,
+        actors=args.actors,
+        with_baselines=not args.no_baselines,
+        num_cpus=args.num_cpus,
+        verbose=args.verbose,
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ def test_missing_inputs_are_one_line_and_exit_2(capsys, tmp_path):
     )
     assert "no manifest there" in one_line_error(capsys, ["train", "--config", "tiny", "--data", str(tmp_path)])
     assert "no training data: pass --data" in one_line_error(capsys, ["train", "--config", "tiny"])
+    evaluate = ["evaluate", "--models", str(tmp_path), "--data", str(tmp_path / "absent"), "--out", str(tmp_path / "r")]
+    assert f"{tmp_path / 'absent'}/manifest.parquet: no manifest there" in one_line_error(capsys, evaluate)
     assert "no such folder or prefix" in one_line_error(
         capsys, ["prepare", str(tmp_path / "absent"), str(tmp_path / "out"), "--recipe", "cxr"]
     )

@@ -166,6 +166,8 @@ def test_evaluate_run_refuses_what_it_cannot_score(tmp_path):
     ):
         evaluate_run(_run(tmp_path), str(tmp_path / "data"), str(tmp_path / "report"))
     assert not (tmp_path / "report").exists()  # refused before any prediction
+    with pytest.raises(UserError, match=f"^{tmp_path}/absent/manifest.parquet: no manifest there"):
+        evaluate_run(_run(tmp_path), str(tmp_path / "absent"), str(tmp_path / "report"))
     _dataset(tmp_path)
     (tmp_path / "not-a-run").mkdir()
     with pytest.raises(

@@ -155,11 +155,12 @@ def test_a_new_scan_is_predicted_slice_by_slice_into_its_own_geometry(sliced_run
 
 
 def test_the_evaluation_keeps_every_3d_output_and_says_how_the_run_trained(sliced_run, tmp_path):
-    from lightwork.distributed.predict import evaluate_run
+    """Through `lightwork evaluate` (on the session's Ray, which the job attaches to)."""
+    from lightwork.cli import main
 
     run, prepared, _ = sliced_run
     out = tmp_path / "report"
-    assert evaluate_run(run, prepared, str(out), with_baselines=False) == 0
+    assert main(["evaluate", "--models", run, "--data", prepared, "--out", str(out), "--no-baselines"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     ensemble = metrics["splits"]["1/4"]["ensemble"]
     assert 0 <= ensemble["pixel_ap"] <= 1 and 0 <= ensemble["slice_auroc"] <= 1
