@@ -45,6 +45,17 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (CPUs, actors, cases, pixels): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed (an integer >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed (an integer >= 1)")
+    return value
+
+
 def job_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The argument parser of subcommand `name`: its defaults shown in `--help`, one-line errors."""
     return _OneLineParser(prog=f"lightwork {name}", description=description, formatter_class=_ShowDefaults)

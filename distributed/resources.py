@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lightwork.config import ResourcesSection
+from lightwork.errors import UserError
 
 TRIAL_DRIVER_CPUS = 0.01  # the Tune trial that drives a fold's TorchTrainer (0 is refused)
 READ_CPUS = 0.05  # a stream's item read task: generates a few small tables
@@ -60,12 +61,12 @@ def plan_synthesis(data_cpus: float, tasks: int | None = None) -> SynthesisPool:
     """The pool that fits a data budget of `data_cpus` CPUs (formula in the module docstring).
 
     `tasks` fixes the pool size (benchmarks, tests), sharing the budget.
-    Raises ValueError when the budget leaves a task fewer than MIN_TASK_CPUS.
+    Raises UserError when the budget leaves a task fewer than MIN_TASK_CPUS.
     """
     usable = data_cpus - READ_CPUS - SLACK_CPUS
     count = tasks if tasks is not None else max(1, round(usable))
     if count < 1 or usable / count < MIN_TASK_CPUS:
-        raise ValueError(
+        raise UserError(
             f"resources: {data_cpus:.2f} CPUs per trial are left for synthesis, {count} task(s) at once need at least "
             f"{count * MIN_TASK_CPUS + READ_CPUS + SLACK_CPUS:.2f}; raise resources.data_cpus_per_trial, lower "
             f"resources.cpus_per_worker or resources.max_concurrent_trials, or add CPUs to the cluster"
@@ -222,7 +223,7 @@ def _check_worker_fits(bundle: dict[str, float], gpus: float, shape: ClusterShap
     field = "resources.gpus_per_worker" if gpu_short else "resources.cpus_per_worker"
     where = "that the autoscaler can add" if shape.autoscaling else "alive (the cluster has no autoscaler)"
     known = ", ".join(f"{node.name} {_text(node.resources)}" for node in nodes)
-    raise ValueError(
+    raise UserError(
         f"{field}: one Train worker needs {_text(bundle)} on one node, and no node {where} has it "
         f"(nodes now: {known or 'none'})"
     )
@@ -234,7 +235,7 @@ def plan_trials(
     """Plan `num_trials` trials of the declared `resources` on `shape` (see the module docstring).
 
     `can_add(bundle)` answers whether the autoscaler can add a node holding `bundle` (True, False,
-    or None when it cannot be asked). Raises ValueError naming the field and the missing resource
+    or None when it cannot be asked). Raises UserError naming the field and the missing resource
     when no node can hold one Train worker, or, on a fixed cluster, when one whole trial does not fit.
     """
     workers = (
@@ -256,7 +257,7 @@ def plan_trials(
         fit_cpu = int(cpus // per_trial_cpus + 1e-9) if per_trial_cpus > 0 else num_trials
         concurrent = min(concurrent, fit_cpu, _workers_that_fit(bundle, nodes) // min_workers)
         if concurrent < 1:
-            raise ValueError(
+            raise UserError(
                 f"resources: one trial needs {per_trial_cpus:g} CPUs ({min_workers} worker(s) x "
                 f"{resources.cpus_per_worker:g} resources.cpus_per_worker + "
                 f"{resources.data_cpus_per_trial:g} resources.data_cpus_per_trial) but the cluster "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.cli import job_parser, positive_int
 
 
 def build_parser():
@@ -22,9 +22,11 @@ def build_parser():
         help="score threshold chosen on synthetic validation data; default: the mean of the folds' "
         "val_dice_threshold in folds.json when all have one, else only the oracle Dice is given",
     )
-    parser.add_argument("--actors", type=int, default=1, help="inference actors")
+    parser.add_argument("--actors", type=positive_int, default=1, help="inference actors")
     parser.add_argument("--no-baselines", action="store_true")
-    parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
+    parser.add_argument(
+        "--num-cpus", type=positive_int, help="logical CPUs of a local Ray instance (ignored when attached)"
+    )
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser
 

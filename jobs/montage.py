@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.cli import job_parser, positive_int
 from lightwork.data.montage import montage
 from lightwork.errors import UserError
 
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("manifest", help="prepared dataset folder or manifest.parquet")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument(
-        "--max", type=int, default=12, help="at most this many cases, evenly spaced over the sorted case list"
+        "--max", type=positive_int, default=12, help="at most this many cases, evenly spaced over the sorted case list"
     )
     args = parser.parse_args(argv)
     try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.cli import job_parser, positive_int
 from lightwork.config import PRESETS, load_config
 
 
@@ -77,7 +77,7 @@ def build_parser():
     )
     parser.add_argument(
         "--num-cpus",
-        type=int,
+        type=positive_int,
         default=None,
         help="logical CPUs of the local Ray instance when not attached to a cluster",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.cli import job_parser, positive_int
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--modality", default=None, help="which image of a multi-modality case folder (e.g. flair)")
     parser.add_argument("--in-process", action="store_true", help="predict a folder in this process, without Ray")
-    parser.add_argument("--actors", type=int, default=1, help="inference actors for a folder")
+    parser.add_argument("--actors", type=positive_int, default=1, help="inference actors for a folder")
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     args = parser.parse_args(argv)
 

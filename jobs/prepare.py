@@ -17,7 +17,7 @@ import argparse
 import re
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.cli import job_parser, positive_int
 from lightwork.data.recipes import RECIPES, make_recipe
 from lightwork.errors import UserError
 
@@ -57,11 +57,13 @@ def build_parser():
         "--spacing", type=float, help="brain: resampling spacing in mm before downsampling (recipe default 1.0)"
     )
     parser.add_argument(
-        "--downsample", type=int, help="brain: integer downsampling factor after cropping (recipe default 2)"
+        "--downsample", type=positive_int, help="brain: integer downsampling factor after cropping (recipe default 2)"
     )
-    parser.add_argument("--size", type=int, help="cxr: output side in pixels (recipe default 256)")
-    parser.add_argument("--limit", type=int, help="prepare only the first N cases (sorted by id)")
-    parser.add_argument("--num-cpus", type=int, help="logical CPUs of a local Ray instance (ignored when attached)")
+    parser.add_argument("--size", type=positive_int, help="cxr: output side in pixels (recipe default 256)")
+    parser.add_argument("--limit", type=positive_int, help="prepare only the first N cases (sorted by id)")
+    parser.add_argument(
+        "--num-cpus", type=positive_int, help="logical CPUs of a local Ray instance (ignored when attached)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser

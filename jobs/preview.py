@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.cli import job_parser, positive_int
 from lightwork.data import storage
 from lightwork.data.preview import load_input, preview_rows, render_preview
 from lightwork.errors import UserError
@@ -27,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="run seed of the sample generators")
     parser.add_argument("--mask", help="foreground mask on the input's grid")
     parser.add_argument("--sources", nargs="+", default=[], help="external images for inter_blend")
-    parser.add_argument("--max-size", type=int, help="longest axis after resampling (default 128 in 3D, 256 in 2D)")
+    parser.add_argument(
+        "--max-size", type=positive_int, help="longest axis after resampling (default 128 in 3D, 256 in 2D)"
+    )
     args = parser.parse_args(argv)
     try:
         data = load_input(args.input, args.mask, args.max_size)

@@ -82,6 +82,29 @@ def test_argument_errors_are_one_line_too(capsys):
     assert capsys.readouterr().err == "lightwork train: argument --seed: invalid int value: 'x' (see --help)\n"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--config", "tiny", "--num-cpus", "0"],
+        ["pipeline", "--num-cpus", "-2"],
+        ["evaluate", "--models", "m", "--data", "d", "--out", "o", "--actors", "0"],
+        ["predict", "-i", "x", "-o", "y", "--models", "m", "--actors", "0"],
+        ["prepare", "src", "dst", "--recipe", "cxr", "--limit", "0"],
+        ["montage", "d", "--out", "m.png", "--max", "0"],
+        ["preview", "--task", "all", "--input", "x", "--out", "y", "--max-size", "two"],
+    ],
+)
+def test_counts_below_one_are_refused_by_the_parser(capsys, argv):
+    """A count of CPUs, actors, cases or pixels below 1 would start Ray with nothing to run on, or
+    draw nothing: refused before anything runs."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    flag, value = argv[-2], argv[-1]
+    expected = f"lightwork {argv[0]}: argument {flag}: {value if value != 'two' else repr(value)} is not allowed "
+    assert capsys.readouterr().err == expected + "(an integer >= 1) (see --help)\n"
+
+
 def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
     monkeypatch.setenv("LIGHTWORK_DEBUG", "1")
     with pytest.raises(UserError, match="train.lr: 'abc'"):

@@ -49,6 +49,17 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     assert [deterministic(second[i].history) for i in (1, 3)] == [deterministic(first[i].history) for i in (1, 3)]
     capsys.readouterr()
 
+    # A trial no node can hold: the plan's error (after Ray's line saying it started: the plan needs
+    # the cluster's shape), one line naming the field, no traceback, nothing written.
+    too_big = ["train", "--config", "runs/a/config.yaml", "--name", "c", "--storage", str(tmp_path), "--num-cpus", "8"]
+    too_big += ["--set", "resources.cpus_per_worker=16"]
+    assert main(too_big) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lightwork train: resources.cpus_per_worker: one Train worker needs {CPU: 16} on one node")
+    assert not (tmp_path / "c").exists()
+
     # Same name, other settings: stopped before Ray is asked for anything; the record is untouched.
     assert main([*cli_2d_run.arguments, "--set", "train.max_epochs=2"]) == 2
     err = capsys.readouterr().err

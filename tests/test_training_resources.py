@@ -5,6 +5,7 @@ import pytest
 
 from lightwork.config import load_config
 from lightwork.distributed.resources import ClusterShape, NodeType, plan_synthesis, plan_trials
+from lightwork.errors import UserError
 
 
 def resources(*overrides, preset="tiny"):
@@ -66,11 +67,11 @@ def test_ddp_and_elastic_workers():
 
 
 def test_what_no_node_can_hold_is_one_clear_error_naming_the_field():
-    with pytest.raises(ValueError, match=r"resources.gpus_per_worker: one Train worker needs \{CPU: 1, GPU: 1\}"):
+    with pytest.raises(UserError, match=r"resources.gpus_per_worker: one Train worker needs \{CPU: 1, GPU: 1\}"):
         plan_trials(1, resources("gpus_per_worker=1"), fixed(({"CPU": 8}, 1)))
-    with pytest.raises(ValueError, match=r"resources.cpus_per_worker: .*that the autoscaler can add"):
+    with pytest.raises(UserError, match=r"resources.cpus_per_worker: .*that the autoscaler can add"):
         plan_trials(1, resources("cpus_per_worker=32"), SHIPPED)
-    with pytest.raises(ValueError, match="one trial needs 5 CPUs .* but the cluster has 4"):
+    with pytest.raises(UserError, match="one trial needs 5 CPUs .* but the cluster has 4"):
         plan_trials(5, resources("cpus_per_worker=4"), fixed(({"CPU": 4}, 1)))
 
 
@@ -78,7 +79,7 @@ def test_synthesis_pool_fits_the_budget():
     assert plan_synthesis(3.0, tasks=2).cpus_per_task == pytest.approx(2.94 / 2)
     big = plan_synthesis(15.99)
     assert big.tasks == 16 and big.tasks * big.cpus_per_task <= 15.99
-    with pytest.raises(ValueError, match="left for synthesis"):
+    with pytest.raises(UserError, match="left for synthesis"):
         plan_synthesis(0.2)
 
 
