@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lightwork.data import storage
+from lightwork.errors import UserError
 
 
 @dataclass
@@ -82,26 +83,26 @@ def decode_case(payload: bytes, where: str = "<bytes>") -> PreparedCase:
                 source_shape=tuple(int(v) for v in npz["source_shape"]),
             )
     except UNREADABLE as error:
-        raise ValueError(f"{where}: not a readable prepared case ({error})") from error
+        raise UserError(f"{where}: not a readable prepared case ({error})") from error
 
 
 def _case_bytes(uri: str) -> bytes:
     try:
         return storage.read_bytes(uri)
     except FileNotFoundError as error:
-        raise ValueError(f"{uri}: prepared case not found") from error
+        raise UserError(f"{uri}: prepared case not found") from error
 
 
 def load_masks(uri: str) -> tuple[np.ndarray, np.ndarray | None]:
     """The foreground (bool [*S]) and lesion mask (uint8 [*S], None when the case has none) of the
-    prepared case at `uri`, without decompressing its image. ValueError naming the file when it is
+    prepared case at `uri`, without decompressing its image. UserError naming the file when it is
     not a readable prepared case."""
     payload = _case_bytes(uri)
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             return npz["foreground"], (npz["lesion"] if "lesion" in npz.files else None)
     except UNREADABLE as error:
-        raise ValueError(f"{uri}: not a readable prepared case ({error})") from error
+        raise UserError(f"{uri}: not a readable prepared case ({error})") from error
 
 
 def save_case(uri: str, case: PreparedCase) -> None:
@@ -109,5 +110,5 @@ def save_case(uri: str, case: PreparedCase) -> None:
 
 
 def load_case(uri: str) -> PreparedCase:
-    """The prepared case at `uri`; ValueError naming the file when it is missing or unreadable."""
+    """The prepared case at `uri`; UserError naming the file when it is missing or unreadable."""
     return decode_case(_case_bytes(uri), where=uri)

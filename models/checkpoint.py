@@ -9,6 +9,7 @@ import torch
 
 from lightwork.config import UNetConfig
 from lightwork.data import storage
+from lightwork.errors import UserError
 from lightwork.models.unet import UNet
 
 WEIGHTS_FILE = "model.pt"
@@ -38,7 +39,7 @@ def load_model(checkpoint_dir: str) -> UNet:
             weights_only=True,
         )
     except FileNotFoundError as error:
-        raise FileNotFoundError(
+        raise UserError(
             f"{checkpoint_dir}: not a lightwork checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE}): {error}"
         ) from error
     model = UNet(config)

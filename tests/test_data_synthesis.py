@@ -6,6 +6,7 @@ import pytest
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.phantom import smooth_noise
 from lightwork.data.synthesis import VALIDATION_EPOCH, CaseCache, Synthesiser, standin_sources
+from lightwork.errors import UserError
 
 
 @pytest.fixture
@@ -79,9 +80,9 @@ def test_case_cache_keeps_the_most_recent_and_names_bad_files(image_set, tmp_pat
     assert image_set[0][1] not in cache and image_set[1][1] in cache and image_set[2][1] in cache
     truncated = tmp_path / "bad.npz"
     truncated.write_bytes((tmp_path / "c0.npz").read_bytes()[:200])
-    with pytest.raises(ValueError, match="bad.npz"):
+    with pytest.raises(UserError, match="bad.npz: not a readable prepared case"):
         cache.get(str(truncated))
-    with pytest.raises(ValueError, match="missing.npz: prepared case not found"):
+    with pytest.raises(UserError, match="missing.npz: prepared case not found"):
         cache.get(str(tmp_path / "missing.npz"))
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from lightwork.errors import UserError
 from lightwork.models import PRESETS, UNet, UNetConfig, load_model, positional_encoding, save_model
 from lightwork.models.positional import fourier_matrix
 
@@ -54,7 +55,7 @@ def test_checkpoint_round_trip(tmp_path):
     image = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 1, 12, 10, 8)).astype(np.float32))
     assert not loaded.training
     assert torch.equal(loaded(image), model(image))
-    with pytest.raises(FileNotFoundError, match="not a lightwork checkpoint"):
+    with pytest.raises(UserError, match="missing: not a lightwork checkpoint"):
         load_model(str(tmp_path / "missing"))
 
 
