@@ -56,6 +56,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_num_cpus(parser: argparse.ArgumentParser) -> None:
+    """The `--num-cpus` option of a job that starts a local Ray instance when none is attached."""
+    parser.add_argument(
+        "--num-cpus", type=positive_int, help="logical CPUs of a local Ray instance (ignored when attached)"
+    )
+
+
 def job_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The argument parser of subcommand `name`: its defaults shown in `--help`, one-line errors."""
     return _OneLineParser(prog=f"lightwork {name}", description=description, formatter_class=_ShowDefaults)

@@ -12,3 +12,9 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """A mistake in the input: its message is one line that says what is wrong and what is allowed."""
+
+
+def failure_message(error: Exception, where: str) -> str:
+    """What a failed case's record says: a ValueError's own message (the library's errors name the
+    file and the problem), anything else prefixed with `where` and its type (an unexpected error)."""
+    return str(error) if isinstance(error, ValueError) else f"{where}: {type(error).__name__}: {error}"

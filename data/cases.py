@@ -69,6 +69,10 @@ def encode_case(case: PreparedCase) -> bytes:
 UNREADABLE = (OSError, KeyError, ValueError, zipfile.BadZipFile, zlib.error, EOFError)
 
 
+def _unreadable(where: str, error: Exception) -> UserError:
+    return UserError(f"{where}: not a readable prepared case ({error})")
+
+
 def decode_case(payload: bytes, where: str = "<bytes>") -> PreparedCase:
     """A case from `.npz` bytes; `where` names the file in error messages."""
     try:
@@ -83,7 +87,7 @@ def decode_case(payload: bytes, where: str = "<bytes>") -> PreparedCase:
                 source_shape=tuple(int(v) for v in npz["source_shape"]),
             )
     except UNREADABLE as error:
-        raise UserError(f"{where}: not a readable prepared case ({error})") from error
+        raise _unreadable(where, error) from error
 
 
 def _case_bytes(uri: str) -> bytes:
@@ -102,7 +106,7 @@ def load_masks(uri: str) -> tuple[np.ndarray, np.ndarray | None]:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             return npz["foreground"], (npz["lesion"] if "lesion" in npz.files else None)
     except UNREADABLE as error:
-        raise UserError(f"{uri}: not a readable prepared case ({error})") from error
+        raise _unreadable(uri, error) from error
 
 
 def save_case(uri: str, case: PreparedCase) -> None:

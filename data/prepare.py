@@ -24,7 +24,7 @@ from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.discover import CaseSource
 from lightwork.data.manifest import contiguous_folds
 from lightwork.data.recipes import RECIPE_VERSION, Recipe, recipe_options
-from lightwork.errors import UserError
+from lightwork.errors import UserError, failure_message
 
 CASES_FOLDER = "cases"
 
@@ -143,10 +143,7 @@ def prepare_case(source: CaseSource, recipe: Recipe, dst: str, previous: dict | 
         if case.lesion is not None:
             row["image_label"] = int(case.lesion.any())
     except Exception as error:  # a bad case is recorded, never fatal to the run
-        message = str(error)
-        row["error"] = (
-            message if isinstance(error, ValueError) else f"case {source.case_id}: {type(error).__name__}: {message}"
-        )
+        row["error"] = failure_message(error, f"case {source.case_id}")
         row["array_uri"] = None
     return CaseResult(row, False, time.perf_counter() - clock)
 

@@ -21,6 +21,7 @@ from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.slices import describe_run
 from lightwork.distributed.cluster import connected
+from lightwork.errors import failure_message
 from lightwork.evaluation import outputs
 from lightwork.inference.ensemble import model_scores, validation_threshold
 from lightwork.training import runs
@@ -102,7 +103,7 @@ class FoldEnsemblePredictor:
                     mean = np.mean(predictions, axis=0)
                     rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
             except Exception as error:  # one bad case never kills the run
-                rows_add(rows, case_id, "", "", f"{case_id} ({array_uri}): {type(error).__name__}: {error}")
+                rows_add(rows, case_id, "", "", failure_message(error, f"{case_id} ({array_uri})"))
         return rows
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from lightwork.data import discover, readers, storage
 from lightwork.data.discover import CaseSource
 from lightwork.data.recipes import BrainRecipe
-from lightwork.errors import UserError
+from lightwork.errors import UserError, failure_message
 from lightwork.evaluation import outputs
 from lightwork.evaluation.metrics import clip_scores, slice_labels_and_scores
 from lightwork.inference.ensemble import Ensemble
@@ -114,7 +114,7 @@ def _case_folder(uri: str, case_id: str, names: list[str], modality: str | None)
 
 
 def _failed_row(source: CaseSource, ensemble: Ensemble, error: Exception) -> dict:
-    message = str(error) if isinstance(error, ValueError) else f"{source.image}: {type(error).__name__}: {error}"
+    message = failure_message(error, source.image)
     return {
         "case": source.case_id,
         "status": "failed",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser, positive_int
+from lightwork.cli import add_num_cpus, job_parser, positive_int
 
 
 def build_parser():
@@ -24,9 +24,7 @@ def build_parser():
     )
     parser.add_argument("--actors", type=positive_int, default=1, help="inference actors")
     parser.add_argument("--no-baselines", action="store_true")
-    parser.add_argument(
-        "--num-cpus", type=positive_int, help="logical CPUs of a local Ray instance (ignored when attached)"
-    )
+    add_num_cpus(parser)
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser
 

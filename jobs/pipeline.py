@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser, positive_int
+from lightwork.cli import add_num_cpus, job_parser
 from lightwork.config import PRESETS, load_config
 
 
@@ -75,12 +75,7 @@ def build_parser():
     parser.add_argument(
         "--fresh", action="store_true", help="delete the results of an earlier run of this name and start again"
     )
-    parser.add_argument(
-        "--num-cpus",
-        type=positive_int,
-        default=None,
-        help="logical CPUs of the local Ray instance when not attached to a cluster",
-    )
+    add_num_cpus(parser)
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser
 

@@ -17,7 +17,7 @@ import argparse
 import re
 import sys
 
-from lightwork.cli import job_parser, positive_int
+from lightwork.cli import add_num_cpus, job_parser, positive_int
 from lightwork.data.recipes import RECIPES, make_recipe
 from lightwork.errors import UserError
 
@@ -61,9 +61,7 @@ def build_parser():
     )
     parser.add_argument("--size", type=positive_int, help="cxr: output side in pixels (recipe default 256)")
     parser.add_argument("--limit", type=positive_int, help="prepare only the first N cases (sorted by id)")
-    parser.add_argument(
-        "--num-cpus", type=positive_int, help="logical CPUs of a local Ray instance (ignored when attached)"
-    )
+    add_num_cpus(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser

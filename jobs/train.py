@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 
-from lightwork.cli import job_parser, positive_int
+from lightwork.cli import add_num_cpus, job_parser
 from lightwork.config import PRESETS, check_saved, load_config, resolve_data
 from lightwork.errors import UserError
 from lightwork.training.folds import parse_folds, parse_splits, plan_split, select_folds
@@ -49,9 +49,7 @@ def build_parser():
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config YAML and exit")
     parser.add_argument("--dry-run", action="store_true", help="plan the trials and their resources, train nothing")
-    parser.add_argument(
-        "--num-cpus", type=positive_int, help="logical CPUs of a local Ray instance (ignored when attached)"
-    )
+    add_num_cpus(parser)
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     return parser
 

@@ -85,7 +85,7 @@ def test_predict_ensemble_and_report(ray_session, tmp_path):
     bad = {"case_id": "broken", "array_uri": str(tmp_path / "missing.npz")}
     rows = predict_cases(models, cases + [bad], out, actors=1)
     uris, errors = prediction_table(rows)
-    assert len(errors) == 1 and "broken" in errors[0]
+    assert errors == [f"{bad['array_uri']}: prepared case not found"]  # the file and the problem, no type name
     ensemble_key = model_key("1/4", ENSEMBLE)
     assert set(uris) == {m.key for m in models} | {ensemble_key}
 
