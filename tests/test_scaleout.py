@@ -30,6 +30,8 @@ from lightwork.training import runs
 pytestmark = pytest.mark.slow
 LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
 TRAIN_TIMEOUT_S = 900
+# The node-loss test's folds train 10 epochs; their node goes only while both have 4 or more left.
+LAST_EPOCH_TO_INTERRUPT = 6
 
 
 def job_env(address: str) -> dict[str, str]:
@@ -150,7 +152,7 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
             f"s3://{s3_server['bucket']}/scaleout",
             "nodeloss",
             "0,1",  # both at once, one on each node
-            # 10 epochs of 8 steps: the node goes while its fold trains, not after its last epoch.
+            # 10 epochs of 8 steps: the node goes while its fold trains (LAST_EPOCH_TO_INTERRUPT).
             "train.max_epochs=10",
             "train.batch_size=1",
             "resources.cpus_per_worker=1",
@@ -163,9 +165,13 @@ def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_o
         while removed is None and process.poll() is None and time.monotonic() < deadline:
             filesystem.invalidate_cache()
             # A checkpoint counts once Train has registered it (its snapshot names it): a checkpoint
-            # folder uploaded but not yet registered is not restored, as Train documents.
+            # folder uploaded but not yet registered is not restored, as Train documents. The fold
+            # must have epochs left after it: restored from its last one, it would train no more.
             checkpointed = {
-                Path(path).parent.name for path in filesystem.glob(f"{run_path}/*/checkpoint_manager_snapshot.json")
+                Path(path).parent.name
+                for path in filesystem.glob(f"{run_path}/*/checkpoint_manager_snapshot.json")
+                if json.loads(filesystem.cat_file(path))["latest_checkpoint_result"]["metrics"]["epoch"]
+                <= LAST_EPOCH_TO_INTERRUPT
             }
             running = {
                 Path(path).parent.name
