@@ -14,7 +14,11 @@ class UserError(ValueError):
     """A mistake in the input: its message is one line that says what is wrong and what is allowed."""
 
 
-def failure_message(error: Exception, where: str) -> str:
+def failure_message(error: Exception, where: str, file: str | None = None) -> str:
     """What a failed case's record says: a ValueError's own message (the library's errors name the
-    file and the problem), anything else prefixed with `where` and its type (an unexpected error)."""
-    return str(error) if isinstance(error, ValueError) else f"{where}: {type(error).__name__}: {error}"
+    file and the problem), prefixed with `where` when it does not name `file`; anything else (an
+    unexpected error) prefixed with `where` and its type."""
+    if not isinstance(error, ValueError):
+        return f"{where}: {type(error).__name__}: {error}"
+    message = str(error)
+    return message if file is None or file in message else f"{where}: {message}"

@@ -103,7 +103,7 @@ class FoldEnsemblePredictor:
                     mean = np.mean(predictions, axis=0)
                     rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
             except Exception as error:  # one bad case never kills the run
-                rows_add(rows, case_id, "", "", failure_message(error, f"{case_id} ({array_uri})"))
+                rows_add(rows, case_id, "", "", failure_message(error, f"{case_id} ({array_uri})", str(array_uri)))
         return rows
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from lightwork import __version__
 from lightwork.cli import SUBCOMMANDS, main
-from lightwork.errors import UserError
+from lightwork.errors import UserError, failure_message
 
 LIGHTWORK = str(Path(sys.executable).with_name("lightwork"))
 
@@ -103,6 +103,17 @@ def test_counts_below_one_are_refused_by_the_parser(capsys, argv):
     flag, value = argv[-2], argv[-1]
     expected = f"lightwork {argv[0]}: argument {flag}: {value if value != 'two' else repr(value)} is not allowed "
     assert capsys.readouterr().err == expected + "(an integer >= 1) (see --help)\n"
+
+
+def test_a_failed_cases_message_names_the_file_once():
+    where, file = "case7 (/d/case7.npz)", "/d/case7.npz"
+    missing = f"{file}: prepared case not found"
+    assert failure_message(UserError(missing), where, file) == missing
+    # a ValueError that does not name the file gets where it happened; an unexpected error its type too
+    assert failure_message(ValueError("UNet: bad shape"), where, file) == f"{where}: UNet: bad shape"
+    assert failure_message(RuntimeError("boom"), where, file) == f"{where}: RuntimeError: boom"
+    unreadable = "x.nii: not a readable NIfTI file"
+    assert failure_message(ValueError(unreadable), "case x") == unreadable  # no file given: the message alone
 
 
 def test_debug_variable_shows_the_traceback(monkeypatch, tmp_path):
