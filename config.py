@@ -9,9 +9,10 @@ results, so that `lightwork train --config RUN/config.yaml` reproduces the run.
 Every value is checked when a RunConfig is built (type, range, choices): a bad one raises
 `lightwork.errors.UserError` with one line naming the key, the value and what is allowed. Unknown
 keys are errors, never ignored. `resolve_data` then checks the config against its prepared
-manifest (recipe, spatial dims, channels) and fills in what the data decides (`data.recipe`,
-`data.recipe_options`, `data.max_push`); `save_config` refuses to overwrite the saved record of a
-run with a description that would train other models (`result_differences`).
+manifest (recipe, spatial dims, channels, the left-right axis a flip needs) and fills in what
+the data decides (`data.recipe`, `data.recipe_options`, `data.left_right_axis`, `data.max_push`);
+`save_config` refuses to overwrite the saved record of a run with a description that would train
+other models (`result_differences`).
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ class TrainSection:
     # The checkpoint a fold model is: "best" validation loss (the paper's) or the "last" one.
     keep_checkpoint: str = _spec("best", choices=("best", "last"))
     val_batch_size: int = _spec(8, ge=1)
-    flip_last_axis: float = _spec(0.0, ge=0, le=1)  # probability of flipping the last spatial axis (brain: 0.5)
+    # Probability of mirroring a training sample left-right (image and label alike; brain: 0.5). The
+    # array axis is the data's (`DataSection.left_right_axis`); data with none refuses a flip.
+    flip_left_right: float = _spec(0.0, ge=0, le=1)
     mixed_precision: bool = True  # bf16 autocast + channels-last on GPU; CPU always runs fp32
 
 
@@ -119,6 +122,10 @@ class DataSection:
     pixels that must be foreground for it to be a training or validation sample. lesion_free_slices:
     also learn from the slices of lesion cases (manifest rows with a lesion mask) that hold no
     lesion voxel (off: lesion cases are left out, as whole volumes are).
+    left_right_axis: the spatial axis of the samples the model sees (a case, or a slice along
+    slice_axis) that runs left-right in the patient, from the prepared cases' affine
+    (`left_right_axis`); None where there is none (2D images, slices across the left-right axis).
+    `resolve_data` fills it; a config that names it must match the data.
     """
 
     manifest: str = ""
@@ -131,6 +138,7 @@ class DataSection:
     slice_axis: int | None = _spec(None, choices=(0, 1, 2))
     min_slice_foreground: float = _spec(0.1, gt=0, le=1)
     lesion_free_slices: bool = False
+    left_right_axis: int | None = _spec(None, choices=(0, 1, 2))
 
 
 @dataclass
@@ -301,14 +309,16 @@ def _validate(section: Any, where: str) -> None:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's 3D brain configuration (80x112x80 volumes).
-    "brain": {"model": MODEL_PRESETS["brain"].to_dict(), "train": {"lr": 1e-3, "batch_size": 8, "flip_last_axis": 0.5}},
+    # The paper's 3D brain configuration (80x112x80 volumes), mirrored left-right half the time.
+    "brain": {
+        "model": MODEL_PRESETS["brain"].to_dict(),
+        "train": {"lr": 1e-3, "batch_size": 8, "flip_left_right": 0.5},
+    },
     # A 2D model on the axial slices of 3D brain volumes (axis 2 of RAS-like 80x112x80 volumes),
-    # slices less than 10% brain left out. No flip: the 3D preset flips the volume's last axis,
-    # the one sliced here.
+    # slices less than 10% brain left out; an axial slice keeps the left-right axis: mirrored as in 3D.
     "brain2d": {
         "model": MODEL_PRESETS["brain2d"].to_dict(),
-        "train": {"lr": 1e-3, "batch_size": 32, "val_batch_size": 32, "flip_last_axis": 0.0},
+        "train": {"lr": 1e-3, "batch_size": 32, "val_batch_size": 32, "flip_left_right": 0.5},
         "data": {"slice_axis": 2, "min_slice_foreground": 0.1},
     },
     # The paper's 2D chest X-ray configuration (256x256): 6 downsamplings capped at 512.
@@ -318,7 +328,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # fold at a constant lr, validated every 200 steps, the last checkpoint kept (measured on the
     # demo cohort, seeds 0-2, in-process: the held-out tasks' validation loss moves by less than its
     # noise in so short a run, so selecting by it kept untrained checkpoints; 600-700 steps swung
-    # from below to above the intensity baseline across seeds, 1000 steps stayed above it).
+    # from below to above the intensity baseline across seeds, 1000 steps stayed above it; measured
+    # before the left-right flip). Mirrored left-right as the brain presets are: the demo cohort's
+    # volumes carry RAS affines (`lightwork.data.phantom`) and two hemispheres either side of a
+    # fissure, so a mirrored slice is another plausible healthy slice.
     "demo": {
         "model": MODEL_PRESETS["demo"].to_dict(),
         "train": {
@@ -331,6 +344,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "epoch_steps": 200,
             "max_epochs": 5,
             "keep_checkpoint": "last",
+            "flip_left_right": 0.5,
         },
         "data": {"slice_axis": 2, "min_slice_foreground": 0.1},
     },
@@ -369,7 +383,14 @@ def _merge(target: Any, updates: dict[str, Any], source: str, prefix: str = "") 
 
 
 def config_from_dict(document: dict[str, Any]) -> RunConfig:
-    """The RunConfig of `RunConfig.to_dict()` output (or any partial mapping over the defaults)."""
+    """The RunConfig of `RunConfig.to_dict()` output (or any partial mapping over the defaults),
+    including the saved records (`config.yaml`) of runs made by earlier versions."""
+    train = document.get("train")
+    if isinstance(train, dict) and "flip_last_axis" in train:
+        # Runs saved before the flip was anatomical hold train.flip_last_axis (the last array axis:
+        # superior-inferior in RAS volumes). That flip is gone (train.flip_left_right replaced it),
+        # so the record loads as a run without one and compares so in `check_saved`.
+        document = {**document, "train": {key: value for key, value in train.items() if key != "flip_last_axis"}}
     return _merge(RunConfig(), document, "run config")
 
 
@@ -431,17 +452,28 @@ def load_config(path: str | None = None, preset: str | None = None, overrides: t
     return config
 
 
+def left_right_axis(affine: Any, spatial_dims: int) -> int | None:
+    """The array axis of a prepared case that runs left-right in the patient: of a 3D case's affine
+    (float [4, 4], voxel -> RAS world mm), the spatial axis whose direction column has the largest
+    |x| component. None for 2D cases: their affine maps rows and columns, not RAS world."""
+    if spatial_dims != 3:
+        return None
+    return max(range(3), key=lambda index: abs(float(affine[0][index])))
+
+
 def resolve_data(config: RunConfig) -> RunConfig:
     """`config` checked against its prepared manifest, with what the data decides filled in.
 
     Reads `data.manifest` and one prepared case (no Ray). Fills `data.recipe`,
-    `data.recipe_options` and `data.fingerprint` from the manifest and `data.max_push` from the
-    recipe unless set. Raises
+    `data.recipe_options` and `data.fingerprint` from the manifest, `data.left_right_axis` from
+    the case's affine (`left_right_axis`, mapped into the slices' axes with data.slice_axis) and
+    `data.max_push` from the recipe unless set. Raises
     UserError, in one line, when the manifest is missing or has no usable case, when its cases
     mix recipes or spatial dims, when the config names another recipe, other recipe options or
     other cases (fingerprint), or
     when the model's spatial_dims / in_channels do not match the prepared arrays (with
-    data.slice_axis: when the cases are not 3D volumes).
+    data.slice_axis: when the cases are not 3D volumes), and when train.flip_left_right asks for a
+    flip the samples have no left-right axis for (2D images, slices along the left-right axis).
     """
     from lightwork.data import manifest
     from lightwork.data.cases import load_case
@@ -492,21 +524,48 @@ def resolve_data(config: RunConfig) -> RunConfig:
             f"{'/'.join(map(str, dims))}D (shape {rows[0]['shape']}): use a {dims[0]}D preset "
             f"({', '.join(presets)}) or --set model.spatial_dims={dims[0]}"
         )
-    channels = load_case(rows[0]["array_uri"]).image.shape[0]
+    case = load_case(rows[0]["array_uri"])
+    channels = case.image.shape[0]
     if channels != model.in_channels:
         raise UserError(
             f"model.in_channels: {model.in_channels} does not fit {where}, whose images have "
             f"{channels} channel(s): --set model.in_channels={channels}"
         )
-    resolved = dataclasses.replace(data, recipe=recipe, recipe_options=options, fingerprint=fingerprint)
+    volume_axis = left_right_axis(case.affine, dims[0])
+    sample_axis = volume_axis
+    if volume_axis is not None and axis is not None:
+        sample_axis = None if volume_axis == axis else volume_axis - (volume_axis > axis)
+    flip = config.train.flip_left_right
+    if flip and volume_axis is None:
+        raise UserError(
+            f"train.flip_left_right: {flip} mirrors samples left-right, but {where} holds 2D images, which have "
+            "no left-right axis to mirror: set train.flip_left_right=0"
+        )
+    if flip and sample_axis is None:
+        raise UserError(
+            f"train.flip_left_right: {flip} mirrors samples left-right, but data.slice_axis: {axis} is the "
+            f"left-right axis of {where}'s volumes, so its slices have none: slice along another axis or set "
+            "train.flip_left_right=0"
+        )
+    if data.left_right_axis is not None and data.left_right_axis != sample_axis:
+        raise UserError(
+            f"data.left_right_axis: the config says {data.left_right_axis} but the samples of {where} run "
+            f"left-right along axis {sample_axis}"
+        )
+    resolved = dataclasses.replace(
+        data, recipe=recipe, recipe_options=options, fingerprint=fingerprint, left_right_axis=sample_axis
+    )
     resolved = dataclasses.replace(config, data=resolved)
     return dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, max_push=resolved.task_max_push))
 
 
 # Keys that say where a run goes or how it is scheduled, not what it trains: a re-run may change them.
+# data.left_right_axis follows from the cases data.fingerprint names (and records saved before it
+# existed lack it).
 NOT_RESULT_KEYS = frozenset(
     {
         "name",
+        "data.left_right_axis",
         "storage_path",
         "resources.cpus_per_worker",
         "resources.gpus_per_worker",

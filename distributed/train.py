@@ -113,7 +113,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = UNet(config.model)
     # A GPU Ray granted is used only where torch can drive it (a fake or unsupported GPU trains on CPU).
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    trainer = FoldTrainer(model, settings, device, seed=config.seed)
+    trainer = FoldTrainer(model, settings, device, seed=config.seed, flip_axis=config.data.left_right_axis)
     if world > 1:
         trainer.sum_over_workers = _all_reduce_sum
     saved = train.get_checkpoint()

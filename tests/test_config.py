@@ -3,17 +3,20 @@ paths made absolute once, and the saved record of a run never overwritten by ano
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from lightwork.anomalies.parameters import MAX_PUSH
 from lightwork.config import (
     check_saved,
+    config_from_dict,
     load_config,
     resolve_data,
     result_differences,
@@ -22,16 +25,26 @@ from lightwork.config import (
 from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.errors import UserError
+from lightwork.training.loop import FoldTrainer
 
 
-def write_manifest(root, shape=(16, 16), count=5, channels=1, recipe="cxr", options=None, checksum="raw"):
-    """A prepared dataset of `count` constant cases of spatial `shape` at `root`; its manifest URI."""
+def write_manifest(
+    root, shape=(16, 16), count=5, channels=1, recipe="cxr", options=None, checksum="raw", affine=None, case=None
+):
+    """A prepared dataset of `count` cases of spatial `shape` at `root`; its manifest URI. The cases
+    are constant with `affine` (default identity), or copies of the PreparedCase `case`."""
     rows = []
     for index in range(count):
         case_id = f"case{index}"
         uri = str(root / f"{case_id}.npz")
-        image = np.ones((channels, *shape), np.float32)
-        save_case(uri, PreparedCase(case_id, image, np.ones(shape, bool)))
+        if case is None:
+            image = np.ones((channels, *shape), np.float32)
+            save_case(
+                uri, PreparedCase(case_id, image, np.ones(shape, bool), affine=np.eye(4) if affine is None else affine)
+            )
+        else:
+            shape = case.foreground.shape
+            save_case(uri, dataclasses.replace(case, case_id=case_id))
         rows.append(
             {
                 "case_id": case_id,
@@ -58,8 +71,8 @@ def test_values_are_coerced_and_checked_when_built():
     )
     assert config.train.lr == 1e-3 and config.resources.cpus_per_worker == 2.0
     assert isinstance(config.resources.cpus_per_worker, float) and config.seed == 7
-    with pytest.raises(UserError, match=r"^train.flip_last_axis: 2 is not allowed \(a number >= 0 and <= 1\)$"):
-        load_config(preset="tiny", overrides=["train.flip_last_axis=2"])
+    with pytest.raises(UserError, match=r"^train.flip_left_right: 2 is not allowed \(a number >= 0 and <= 1\)$"):
+        load_config(preset="tiny", overrides=["train.flip_left_right=2"])
     with pytest.raises(UserError, match=r"data.max_push: 0.2 is not allowed \(a number > 0.5, or null\)"):
         load_config(overrides=["data.max_push=0.2"])
     with pytest.raises(UserError, match="train.mixed_precision: 1 is not allowed"):
@@ -150,3 +163,120 @@ def test_the_saved_record_is_never_overwritten_by_another_description(tmp_path):
         check_saved(other, uri)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["max_epochs"] == 2
     assert saved != (tmp_path / "run" / "config.yaml").read_bytes()  # the moved one was written
+
+
+def psr_head(tmp_path):
+    """A case the brain recipe prepared from a NIfTI stored posterior-superior-right (array axes
+    -y, +z, +x), an ellipsoid brain with a bright blob in its right hemisphere only."""
+    import nibabel as nib
+
+    from lightwork.data import readers, recipes
+
+    shape = (26, 20, 22)
+    affine = np.array([[0, 0, 1, -10.5], [-1, 0, 0, 12.5], [0, 1, 0, -9.5], [0, 0, 0, 1]], float)
+    index = np.indices(shape).reshape(3, -1)
+    x, y, z = (affine @ np.vstack([index, np.ones(index.shape[1])]))[:3].reshape(3, *shape)
+    brain = (x / 9) ** 2 + (y / 11) ** 2 + (z / 8) ** 2 <= 1
+    image = np.where(brain, 1.0, 0.0).astype(np.float32)
+    image[brain & ((x - 5) ** 2 + y**2 + z**2 <= 9)] = 3.0
+    path = tmp_path / "psr.nii.gz"
+    nib.save(nib.Nifti1Image(image, affine), str(path))
+    assert nib.aff2axcodes(nib.load(str(path)).affine) == ("P", "S", "R")
+    recipe = recipes.BrainRecipe(skull_stripped=True, shape=(24, 28, 20), downsample=1)
+    return recipe("psr", readers.read_image(str(path)))
+
+
+def world_x(affine, mask):
+    """World x (mm) of the voxels of `mask`."""
+    index = np.argwhere(mask).T
+    return (affine @ np.vstack([index, np.ones(index.shape[1])]))[0]
+
+
+class Recorder(torch.nn.Module):
+    """Returns its input's first channel (times a unit weight) and keeps every input it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.seen = []
+
+    def forward(self, image):
+        self.seen.append(image.detach().clone())
+        return image[:, :1] * self.weight
+
+
+def test_the_flip_mirrors_left_right_whatever_the_stored_orientation(tmp_path):
+    case = psr_head(tmp_path)
+    blob = case.image[0] > case.image[0][case.foreground].mean() + 1
+    assert blob.any() and (world_x(case.affine, blob) > 0).all()  # in the right hemisphere
+    data = write_manifest(tmp_path / "psr", recipe="brain", case=case)
+    config = resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", "train.flip_left_right=1"]))
+    assert config.data.left_right_axis == 0  # prepared arrays are RAS: x is axis 0, not the stored last axis
+    assert resolve_data(load_config(preset="brain2d", overrides=[f"data.manifest={data}"])).data.left_right_axis == 0
+    # The loop mirrors image and label alike along that axis: the blob moves to the left hemisphere.
+    network = Recorder()
+    trainer = FoldTrainer(network, config.train, torch.device("cpu"), flip_axis=config.data.left_right_axis)
+    image = torch.from_numpy(case.image[None])
+    loss, _ = trainer.train_step({"image": image, "label": image[:, 0]})
+    seen = network.seen[0]
+    assert torch.equal(seen, image.flip(2)) and loss == 0.0  # the label was flipped with the image
+    assert (world_x(case.affine, seen[0, 0].numpy() > case.image[0][case.foreground].mean() + 1) < 0).all()
+    with pytest.raises(ValueError, match="train.flip_left_right is 1.0 but no flip axis was given"):
+        FoldTrainer(Recorder(), config.train, torch.device("cpu"))
+
+
+def test_the_left_right_axis_follows_the_affine_into_the_slices(tmp_path):
+    # A volume stored with its axes permuted and tilted 30 degrees: axis 2 points mostly along x.
+    tilt = np.radians(30)
+    rotation = np.array([[np.cos(tilt), 0, np.sin(tilt)], [0, 1, 0], [-np.sin(tilt), 0, np.cos(tilt)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.array([[0, 0, 2.0], [0, 1.5, 0], [-1.0, 0, 0]])
+    data = write_manifest(tmp_path, shape=(6, 7, 8), recipe="brain", affine=affine)
+
+    def resolved(*overrides):
+        return resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", *overrides]))
+
+    assert resolved().data.left_right_axis == 2
+    on_slices = ["model.spatial_dims=2", "train.flip_left_right=0.5"]
+    assert resolved(*on_slices, "data.slice_axis=0").data.left_right_axis == 1
+    assert resolved(*on_slices, "data.slice_axis=1").data.left_right_axis == 1
+    with pytest.raises(UserError) as refused:
+        resolved(*on_slices, "data.slice_axis=2")
+    assert str(refused.value) == (
+        f"train.flip_left_right: 0.5 mirrors samples left-right, but data.slice_axis: 2 is the left-right axis "
+        f"of {data}'s volumes, so its slices have none: slice along another axis or set train.flip_left_right=0"
+    )
+    assert resolved("model.spatial_dims=2", "data.slice_axis=2").data.left_right_axis is None  # no flip: fine
+    with pytest.raises(UserError, match=r"^data.left_right_axis: the config says 0 but the samples of .* axis 2$"):
+        resolved("data.left_right_axis=0")
+
+
+def test_chest_x_rays_have_no_left_right_to_mirror(tmp_path):
+    data = write_manifest(tmp_path)
+    config = resolve_data(load_config(preset="cxr", overrides=[f"data.manifest={data}"]))
+    assert config.train.flip_left_right == 0 and config.data.left_right_axis is None
+    with pytest.raises(UserError) as refused:
+        resolve_data(load_config(preset="cxr", overrides=[f"data.manifest={data}", "train.flip_left_right=0.5"]))
+    assert str(refused.value) == (
+        f"train.flip_left_right: 0.5 mirrors samples left-right, but {data} holds 2D images, which have no "
+        "left-right axis to mirror: set train.flip_left_right=0"
+    )
+
+
+def test_a_run_saved_with_the_retired_flip_key_still_loads(tmp_path):
+    """Runs saved before the flip was anatomical hold train.flip_last_axis and no data.left_right_axis."""
+    data = write_manifest(tmp_path / "data", shape=(6, 7, 8), recipe="brain")
+    config = resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", "name=old"]))
+    document = config.to_dict()
+    del document["train"]["flip_left_right"], document["data"]["left_right_axis"]
+    uri = tmp_path / "run" / "config.yaml"
+    uri.parent.mkdir()
+    for flip in (0.0, 0.5):
+        document["train"]["flip_last_axis"] = flip
+        uri.write_text(yaml.safe_dump(document, sort_keys=False))
+        loaded = config_from_dict(yaml.safe_load(uri.read_text()))
+        assert loaded.train.flip_left_right == 0.0 and loaded.data.left_right_axis is None
+    check_saved(config, str(uri))  # the same run, without flips: it may resume
+    flipped = dataclasses.replace(config, train=dataclasses.replace(config.train, flip_left_right=0.5))
+    with pytest.raises(UserError, match=r"train.flip_left_right: 0.0 -> 0.5"):
+        check_saved(flipped, str(uri))

@@ -5,8 +5,10 @@ Batches are dicts of tensors (or numpy arrays):
 - validation: `image` + `label` (the anomalous version) and, when present, `healthy` float32
   [B, C, *S] (its healthy image, target zero). Validation loss = MSE(healthy, 0) + MSE(anomalous,
   label), the method's per-epoch criterion. Rows without `healthy` count as one term each.
-Loss: MSE on the soft labels. Optimizer: AdamW; schedule: `training.schedule`. On CUDA the step
-runs under bf16 autocast with channels-last memory; on CPU it is exact fp32.
+A training batch is mirrored along the data's left-right axis (image and label alike, `flip_axis`)
+with probability train.flip_left_right. Loss: MSE on the soft labels. Optimizer: AdamW; schedule:
+`training.schedule`. On CUDA the step runs under bf16 autocast with channels-last memory; on CPU
+it is exact fp32.
 """
 
 from __future__ import annotations
@@ -112,6 +114,10 @@ class FoldTrainer:
         sum_over_workers: sums this worker's validation sums (float64 vector) over all workers
             (data-parallel training passes an all-reduce; one worker keeps them).
         seed: the run seed (`RunConfig.seed`), of the flip generator.
+        flip_axis: the spatial axis (0 = the first after [B, C]) a training batch is mirrored along
+            with probability `settings.flip_left_right`: the data's left-right axis
+            (`DataSection.left_right_axis`, which `resolve_data` fills). Needed when that
+            probability is above 0.
     """
 
     def __init__(
@@ -121,8 +127,15 @@ class FoldTrainer:
         device: torch.device | None = None,
         sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged,
         seed: int = 0,
+        flip_axis: int | None = None,
     ) -> None:
+        if settings.flip_left_right and flip_axis is None:
+            raise ValueError(
+                f"train.flip_left_right is {settings.flip_left_right} but no flip axis was given: pass the "
+                "data's left-right axis (data.left_right_axis, filled by lightwork.config.resolve_data)"
+            )
         self.settings = settings
+        self.flip_axis = flip_axis
         self.sum_over_workers = sum_over_workers
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.fast = self.device.type == "cuda" and settings.mixed_precision
@@ -155,8 +168,9 @@ class FoldTrainer:
     def train_step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step on `batch`; returns (loss, batch size)."""
         image, label = as_tensor(batch["image"], self.device), as_tensor(batch["label"], self.device)
-        if self.settings.flip_last_axis and self.flip_generator.random() < self.settings.flip_last_axis:
-            image, label = image.flip(-1), label.flip(-1)
+        if self.settings.flip_left_right and self.flip_generator.random() < self.settings.flip_left_right:
+            dim = self.flip_axis - (image.ndim - 2)  # counted from the end: label is [B, *S] or [B, 1, *S]
+            image, label = image.flip(dim), label.flip(dim)
         self.model.train()
         prediction = self._forward(image)
         loss = functional.mse_loss(prediction, _match_label(prediction, label))
