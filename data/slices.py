@@ -33,6 +33,11 @@ from lightwork.data.cases import load_masks
 log = logging.getLogger(__name__)
 
 WHOLE = -1  # the slice index of a sample that is a whole case
+# Prepared 3D arrays are RAS (`lightwork.data.readers`): spatial axis 0 runs right (x), 1 anterior
+# (y), 2 superior (z). AXIS_VIEWS names the slices taken along each axis; axial slices, the ones
+# evaluation's slice level scores and the 2D presets train on, are those along axis 2.
+AXIS_VIEWS = ("sagittal", "coronal", "axial")
+AXIAL_AXIS = AXIS_VIEWS.index("axial")
 
 
 class SampleRef(NamedTuple):

@@ -169,7 +169,6 @@ def evaluate_run(
     data_uri: str,
     out: str,
     predictions_uri: str | None = None,
-    foreground_only: bool = False,
     dice_threshold: float | None = None,
     actors: int = 1,
     with_baselines: bool = True,
@@ -223,12 +222,16 @@ def evaluate_run(
     )
     if slicing:
         notes.append(slicing)
-    metrics = evaluate_predictions(scored, uris, out, foreground_only, dice_threshold, with_baselines, notes=notes)
+    metrics = evaluate_predictions(
+        scored, uris, out, dice_threshold=dice_threshold, with_baselines=with_baselines, notes=notes
+    )
     for split, entry in metrics["splits"].items():
         ensemble = entry.get("ensemble", {})
         print(
             f"{split} ensemble: pixel AP {ensemble.get('pixel_ap', float('nan')):.4f} "
-            f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f}"
+            f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f} (all voxels); "
+            f"foreground AP {ensemble.get('pixel_ap_foreground', float('nan')):.4f} "
+            f"AUROC {ensemble.get('pixel_auroc_foreground', float('nan')):.4f}"
         )
     print(f"report: {storage.join(out, 'report.md')}")
     return 0 if not errors else 2

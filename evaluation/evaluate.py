@@ -56,7 +56,6 @@ def evaluate_predictions(
     cases: list[dict],
     prediction_uris: dict[str, dict[str, str]],
     out_dir: str | Path,
-    foreground_only: bool = False,
     dice_threshold: float | None = None,
     with_baselines: bool = True,
     seed: int = 0,
@@ -67,10 +66,11 @@ def evaluate_predictions(
     cases: manifest rows (case_id, array_uri, optional image_label). prediction_uris: model key
     (`split<a-b>/<name>` or `split<a-b>/ensemble`) -> case_id -> model-grid .npy URI.
     A prediction whose shape differs from the case's ground truth raises, naming the case.
+    Every summary holds the pixel level over all voxels and over the foreground (`SetScorer`).
     """
-    scorers = {key: SetScorer(foreground_only, dice_threshold) for key in prediction_uris}
+    scorers = {key: SetScorer(dice_threshold=dice_threshold) for key in prediction_uris}
     baseline_scorers = {
-        name: SetScorer(foreground_only, dice_threshold) for name in (baselines.BASELINES if with_baselines else ())
+        name: SetScorer(dice_threshold=dice_threshold) for name in (baselines.BASELINES if with_baselines else ())
     }
     notes = list(notes or [])
     unscorable = []
@@ -88,7 +88,7 @@ def evaluate_predictions(
         for name, scorer in baseline_scorers.items():
             scores = baselines.baseline_scores(name, case.case_id, case.image, case.foreground, seed)
             scorer.add_case(case.case_id, scores, case.lesion, case.foreground, label)
-    metrics = {"foreground_only": foreground_only, "splits": {}, "baselines": {}}
+    metrics = {"splits": {}, "baselines": {}}
     for key, scorer in scorers.items():
         split, name = parse_model_key(key)
         entry = metrics["splits"].setdefault(split, {"folds": {}})

@@ -1,13 +1,17 @@
-"""Anomaly-localisation metrics (method.md section 5), pure numpy + scikit-learn.
+"""Anomaly-localisation metrics (method.md section 5), numpy + scikit-learn.
 
 Scores are float predictions, ground truth is `lesion != 0` on the model grid. Levels:
-    pixel   every voxel of the test set (optionally only foreground voxels)
-    slice   3D only: slices along the first spatial axis; anomalous when more than
-            SLICE_ANOMALY_FRACTION of its pixels are lesion; score = mean prediction of the slice
+    pixel   every voxel of the test set (the paper's: `pixel_ap`, `pixel_auroc`, and the paper's
+            chunked `pixel_ap_chunked`), and beside it the foreground voxels only
+            (`pixel_ap_foreground`, `pixel_auroc_foreground`)
+    slice   3D only: axial slices (spatial axis AXIAL_AXIS = 2 of the RAS grid,
+            `lightwork.data.slices`); anomalous when more than SLICE_ANOMALY_FRACTION of its pixels
+            are lesion; score = mean prediction over all pixels of the slice
     sample  one per case: anomalous when any voxel is lesion (or from an image-level label
-            when the case has no mask); score = mean prediction (the paper's), and beside it the
-            image scores of SAMPLE_SCORES used elsewhere in the field (maximum, 99th percentile,
-            mean of the top 1%)
+            when the case has no mask); score = mean prediction over all voxels (the paper's), and
+            beside it the image scores of SAMPLE_SCORES used elsewhere in the field (maximum, 99th
+            percentile, mean of the top 1%)
+Dice (at the validation threshold and the oracle's) is over all voxels too.
 
 `ScoreHistogram` accumulates pixel scores per class in bounded memory (fixed bins on [0, 1]
 after clipping) and gives AP/AUROC from the histograms; `SetScorer` also keeps every score while a
@@ -21,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
+
+from lightwork.data.slices import AXIAL_AXIS
 
 SLICE_ANOMALY_FRACTION = 5 / 128**2
 TOP_FRACTION = 0.01  # the "top k%" image score's k
@@ -62,42 +68,35 @@ def ap_auroc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
 
 
 def slice_labels_and_scores(
-    prediction: np.ndarray, lesion: np.ndarray, region: np.ndarray | None = None
+    prediction: np.ndarray, lesion: np.ndarray, axis: int = AXIAL_AXIS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-slice (anomalous bool [N], mean score float64 [N]) of one 3D volume [N, H, W].
+    """Per-slice (anomalous bool [N], mean score float64 [N]) of one 3D volume: prediction float
+    [*S] and lesion [*S] (any dtype; non-zero = lesion), N = S[axis] slices along spatial `axis`
+    (default the axial one of the RAS grid).
 
-    A slice is anomalous when more than SLICE_ANOMALY_FRACTION of its pixels are lesion (fraction
-    of all H*W pixels). With `region` (bool [N, H, W]) the mean is over region pixels only; slices
-    with no region pixel are dropped.
+    A slice is anomalous when more than SLICE_ANOMALY_FRACTION of its pixels are lesion; its score
+    is the mean prediction over all its pixels.
     """
     if prediction.ndim != 3:
         raise ValueError(f"slice metrics need 3D volumes, got shape {prediction.shape}")
-    lesion_fraction = (lesion != 0).reshape(lesion.shape[0], -1).mean(axis=1)
+    slices = prediction.shape[axis]
+    lesion_fraction = np.moveaxis(lesion != 0, axis, 0).reshape(slices, -1).mean(axis=1)
     labels = lesion_fraction > SLICE_ANOMALY_FRACTION
-    flat = prediction.reshape(prediction.shape[0], -1).astype(np.float64)
-    if region is None:
-        return labels, flat.mean(axis=1)
-    mask = region.reshape(region.shape[0], -1)
-    counts = mask.sum(axis=1)
-    keep = counts > 0
-    sums = (flat * mask).sum(axis=1)
-    return labels[keep], sums[keep] / counts[keep]
+    return labels, np.moveaxis(prediction, axis, 0).reshape(slices, -1).mean(axis=1, dtype=np.float64)
 
 
 def sample_label_and_scores(
-    prediction: np.ndarray, lesion: np.ndarray | None, image_label: bool | None = None, region: np.ndarray | None = None
+    prediction: np.ndarray, lesion: np.ndarray | None, image_label: bool | None = None
 ) -> tuple[bool, dict[str, float]]:
-    """(anomalous, {SAMPLE_SCORES name: image score}) of one case: anomalous when any voxel is
-    lesion, else `image_label`; the scores are over `region` (bool [*S]) when given."""
+    """(anomalous, {SAMPLE_SCORES name: image score over all voxels}) of one case, prediction float
+    [*S]: anomalous when any voxel of `lesion` ([*S]) is non-zero, else `image_label`."""
     if lesion is not None:
         label = bool((lesion != 0).any())
     elif image_label is not None:
         label = bool(image_label)
     else:
         raise ValueError("a sample needs a lesion mask or an image-level label")
-    values = (prediction[region] if region is not None else prediction).ravel()
-    if values.size == 0:
-        return label, {name: float("nan") for name in SAMPLE_SCORES}
+    values = prediction.ravel()
     return label, {name: score(values) for name, score in SAMPLE_SCORES.items()}
 
 
@@ -208,26 +207,34 @@ EXACT_VOXEL_LIMIT = 4_000_000
 class SetScorer:
     """All metrics of one model (or baseline) over a test set, fed one case at a time.
 
-    Memory is bounded: pixel scores go to histograms (one for the set, one small one per volume
+    Each case adds to both pixel figures in one pass: over all its voxels (`pixel_ap`,
+    `pixel_auroc`, the paper's; histogram `pixels`) and over its foreground voxels
+    (`pixel_ap_foreground`, `pixel_auroc_foreground`; histogram `pixels_foreground`; a case given
+    without a foreground counts every voxel there). Every other level is over all voxels: the
+    chunked pixel AP, Dice, the slices along `slice_axis` (default the axial axis) and the samples.
+
+    Memory is bounded: pixel scores go to histograms (two for the set, one small one per volume
     for the chunked AP); slices and samples keep one number each. While the set holds at most
-    `exact_voxel_limit` scored voxels, they are also kept and pixel AP/AUROC come from the exact
-    scikit-learn path (`pixel_exact` in the summary says which was used). With `foreground_only` every
-    level looks at foreground voxels only. Cases without a lesion mask count at sample level only
-    (from their image-level label) and are listed in `maskless_cases`.
+    `exact_voxel_limit` scored voxels, their scores, labels and foreground masks are also kept and
+    both pixel figures come from the exact scikit-learn path (`pixel_exact` in the summary says
+    which was used). Cases without a lesion mask count at sample level only (from their
+    image-level label) and are listed in `maskless_cases`.
     """
 
     def __init__(
         self,
-        foreground_only: bool = False,
         dice_threshold: float | None = None,
         bins: int = DEFAULT_BINS,
         exact_voxel_limit: int = EXACT_VOXEL_LIMIT,
+        slice_axis: int = AXIAL_AXIS,
     ):
         self.exact_voxel_limit = exact_voxel_limit
-        self.exact: list[tuple[np.ndarray, np.ndarray]] | None = []
-        self.foreground_only = foreground_only
+        # (lesion bool [V], score float32 [V], foreground bool [V]) of each case while kept
+        self.exact: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
         self.dice_threshold = dice_threshold
+        self.slice_axis = slice_axis
         self.pixels = ScoreHistogram(bins)
+        self.pixels_foreground = ScoreHistogram(bins)
         self.dice = DiceAccumulator()
         self.volume_histograms: list[ScoreHistogram] = []
         self.slice_labels: list[np.ndarray] = []
@@ -245,15 +252,15 @@ class SetScorer:
         foreground: np.ndarray | None = None,
         image_label: bool | None = None,
     ) -> None:
-        """Score one case. prediction float [*S] (clipped to [0, 1] here), lesion uint8 [*S] or None."""
+        """Score one case. prediction float [*S] (clipped to [0, 1] here), lesion uint8 [*S] or None,
+        foreground bool [*S] or None (None: every voxel is foreground)."""
         prediction = clip_scores(prediction)
         for name, array in (("ground truth", lesion), ("foreground", foreground)):
             if array is not None and array.shape != prediction.shape:
                 raise ValueError(f"case {case_id}: prediction shape {prediction.shape} != {name} shape {array.shape}")
-        region = foreground.astype(bool) if (self.foreground_only and foreground is not None) else None
         if lesion is None and image_label is None:
             raise ValueError(f"case {case_id}: neither a lesion mask nor an image-level label to score against")
-        label, scores = sample_label_and_scores(prediction, lesion, image_label, region)
+        label, scores = sample_label_and_scores(prediction, lesion, image_label)
         self.sample_labels.append(label)
         for name, score in scores.items():
             self.sample_scores[name].append(score)
@@ -262,23 +269,24 @@ class SetScorer:
             self.maskless_cases.append(case_id)
             return
         truth = lesion != 0
-        values, labels = (prediction[region], truth[region]) if region is not None else (prediction, truth)
-        self.pixels.add(labels, values)
-        self.dice.add(labels, values)
+        inside = np.ones(truth.shape, bool) if foreground is None else foreground.astype(bool)
+        self.pixels.add(truth, prediction)
+        self.pixels_foreground.add(truth[inside], prediction[inside])
+        self.dice.add(truth, prediction)
         if self.exact is not None:
-            self.exact.append((labels.ravel().copy(), values.ravel().astype(np.float32)))
-            if sum(part.size for part, _ in self.exact) > self.exact_voxel_limit:
+            self.exact.append((truth.ravel(), prediction.ravel().astype(np.float32), inside.ravel()))
+            if sum(part.size for part, _, _ in self.exact) > self.exact_voxel_limit:
                 self.exact = None
         volume = ScoreHistogram(CHUNK_HISTOGRAM_BINS)
-        volume.add(labels, values)
+        volume.add(truth, prediction)
         self.volume_histograms.append(volume)
         self.case_scores[case_id]["pixel_ap"] = volume.ap_auroc()[0]
         if prediction.ndim == 3:
-            slice_labels, slice_scores = slice_labels_and_scores(prediction, lesion, region)
+            slice_labels, slice_scores = slice_labels_and_scores(prediction, lesion, self.slice_axis)
             self.slice_labels.append(slice_labels)
             self.slice_scores.append(slice_scores)
         if self.dice_threshold is not None:
-            self.case_scores[case_id]["dice"] = dice(values >= self.dice_threshold, labels)
+            self.case_scores[case_id]["dice"] = dice(prediction >= self.dice_threshold, truth)
 
     def chunked_pixel_ap(
         self, chunk_volumes: int = PAPER_CHUNK_VOLUMES, shuffles: int = PAPER_CHUNK_SHUFFLES, seed: int = 0
@@ -301,22 +309,24 @@ class SetScorer:
         return float(np.mean(aps)) if aps else float("nan")
 
     def summary(self) -> dict:
-        """Metric name -> value (NaN where undefined), plus counts and the maskless case ids."""
+        """Metric name -> value (NaN where undefined), plus counts, the maskless case ids and, with
+        slice metrics, `slice_axis` (the spatial axis the slices were taken along)."""
         result: dict = {
-            "foreground_only": self.foreground_only,
             "cases": len(self.sample_labels),
             "cases_with_mask": len(self.volume_histograms),
             "maskless_cases": list(self.maskless_cases),
         }
         result["pixel_exact"] = bool(self.exact)
         if self.exact:
-            result["pixel_ap"], result["pixel_auroc"] = ap_auroc(
-                np.concatenate([lab for lab, _ in self.exact]), np.concatenate([sco for _, sco in self.exact])
-            )
+            labels, scores, inside = (np.concatenate(parts) for parts in zip(*self.exact))
+            result["pixel_ap"], result["pixel_auroc"] = ap_auroc(labels, scores)
+            result["pixel_ap_foreground"], result["pixel_auroc_foreground"] = ap_auroc(labels[inside], scores[inside])
         else:
             result["pixel_ap"], result["pixel_auroc"] = self.pixels.ap_auroc()
+            result["pixel_ap_foreground"], result["pixel_auroc_foreground"] = self.pixels_foreground.ap_auroc()
         result["pixel_ap_chunked"] = self.chunked_pixel_ap()
         if self.slice_labels:
+            result["slice_axis"] = self.slice_axis
             result["slice_ap"], result["slice_auroc"] = ap_auroc(
                 np.concatenate(self.slice_labels), np.concatenate(self.slice_scores)
             )

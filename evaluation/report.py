@@ -1,10 +1,10 @@
 """The evaluation report: metrics.json, report.md with tables, PR/ROC curves and overlay montages.
 
 Input layout (`metrics` argument of `write_report`):
-    {"foreground_only": bool,
-     "splits": {split: {"folds": {fold_name: summary}, "ensemble": summary}},
+    {"splits": {split: {"folds": {fold_name: summary}, "ensemble": summary}},
      "baselines": {name: summary}}
-where each summary is `SetScorer.summary()`. Figures use matplotlib's Agg backend.
+where each summary is `SetScorer.summary()`: the pixel level over all voxels (the paper's) and over
+the foreground, the slice level along its `slice_axis`. Figures use matplotlib's Agg backend.
 """
 
 from __future__ import annotations
@@ -22,13 +22,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lightwork.data import storage  # noqa: E402
-from lightwork.evaluation.metrics import PAPER_SAMPLE_SCORE, SAMPLE_SCORES, ScoreHistogram  # noqa: E402
+from lightwork.data.slices import AXIS_VIEWS  # noqa: E402
+from lightwork.evaluation.metrics import (  # noqa: E402
+    PAPER_SAMPLE_SCORE,
+    SAMPLE_SCORES,
+    SLICE_ANOMALY_FRACTION,
+    ScoreHistogram,
+)
 
 MASKLESS_NAMED = 20  # maskless cases named in report.md; metrics.json lists them all
 COLUMNS = (
-    ("pixel_ap", "pixel AP"),
-    ("pixel_ap_chunked", "pixel AP (20-vol chunks)"),
-    ("pixel_auroc", "pixel AUROC"),
+    ("pixel_ap", "pixel AP, all voxels (paper)"),
+    ("pixel_ap_chunked", "pixel AP, all voxels, 20-vol chunks (paper)"),
+    ("pixel_auroc", "pixel AUROC, all voxels (paper)"),
+    ("pixel_ap_foreground", "pixel AP, foreground"),
+    ("pixel_auroc_foreground", "pixel AUROC, foreground"),
     ("slice_ap", "slice AP"),
     ("slice_auroc", "slice AUROC"),
     ("sample_ap", "sample AP"),
@@ -223,15 +231,26 @@ def _write_report_locally(
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2, allow_nan=False))
     lines = ["# lightwork evaluation report", ""]
-    region = "foreground voxels only" if metrics.get("foreground_only") else "all voxels of the model grid"
     lines += [
-        f"Scores are clipped to [0, 1]; metrics are computed over {region}. AP/AUROC/Dice in %.",
+        "Scores are clipped to [0, 1]; AP/AUROC/Dice in %. Pixel AP/AUROC are given twice: over all voxels",
+        "of the model grid (the paper's) and over the foreground voxels only. The chunked pixel AP, both",
+        "Dice columns and the sample level are over all voxels.",
         "Ensemble = mean of the raw outputs of all fold models of a split. Dice (val. threshold) uses the",
         "threshold given from synthetic validation data; Dice (oracle threshold) picks the best threshold",
         "on the test set itself and is an optimistic upper bound, not a result.",
         "",
     ]
-    scored = [entry for entry in _all_summaries(metrics) if entry.get("cases_with_mask")]
+    summaries = list(_all_summaries(metrics))
+    slice_axes = sorted({entry["slice_axis"] for entry in summaries if "slice_axis" in entry})
+    if slice_axes:
+        lines += [
+            "Slice level: "
+            + " and ".join(f"{AXIS_VIEWS[axis]} slices (spatial axis {axis})" for axis in slice_axes)
+            + f"; a slice is anomalous when more than {SLICE_ANOMALY_FRACTION:.4%} of its pixels are",
+            "lesion, its score is the mean prediction over all its pixels.",
+            "",
+        ]
+    scored = [entry for entry in summaries if entry.get("cases_with_mask")]
     if scored:
         exact = all(entry.get("pixel_exact") for entry in scored)
         lines += [
@@ -255,7 +274,7 @@ def _write_report_locally(
             samples,
             "",
         ]
-    maskless = sorted({case for entry in _all_summaries(metrics) for case in entry.get("maskless_cases", [])})
+    maskless = sorted({case for entry in summaries for case in entry.get("maskless_cases", [])})
     if maskless:
         named = ", ".join(maskless[:MASKLESS_NAMED]) + (
             f" and {len(maskless) - MASKLESS_NAMED} more (all in metrics.json)"
@@ -267,7 +286,7 @@ def _write_report_locally(
         lines += [note, ""]
     if histograms:
         plot_curves(histograms, out / "curves.png")
-        lines += ["## Pixel-level curves", "", "![PR and ROC curves](curves.png)", ""]
+        lines += ["## Pixel-level curves (all voxels)", "", "![PR and ROC curves](curves.png)", ""]
     for name, panels in montages.items():
         if panels:
             plot_montage(panels, out / f"montage_{name}.png", name.replace("_", " "))

@@ -13,7 +13,7 @@ Outputs of a case under OUT (`CASE` is its id):
              on the input's pixel grid
     OUT/scores.csv and OUT/scores.json: one row per case (SCORE_COLUMNS): the sample score (mean
              clipped score on the model grid, as evaluation scores samples), the slice scores'
-             max and mean (3D: slices along the model grid's first axis), the voxels at or above
+             max and mean (3D: the model grid's axial slices, as evaluation's), the voxels at or above
              the threshold on the input grid and their volume in ml (3D), the threshold, the
              models, and for a failed case its error (the other cases go on).
 """

@@ -14,7 +14,6 @@ def build_parser():
     parser.add_argument("--data", required=True, help="prepared test dataset folder or manifest.parquet URI")
     parser.add_argument("--out", required=True, help="report folder (local path)")
     parser.add_argument("--predictions", help="where predictions are stored (default: OUT/predictions)")
-    parser.add_argument("--foreground-only", action="store_true", help="score foreground voxels only")
     parser.add_argument(
         "--dice-threshold",
         type=float,
@@ -40,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         normalise(args.data),
         normalise(args.out),
         predictions_uri=predictions,
-        foreground_only=args.foreground_only,
         dice_threshold=args.dice_threshold,
         actors=args.actors,
         with_baselines=not args.no_baselines,

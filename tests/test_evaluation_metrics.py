@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from lightwork.data.slices import AXIAL_AXIS
 from lightwork.evaluation import metrics
 
 
@@ -19,23 +20,37 @@ def test_ap_auroc_hand_values():
 
 
 def test_slice_rule_threshold_is_more_than_5_of_128_squared():
-    lesion = np.zeros((3, 128, 128), np.uint8)
-    lesion[1].flat[:5] = 1  # exactly 5 pixels: not anomalous
-    lesion[2].flat[:6] = 1  # 6 pixels: anomalous
-    prediction = np.zeros((3, 128, 128), np.float32)
-    prediction[2] = 0.5
+    lesion = np.zeros((128, 128, 3), np.uint8)  # RAS: three axial slices of 128x128
+    lesion[0, :5, 1] = 1  # exactly 5 pixels: not anomalous
+    lesion[0, :6, 2] = 1  # 6 pixels: anomalous
+    prediction = np.zeros((128, 128, 3), np.float32)
+    prediction[:, :, 2] = 0.5
     labels, scores = metrics.slice_labels_and_scores(prediction, lesion)
     assert labels.tolist() == [False, False, True]
     assert scores.tolist() == pytest.approx([0.0, 0.0, 0.5])
 
 
-def test_slice_scores_restricted_to_region_drop_empty_slices():
-    prediction = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
-    region = np.zeros((2, 2, 2), bool)
-    region[1, 0, :] = True
-    labels, scores = metrics.slice_labels_and_scores(prediction, np.zeros_like(region, np.uint8), region)
-    assert scores.tolist() == [4.5]
-    assert labels.tolist() == [False]
+def test_slices_are_axial_a_lesion_in_one_axial_slice_marks_that_slice_only():
+    """RAS volume 8x10x6: a 4x4 lesion in axial slice z=4 makes slice 4 (and no other) anomalous, with
+    the highest score; the old rule (slices along axis 0) would have marked the 4 sagittal slices
+    x=2..5 that the lesion crosses."""
+    assert AXIAL_AXIS == 2
+    lesion = np.zeros((8, 10, 6), np.uint8)
+    lesion[2:6, 3:7, 4] = 1
+    prediction = np.full((8, 10, 6), 0.1, np.float32)
+    prediction[lesion != 0] = 0.9
+    labels, scores = metrics.slice_labels_and_scores(prediction, lesion)
+    assert labels.tolist() == [False, False, False, False, True, False]
+    assert int(np.argmax(scores)) == 4
+    # slice 4: 16 of its 80 pixels at 0.9, the rest at 0.1; the other slices all 0.1
+    assert scores.tolist() == pytest.approx([0.1, 0.1, 0.1, 0.1, (16 * 0.9 + 64 * 0.1) / 80, 0.1])
+    sagittal_labels, _ = metrics.slice_labels_and_scores(prediction, lesion, axis=0)
+    assert int(sagittal_labels.sum()) == 4 and int(labels.sum()) == 1
+    scorer = metrics.SetScorer()
+    scorer.add_case("one_axial_lesion", prediction, lesion)
+    summary = scorer.summary()
+    assert summary["slice_axis"] == 2
+    assert summary["slice_ap"] == pytest.approx(1.0) and summary["slice_auroc"] == pytest.approx(1.0)
 
 
 def test_sample_rule_any_pixel_or_image_label():
@@ -55,11 +70,6 @@ def test_sample_scores_mean_max_percentile_and_top_fraction():
     assert scores["max"] == pytest.approx(0.999)
     assert scores["p99"] == pytest.approx(np.percentile(values, 99))
     assert scores["top1%"] == pytest.approx(np.mean(values[-10:]))  # the highest 10 of 1000
-    region = np.zeros((10, 100), bool)
-    region[0] = True  # 0.000 ... 0.099
-    assert metrics.sample_label_and_scores(values.reshape(10, 100), None, False, region)[1]["max"] == pytest.approx(
-        0.099
-    )
 
 
 def test_a_focal_anomaly_ranks_by_max_where_the_mean_ranks_it_below_a_bright_normal():

@@ -10,11 +10,14 @@ from lightwork.evaluation import metrics, report
 def _scorer(seed: int, separation: float) -> metrics.SetScorer:
     rng = np.random.default_rng(seed)
     scorer = metrics.SetScorer(dice_threshold=0.5)
+    foreground = np.zeros((3, 24, 24), bool)
+    foreground[:, 4:20, 4:20] = True
     for index in range(3):
         lesion = np.zeros((3, 24, 24), np.uint8)
         lesion[1, 8:14, 8:14] = 1
-        prediction = np.clip(rng.normal(0.2 + separation * lesion, 0.1), 0, 1)
-        scorer.add_case(f"case{index}", prediction, lesion, np.ones_like(lesion, bool))
+        # outside the foreground the scores are high: the two pixel figures differ
+        prediction = np.clip(rng.normal(np.where(foreground, 0.2, 0.6) + separation * lesion, 0.1), 0, 1)
+        scorer.add_case(f"case{index}", prediction, lesion, foreground)
     scorer.add_case("nomask", np.full((3, 24, 24), 0.3), None, None, image_label=False)
     return scorer
 
@@ -24,7 +27,6 @@ def test_report_files_and_tables(tmp_path):
     ensemble = _scorer(9, 0.6)
     random_baseline = _scorer(5, 0.0)
     results = {
-        "foreground_only": True,
         "splits": {"1/4": {"folds": {k: s.summary() for k, s in folds.items()}, "ensemble": ensemble.summary()}},
         "baselines": {"random": random_baseline.summary()},
     }
@@ -40,13 +42,24 @@ def test_report_files_and_tables(tmp_path):
     )
     text = open(path).read()
     assert "| 1/4 / fold mean ± std |" in text and "| **1/4 / ensemble** |" in text and "| baseline: random |" in text
-    assert "foreground voxels only" in text and "oracle" in text and "Pixel AP/AUROC: exact" in text
+    assert "oracle" in text and "Pixel AP/AUROC: exact" in text
+    assert "| pixel AP, all voxels (paper) |" in text and "| pixel AP, foreground |" in text
+    assert "| pixel AUROC, all voxels (paper) |" in text and "| pixel AUROC, foreground |" in text
+    assert "Slice level: axial slices (spatial axis 2)" in text
+    summary = results["splits"]["1/4"]["ensemble"]
+    assert summary["pixel_ap"] < summary["pixel_ap_foreground"]
+    row = " | ".join(
+        f"{100 * summary[key]:.1f}"
+        for key in ("pixel_ap", "pixel_ap_chunked", "pixel_auroc", "pixel_ap_foreground", "pixel_auroc_foreground")
+    )
+    assert f"| **1/4 / ensemble** | {row} |" in text
     assert "sample level only (1): nomask" in text
     assert "(slice 1)" in panels[0].title
     for name in ("metrics.json", "curves.png", "montage_highest_scoring.png", "montage_worst.png"):
         assert (tmp_path / name).stat().st_size > 1000
     stored = json.loads((tmp_path / "metrics.json").read_text())
-    assert stored["splits"]["1/4"]["ensemble"]["pixel_ap"] == results["splits"]["1/4"]["ensemble"]["pixel_ap"]
+    for key in ("pixel_ap", "pixel_ap_foreground", "pixel_auroc_foreground", "slice_axis"):
+        assert stored["splits"]["1/4"]["ensemble"][key] == summary[key]
     ap_values = [s.summary()["pixel_ap"] for s in folds.values()]
     assert f"{100 * np.mean(ap_values):.1f} ± {100 * np.std(ap_values):.1f}" in text
 

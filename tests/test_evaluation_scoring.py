@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lightwork.evaluation import baselines, metrics
 
@@ -29,11 +30,45 @@ def test_set_scorer_matches_exact_metrics(exact_voxel_limit):
     exact_ap, exact_auroc = metrics.ap_auroc(labels, scores)
     assert summary["pixel_ap"] == pytest.approx(exact_ap, abs=1e-3)
     assert summary["pixel_auroc"] == pytest.approx(exact_auroc, abs=1e-3)
+    # every voxel is foreground here: the foreground figures are the all-voxel ones
+    assert summary["pixel_ap_foreground"] == pytest.approx(summary["pixel_ap"], abs=1e-12)
+    assert summary["pixel_auroc_foreground"] == pytest.approx(summary["pixel_auroc"], abs=1e-12)
     assert summary["pixel_ap_chunked"] == pytest.approx(exact_ap, abs=2e-3)  # 4 volumes: one chunk
     assert summary["sample_ap"] == pytest.approx(1.0)  # the lesion-free volume has the lowest mean
     assert summary["cases"] == 4 and summary["maskless_cases"] == []
-    assert summary["slice_ap"] == pytest.approx(1.0)
+    assert summary["slice_axis"] == 2 and summary["slice_ap"] == pytest.approx(1.0)
     assert 0.8 < summary["dice"] <= summary["oracle_dice"]
+
+
+@pytest.mark.parametrize("exact_voxel_limit", [10**6, 100])
+def test_pixel_level_over_all_voxels_and_over_the_foreground(exact_voxel_limit):
+    """Background outside the foreground scores high (0.9), above the lesion (0.7): over all voxels
+    it outranks every lesion voxel, over the foreground the lesion ranks first."""
+    foreground = np.zeros((6, 6, 4), bool)
+    foreground[1:5, 1:5, :] = True  # 64 of 144 voxels
+    lesion = np.zeros((6, 6, 4), np.uint8)
+    lesion[2:4, 2:4, 1:3] = 1  # 8 voxels, inside the foreground
+    prediction = np.where(foreground, 0.3, 0.9)
+    prediction[lesion != 0] = 0.7
+    scorer = metrics.SetScorer(dice_threshold=0.5, exact_voxel_limit=exact_voxel_limit)
+    scorer.add_case("bright_background", prediction, lesion, foreground)
+    summary = scorer.summary()
+    assert summary["pixel_exact"] is (exact_voxel_limit > prediction.size)
+    truth = lesion.ravel() != 0
+    expected_ap = average_precision_score(truth, prediction.ravel())
+    expected_auroc = roc_auc_score(truth, prediction.ravel())
+    assert expected_ap == pytest.approx(8 / 88) and expected_auroc == pytest.approx(56 / 136)  # 80 above, 56 below
+    inside = foreground.ravel()
+    assert average_precision_score(truth[inside], prediction.ravel()[inside]) == 1.0
+    assert roc_auc_score(truth[inside], prediction.ravel()[inside]) == 1.0
+    tolerance = 1e-12 if summary["pixel_exact"] else 1e-3
+    assert summary["pixel_ap"] == pytest.approx(expected_ap, abs=tolerance)
+    assert summary["pixel_auroc"] == pytest.approx(expected_auroc, abs=tolerance)
+    assert summary["pixel_ap_foreground"] == pytest.approx(1.0, abs=tolerance)
+    assert summary["pixel_auroc_foreground"] == pytest.approx(1.0, abs=tolerance)
+    assert summary["pixel_ap_chunked"] == pytest.approx(expected_ap, abs=1e-3)  # all voxels, one volume
+    # Dice over all voxels: the 80 bright background voxels count as false positives at 0.5
+    assert summary["dice"] == pytest.approx(2 * 8 / (8 + 88), abs=1e-3)
 
 
 def test_maskless_case_is_scored_at_sample_level_only():
