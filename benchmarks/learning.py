@@ -20,8 +20,8 @@ Dice threshold, as a fold of a 4/1 split does. One torch thread per run; `--jobs
 The budget is the training process's CPU time (`time.process_time`: synthesis and optimizer
 steps); validation and scoring at each budget are not counted. Figures: the median over the seeds
 and their range, per model and budget: the validation loss on the held-out task (what
-`lightwork train` selects its checkpoint by), pixel AP (foreground voxels, as `evaluate` with
-`--foreground-only` does), slice AP (3D), Dice at the validation threshold, and the sample AUROC
+`lightwork train` selects its checkpoint by), pixel AP over all voxels (the paper's) and over the
+foreground voxels, slice AP (3D, axial slices), Dice at the validation threshold, and the sample AUROC
 under the paper's mean score and the maximum (cxr). The baselines have no budget and no seed.
 """
 
@@ -57,7 +57,8 @@ SETTINGS = {
 }
 COMMON = ["train.warmup_steps=10", "train.decay_steps=100000", "train.val_batch_size=16"]
 METRICS = (
-    ("pixel_ap", "pixel AP"),
+    ("pixel_ap", "pixel AP (all voxels)"),
+    ("pixel_ap_foreground", "pixel AP (foreground)"),
     ("slice_ap", "slice AP"),
     ("dice", "Dice@val"),
     ("sample_auroc", "sample AUROC (mean)"),
@@ -105,7 +106,7 @@ def prepare(name: str, work: Path) -> tuple[str, str]:
 
 
 def _summary_row(summary: dict) -> dict:
-    row = {key: summary.get(key, math.nan) for key, _ in METRICS[:4]}
+    row = {key: summary.get(key, math.nan) for key, _ in METRICS[:5]}
     row["sample_auroc_max"] = summary.get("sample_scores", {}).get("max", {}).get("auroc", math.nan)
     return row
 
@@ -115,7 +116,7 @@ def score(predict, test_rows: list[dict], threshold: float | None) -> dict:
     from lightwork.data.cases import load_case
     from lightwork.evaluation.metrics import SetScorer
 
-    scorer = SetScorer(foreground_only=True, dice_threshold=threshold)
+    scorer = SetScorer(dice_threshold=threshold)
     for row in test_rows:
         case = load_case(row["array_uri"])
         scorer.add_case(case.case_id, predict(case), case.lesion, case.foreground, row.get("image_label"))
