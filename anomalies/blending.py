@@ -6,6 +6,16 @@ the source onto the box (only where the blend reads it), solves the mixed-gradie
 problem over the box, clips to the target's per-channel range and reports the voxels of the box
 whose channel-mean absolute change exceeds 1e-3 (they join the anomaly mask).
 
+Gradient scale (`match_gradient_scale`, inter_blend's default): the mixed-gradient guidance keeps a
+source gradient only where it is larger than the target's, so a source on another scale than the
+target (X-rays in [-1, 1] against a z-scored brain, a smoother or sharper image, a small image
+upsampled into a large patch) leaves the target almost unchanged. The reference puts its external
+images on the targets' scale by normalising both alike (method.md section 2); lightwork accepts any
+external set, so it multiplies the resampled source patch by the target's mean gradient magnitude
+over the patch's own (`gradient_scale`: the target's over its foreground, the patch's over the
+voxels the blend reads). The blend reads only the source's gradients, so this gain is the whole of
+the normalisation: a source's offset never matters.
+
 Sources: a sequence of [C, *S] float32 arrays or (array, foreground [*S] bool | None) pairs, or a
 callable `rng -> array` / `rng -> (array, foreground)`; a source's channels must match the
 target's, or be 1 (repeated), or the target's be 1 (the source's are averaged). Without sources, `intra_blend` reads the
@@ -61,6 +71,31 @@ def make_source(item: SourceItem, where: str) -> Source:
     return Source(image, foreground, low, high)
 
 
+def gradient_scale(image: np.ndarray, foreground: np.ndarray | None, stride: int = 1) -> float:
+    """The mean magnitude of an image's forward differences: channel-mean |x[i+1] - x[i]| along each
+    spatial axis over the pairs whose both voxels are foreground (all pairs without a foreground),
+    averaged over the axes; in the image's intensity units per voxel. `stride` > 1 estimates it
+    from the pairs starting at every stride-th voxel per axis (cheaper on large volumes).
+
+    image: [C, *S] float32; foreground: [*S] bool or None. Returns 0.0 for a flat image.
+    """
+    spatial = image.ndim - 1
+    means = []
+    for axis in range(spatial):
+        first = tuple(slice(0, -1, stride) if d == axis else slice(None, None, stride) for d in range(spatial))
+        second = tuple(slice(1, None, stride) if d == axis else slice(None, None, stride) for d in range(spatial))
+        difference = np.abs(image[(slice(None), *second)] - image[(slice(None), *first)]).mean(axis=0)
+        if foreground is not None:
+            pairs = foreground[first] & foreground[second]
+            difference = difference[pairs]
+        if difference.size:
+            means.append(float(difference.mean(dtype=np.float64)))
+    return float(np.mean(means)) if means else 0.0
+
+
+TARGET_SCALE_STRIDE = 2  # a target's gradient scale is estimated on every second voxel per axis
+
+
 class SourcePool:
     """Draws source images: from a fixed sequence (checked and ranged once), a callable, or (with
     neither) the task's own input."""
@@ -98,13 +133,21 @@ class BlendParams:
     patch: SourcePatch
     target_low: np.ndarray  # [C] the target's per-channel range, which the blend is clipped to
     target_high: np.ndarray
+    target_scale: float | None = None  # the target's gradient scale, which the source patch is given
 
 
-def draw_blend(rng: np.random.Generator, pool: SourcePool, target: Source, box_shape: Sequence[int]) -> BlendParams:
+def draw_blend(
+    rng: np.random.Generator,
+    pool: SourcePool,
+    target: Source,
+    box_shape: Sequence[int],
+    target_scale: float | None = None,
+) -> BlendParams:
     """Draw a source and a patch transform for an anomaly box of spatial shape `box_shape`.
 
     `target` is the image blended into (with its foreground and range); it is also the source
-    when the pool is empty.
+    when the pool is empty. `target_scale` (the target's `gradient_scale`, or None) is recorded:
+    `apply_blend` gives the source patch that gradient scale.
 
     A source whose foreground cannot centre the patch, or whose channels or rank differ from the
     target's, is replaced by another draw; after SOURCE_TRIES the last problem is raised.
@@ -128,7 +171,7 @@ def draw_blend(rng: np.random.Generator, pool: SourcePool, target: Source, box_s
         except ValueError as error:
             problem = str(error)
             continue
-        return BlendParams(source, patch, target.low, target.high)
+        return BlendParams(source, patch, target.low, target.high, target_scale)
     raise ValueError(f"Poisson blending: no usable source patch in {SOURCE_TRIES} tries: {problem}")
 
 
@@ -168,6 +211,10 @@ def apply_blend(
     source = params.source
     read = _read_region(mask)
     patch = extract_source_patch(source.image, params.patch, mask.shape, (source.low, source.high), where=read)
+    if params.target_scale is not None:  # the resampled patch's own scale: resampling smooths or sharpens
+        patch_scale = gradient_scale(patch, read)
+        if patch_scale > 0:
+            patch *= np.float32(params.target_scale / patch_scale)
     if len(patch) != len(image):  # a grey source into a colour target repeats, colour into grey averages
         patch = np.broadcast_to(patch, image.shape[:1] + patch.shape[1:]) if len(patch) == 1 else patch.mean(0)[None]
     # The solve reads source values only where `read` holds (both ends of every source difference
@@ -194,11 +241,19 @@ class PoissonBlendTask:
             `sources` required, any external dataset).
         sources: see the module docstring.
         mix_gradients: mixed-gradient guidance (the method) or source gradients only.
+        match_gradient_scale: give each source patch the target's gradient scale (see the module
+            docstring).
     """
 
     names = {0: "intra_blend", 1: "inter_blend"}
 
-    def __init__(self, task_id: int, sources: Sources | None = None, mix_gradients: bool = True):
+    def __init__(
+        self,
+        task_id: int,
+        sources: Sources | None = None,
+        mix_gradients: bool = True,
+        match_gradient_scale: bool = False,
+    ):
         if task_id not in self.names:
             raise ValueError(f"Poisson blending tasks are 0 (intra_blend) and 1 (inter_blend), got {task_id}")
         if task_id == 1 and sources is None:
@@ -210,6 +265,7 @@ class PoissonBlendTask:
         self.name = self.names[task_id]
         self.sources = SourcePool(sources)
         self.mix_gradients = mix_gradients
+        self.match_gradient_scale = match_gradient_scale
 
     def draw(
         self,
@@ -224,7 +280,8 @@ class PoissonBlendTask:
         not matter: the source is read wherever the patch transform says); the result is clipped
         to `image_range` (default: the range of `image`)."""
         low, high = channel_range(image) if image_range is None else image_range
-        return draw_blend(rng, self.sources, Source(image, foreground, low, high), shape.mask.shape)
+        target_scale = gradient_scale(image, foreground, TARGET_SCALE_STRIDE) if self.match_gradient_scale else None
+        return draw_blend(rng, self.sources, Source(image, foreground, low, high), shape.mask.shape, target_scale)
 
     def apply(self, image: np.ndarray, shape: AnomalyShape, corner: Sequence[int], params: BlendParams) -> np.ndarray:
         """Blend into `image` in place; returns the anomaly's [*P] bool mask in its box (the shape

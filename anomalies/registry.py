@@ -3,7 +3,8 @@
 Tasks have fixed ids and names (folds refer to the ids): 0 intra_blend, 1 inter_blend, 2 sink,
 3 source, 4 intensity. `make_task(name_or_id, **params)` builds one (a `SyntheticTask`, see
 `lightwork.anomalies.base`):
-    intra_blend / inter_blend: sources=..., mix_gradients=True (lightwork.anomalies.blending)
+    intra_blend / inter_blend: sources=..., mix_gradients=True, match_gradient_scale=False / True
+                  (the external set's patches get the target's gradient scale; lightwork.anomalies.blending)
     sink / source: max_push=5.0 (brain; 10 for chest X-rays) (lightwork.anomalies.deformation)
     intensity: no parameters (lightwork.anomalies.intensity)
 
@@ -27,7 +28,6 @@ TASK_NAMES = ("intra_blend", "inter_blend", "sink", "source", "intensity")  # a 
 TASK_COUNT = len(TASK_NAMES)
 
 TaskFactory = Callable[..., "AnomalyTask"]
-_REGISTRY: dict[int, tuple[str, TaskFactory]] = {}
 _REGISTRY: dict[int, tuple[str, TaskFactory]] = {}
 
 
@@ -76,10 +76,14 @@ def make_task(name_or_id: str | int, **params: Any) -> SyntheticTask:
 
 # Built-in tasks; each factory imports its module on first use so importing the package stays light.
 def _blend(task_id: int) -> TaskFactory:
-    def factory(sources: Sequence | Callable | None = None, mix_gradients: bool = True) -> AnomalyTask:
+    def factory(
+        sources: Sequence | Callable | None = None,
+        mix_gradients: bool = True,
+        match_gradient_scale: bool = task_id == 1,
+    ) -> AnomalyTask:
         from lightwork.anomalies.blending import PoissonBlendTask
 
-        return PoissonBlendTask(task_id, sources, mix_gradients)
+        return PoissonBlendTask(task_id, sources, mix_gradients, match_gradient_scale)
 
     return factory
 

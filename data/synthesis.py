@@ -12,16 +12,20 @@ process, actor or order that draws it. Validation version v of a case uses the e
 With a slice axis (`data.slice_axis`, `lightwork.data.slices`) a sample is one slice of a case and
 its id is the slice's (`slice_sample_id`, in place of case_id above); its blend sources are 2D
 too: a slice of another case of the image set, and of a 3D external case a slice drawn uniformly
-with the sample's generator.
+with the sample's generator. A 3D external case blended into 2D cases without a slice axis (brain
+volumes as the external set of chest X-rays) gives a slice along its axial axis (AXIAL_AXIS).
 
 Sources of the two blending tasks (method.md section 2):
     0 intra_blend  another case of the same image set (the training folds' cases for training
                    samples, the validation folds' for validation), chosen with the sample's generator.
-    1 inter_blend  a case of the external dataset (`data.external_manifest`) when one is given.
+    1 inter_blend  a case of the external dataset (`data.external_manifest`: any prepared folder,
+                   e.g. chest X-rays for brains, brain volumes for X-rays) when one is given.
                    Without one, a stand-in external pool: STANDIN_COUNT procedurally textured images of
                    the image set's shape and rank (smooth noise at three scales plus sharp-edged
-                   ellipsoids of random intensity, in [0, 1], one channel), a function of the run seed
-                   only. A log line says when the stand-in is used.
+                   ellipsoids of random intensity, one channel), a function of the run seed only. A
+                   log line says when the stand-in is used. Either way each source patch is given the
+                   target's gradient scale (`lightwork.anomalies.blending`), so that task 1 is as
+                   visible as task 0 whatever the external set's intensity scale and resolution.
 Cases are read through a bounded least-recently-used cache (one per process).
 """
 
@@ -39,7 +43,7 @@ from lightwork.anomalies.registry import TASK_COUNT, warm_up
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
 from lightwork.data.phantom.fields import smooth_noise
-from lightwork.data.slices import WHOLE, SampleRef, slice_sample_id, take_slice
+from lightwork.data.slices import AXIAL_AXIS, WHOLE, SampleRef, slice_sample_id, take_slice
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +119,8 @@ def draw_standin(rng: np.random.Generator, shape: Sequence[int]) -> StandinParam
 
 
 def render_standin(params: StandinParams) -> np.ndarray:
-    """The stand-in image, [1, *S] float32 rescaled to [0, 1]."""
+    """The stand-in image, [1, *S] float32 rescaled to [0, 1] (its scale does not matter: the blend
+    gives its patches the target's gradient scale)."""
     image = sum(weight * field for (_, weight), field in zip(STANDIN_SCALES, params.noise))
     grid = np.indices(image.shape, dtype=np.float32)
     for centre, radii, value in zip(params.centres, params.radii, params.values):
@@ -171,6 +176,7 @@ class Synthesiser:
         self.image_set = [SampleRef(str(entry[0]), str(entry[1]), *map(int, entry[2:])) for entry in image_set]
         self.external = [SampleRef("", str(uri)) for uri in external]
         self.slice_axis = slice_axis
+        self._sample_dims = 0  # spatial dims of the samples, known from the first one drawn
         self.cache = CaseCache(cache_cases)
         self._make_task = make_task
         self._tasks = {task: make_task(task, max_push=max_push) for task in self.tasks if task in (2, 3)}
@@ -181,8 +187,9 @@ class Synthesiser:
 
     def _source(self, rng: np.random.Generator, refs: Sequence[SampleRef]) -> tuple[np.ndarray, np.ndarray | None]:
         """A source drawn from `refs`; an unreadable one is logged and drawn again (SOURCE_TRIES
-        times: the draws depend on the files only, never on what this process has seen). When
-        slicing, a 3D source is cut at its ref's slice, or, for a whole case, at a drawn one."""
+        times: the draws depend on the files only, never on what this process has seen). A 3D
+        source of 2D samples is cut at its ref's slice, or, for a whole case, at a drawn one (along
+        the slice axis, or the axial axis for 2D cases)."""
         problem = ""
         for _ in range(SOURCE_TRIES):
             ref = refs[int(rng.integers(len(refs)))]
@@ -193,9 +200,10 @@ class Synthesiser:
                 log.warning("blend source skipped: %s", problem)
                 continue
             image, foreground = case.image, case.foreground
-            if self.slice_axis is not None and image.ndim == 4:
-                index = ref.slice if ref.slice != WHOLE else int(rng.integers(image.shape[1 + self.slice_axis]))
-                image, foreground = take_slice(image, foreground, self.slice_axis, index)
+            if image.ndim == 4 and self._sample_dims == 2:
+                axis = AXIAL_AXIS if self.slice_axis is None else self.slice_axis
+                index = ref.slice if ref.slice != WHOLE else int(rng.integers(image.shape[1 + axis]))
+                image, foreground = take_slice(image, foreground, axis, index)
             return image, (foreground if foreground.any() else None)
         raise ValueError(f"no readable blend source in {SOURCE_TRIES} draws: {problem}")
 
@@ -240,6 +248,7 @@ class Synthesiser:
             except ValueError as error:
                 raise ValueError(f"case {case_id} ({uri}): {error}") from error
             sample_id = slice_sample_id(case_id, self.slice_axis, slice_index)
+        self._sample_dims = healthy.ndim - 1
         task = self.pick_task(sample_id, epoch)
         rng = sample_generator(self.seed, epoch, sample_id, task)
         try:

@@ -11,6 +11,7 @@ from lightwork.anomalies.blending import (
     apply_blend,
     channel_range,
     draw_blend,
+    gradient_scale,
     make_source,
 )
 from lightwork.anomalies.patch import (
@@ -20,7 +21,9 @@ from lightwork.anomalies.patch import (
     draw_source_patch,
     extract_source_patch,
 )
+from lightwork.anomalies.registry import make_task
 from lightwork.anomalies.shapes import AnomalyShape
+from lightwork.data.phantom import smooth_noise
 
 
 def test_cubic_sample_is_exact_on_the_grid_and_for_quadratics():
@@ -189,3 +192,33 @@ def test_inter_blend_requires_sources_and_tasks_are_deterministic():
         results.append(out)
     np.testing.assert_array_equal(results[0], results[1])
     assert not np.array_equal(results[0], results[2])
+
+
+def test_matching_the_gradient_scale_makes_a_source_on_another_scale_visible():
+    """A source a twentieth of the target's contrast leaves the mixed-gradient blend almost unchanged;
+    given the target's gradient scale (inter_blend's default) it changes it as a same-scale one does."""
+    rng = np.random.default_rng(5)
+    target = smooth_noise(rng, (48, 48), 1.0)[None].astype(np.float32)
+    target = (target - target.mean()) / target.std()
+    sources = [(smooth_noise(rng, (48, 48), 1.0)[None] / 20).astype(np.float32) for _ in range(3)]
+    same_scale = [source * 20 for source in sources]
+
+    def mass(task) -> float:
+        return float(np.mean([task(target, None, np.random.default_rng(draw))[1].mean() for draw in range(60)]))
+
+    faint = mass(make_task(1, sources=sources, match_gradient_scale=False))
+    matched = mass(make_task(1, sources=sources))
+    reference = mass(make_task(1, sources=same_scale, match_gradient_scale=False))
+    assert faint < 0.1 * reference, (faint, reference)
+    assert 0.5 * reference <= matched <= 2.0 * reference, (matched, reference)
+
+
+def test_gradient_scale_is_the_mean_forward_difference_over_the_foreground():
+    image = np.zeros((1, 4, 5), np.float32)
+    image[0, :, 3:] = 2.0  # one step of 2 between columns 2 and 3
+    foreground = np.ones((4, 5), bool)
+    # axis 0: all 15 pairs unchanged; axis 1: 4 of 16 pairs step by 2 -> (0 + 0.5) / 2
+    assert gradient_scale(image, foreground) == pytest.approx(0.25)
+    foreground[:, 3:] = False  # the step's pairs leave the foreground
+    assert gradient_scale(image, foreground) == pytest.approx(0.0)
+    assert gradient_scale(image, None) == pytest.approx(0.25)

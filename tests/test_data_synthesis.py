@@ -91,3 +91,47 @@ def test_bad_arguments_are_clear_errors(image_set):
         Synthesiser(0, (5,), image_set)
     with pytest.raises(ValueError, match="image set is empty"):
         Synthesiser(0, (4,), [])
+
+
+def _label_mass(synthesiser, refs, draws: int) -> float:
+    """Mean label over `draws` samples of the synthesiser's one task, case i at epoch i // len(refs)."""
+    masses = []
+    for index in range(draws):
+        case_id, uri = refs[index % len(refs)]
+        masses.append(float(synthesiser.sample(case_id, uri, index // len(refs)).label.mean()))
+    return float(np.mean(masses))
+
+
+@pytest.fixture
+def brain_like_set(tmp_path):
+    """Six 2D cases like z-scored brain slices (32x32, a disc of foreground, textured, 0 outside)."""
+    rng = np.random.default_rng(11)
+    grid = np.indices((32, 32))
+    disc = ((grid[0] - 15.5) ** 2 + (grid[1] - 15.5) ** 2) <= 14**2
+    cases = []
+    for index in range(6):
+        image = smooth_noise(rng, (32, 32), 1.0)
+        image = np.where(disc, (image - image[disc].mean()) / image[disc].std(), 0.0).astype(np.float32)
+        uri = str(tmp_path / f"b{index}.npz")
+        save_case(uri, PreparedCase(f"b{index}", image[None], disc))
+        cases.append((f"b{index}", uri))
+    return cases
+
+
+def test_inter_blend_is_about_as_visible_as_intra_blend_with_stand_ins_and_an_external_set(brain_like_set, tmp_path):
+    """Over 200 draws the label mass of task 1 is within a factor of 2 of task 0's, from the stand-in
+    pool and from an external set on another scale and rank (smooth 3D volumes in [0, 0.05], sliced)."""
+    rng = np.random.default_rng(12)
+    external = []
+    for index in range(3):
+        uri = str(tmp_path / f"external{index}.npz")
+        volume = smooth_noise(rng, (40, 40, 12), 3.0)
+        volume = 0.05 * (volume - volume.min()) / (volume.max() - volume.min())
+        save_case(uri, PreparedCase(f"x{index}", volume[None].astype(np.float32), np.ones((40, 40, 12), bool)))
+        external.append(uri)
+    intra = _label_mass(Synthesiser(0, (0,), brain_like_set), brain_like_set, 200)
+    standins = _label_mass(Synthesiser(0, (1,), brain_like_set), brain_like_set, 200)
+    outside = _label_mass(Synthesiser(0, (1,), brain_like_set, external), brain_like_set, 200)
+    assert intra > 0.01
+    assert 0.5 <= standins / intra <= 2.0, (standins, intra)
+    assert 0.5 <= outside / intra <= 2.0, (outside, intra)
