@@ -81,16 +81,15 @@ def _link(files: list[Path], folder: Path) -> None:
 
 
 def prepare(name: str, work: Path) -> tuple[str, str]:
-    """(train manifest folder, test manifest folder) of set `name`, prepared under `work` once."""
+    """(train manifest folder, test manifest folder) of set `name`, prepared under `work` (`lightwork
+    prepare` reuses the cases already prepared there with the same files and recipe)."""
     train, test = work / f"{name}-train", work / f"{name}-test"
-    if (train / "manifest.parquet").exists() and (test / "manifest.parquet").exists():
-        return str(train), str(test)
     common = ["--no-progress", "--num-cpus", "2"]
     if name == "brain":
         shape = ["--recipe", "brain", "--shape", "40,56,40", "--downsample", "4"]
         _run([LIGHTWORK, "prepare", str(SHARED / "brain" / "healthy_ixi_t1"), str(train), *shape, *common])
         lesions = SHARED / "brain" / "lesion_brats2015"
-        flags = ["--modality", "t1c", "--skull-stripped", "--normalised"]
+        flags = ["--modality", "t1c", "--skull-stripped"]
         _run([LIGHTWORK, "prepare", str(lesions), str(test), *shape, *flags, *common])
     else:
         normals = sorted((SHARED / "cxr_kermany" / "train" / "NORMAL").glob("*.jpeg"))

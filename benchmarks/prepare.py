@@ -30,7 +30,7 @@ from lightwork.data.recipes import Recipe, make_recipe
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SETS = {  # name -> (source below SHARED, or None for the generated cohort; recipe; options; modality)
     "ixi": ("brain/healthy_ixi_t1", "brain", {}, "t1"),
-    "brats": ("brain/lesion_brats2015", "brain", {"normalised": True}, "flair"),
+    "brats": ("brain/lesion_brats2015", "brain", {}, "flair"),
     "mslub": ("brain/lesion_mslub", "brain", {"skull_stripped": True}, "flair"),
     "kermany": ("cxr_kermany/train", "cxr", {}, None),
     "demo": (None, "brain", {"shape": (32, 40, 32), "spacing_mm": 5.0, "downsample": 1}, None),

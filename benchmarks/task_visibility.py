@@ -35,12 +35,11 @@ from learning import LIGHTWORK, SHARED, _run, prepare  # noqa: E402
 
 
 def external_sets(work: Path) -> dict[str, str]:
-    """The external prepared sets of each target set, prepared under `work` once."""
+    """The external prepared sets of each target set, prepared under `work`."""
     mslub = work / "mslub-t1"
-    if not (mslub / "manifest.parquet").exists():
-        shape = ["--recipe", "brain", "--shape", "40,56,40", "--downsample", "4", "--no-progress", "--num-cpus", "2"]
-        flags = ["--modality", "t1", "--skull-stripped"]
-        _run([LIGHTWORK, "prepare", str(SHARED / "brain" / "lesion_mslub"), str(mslub), *shape, *flags])
+    shape = ["--recipe", "brain", "--shape", "40,56,40", "--downsample", "4", "--no-progress", "--num-cpus", "2"]
+    flags = ["--modality", "t1", "--skull-stripped"]
+    _run([LIGHTWORK, "prepare", str(SHARED / "brain" / "lesion_mslub"), str(mslub), *shape, *flags])
     return {"ixi-3d": str(mslub), "ixi-2d": prepare("cxr", work)[0], "kermany": prepare("brain", work)[0]}
 
 

@@ -17,12 +17,18 @@ Columns (pyarrow types):
                                PNEUMONIA, see `lightwork.data.discover`)
     status         string      "ok" or "failed"
     error          string      why a failed case failed; null when ok
+    foreground_percentiles list<float>  the prepared image's (channel mean's) FOREGROUND_PERCENTILES
+                               over its foreground, in the recipe's intensity units; null if failed
+                               (and in manifests written before the column existed)
+
+`intensity_mismatch` compares two sets' percentiles (a test set against the training set).
 """
 
 from __future__ import annotations
 
 import io
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -44,10 +50,15 @@ SCHEMA = pa.schema(
         ("image_label", pa.int8()),
         ("status", pa.string()),
         ("error", pa.string()),
+        ("foreground_percentiles", pa.list_(pa.float32())),
     ]
 )
 MANIFEST_NAME = "manifest.parquet"
 NUM_FOLDS = 5
+FOREGROUND_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+# Largest difference between two sets' median foreground percentiles that counts as the same intensity
+# convention, in the recipe's units (z-scored brains: standard deviations; X-rays: of their [-1, 1]).
+INTENSITY_TOLERANCE = 0.5
 
 
 def contiguous_folds(case_ids: list[str], num_folds: int = NUM_FOLDS) -> dict[str, int]:
@@ -94,3 +105,31 @@ def healthy(rows: list[dict]) -> list[dict]:
     """The usable rows a model may train on: no lesion mask and not labelled anomalous (image_label 1);
     an unknown label (null) counts as healthy."""
     return [row for row in usable(rows) if not row["has_lesion"] and row.get("image_label") != 1]
+
+
+def foreground_percentiles(image: np.ndarray, foreground: np.ndarray) -> list[float]:
+    """FOREGROUND_PERCENTILES of a prepared image [C, *S] (its channel mean) over foreground [*S] bool."""
+    values = image.mean(axis=0)[foreground]
+    return [float(value) for value in np.percentile(values, FOREGROUND_PERCENTILES)]
+
+
+def intensity_mismatch(reference: list[dict], rows: list[dict], tolerance: float = INTENSITY_TOLERANCE) -> str | None:
+    """How the usable `rows`' intensities differ from the `reference` rows' (e.g. a test set's from
+    the training set's), or None when they agree: the median over each set's cases of every
+    foreground percentile, compared; a difference above `tolerance` at any percentile is named.
+    None too when either set has no recorded percentiles (manifests older than the column)."""
+    medians = []
+    for group in (reference, rows):
+        recorded = [row["foreground_percentiles"] for row in usable(group) if row.get("foreground_percentiles")]
+        if not recorded:
+            return None
+        medians.append(np.median(np.asarray(recorded, dtype=np.float64), axis=0))
+    differences = medians[1] - medians[0]
+    if np.abs(differences).max() <= tolerance:
+        return None
+    worst = int(np.abs(differences).argmax())
+    return (
+        f"foreground intensity percentiles differ from the training set's by up to {differences[worst]:+.2f} "
+        f"(at percentile {FOREGROUND_PERCENTILES[worst]}: {medians[1][worst]:.2f} against {medians[0][worst]:.2f}; "
+        f"tolerance {tolerance}): another contrast, scanner or preprocessing, which the model may score as anomalous"
+    )

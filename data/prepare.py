@@ -22,7 +22,7 @@ import numpy as np
 from lightwork.data import readers, storage
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.data.discover import CaseSource
-from lightwork.data.manifest import contiguous_folds
+from lightwork.data.manifest import contiguous_folds, foreground_percentiles
 from lightwork.data.recipes import RECIPE_VERSION, Recipe, recipe_options
 from lightwork.errors import UserError, failure_message
 
@@ -105,6 +105,7 @@ def base_row(source: CaseSource, recipe: Recipe) -> dict:
         "image_label": source.image_label,
         "status": "failed",
         "error": None,
+        "foreground_percentiles": None,
     }
 
 
@@ -139,6 +140,7 @@ def prepare_case(source: CaseSource, recipe: Recipe, dst: str, previous: dict | 
             spacing=list(readers.voxel_spacing(case.affine, len(spatial))),
             has_lesion=case.lesion is not None,
             status="ok",
+            foreground_percentiles=foreground_percentiles(case.image, case.foreground),
         )
         if case.lesion is not None:
             row["image_label"] = int(case.lesion.any())

@@ -8,15 +8,22 @@ interpolation (block mean when downsampling) and every mask with nearest neighbo
 when downsampling), so masks stay binary and follow their image exactly.
 
 Recipes (method.md section 1):
-    brain  3D MRI: skull-strip with the given brain mask, foreground = hole-filled brain mask (or
-           hole-filled non-zero voxels of a skull-stripped image), resample to `spacing_mm` (1 mm),
-           z-score over the foreground, crop/pad to `shape * downsample` voxels centred on the
-           foreground's bounding box (160x224x160), downsample by `downsample` (2) -> `shape`
-           (80x112x80), zero outside the foreground. The demo cohort uses a small grid, e.g.
+    brain  3D MRI: skull-strip with the given brain mask, foreground = hole-filled brain mask (or,
+           for a skull-stripped image, the hole-filled voxels that differ from its background
+           value: the most common value on the volume's faces, 0 for most files, -2.7 for some
+           pre-normalised ones), resample to `spacing_mm` (1 mm), z-score over the foreground,
+           crop/pad to `shape * downsample` voxels centred on the foreground's bounding box
+           (160x224x160), downsample by `downsample` (2) -> `shape` (80x112x80), zero outside the
+           foreground, and z-score over the foreground of that final grid. Whatever the source's
+           scaling (raw scanner units, or a set's own "already normalised" convention, which is
+           never trusted), every prepared brain is z-scored over its foreground: one intensity
+           convention for training and test sets. The demo cohort uses a small grid, e.g.
            `shape=(32, 40, 32), spacing_mm=2.5`.
     cxr    2D chest X-ray: window (the DICOM VOI module by pydicom, else the image's min..max) to [0, 1],
            invert MONOCHROME1, resize to `size` x `size` (256), histogram-equalise, scale to
-           [-1, 1]; foreground = the whole image.
+           [-1, 1]; foreground = the whole image. Equalisation makes every X-ray's intensity
+           distribution the same whatever its source's, so no z-score follows (the reference's
+           convention for chest X-rays, method.md section 2).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from lightwork.data.readers import Loaded, voxel_spacing
 
 # Bump when a recipe's output changes for the same input and options: prepared cases of an older
 # version are re-made by `lightwork prepare`.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: brains z-scored on the final grid, whatever the source's scaling
 
 
 @dataclass
@@ -116,14 +123,28 @@ class ApplyMask:
         return sample.with_arrays(np.where(sample.masks[self.mask], sample.image, 0.0), sample.masks, sample.affine)
 
 
+def background_value(image: np.ndarray) -> float:
+    """The most common value on the faces of an array (the background of a skull-stripped image:
+    0 for most files, a negative constant for some z-scored ones)."""
+    faces = np.concatenate(
+        [np.moveaxis(image, axis, 0)[[0, -1]].ravel() for axis in range(image.ndim)]
+    )
+    values, counts = np.unique(faces, return_counts=True)
+    return float(values[counts.argmax()])
+
+
 @dataclass(frozen=True)
 class HoleFilledForeground:
-    """masks["foreground"] = hole-filled masks[`mask`] if present, else hole-filled (image != 0)."""
+    """masks["foreground"] = hole-filled masks[`mask`] if present, else the hole-filled voxels that
+    differ from the image's `background_value`."""
 
     mask: str = "brain"
 
     def __call__(self, sample: Sample) -> Sample:
-        source = sample.masks[self.mask] if self.mask in sample.masks else sample.image != 0
+        if self.mask in sample.masks:
+            source = sample.masks[self.mask]
+        else:
+            source = sample.image != np.float32(background_value(sample.image))
         lower, upper = foreground_box(source, sample.name)
         box = tuple(slice(a, b) for a, b in zip(lower, upper))  # holes lie inside the bounding box
         filled = np.zeros_like(source)
@@ -390,10 +411,9 @@ def finish(case_id: str, sample: Sample, source: Loaded, has_lesion_file: bool) 
 @dataclass(frozen=True)
 class BrainRecipe:
     """3D brain MRI (see the module docstring). `skull_stripped`: no brain mask needed (one given
-    is still applied); `normalised`: intensities are already z-scored (no z-score step)."""
+    is still applied)."""
 
     skull_stripped: bool = False
-    normalised: bool = False
     spacing_mm: float = 1.0
     shape: tuple[int, int, int] = (80, 112, 80)
     downsample: int = 2
@@ -411,14 +431,19 @@ class BrainRecipe:
 
     def steps(self, has_brain_mask: bool) -> list[Step]:
         steps: list[Step] = [ApplyMask("brain")] if has_brain_mask else []
-        steps += [HoleFilledForeground("brain"), CropToForeground(margin=2), Resample(self.spacing_mm)]
-        steps += [] if self.normalised else [ZScore("foreground")]
-        steps += [
+        # The first z-score puts the background (0 after it) at the brain's mean before the
+        # block means of the downsampling mix the two at the rim; the last one makes the final grid's
+        # foreground exactly mean 0, std 1.
+        return steps + [
+            HoleFilledForeground("brain"),
+            CropToForeground(margin=2),
+            Resample(self.spacing_mm),
+            ZScore("foreground"),
             CropOrPadAroundForeground(tuple(n * self.downsample for n in self.shape)),
             Downsample(self.downsample),
             ZeroOutsideForeground(),
+            ZScore("foreground"),
         ]
-        return steps
 
     def __call__(
         self, case_id: str, image: Loaded, brain_mask: Loaded | None = None, lesion: Loaded | None = None

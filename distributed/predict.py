@@ -188,13 +188,15 @@ def evaluate_run(
     """
     import sys
 
-    from lightwork.evaluation.evaluate import evaluate_predictions, read_test_set
+    from lightwork.evaluation.evaluate import evaluate_predictions, intensity_warning, read_test_set
 
     cases, failed_note = read_test_set(data_uri)
     records, config = runs.read_trained_folds(models_uri), _run_config(models_uri)
     models = fold_models(records, config)
-    if failed_note:
-        print(failed_note, file=sys.stderr)
+    intensity_note = intensity_warning(config.data.manifest, cases) if config and config.data.manifest else None
+    for note in (failed_note, intensity_note):
+        if note:
+            print(note, file=sys.stderr)
     with connected(num_cpus, verbose):
         rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
     uris, errors = prediction_table(rows)
@@ -202,7 +204,7 @@ def evaluate_run(
         print(f"prediction failed: {error}", file=sys.stderr)
     failed = {row["case_id"] for row in rows if row["error"]}
     scored = [case for case in cases if case["case_id"] not in failed]
-    notes = [failed_note] if failed_note else []
+    notes = [note for note in (failed_note, intensity_note) if note]
     notes += [f"Not scored, prediction failed: {error}" for error in errors]
     recorded = validation_threshold([model.val_dice_threshold for model in models])
     if dice_threshold is None and recorded is not None:

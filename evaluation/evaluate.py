@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lightwork.data.cases import load_case
-from lightwork.data.manifest import read_manifest, usable
+from lightwork.data.manifest import intensity_mismatch, read_manifest, usable
 from lightwork.errors import UserError
 from lightwork.evaluation import baselines, outputs, report
 from lightwork.evaluation.metrics import SetScorer
@@ -50,6 +50,18 @@ def read_test_set(data_uri: str) -> tuple[list[dict], str | None]:
             f"{row['case_id']} ({row.get('error') or 'no error recorded'})" for row in failed
         )
     return cases, note
+
+
+def intensity_warning(training_manifest: str, cases: list[dict]) -> str | None:
+    """A line for the console and the report when the test `cases` (manifest rows) are on another
+    intensity scale than the training set at `training_manifest` (`intensity_mismatch`), or when
+    that cannot be checked; None when they agree."""
+    try:
+        reference = read_manifest(training_manifest)
+    except FileNotFoundError:
+        return f"Intensity convention not checked: the training manifest {training_manifest} is gone."
+    mismatch = intensity_mismatch(reference, cases)
+    return None if mismatch is None else f"Warning: the test set's {mismatch}."
 
 
 def evaluate_predictions(

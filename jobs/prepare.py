@@ -1,7 +1,7 @@
 """`lightwork prepare`: preprocess a folder or bucket of raw cases into arrays and a Parquet manifest.
 
     lightwork prepare SRC DST --recipe brain|cxr [--modality flair|t1|t2|t1c] [--skull-stripped]
-        [--normalised] [--shape 80,112,80] [--spacing 1.0] [--downsample 2] [--size 256] [--limit N]
+        [--shape 80,112,80] [--spacing 1.0] [--downsample 2] [--size 256] [--limit N]
         [--brain-mask-pattern GLOB] [--lesion-mask-pattern GLOB]
 
 SRC and DST are local folders or s3:// prefixes. Writes DST/cases/<case_id>.npz and
@@ -49,9 +49,6 @@ def build_parser():
     parser.add_argument(
         "--skull-stripped", action="store_true", help="brain: images are skull-stripped (no brain mask needed)"
     )
-    parser.add_argument(
-        "--normalised", action="store_true", help="brain: intensities are already z-scored (skip the z-score)"
-    )
     parser.add_argument("--shape", type=parse_shape, help="brain: output grid (recipe default 80,112,80)")
     parser.add_argument(
         "--spacing", type=float, help="brain: resampling spacing in mm before downsampling (recipe default 1.0)"
@@ -72,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = {
         "skull_stripped": args.skull_stripped or None,
-        "normalised": args.normalised or None,
         "shape": args.shape,
         "spacing_mm": args.spacing,
         "downsample": args.downsample,

@@ -13,7 +13,7 @@ import pytest
 from lightwork.data import phantom, storage
 from lightwork.data.cases import load_case
 from lightwork.data.discover import discover_cases
-from lightwork.data.manifest import read_manifest
+from lightwork.data.manifest import FOREGROUND_PERCENTILES, intensity_mismatch, read_manifest
 from lightwork.data.montage import montage
 from lightwork.data.recipes import BrainRecipe
 
@@ -243,6 +243,10 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
         "prepared 5, reused 0, failed 2 of 7 cases" in out and "FAILED bad-corrupt:" in out and "FAILED bad-nan:" in out
     )
     first = {row["case_id"]: row for row in check_prepared(dst, healthy=3, test=2)}
+    for row in (row for row in first.values() if row["status"] == "ok"):  # z-scored: percentiles around 0
+        percentiles = row["foreground_percentiles"]
+        assert len(percentiles) == len(FOREGROUND_PERCENTILES) and percentiles == sorted(percentiles)
+        assert percentiles[0] < -1.0 and abs(percentiles[3]) < 0.6 and percentiles[-1] > 1.0
 
     # Same command again: every finished case is reused; the failed ones are tried again.
     recipe = BrainRecipe(shape=(16, 20, 16), spacing_mm=5.0, downsample=2)
@@ -414,3 +418,17 @@ def test_prepare_with_clashing_ids_and_a_named_brain_mask(ray_session, tmp_path,
     assert "prepared 1, reused 2, failed 0 of 3 cases" in capsys.readouterr().out
     p3 = read_manifest(dst)[2]
     assert p3["status"] == "ok" and p3["has_lesion"] and p3["image_label"] == 1  # the brain mask as lesion: all brain
+
+
+def test_intensity_mismatch_names_a_test_set_on_another_scale():
+    def rows(percentiles: list[list[float]]) -> list[dict]:
+        return [{"status": "ok", "foreground_percentiles": values} for values in percentiles]
+
+    train = rows([[-2.0, -1.6, -0.6, 0.0, 0.6, 1.6, 2.0], [-2.2, -1.7, -0.7, 0.1, 0.7, 1.6, 2.1]])
+    same = rows([[-2.1, -1.6, -0.6, 0.05, 0.6, 1.7, 2.2]])
+    shifted = rows([[-4.0, -3.1, -0.9, 0.1, 0.8, 1.5, 2.0]])
+    assert intensity_mismatch(train, same) is None
+    message = intensity_mismatch(train, shifted)
+    assert message.startswith("foreground intensity percentiles differ from the training set's by up to -1.90 ")
+    assert "(at percentile 1: -4.00 against -2.10; tolerance 0.5)" in message
+    assert intensity_mismatch(train, rows([None])) is None  # a manifest older than the column: not checked

@@ -115,14 +115,34 @@ def test_brain_recipe_on_real_brats_keeps_lesions_binary_and_sized(real_data):
         readers.read_image(str(folder / name))
         for name in ("Flair_subtrMeanDivStd.nii.gz", "brainmask.nii.gz", "OTMultiClass.nii.gz")
     )
-    case = recipes.BrainRecipe(normalised=True)("brats", flair, mask, lesion)
+    case = recipes.BrainRecipe()("brats", flair, mask, lesion)
     assert case.lesion.dtype == np.uint8 and set(np.unique(case.lesion)) == {0, 1}
     assert case.lesion.sum() * 8.0 == pytest.approx((lesion.array != 0).sum(), rel=0.1)  # mm^3, 2 mm voxels
     assert case.foreground[case.lesion.astype(bool)].mean() > 0.99
-    # Already normalised: no z-score, the values stay the file's (block means of them).
+    # The file's own "z-scored" convention is not trusted: the brain is z-scored again on the final grid.
     inside = flair.array[mask.array != 0]
-    assert inside.min() - 1e-4 <= case.image[0][case.foreground].min() and case.image.max() <= inside.max() + 1e-4
-    assert case.image[0][case.foreground].mean() == pytest.approx(inside.mean(), abs=0.1)
+    assert abs(inside.mean()) > 0.01 or abs(inside.std() - 1) > 0.05  # the file's brain is not mean 0, std 1
+    values = case.image[0][case.foreground].astype(np.float64)
+    assert values.mean() == pytest.approx(0.0, abs=1e-4) and values.std() == pytest.approx(1.0, abs=1e-4)
+    assert not case.image[0][~case.foreground].any()
+
+
+def test_brain_recipe_renormalises_a_pre_normalised_input_with_a_shifted_background():
+    """A skull-stripped, "already z-scored" volume whose background is a negative constant (as some
+    BraTS files): the foreground is the brain, not the whole volume, and it comes out mean 0, std 1."""
+    rng = np.random.default_rng(3)
+    shape = (24, 28, 20)
+    grid = np.indices(shape, dtype=np.float64)
+    radii = np.array([8.0, 10.0, 7.0])
+    brain = sum(((grid[d] - (shape[d] - 1) / 2) / radii[d]) ** 2 for d in range(3)) <= 1.0
+    image = np.full(shape, -3.0, np.float32)
+    image[brain] = (0.3 + 1.4 * rng.standard_normal(int(brain.sum()))).astype(np.float32)
+    loaded = readers.Loaded(image, np.eye(4), (1.0,) * 3, "RAS", {"uri": "pre-normalised.nii.gz"})
+    case = recipes.BrainRecipe(skull_stripped=True, shape=(24, 28, 20), downsample=1)("c1", loaded)
+    assert case.foreground.sum() == pytest.approx(brain.sum(), rel=0.02)
+    values = case.image[0][case.foreground].astype(np.float64)
+    assert values.mean() == pytest.approx(0.0, abs=1e-4) and values.std() == pytest.approx(1.0, abs=1e-4)
+    assert not case.image[0][~case.foreground].any()
 
 
 def test_brain_recipe_on_skull_stripped_mslub_uses_non_zero_voxels(real_data):

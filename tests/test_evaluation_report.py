@@ -135,3 +135,22 @@ def test_the_report_tabulates_every_sample_score_only_where_normal_and_anomalous
         report.write_report(tmp_path / "lesions", {"splits": {"1/4": {"ensemble": brains.summary()}}}, {}, {})
     ).read()
     assert "Sample-level scores" not in text
+
+
+def test_intensity_warning_compares_the_test_set_with_the_training_manifest(tmp_path):
+    from lightwork.data.manifest import write_manifest
+    from lightwork.evaluation.evaluate import intensity_warning
+
+    def row(case_id: str, percentiles: list[float]) -> dict:
+        return {"case_id": case_id, "status": "ok", "foreground_percentiles": percentiles}
+
+    training = [row("t0", [-2.0, -1.6, -0.6, 0.0, 0.6, 1.6, 2.0]), row("t1", [-2.1, -1.6, -0.7, 0.0, 0.7, 1.6, 2.1])]
+    write_manifest(str(tmp_path / "train"), training)
+    alike = [row("a", [-2.0, -1.5, -0.6, 0.0, 0.6, 1.7, 2.1])]
+    darker_rim = [row("b", [-4.2, -2.9, -0.8, 0.1, 0.7, 1.5, 2.0])]
+    assert intensity_warning(str(tmp_path / "train"), alike) is None
+    warning = intensity_warning(str(tmp_path / "train"), darker_rim)
+    assert warning.startswith("Warning: the test set's foreground intensity percentiles differ from the training")
+    assert "by up to -2.15 (at percentile 1: -4.20 against -2.05; tolerance 0.5)" in warning
+    gone = intensity_warning(str(tmp_path / "nowhere"), alike)
+    assert gone == f"Intensity convention not checked: the training manifest {tmp_path / 'nowhere'} is gone."
