@@ -78,6 +78,10 @@ MODEL_PRESETS: dict[str, UNetConfig] = {
 }
 
 
+# train.select_by -> the order of its figure that is best (a Ray Train checkpoint score order).
+SELECT_BY = {"val_loss": "min", "val_pixel_ap": "max"}
+
+
 @dataclass
 class TrainSection:
     """Optimisation, validation and stopping (method.md section 4). Steps are optimizer steps.
@@ -97,8 +101,11 @@ class TrainSection:
     # Optimizer steps per epoch, i.e. between validations and checkpoints; None = one pass over
     # the training samples (a short run validates less often with a number here).
     epoch_steps: int | None = _spec(None, ge=1)
-    # The checkpoint a fold model is: "best" validation loss (the paper's) or the "last" one.
+    # The checkpoint a fold model is: the "best" by `select_by` or the "last" one.
     keep_checkpoint: str = _spec("best", choices=("best", "last"))
+    # The validation figure "best" follows (and the patience counts from): the validation loss
+    # (the paper's, lower is better) or the synthetic pixel AP (higher is better); SELECT_BY.
+    select_by: str = _spec("val_loss", choices=tuple(SELECT_BY))
     val_batch_size: int = _spec(8, ge=1)
     # Probability of mirroring a training sample left-right (image and label alike; brain: 0.5). The
     # array axis is the data's (`DataSection.left_right_axis`); data with none refuses a flip.

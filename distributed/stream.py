@@ -16,7 +16,8 @@
                last (anomaly tasks, source pools, case cache), so a fold starts no synthesis
                process of its own (an actor pool started one per fold, ~4 s on 2 cores)
     rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
-               validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero)
+               validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero),
+               task int8 (the sample's task id: the loop's per-task validation figures)
                (`keys=True` adds sample_key, case_id, task, epoch, slice for inspection); S is the
                slice's shape when slicing
 
@@ -82,6 +83,8 @@ CALLS_PER_TASK = 16
 MIN_TASKS_PER_SLOT = 4  # synthesis tasks per task slot, at least, when the stream is short (validation sets)
 KEPT_SYNTHESISERS = 4  # per worker process: the streams of two trials at once, train and validation
 IN_PROCESS_VOXELS = 2**22  # validation sets up to this size (samples x voxels) are synthesised in the driver
+# A validation stream's columns without `keys`: what the Train loop reads (tensors and task ids).
+VALIDATION_COLUMNS = ("healthy", "image", "label", "task")
 ITEM_SCHEMA = pa.schema(
     [("case_id", pa.string()), ("array_uri", pa.string()), ("slice", pa.int64()), ("epoch", pa.int64())]
 )
@@ -238,6 +241,7 @@ def synthesis_dataset(
     """
     if not cases:
         raise ValueError("no cases to synthesise from: the plan's folds hold no usable case")
+    columns = validation_columns(keys) if validation else None
     block_rows = rows_per_task(shape, len(cases) * len(epochs), pool.tasks)
     items = item_dataset(cases, epochs, seed, shuffle=not validation, block_rows=block_rows)
     usable = item_block_count(len(epochs), len(cases), block_rows)  # more slots than blocks would idle
@@ -253,8 +257,9 @@ def synthesis_dataset(
             "external": list(external),
             "max_push": config.task_max_push,
             "validation": validation,
-            "keys": keys,
+            "keys": keys or validation,
             "slice_axis": config.data.slice_axis,
+            "columns": columns,
         },
         compute=ray.data.TaskPoolStrategy(size=min(pool.tasks, usable)),
         num_cpus=pool.cpus_per_task,
@@ -265,16 +270,29 @@ def synthesis_dataset(
 _SYNTHESISERS: OrderedDict[str, BatchSynthesiser] = OrderedDict()
 
 
-def synthesise_items(batch: dict[str, np.ndarray], stream: str, **settings) -> dict[str, np.ndarray]:
+def validation_columns(keys: bool) -> tuple[str, ...] | None:
+    """The columns a validation stream keeps of `BatchSynthesiser(keys=True)`'s: all with `keys`
+    (None), else VALIDATION_COLUMNS (the string keys would not convert to torch batches)."""
+    return None if keys else VALIDATION_COLUMNS
+
+
+def _kept(batch: dict[str, np.ndarray], columns: Sequence[str] | None) -> dict[str, np.ndarray]:
+    return batch if columns is None else {name: batch[name] for name in columns if name in batch}
+
+
+def synthesise_items(
+    batch: dict[str, np.ndarray], stream: str, columns: Sequence[str] | None = None, **settings
+) -> dict[str, np.ndarray]:
     """The synthesis task's batch function: item batch -> sample batch (`BatchSynthesiser`'s
-    columns). `stream` names the dataset (a fresh id per `synthesis_dataset`); its synthesiser,
-    built from `settings` (BatchSynthesiser's arguments) on the stream's first batch in this
-    process, serves its later ones: the case cache, source pools and skip counts carry over."""
+    columns, only `columns` of them unless None). `stream` names the dataset (a fresh id per
+    `synthesis_dataset`); its synthesiser, built from `settings` (BatchSynthesiser's arguments) on
+    the stream's first batch in this process, serves its later ones: the case cache, source pools
+    and skip counts carry over."""
     synthesiser = _SYNTHESISERS.pop(stream, None) or BatchSynthesiser(**settings)
     _SYNTHESISERS[stream] = synthesiser
     while len(_SYNTHESISERS) > KEPT_SYNTHESISERS:
         _SYNTHESISERS.popitem(last=False)
-    return synthesiser(batch)
+    return _kept(synthesiser(batch), columns)
 
 
 @dataclass(frozen=True)
@@ -340,7 +358,7 @@ def fold_dataset(
             (its validation folds and tasks, data.val_per_case versions per case).
         data_cpus: the CPU budget of the dataset's stream; None: what one trial leaves on the cluster.
         tasks: a fixed number of synthesis tasks at once (default: planned from the budget).
-        keys: add sample_key, case_id, task, epoch columns.
+        keys: add sample_key, case_id, task, epoch columns (a validation dataset has task always).
     """
     if part not in ("train", "val"):
         raise ValueError(f"part must be 'train' or 'val', got {part!r}")
@@ -418,9 +436,10 @@ def fold_datasets(
         what.external,
         config.task_max_push,
         validation=True,
-        keys=keys,
+        keys=True,
         slice_axis=config.data.slice_axis,
     )(items)
+    batch = _kept(batch, validation_columns(keys))
     count = len(next(iter(batch.values()), ()))
     val = ray.data.from_items([{name: column[index] for name, column in batch.items()} for index in range(count)])
     return {"train": train, "val": quiet(val)}

@@ -20,7 +20,7 @@ records and Train's same-name restore are what resume.
 
 Each reported checkpoint is a folder with `model.pt` + `model.json` (loadable by
 `lightwork.models.load_model`), `trainer.pt` (optimizer, scheduler, counters) and `history.json`;
-Train keeps the best one by `val_loss` and the latest.
+Train keeps the best one by train.select_by (`kept_checkpoint_score`) and the latest.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import ray
 import torch
 from ray import train, tune
 
-from lightwork.config import RunConfig, config_from_dict, resolve_data, save_config
+from lightwork.config import SELECT_BY, RunConfig, TrainSection, config_from_dict, resolve_data, save_config
 from lightwork.data import manifest, slices, storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
@@ -79,11 +79,15 @@ class _Events:
         scalars = {
             "loss/train": result.train_loss,
             "loss/val": result.val_loss,
+            "loss/val_healthy": result.val_loss_healthy,
+            "loss/val_anomalous": result.val_loss_anomalous,
+            "ap/val_pixel": result.val_pixel_ap,
             "dice/val": result.val_dice,
             "dice/val_threshold": result.val_dice_threshold,
             "lr": result.lr,
             "data_wait_share": result.data_wait_share,
             "best_val_loss": result.best_val_loss,
+            **{f"tasks/{key}": value for key, value in result.val_by_task.items()},
         }
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, result.step)
@@ -224,8 +228,12 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, ste
             raise
 
 
-# train.keep_checkpoint -> the reported metric and order by which Train keeps a fold's checkpoint.
-KEPT_CHECKPOINT_SCORE = {"best": ("val_loss", "min"), "last": ("step", "max")}
+def kept_checkpoint_score(settings: TrainSection) -> tuple[str, str]:
+    """The reported metric and order by which Train keeps a fold's checkpoint: train.select_by's
+    figure in its `SELECT_BY` order for train.keep_checkpoint "best", the step for "last"."""
+    if settings.keep_checkpoint == "last":
+        return "step", "max"
+    return settings.select_by, SELECT_BY[settings.select_by]
 
 
 def _fit_fold(
@@ -235,7 +243,7 @@ def _fit_fold(
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = config_from_dict(config_dict)
-    kept_by, order = KEPT_CHECKPOINT_SCORE[config.train.keep_checkpoint]
+    kept_by, order = kept_checkpoint_score(config.train)
     storage_path, filesystem = _ray_storage(run)
     trainer = TorchTrainer(
         train_loop_per_worker,

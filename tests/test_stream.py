@@ -82,12 +82,16 @@ def test_rows_follow_the_plan(ray_session, tmp_path):
         assert row["image"].shape == healthy.shape and row["label"].shape == healthy.shape[1:]
         assert (row["label"].max() > 0) <= (row["image"] != healthy).any()  # a label marks a change
 
-    # What Train gets: only tensor columns, which convert to torch batches.
+    # What Train gets: only tensor columns, which convert to torch batches; validation adds each
+    # sample's task id (the loop's per-task figures), synthesised in this process or by tasks alike.
     plain = fold_datasets(plan, config, seed=5, data_cpus=1.0)
     batch = next(iter(plain["train"].iter_torch_batches(batch_size=2)))
     assert set(batch) == IMAGE_COLUMNS and tuple(batch["image"].shape) == (2, 1, 16, 16, 16)
-    batch = next(iter(plain["val"].iter_torch_batches(batch_size=3)))
-    assert set(batch) == IMAGE_COLUMNS | {"healthy"}
+    batch = next(iter(plain["val"].iter_torch_batches(batch_size=8)))
+    assert set(batch) == IMAGE_COLUMNS | {"healthy", "task"}
+    assert batch["task"].tolist() == [int(row["task"]) for row in val_rows]
+    by_tasks = fold_dataset(plan, config, 5, "val", data_cpus=1.0)
+    assert next(iter(by_tasks.iter_torch_batches(batch_size=8)))["task"].tolist() == batch["task"].tolist()
 
 
 def test_an_epoch_of_fixed_steps_sizes_the_stream_to_the_run():

@@ -3,8 +3,11 @@
 Batches are dicts of tensors (or numpy arrays):
 - training: `image` float32 [B, C, *S] (augmented), `label` float32 [B, *S] or [B, 1, *S] in [0, 1];
 - validation: `image` + `label` (the anomalous version) and, when present, `healthy` float32
-  [B, C, *S] (its healthy image, target zero). Validation loss = MSE(healthy, 0) + MSE(anomalous,
-  label), the method's per-epoch criterion. Rows without `healthy` count as one term each.
+  [B, C, *S] (its healthy image, target zero) and `task` int [B] (the task id of each sample).
+  Validation loss = MSE(healthy, 0) + MSE(anomalous, label), the method's per-epoch criterion,
+  reported with its two terms, the synthetic pixel AP, a Dice threshold, and (with `task`) the
+  loss terms and pixel AP per task (`Validation`). Rows without `healthy` count as one term each.
+The best epoch follows train.select_by (the validation loss, or the pixel AP).
 A training batch is mirrored along the data's left-right axis (image and label alike, `flip_axis`)
 with probability train.flip_left_right. Loss: MSE on the soft labels. Optimizer: AdamW; schedule:
 `training.schedule`. On CUDA the step runs under bf16 autocast with channels-last memory; on CPU
@@ -22,18 +25,28 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from lightwork.config import TrainSection
+from lightwork.anomalies.registry import TASK_COUNT
+from lightwork.config import SELECT_BY, TrainSection
 from lightwork.training.schedule import make_scheduler
 
 
 @dataclass
 class EpochResult:
-    """Metrics of one epoch. Times in seconds; `data_wait_share` = time waiting for batches / epoch time."""
+    """Metrics of one epoch. Times in seconds; `data_wait_share` = time waiting for batches / epoch time.
+
+    val_*: the epoch's `Validation` (loss = loss_healthy + loss_anomalous, pixel AP, Dice);
+    val_by_task: the same loss terms and pixel AP per validation task id t present in the batches,
+    flat: "val_loss_task{t}", "val_loss_healthy_task{t}", "val_loss_anomalous_task{t}",
+    "val_pixel_ap_task{t}". best_*: the figures of the best epoch so far (train.select_by).
+    """
 
     epoch: int
     step: int
     train_loss: float
     val_loss: float
+    val_loss_healthy: float
+    val_loss_anomalous: float
+    val_pixel_ap: float
     val_dice_threshold: float
     val_dice: float
     lr: float
@@ -41,22 +54,33 @@ class EpochResult:
     epoch_seconds: float
     data_wait_share: float
     best_val_loss: float
+    best_val_pixel_ap: float
     best_step: int
     is_best: bool
     stop: bool
     restored_from_step: int = 0  # the step of the checkpoint this run resumed from (0: it never resumed)
+    val_by_task: dict[str, float] = field(default_factory=dict)
 
-    def metrics(self) -> dict:
-        return asdict(self)
+    def metrics(self) -> dict[str, float | int | bool]:
+        """Flat scalars (what Ray's `train.report` takes and the history keeps): the fields, with
+        `val_by_task`'s entries in its place."""
+        flat = asdict(self)
+        flat.update(flat.pop("val_by_task"))
+        return flat
 
 
 @dataclass
 class LoopState:
-    """Everything besides model/optimizer/scheduler needed to resume: counters, best-so-far, history."""
+    """Everything besides model/optimizer/scheduler needed to resume: counters, best-so-far, history.
+
+    best_val_loss / best_val_pixel_ap: the validation figures of the best epoch (train.select_by),
+    best_step its step. Checkpoints written before the pixel AP lack best_val_pixel_ap (-inf then).
+    """
 
     epoch: int = 0
     step: int = 0
     best_val_loss: float = math.inf
+    best_val_pixel_ap: float = -math.inf
     best_step: int = 0
     history: list[dict] = field(default_factory=list)
     restored_from_step: int = 0
@@ -72,36 +96,88 @@ def _match_label(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return label.unsqueeze(1) if label.ndim == prediction.ndim - 1 else label
 
 
-DICE_BINS = 100  # validation Dice is evaluated at thresholds 0.00, 0.01, ..., 0.99
+DICE_BINS = 100  # validation Dice and pixel AP are evaluated at score thresholds 0.00, 0.01, ..., 0.99
+# One row of validation sums: the sums over pairs of MSE(healthy, 0) and of MSE(anomalous, label),
+# the pair count, then DICE_BINS positive-voxel and DICE_BINS negative-voxel score counts.
+HEALTHY, ANOMALOUS, PAIRS, HISTOGRAMS = 0, 1, 2, 3
+SUM_COLUMNS = HISTOGRAMS + 2 * DICE_BINS
+# Rows: 0 = every validation pair; 1 + t = the pairs of task t (batches with a `task` column).
+SUM_ROWS = 1 + TASK_COUNT
 
 
 @dataclass
-class Validation:
-    """Validation of one epoch: `loss` (mean over pairs of healthy + anomalous MSE), and the score
-    threshold maximising Dice between `score >= threshold` and the synthetic anomaly masks
-    (`label > 0`) over all validation voxels, with that Dice."""
+class ValidationFigures:
+    """Validation figures of a set of pairs (an anomalous image, its label and, when given, its
+    healthy image). `loss` = `loss_healthy` + `loss_anomalous`: the means over pairs of
+    MSE(healthy prediction, 0) and of MSE(anomalous prediction, label). `pixel_ap`: the synthetic
+    pixel average precision, positives = the `label > 0` voxels of the anomalous images,
+    negatives = their other voxels and every voxel of the healthy images, scores clipped to
+    [0, 1]; binned: scores are known by their DICE_BINS bin only, so voxels of one bin tie
+    (`binned_average_precision`); NaN when no voxel is positive."""
 
     loss: float
+    loss_healthy: float
+    loss_anomalous: float
+    pixel_ap: float
+
+
+@dataclass
+class Validation(ValidationFigures):
+    """Validation of one epoch: the figures over all pairs, the score threshold maximising Dice
+    between `score >= threshold` and the synthetic anomaly masks (`label > 0`) over all validation
+    voxels with that Dice, and `by_task`: the figures of each task id the batches named."""
+
     dice_threshold: float
     dice: float
+    by_task: dict[int, ValidationFigures]
 
 
 def _unchanged(sums: torch.Tensor) -> torch.Tensor:
     return sums
 
 
+def _at_or_above(counts: torch.Tensor) -> torch.Tensor:
+    """Per bin b of voxel counts by score bin: the voxels scoring at least bin b's start."""
+    return counts.flip(0).cumsum(0).flip(0)
+
+
+def binned_average_precision(positives: torch.Tensor, negatives: torch.Tensor) -> float:
+    """Average precision of scores known by bin: `positives` / `negatives` [DICE_BINS] are voxel
+    counts per score bin. Thresholds are the bin starts, from the top: the sum over bins of the
+    precision at `score >= bin start` times the recall that bin adds (average_precision_score's
+    step sum, with every voxel of a bin tied). NaN without positives."""
+    total = float(positives.sum())
+    if total == 0:
+        return math.nan
+    true_positive, flagged = _at_or_above(positives), _at_or_above(positives + negatives)
+    return float((true_positive / flagged.clamp(min=1) * positives).sum() / total)
+
+
+def _figures(row: torch.Tensor) -> ValidationFigures:
+    """One row of validation sums (SUM_COLUMNS) -> its figures."""
+    pairs = float(row[PAIRS])
+    healthy, anomalous = float(row[HEALTHY]) / pairs, float(row[ANOMALOUS]) / pairs
+    positives, negatives = row[HISTOGRAMS : HISTOGRAMS + DICE_BINS], row[HISTOGRAMS + DICE_BINS :]
+    return ValidationFigures(healthy + anomalous, healthy, anomalous, binned_average_precision(positives, negatives))
+
+
 def validation_from_sums(sums: torch.Tensor) -> Validation:
-    """[loss sum, pair count, DICE_BINS positive-voxel counts, DICE_BINS negative-voxel counts] -> Validation."""
-    total, count = float(sums[0]), int(sums[1])
-    if count == 0:
+    """Validation sums float64 [SUM_ROWS, SUM_COLUMNS] (summed over workers) -> Validation."""
+    if int(sums[0, PAIRS]) == 0:
         raise ValueError("validation produced no batches: the validation set is empty")
-    positives, negatives = sums[2 : 2 + DICE_BINS], sums[2 + DICE_BINS :]
-    true_positive = positives.flip(0).cumsum(0).flip(0)  # voxels with score >= bin start
-    false_positive = negatives.flip(0).cumsum(0).flip(0)
+    overall = _figures(sums[0])
+    positives, negatives = sums[0, HISTOGRAMS : HISTOGRAMS + DICE_BINS], sums[0, HISTOGRAMS + DICE_BINS :]
+    true_positive = _at_or_above(positives)
     false_negative = positives.sum() - true_positive
-    dice = 2 * true_positive / (2 * true_positive + false_positive + false_negative).clamp(min=1)
+    dice = 2 * true_positive / (2 * true_positive + _at_or_above(negatives) + false_negative).clamp(min=1)
     best = int(dice.argmax())
-    return Validation(loss=total / count, dice_threshold=best / DICE_BINS, dice=float(dice[best]))
+    by_task = {task: _figures(sums[1 + task]) for task in range(TASK_COUNT) if sums[1 + task, PAIRS] > 0}
+    return Validation(**asdict(overall), dice_threshold=best / DICE_BINS, dice=float(dice[best]), by_task=by_task)
+
+
+def _score_bins(score: torch.Tensor) -> torch.Tensor:
+    """Model output [B, 1, *S] -> the DICE_BINS bin of each voxel's score clipped to [0, 1], int64 [B, V]."""
+    return (score.float().clamp(0, 1) * DICE_BINS).long().clamp(max=DICE_BINS - 1).flatten(1)
 
 
 class FoldTrainer:
@@ -111,8 +187,8 @@ class FoldTrainer:
         model: maps [B, C, *S] -> [B, 1, *S].
         settings: the run's TrainSection.
         device: where to train; defaults to CUDA when available.
-        sum_over_workers: sums this worker's validation sums (float64 vector) over all workers
-            (data-parallel training passes an all-reduce; one worker keeps them).
+        sum_over_workers: sums this worker's validation sums (float64 [SUM_ROWS, SUM_COLUMNS])
+            over all workers (data-parallel training passes an all-reduce; one worker keeps them).
         seed: the run seed (`RunConfig.seed`), of the flip generator.
         flip_axis: the spatial axis (0 = the first after [B, C]) a training batch is mirrored along
             with probability `settings.flip_left_right`: the data's left-right axis
@@ -183,26 +259,33 @@ class FoldTrainer:
 
     @torch.no_grad()
     def validate(self, batches: Iterable[dict]) -> Validation:
-        """Per pair MSE(healthy, 0) + MSE(anomalous, label), averaged; Dice threshold over all voxels."""
+        """The `Validation` of `batches` (module docstring), in one pass: per pair the two MSE
+        terms, per voxel its score bin, summed by pair set (all; each task id) on this worker,
+        then over workers (`sum_over_workers`)."""
         self.model.eval()
-        sums = torch.zeros(2 + 2 * DICE_BINS, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(SUM_ROWS, SUM_COLUMNS, dtype=torch.float64, device=self.device)
         for batch in batches:
             image, label = as_tensor(batch["image"], self.device), as_tensor(batch["label"], self.device)
             prediction = self._forward(image)
             label = _match_label(prediction, label)
-            per_sample = (prediction - label).pow(2).flatten(1).mean(1)
-            scores, anomalous = [prediction], [label > 0]
+            anomalous = (prediction - label).pow(2).flatten(1).mean(1)
+            bins, negative = [_score_bins(prediction)], [(label <= 0).flatten(1)]
             if "healthy" in batch:
-                healthy = self._forward(as_tensor(batch["healthy"], self.device))
-                per_sample = per_sample + healthy.pow(2).flatten(1).mean(1)
-                scores.append(healthy)
-                anomalous.append(torch.zeros_like(label, dtype=torch.bool))
-            sums[0] += per_sample.sum()
-            sums[1] += per_sample.numel()
-            score, mask = torch.cat([s.flatten() for s in scores]).float(), torch.cat([m.flatten() for m in anomalous])
-            bins = (score.clamp(0, 1) * DICE_BINS).long().clamp(max=DICE_BINS - 1)
-            sums[2 : 2 + DICE_BINS] += torch.bincount(bins[mask], minlength=DICE_BINS)
-            sums[2 + DICE_BINS :] += torch.bincount(bins[~mask], minlength=DICE_BINS)
+                healthy_prediction = self._forward(as_tensor(batch["healthy"], self.device))
+                healthy = healthy_prediction.pow(2).flatten(1).mean(1)
+                bins.append(_score_bins(healthy_prediction))
+                negative.append(torch.ones_like(negative[0]))
+            else:
+                healthy = torch.zeros_like(anomalous)
+            per_pair = torch.stack([healthy, anomalous, torch.ones_like(anomalous)], 1).double()  # [B, 3]
+            voxels = torch.cat(negative, 1).long() * DICE_BINS + torch.cat(bins, 1)  # [B, V]: 0..2*DICE_BINS-1
+            rows = [torch.zeros(len(anomalous), dtype=torch.long, device=self.device)]
+            if "task" in batch:
+                rows.append(1 + torch.as_tensor(batch["task"], device=self.device).long())
+            for row in rows:
+                sums[:, :HISTOGRAMS].index_add_(0, row, per_pair)
+                cells = (row[:, None] * (2 * DICE_BINS) + voxels).flatten()
+                sums[:, HISTOGRAMS:] += torch.bincount(cells, minlength=SUM_ROWS * 2 * DICE_BINS).view(SUM_ROWS, -1)
         return validation_from_sums(self.sum_over_workers(sums))
 
     def run_epoch(self, train_batches: Iterable[dict], val_batches: Iterable[dict]) -> EpochResult:
@@ -224,11 +307,18 @@ class FoldTrainer:
             raise ValueError("training produced no batches: the training set is empty or smaller than a batch")
         elapsed = time.perf_counter() - started
         validation = self.validate(val_batches)
-        val_loss = validation.loss
         state.epoch += 1
-        is_best = val_loss < state.best_val_loss
+        figure, best = {
+            "val_loss": (validation.loss, state.best_val_loss),
+            "val_pixel_ap": (validation.pixel_ap, state.best_val_pixel_ap),
+        }[settings.select_by]
+        is_best = figure > best if SELECT_BY[settings.select_by] == "max" else figure < best
         if is_best:
-            state.best_val_loss, state.best_step = val_loss, state.step
+            state.best_val_loss, state.best_val_pixel_ap, state.best_step = (
+                validation.loss,
+                validation.pixel_ap,
+                state.step,
+            )
         stop = (
             state.step - state.best_step >= settings.patience_steps
             or state.epoch >= settings.max_epochs
@@ -238,7 +328,10 @@ class FoldTrainer:
             epoch=state.epoch,
             step=state.step,
             train_loss=float(np.mean(losses)),
-            val_loss=val_loss,
+            val_loss=validation.loss,
+            val_loss_healthy=validation.loss_healthy,
+            val_loss_anomalous=validation.loss_anomalous,
+            val_pixel_ap=validation.pixel_ap,
             val_dice_threshold=validation.dice_threshold,
             val_dice=validation.dice,
             lr=self.optimizer.param_groups[0]["lr"],
@@ -246,10 +339,16 @@ class FoldTrainer:
             epoch_seconds=elapsed,
             data_wait_share=waiting / elapsed if elapsed > 0 else 0.0,
             best_val_loss=state.best_val_loss,
+            best_val_pixel_ap=state.best_val_pixel_ap,
             best_step=state.best_step,
             is_best=is_best,
             stop=stop,
             restored_from_step=state.restored_from_step,
+            val_by_task={
+                f"val_{name}_task{task}": value
+                for task, figures in validation.by_task.items()
+                for name, value in asdict(figures).items()
+            },
         )
         state.history.append(result.metrics())
         return result
