@@ -39,9 +39,10 @@ from lightwork.config import SELECT_BY, RunConfig, TrainSection, config_from_dic
 from lightwork.data import manifest, slices, storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
+from lightwork.errors import UserError
 from lightwork.models import UNet, save_model
 from lightwork.training import runs
-from lightwork.training.folds import FoldPlan, parse_splits, plan_split, select_folds, steps_per_epoch
+from lightwork.training.folds import FoldPlan, empty_folds, parse_splits, plan_split, select_folds, steps_per_epoch
 from lightwork.training.loop import EpochResult, FoldTrainer
 
 TRAINER_STATE_FILE = "trainer.pt"
@@ -328,6 +329,32 @@ class _FoldLines(tune.Callback):
     on_trial_error = on_trial_complete
 
 
+def training_cases(config: RunConfig, split_spec: str) -> tuple[list[dict], list[dict], dict[int, int]]:
+    """(usable manifest rows, the rows models learn from, those rows per fold) of a resolved run;
+    no Ray. Raises UserError, naming the manifest, when no case is healthy or when a fold that the
+    split's models train or validate on holds none (a cohort too small for the five folds)."""
+    usable = manifest.usable(manifest.read_manifest(config.data.manifest))
+    rows = slices.training_rows(usable, config.data.lesion_free_slices)
+    if not rows:
+        raise UserError(
+            f"{config.data.manifest}: no usable healthy cases in the manifest "
+            f"({len(usable)} usable, all with a lesion mask or labelled anomalous)"
+        )
+    fold_sizes: dict[int, int] = {}
+    for row in rows:
+        fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
+    plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
+    empty = empty_folds(plans, fold_sizes)
+    if empty:
+        raise UserError(
+            f"{config.data.manifest}: {len(rows)} healthy cases fill folds "
+            f"{', '.join(map(str, sorted(fold_sizes)))} of {manifest.NUM_FOLDS}, but the models of --split "
+            f"{split_spec} train or validate on folds {', '.join(map(str, empty))} too: prepare at least "
+            f"{manifest.NUM_FOLDS} healthy cases (one per fold)"
+        )
+    return usable, rows, fold_sizes
+
+
 def train_splits(
     config: RunConfig, split_spec: str, dry_run: bool = False, folds: Sequence[int] | None = None
 ) -> list[runs.FoldRecord]:
@@ -343,21 +370,12 @@ def train_splits(
     """
     config = resolve_data(config)
     run = runs.run_uri(config.storage_path, config.name)
-    usable = manifest.usable(manifest.read_manifest(config.data.manifest))
-    rows = slices.training_rows(usable, config.data.lesion_free_slices)
-    if not rows:
-        raise ValueError(
-            f"{config.data.manifest}: no usable healthy cases in the manifest "
-            f"({len(usable)} usable, all with a lesion mask or labelled anomalous)"
-        )
+    usable, rows, fold_sizes = training_cases(config, split_spec)
     if len(rows) < len(usable):
         print(
             f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
             f"are left out of training; {len(rows)} healthy cases remain"
         )
-    fold_sizes: dict[int, int] = {}
-    for row in rows:
-        fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
     samples = stream.run_samples(config, usable)  # the cases, or their slices: what an epoch goes over
     if config.data.slice_axis is not None:
         print(samples.describe(config.data.min_slice_foreground))

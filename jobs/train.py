@@ -83,14 +83,19 @@ def main(argv: list[str] | None = None) -> int:
         select_folds([plan for split in splits for plan in plan_split(split)], folds)
     except ValueError as error:
         raise UserError(f"--folds {args.folds}: {error}") from None
+    if args.print_config and not config.data.manifest:  # a preset's description needs no data
+        print(config.to_yaml(), end="")
+        return 0
     config = resolve_data(config)  # before Ray starts: a model that does not fit the data fails here
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
     from lightwork.data import storage
     from lightwork.distributed.cluster import connected
-    from lightwork.distributed.train import train_splits
+    from lightwork.distributed.train import train_splits, training_cases
     from lightwork.training import runs
+
+    training_cases(config, args.split)  # before Ray starts: a cohort too small for the folds fails here
 
     run = runs.run_uri(config.storage_path, config.name)
     if args.fresh and not args.dry_run:

@@ -150,3 +150,43 @@ def test_the_console_script_itself():
     )
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "lightwork train: train.batch_size: 'abc' is not allowed (an integer >= 1)\n"
+
+
+def test_print_config_of_a_preset_needs_no_data(capsys):
+    assert main(["train", "--config", "tiny", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "manifest: ''" in out and "flip_left_right: 0.0" in out
+
+
+def test_a_cohort_too_small_for_the_folds_is_one_line_before_ray(capsys, tmp_path):
+    """Two prepared healthy cases fill folds 0 and 2 of five; the 1/4 split's models need all five."""
+    import numpy as np
+
+    from lightwork.data.cases import PreparedCase, save_case
+    from lightwork.data.manifest import contiguous_folds, write_manifest
+
+    rows = []
+    folds = contiguous_folds(["a", "b"])
+    for case_id in ("a", "b"):
+        uri = str(tmp_path / "cases" / f"{case_id}.npz")
+        save_case(uri, PreparedCase(case_id, np.ones((1, 16, 16, 16), np.float32), np.ones((16, 16, 16), bool)))
+        rows.append(
+            {
+                "case_id": case_id,
+                "array_uri": uri,
+                "checksum": case_id,
+                "shape": [16, 16, 16],
+                "recipe": "brain",
+                "recipe_options": "{}",
+                "fold": folds[case_id],
+                "has_lesion": False,
+                "status": "ok",
+            }
+        )
+    write_manifest(str(tmp_path), rows)
+    line = one_line_error(capsys, ["train", "--config", "tiny", "--data", str(tmp_path), "--storage", str(tmp_path)])
+    assert line.endswith(
+        f"{tmp_path}: 2 healthy cases fill folds 0, 2 of 5, but the models of --split 1/4 train "
+        "or validate on folds 1, 3, 4 too: prepare at least 5 healthy cases (one per fold)"
+    )
+    assert "Ray" not in capsys.readouterr().out

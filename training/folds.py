@@ -123,6 +123,13 @@ def plan_split(split: str, fold_sizes: dict[int, int] | None = None) -> list[Fol
     return plans
 
 
+def empty_folds(plans: Sequence[FoldPlan], fold_sizes: dict[int, int]) -> list[int]:
+    """The folds that some plan trains or validates on and that hold no case (`fold_sizes`: cases
+    per fold), sorted; empty when every plan has cases on both sides."""
+    needed = {fold for plan in plans for fold in (*plan.train_folds, *plan.val_folds)}
+    return sorted(fold for fold in needed if not fold_sizes.get(fold))
+
+
 def steps_per_epoch(train_cases: int, batch_size: int, epoch_steps: int | None = None) -> int:
     """Optimizer steps in one epoch: `epoch_steps` where given (`train.epoch_steps`), else one pass
     over `train_cases` training samples in full batches (at least 1)."""
