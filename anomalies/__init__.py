@@ -1,4 +1,4 @@
-"""lightwork.anomalies: the synthetic anomaly tasks (method.md sections 1-3).
+"""lightwork.anomalies: the synthetic anomaly tasks (docs/method.md sections 1-3).
 
     task = make_task("intensity")            # or an id 0-4, see TASK_NAMES
     anomalous, label = task(image, foreground, rng)

@@ -1,4 +1,4 @@
-"""The synthetic anomaly task interface (method.md sections 1 and 3); the tasks' ids, names and
+"""The synthetic anomaly task interface (docs/method.md sections 1 and 3); the tasks' ids, names and
 parameters are `lightwork.anomalies.registry`'s.
 
 Every task is one callable, `task(image, foreground, rng) -> (anomalous, label)`:

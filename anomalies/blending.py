@@ -10,7 +10,7 @@ Gradient scale (`match_gradient_scale`, inter_blend's default): the mixed-gradie
 source gradient only where it is larger than the target's, so a source on another scale than the
 target (X-rays in [-1, 1] against a z-scored brain, a smoother or sharper image, a small image
 upsampled into a large patch) leaves the target almost unchanged. The reference puts its external
-images on the targets' scale by normalising both alike (method.md section 2); lightwork accepts any
+images on the targets' scale by normalising both alike (docs/method.md section 2); lightwork accepts any
 external set, so it multiplies the resampled source patch by the target's mean gradient magnitude
 over the patch's own (`gradient_scale`: the target's over its foreground, the patch's over the
 voxels the blend reads). The blend reads only the source's gradients, so this gain is the whole of

@@ -1,4 +1,4 @@
-"""Tasks 2 (`sink`) and 3 (`source`): a radial deformation inside the anomaly (method.md section 2,
+"""Tasks 2 (`sink`) and 3 (`source`): a radial deformation inside the anomaly (docs/method.md section 2,
 items 2 and 3).
 
 For one anomaly (shape placed by the framework, box corner `corner`):

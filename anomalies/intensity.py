@@ -1,4 +1,4 @@
-"""Task 4 (`intensity`): a smooth intensity change (method.md section 2, item 4).
+"""Task 4 (`intensity`): a smooth intensity change (docs/method.md section 2, item 4).
 
 Per channel, delta = +/-(0.1 + Gamma(3, 0.2)) (sign 50/50, drawn per channel) is added inside the
 anomaly mask with the weight min(edt / d_s, 1): edt is the Euclidean distance (voxels) to the

@@ -1,4 +1,4 @@
-"""The soft label of a synthetic anomaly (method.md section 3).
+"""The soft label of a synthetic anomaly (docs/method.md section 3).
 
 x = channel mean of |anomalous - original| inside the anomaly mask (0 outside), mapped through the
 flipped Gaussian y = 1 - exp(-x^2 / (2 sigma^2)) (sigma = 0.2: tiny changes get tiny labels). Then,

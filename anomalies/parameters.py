@@ -1,4 +1,4 @@
-"""Task parameters that depend on the data (method.md section 2), for the layers that choose them.
+"""Task parameters that depend on the data (docs/method.md section 2), for the layers that choose them.
 
 The deformation tasks' push p is drawn from U(max(0.1 m, MIN_PUSH), min(0.9 m, max_push)) voxels;
 max_push is 5 for brain MRI and 10 for chest X-rays. A run derives it from its data's recipe

@@ -1,4 +1,4 @@
-"""Anomaly shapes and their placement (method.md section 1).
+"""Anomaly shapes and their placement (docs/method.md section 1).
 
 A shape is a hyper-ellipse or hyper-rectangle (50/50) with per-axis sizes
 `int(clip((0.03 + Gamma(2, 0.1)) * S_d, round(0.06 S_d), round(0.8 S_d)))` (ellipse: diameters),
@@ -137,7 +137,7 @@ def make_shape(kind: str, sizes: Sequence[float], matrix: np.ndarray) -> Anomaly
     onto the smallest box holding it (deterministic; `draw_shape` draws the arguments).
 
     The box is the bounding box of the transformed rectangle for both kinds, an ellipse being
-    inscribed in it: method.md's median box of ~29^3 for a brain volume is this box (the ellipses'
+    inscribed in it: docs/method.md's median box of ~29^3 for a brain volume is this box (the ellipses'
     own bounding boxes would give ~24^3). ceil(2 * half extent) voxels per axis, the shape centred. A voxel belongs
     to the mask when its back-transformed coordinate lies inside the shape. A shape too thin to
     cover any grid point still marks the box's middle voxel, so a mask is never empty.

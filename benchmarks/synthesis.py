@@ -5,7 +5,7 @@
     python benchmarks/synthesis.py --profile           # + cProfile of every task short of 3x in some run
 
 Per task call (the full `task(image, foreground, rng)`: 1-4 anomalies and the soft label), on the
-phantom of method.md section 6: smoothed noise (Gaussian, sigma 2 voxels) in [0, 1] with an
+phantom of docs/method.md section 6: smoothed noise (Gaussian, sigma 2 voxels) in [0, 1] with an
 ellipsoidal foreground (80x112x80 with the mask, 256x256 without); blend sources are other such
 phantoms. Generators: `sample_generator(SEED, call, "phantom", task)`, so every run draws the same
 anomalies. A run times `--calls` calls of every task and grid; the runs are interleaved (run 1 of
@@ -45,7 +45,7 @@ from lightwork.anomalies.seeding import sample_generator  # noqa: E402
 
 SEED = 0
 SOURCES = 4  # phantoms feeding the blends
-# The reference's quiet one-core figures (ms per call incl. the label), method.md section 6.
+# The reference's quiet one-core figures (ms per call incl. the label), docs/method.md section 6.
 REFERENCE_MS = {
     (80, 112, 80): (51.0, 44.0, 35.0, 36.0, 22.0),
     (256, 256): (5.6, 6.0, 5.3, 5.4, 3.7),

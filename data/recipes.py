@@ -7,7 +7,7 @@ float64 [4, 4] voxel -> world mm of the current grid. Geometric steps move the i
 interpolation (block mean when downsampling) and every mask with nearest neighbour (majority vote
 when downsampling), so masks stay binary and follow their image exactly.
 
-Recipes (method.md section 1):
+Recipes (docs/method.md section 1):
     brain  3D MRI: skull-strip with the given brain mask, foreground = hole-filled brain mask (or,
            for a skull-stripped image, the hole-filled voxels that differ from its background
            value: the most common value on the volume's faces, 0 for most files, -2.7 for some
@@ -23,7 +23,7 @@ Recipes (method.md section 1):
            invert MONOCHROME1, resize to `size` x `size` (256), histogram-equalise, scale to
            [-1, 1]; foreground = the whole image. Equalisation makes every X-ray's intensity
            distribution the same whatever its source's, so no z-score follows (the reference's
-           convention for chest X-rays, method.md section 2).
+           convention for chest X-rays, docs/method.md section 2).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ too: a slice of another case of the image set, and of a 3D external case a slice
 with the sample's generator. A 3D external case blended into 2D cases without a slice axis (brain
 volumes as the external set of chest X-rays) gives a slice along its axial axis (AXIAL_AXIS).
 
-Sources of the two blending tasks (method.md section 2):
+Sources of the two blending tasks (docs/method.md section 2):
     0 intra_blend  another case of the same image set (the training folds' cases for training
                    samples, the validation folds' for validation), chosen with the sample's generator.
     1 inter_blend  a case of the external dataset (`data.external_manifest`: any prepared folder,

@@ -1,4 +1,4 @@
-"""Anomaly-localisation metrics (method.md section 5), numpy + scikit-learn.
+"""Anomaly-localisation metrics (docs/method.md section 5), numpy + scikit-learn.
 
 Scores are float predictions, ground truth is `lesion != 0` on the model grid. Levels:
     pixel   every voxel of the test set (the paper's: `pixel_ap`, `pixel_auroc`, and the paper's

@@ -1,4 +1,4 @@
-"""Positional-encoding input channels of the method (method.md section 4).
+"""Positional-encoding input channels of the method (docs/method.md section 4).
 
 For an image of spatial shape S (D = len(S) dims) the encoding has D + 64 channels:
 - D coordinate channels, channel d = linspace(-1, 1, S_d) broadcast along axis d;

@@ -1,4 +1,4 @@
-"""U-Net of the method (method.md section 4), 2D and 3D from one definition.
+"""U-Net of the method (docs/method.md section 4), 2D and 3D from one definition.
 
 Stage = 2 x (conv k=3 -> InstanceNorm -> GELU); downsampling = the first conv of a stage with
 stride 2; decoder = linear (bi/trilinear) upsampling to the skip's shape, concatenation with

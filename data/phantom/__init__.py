@@ -14,7 +14,7 @@ carry a torso with shoulders, two lungs with diaphragm domes and vascular textur
 with a heart bulge, the spine, clavicles and ribs; size, pose, exposure and noise vary.
 
 Test cases carry lesion-like anomalies made by a mechanism that is none of the five training
-tasks (method.md section 2): an irregular blob cut from thresholded smoothed noise under a radial
+tasks (docs/method.md section 2): an irregular blob cut from thresholded smoothed noise under a radial
 envelope, a textured hyperintense core replacing the tissue, and a soft halo ("edema") whose
 weight decays with distance from the core and is modulated by noise. No blending of patches, no
 deformation (no mass effect), no smooth additive ramp over an ellipse or box. The ground-truth
