@@ -1,8 +1,8 @@
 """The README's real-data commands as a user runs them: from a checkout with ../shared beside it,
 in a shell, with the README's own relative paths (`prep/...`, `runs`). The sets are prepared
 verbatim (the training set and the smallest test set); the training command is run verbatim with
-`--dry-run` appended (its full run takes about 35 minutes on 2 cores: its figures are in the
-README, measured with these very commands)."""
+`--dry-run` appended (its full run takes about 35 minutes on 2 cores: its figures are in
+benchmarks/RESULTS.md, measured with these very commands)."""
 
 from __future__ import annotations
 
