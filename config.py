@@ -84,7 +84,7 @@ SELECT_BY = {"val_loss": "min", "val_pixel_ap": "max"}
 
 @dataclass
 class TrainSection:
-    """Optimisation, validation and stopping (method.md section 4). Steps are optimizer steps.
+    """Optimisation, validation and stopping (docs/method.md, training). Steps are optimizer steps.
     Random draws (initial weights, flips) come from the run's `RunConfig.seed`."""
 
     lr: float = _spec(1e-3, gt=0)

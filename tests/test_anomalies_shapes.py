@@ -18,7 +18,7 @@ def _unit_coordinates(shape: shapes.AnomalyShape) -> np.ndarray:
 
 
 def test_size_distribution_matches_the_method_medians():
-    # method.md: median anomaly mask ~0.5% of an 80x112x80 volume with a median box of ~29^3, ~3% of
+    # docs/method.md: median anomaly mask ~0.5% of an 80x112x80 volume with a median box of ~29^3, ~3% of
     # a 256^2 image. Bands: about +/-15% around those figures. The sample median's spread, estimated
     # from independent quarters of the sample, is ~5% (3D, 800 draws) and ~4% (2D, 1500 draws), so a
     # correct sampler stays inside with a wide margin, while a 10% error in the Gamma scale (30% in

@@ -1,6 +1,6 @@
 """Which folds and tasks each model trains and validates on: the one place this is decided.
 
-The method (Baugh et al. 2023, see method.md section 4): fold i belongs to task i. With T training
+The method (Baugh et al. 2023, see docs/method.md, training): fold i belongs to task i. With T training
 tasks, the models are `itertools.combinations(range(5), T)` in lexicographic order. A model trains
 on the folds of its training tasks with those tasks, and validates on the remaining folds with the
 remaining tasks. When the validation image set would be larger than the training set, the two

@@ -14,7 +14,7 @@ training folds of one run at once cannot hide each other's folds.
 
 Fold record keys: split ("1/4"), name ("split1-4_tasks0"), index, train_tasks, val_tasks,
 train_folds, val_folds (lists of ints), best_checkpoint (URI of the kept model's folder, "" until
-one exists: the best validation loss's, or the last with `train.keep_checkpoint: last`),
+one exists: the best epoch's by `train.select_by`, or the last with `train.keep_checkpoint: last`),
 best_val_loss (float, null until validated) and best_step (optimizer step) of that checkpoint,
 val_dice_threshold / val_dice (at its epoch: the score threshold maximising Dice against the
 synthetic anomaly masks of the validation samples, and that Dice), status
@@ -123,7 +123,7 @@ def read_trained_folds(run: str) -> list[FoldRecord]:
     return trained
 
 
-# What one of the paper's full-size models needs (method.md section 4), beside a run's own figures.
+# What one of the paper's full-size models needs (docs/method.md, training), beside a run's own figures.
 PAPER_TRAINING = (
     "the paper's full-size models train about 15 GPU-hours each (3D brain, 80x112x80) and 10 "
     "(chest X-rays, 256x256), stopping 5000 steps after their best validation loss"

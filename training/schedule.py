@@ -1,4 +1,4 @@
-"""Learning-rate schedule of the method (method.md section 4), as a multiplier of the base lr.
+"""Learning-rate schedule of the method (docs/method.md, training), as a multiplier of the base lr.
 
 Steps 0..warmup: linear from `warmup_start` (0.01) to 1; afterwards exponential decay by
 `decay_factor` (0.1) per `decay_steps` (8000) steps, never below `floor` (1/20).
