@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lightwork.data import storage  # noqa: E402
-from lightwork.data.slices import AXIS_VIEWS  # noqa: E402
+from lightwork.data.slices import AXIAL_AXIS, AXIS_VIEWS  # noqa: E402
 from lightwork.evaluation.metrics import (  # noqa: E402
     PAPER_SAMPLE_SCORE,
     SAMPLE_SCORES,
@@ -57,20 +57,25 @@ class MontagePanel:
 
 
 def representative_slice(prediction: np.ndarray, lesion: np.ndarray | None) -> int:
-    """Index along the first axis of a 3D volume: most lesion voxels, else highest summed score."""
-    if lesion is not None and lesion.any():
-        return int(np.argmax((lesion != 0).reshape(lesion.shape[0], -1).sum(axis=1)))
-    return int(np.argmax(prediction.reshape(prediction.shape[0], -1).sum(axis=1)))
+    """The axial slice (index along AXIAL_AXIS) of a 3D RAS volume to show: most lesion voxels, else
+    the highest summed score."""
+    chosen = lesion != 0 if lesion is not None and lesion.any() else prediction
+    return int(np.argmax(np.moveaxis(chosen, AXIAL_AXIS, 0).reshape(chosen.shape[AXIAL_AXIS], -1).sum(axis=1)))
+
+
+def axial_view(volume: np.ndarray, index: int) -> np.ndarray:
+    """Axial slice `index` of a RAS volume [X, Y, Z] as an image [Y, X] with anterior at the top."""
+    return np.take(volume, index, axis=AXIAL_AXIS).T[::-1]
 
 
 def panel_for_case(title: str, image: np.ndarray, prediction: np.ndarray, lesion: np.ndarray | None) -> MontagePanel:
-    """A MontagePanel from a case (image [C, *S], prediction and lesion [*S]); 3D takes one slice."""
+    """A MontagePanel from a case (image [C, *S], prediction and lesion [*S]); 3D takes one axial slice."""
     image2d, prediction2d, lesion2d = image[0], prediction, lesion
     if prediction.ndim == 3:
         index = representative_slice(prediction, lesion)
-        image2d, prediction2d = image[0, index], prediction[index]
-        lesion2d = lesion[index] if lesion is not None else None
-        title = f"{title} (slice {index})"
+        image2d, prediction2d = axial_view(image[0], index), axial_view(prediction, index)
+        lesion2d = axial_view(lesion, index) if lesion is not None else None
+        title = f"{title} (axial slice {index})"
     return MontagePanel(title, image2d, np.clip(prediction2d, 0, 1), lesion2d)
 
 

@@ -54,7 +54,7 @@ def test_report_files_and_tables(tmp_path):
     )
     assert f"| **1/4 / ensemble** | {row} |" in text
     assert "sample level only (1): nomask" in text
-    assert "(slice 1)" in panels[0].title
+    assert "(axial slice 8)" in panels[0].title
     for name in ("metrics.json", "curves.png", "montage_highest_scoring.png", "montage_worst.png"):
         assert (tmp_path / name).stat().st_size > 1000
     stored = json.loads((tmp_path / "metrics.json").read_text())
@@ -154,3 +154,15 @@ def test_intensity_warning_compares_the_test_set_with_the_training_manifest(tmp_
     assert "by up to -2.15 (at percentile 1: -4.20 against -2.05; tolerance 0.5)" in warning
     gone = intensity_warning(str(tmp_path / "nowhere"), alike)
     assert gone == f"Intensity convention not checked: the training manifest {tmp_path / 'nowhere'} is gone."
+
+
+def test_a_3d_case_is_shown_by_its_axial_slice_with_the_most_lesion_anterior_up():
+    image = np.zeros((1, 6, 8, 5), np.float32)
+    image[0, :, 7, :] = 1.0  # the most anterior row (y = 7) is bright
+    lesion = np.zeros((6, 8, 5), np.uint8)
+    lesion[2:4, 3:5, 3] = 1  # axial slice z = 3 holds the lesion
+    lesion[1, 1, 1] = 1
+    panel = report.panel_for_case("case", image, lesion * 0.5, lesion)
+    assert panel.title == "case (axial slice 3)"
+    assert panel.image.shape == (8, 6) and panel.image[0].all() and not panel.image[1:].any()  # [Y, X], anterior up
+    np.testing.assert_array_equal(panel.lesion, lesion[:, :, 3].T[::-1])
