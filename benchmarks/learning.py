@@ -5,6 +5,8 @@ side by side, the random and intensity baselines in the same table.
     python benchmarks/learning.py --set brain --models 2d,3d          # IXI -> BraTS 2015 T1c
     python benchmarks/learning.py --set cxr                           # Kermany normals -> normal vs pneumonia
     python benchmarks/learning.py --set cxr --minutes 5 --seeds 0,1,2 --override train.warmup_steps=0
+    python benchmarks/learning.py --set brain --models 2d --variant noflip=train.flip_left_right=0 \
+        --variant small='model.features=[8,16,32,64]'                 # ablations, side by side
 
 Sets (prepared once into `--work` with the library's recipes, as the README's real-data commands do):
     brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid (the README's);
@@ -28,7 +30,9 @@ task, pixel AP over all voxels (the paper's) and over the foreground voxels, sli
 slices), Dice at its validation threshold, and the sample AUROC under the paper's mean score and
 the maximum (cxr). The baselines have no budget and no seed. The config is resolved against the
 training manifest as `lightwork train` does (the recipe's deformation push, the flip's left-right
-axis).
+axis). Each `--variant NAME=SETTING[;SETTING...]` adds its settings to those of the base run
+(variant `base`), and every variant's seeds train in the same pool, so that the variants share the
+machine's load and their rows compare side by side.
 """
 
 from __future__ import annotations
@@ -181,7 +185,7 @@ def train_and_score(job: tuple) -> list[dict]:
     from lightwork.models import UNet
     from lightwork.training.loop import FoldTrainer
 
-    set_name, model_name, train_uri, test_uri, seed, minutes, overrides = job
+    set_name, model_name, variant, train_uri, test_uri, seed, minutes, overrides = job
     preset, settings = SETTINGS[(set_name, model_name)]
     config = load_config(preset=preset, overrides=[f"data.manifest={train_uri}", *settings, *COMMON, *overrides])
     config = resolve_data(config)  # the recipe's push, the left-right axis of the flip
@@ -242,6 +246,7 @@ def train_and_score(job: tuple) -> list[dict]:
             row = score(lambda case: model_scores(network, case.image, axis), test_rows, threshold.dice_threshold)
             row.update(
                 model=model_name,
+                variant=variant,
                 seed=seed,
                 minutes=budget,
                 selection=selection,
@@ -253,7 +258,7 @@ def train_and_score(job: tuple) -> list[dict]:
             )
             results.append(row)
         network.load_state_dict(weights)
-        print(f"  {set_name} {model_name} seed {seed}: {budget:g} CPU-min, {trainer.state.step} steps", flush=True)
+        print(f"  {set_name} {model_name} {variant} seed {seed}: {budget:g} CPU-min, {trainer.state.step} steps", flush=True)
         started = time.process_time()
     return results
 
@@ -274,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (one core each)")
     parser.add_argument("--override", action="append", default=[], help="a config setting, as --set of `train`")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=SETTING[;SETTING...]: settings added to the base run's, trained side by side with it",
+    )
     parser.add_argument("--work", default="/tmp/lightwork-learning", help="where the prepared sets are kept")
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
@@ -284,9 +295,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--models: {args.set} has {', '.join(m for s, m in SETTINGS if s == args.set)}")
     minutes = [float(value) for value in args.minutes.split(",")]
     seeds = [int(value) for value in args.seeds.split(",")]
+    variants = {"base": []}
+    for text in args.variant:
+        name, _, settings = text.partition("=")
+        if not name or not settings or name in variants:
+            parser.error(f"--variant {text!r}: expected a new NAME=SETTING[;SETTING...]")
+        variants[name] = settings.split(";")
     work = Path(args.work)
     train_uri, test_uri = prepare(args.set, work)
-    jobs = [(args.set, model, train_uri, test_uri, seed, minutes, args.override) for model in models for seed in seeds]
+    jobs = [
+        (args.set, model, variant, train_uri, test_uri, seed, minutes, args.override + settings)
+        for model in models
+        for variant, settings in variants.items()
+        for seed in seeds
+    ]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = [row for rows in pool.map(train_and_score, jobs) for row in rows]
         from lightwork.data import manifest
@@ -299,29 +321,34 @@ def main(argv: list[str] | None = None) -> int:
             f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
             + " ".join(SETTINGS[(args.set, model)][1] + COMMON + args.override)
         )
+    for variant, settings in list(variants.items())[1:]:
+        print(f"  {variant}: base + {' '.join(settings)}")
+    width = max(10, *(len(f"{m} {v}") for m in models for v in variants))
     print(
-        f"{'model':<10} {'CPU-min':>7} {'model kept':>10} {'steps':>11} {'kept at step':>13} "
+        f"{'model':<{width}} {'CPU-min':>7} {'model kept':>10} {'steps':>11} {'kept at step':>13} "
         f"{'val loss (task 1)':>22} {'val AP (task 1)':>22} " + " ".join(f"{title:>22}" for _, title in shown)
     )
-    for model in models:
+    for model, variant in ((model, variant) for model in models for variant in variants):
+        label = model if len(variants) == 1 else f"{model} {variant}"
         for budget in minutes:
             for selection in SELECTIONS:
                 rows = [
                     row
                     for row in results
-                    if row["model"] == model and row["minutes"] == budget and row["selection"] == selection
+                    if (row["model"], row["variant"], row["minutes"], row["selection"])
+                    == (model, variant, budget, selection)
                 ]
                 steps, kept = [row["steps"] for row in rows], [row["selected_step"] for row in rows]
                 loss = _cell([row["val_loss"] for row in rows], 1.0, 4)
                 ap = _cell([row["val_pixel_ap"] for row in rows])
                 print(
-                    f"{model:<10} {budget:>7g} {selection:>10} {f'{min(steps)}-{max(steps)}':>11} "
+                    f"{label:<{width}} {budget:>7g} {selection:>10} {f'{min(steps)}-{max(steps)}':>11} "
                     f"{f'{min(kept)}-{max(kept)}':>13} {loss:>22} {ap:>22} "
                     + " ".join(f"{_cell([row[key] for row in rows]):>22}" for key, _ in shown)
                 )
     for name, row in reference.items():
         print(
-            f"{name:<10} {'-':>7} {'-':>10} {'-':>11} {'-':>13} {'-':>22} {'-':>22} "
+            f"{name:<{width}} {'-':>7} {'-':>10} {'-':>11} {'-':>13} {'-':>22} {'-':>22} "
             + " ".join(f"{_cell([row[key]]):>22}" for key, _ in shown)
         )
     return 0
