@@ -2,7 +2,7 @@
 
 The library raises `UserError` for what the person at the keyboard can fix (a bad `--set` value or
 key, a missing file or folder, an unknown preset, a model that does not fit the data, a re-run
-with other settings). The `lightwork` console script (`lightwork.cli.main`) prints its message as
+with other settings). Every job (`lightwork.jobs.entry.run_job`) prints its message as
 one line on stderr and exits with status 2; `LIGHTWORK_DEBUG=1` shows the traceback instead.
 It subclasses ValueError, so callers that already catch ValueError keep working.
 """

@@ -182,7 +182,7 @@ def train_and_score(job: tuple) -> list[dict]:
     from lightwork.data.slices import training_samples
     from lightwork.data.synthesis import Synthesiser
     from lightwork.inference.ensemble import model_scores
-    from lightwork.models import UNet
+    from lightwork.models import build_model
     from lightwork.training.loop import FoldTrainer
 
     set_name, model_name, variant, train_uri, test_uri, seed, minutes, overrides = job
@@ -197,7 +197,7 @@ def train_and_score(job: tuple) -> list[dict]:
     val_synth = Synthesiser(seed, (VAL_TASK,), val_refs, (), config.task_max_push, slice_axis=axis)
     val_batches = _validation_batches(config, val_synth, val_refs)
     torch.manual_seed(seed)
-    network = UNet(config.model)
+    network = build_model(config.model)
     trainer = FoldTrainer(network, config.train, torch.device("cpu"), seed=seed, flip_axis=config.data.left_right_axis)
     test_rows = manifest.usable(manifest.read_manifest(test_uri))
     rng = np.random.default_rng(seed)
@@ -258,7 +258,8 @@ def train_and_score(job: tuple) -> list[dict]:
             )
             results.append(row)
         network.load_state_dict(weights)
-        print(f"  {set_name} {model_name} {variant} seed {seed}: {budget:g} CPU-min, {trainer.state.step} steps", flush=True)
+        steps = trainer.state.step
+        print(f"  {set_name} {model_name} {variant} seed {seed}: {budget:g} CPU-min, {steps} steps", flush=True)
         started = time.process_time()
     return results
 

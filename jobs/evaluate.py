@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import add_num_cpus, job_parser, positive_int
+from lightwork.jobs.entry import add_num_cpus, job_parser, positive_int, run_job
 
 
 def build_parser():
@@ -48,6 +48,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["evaluate", *sys.argv[1:]]))
+    sys.exit(run_job("evaluate", main))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser
+from lightwork.jobs.entry import job_parser, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["export", *sys.argv[1:]]))
+    sys.exit(run_job("export", main))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser, positive_int
 from lightwork.data.montage import montage
 from lightwork.errors import UserError
+from lightwork.jobs.entry import job_parser, positive_int, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +31,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["montage", *sys.argv[1:]]))
+    sys.exit(run_job("montage", main))

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import add_num_cpus, job_parser
 from lightwork.config import PRESETS, load_config
+from lightwork.jobs.entry import add_num_cpus, job_parser, run_job
 
 
 def build_parser():
@@ -122,6 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["pipeline", *sys.argv[1:]]))
+    sys.exit(run_job("pipeline", main))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser, positive_int
+from lightwork.jobs.entry import job_parser, positive_int, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["predict", *sys.argv[1:]]))
+    sys.exit(run_job("predict", main))

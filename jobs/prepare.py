@@ -17,9 +17,9 @@ import argparse
 import re
 import sys
 
-from lightwork.cli import add_num_cpus, job_parser, positive_int
 from lightwork.data.recipes import RECIPES, make_recipe
 from lightwork.errors import UserError
+from lightwork.jobs.entry import add_num_cpus, job_parser, positive_int, run_job
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -105,6 +105,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["prepare", *sys.argv[1:]]))
+    sys.exit(run_job("prepare", main))

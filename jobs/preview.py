@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import sys
 
-from lightwork.cli import job_parser, positive_int
 from lightwork.data import storage
 from lightwork.data.preview import load_input, preview_rows, render_preview
 from lightwork.errors import UserError
+from lightwork.jobs.entry import job_parser, positive_int, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["preview", *sys.argv[1:]]))
+    sys.exit(run_job("preview", main))

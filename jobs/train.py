@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import sys
 
-from lightwork.cli import add_num_cpus, job_parser
 from lightwork.config import PRESETS, check_saved, load_config, resolve_data
 from lightwork.errors import UserError
+from lightwork.jobs.entry import add_num_cpus, job_parser, run_job
 from lightwork.training.folds import parse_folds, parse_splits, plan_split, select_folds
 
 
@@ -107,6 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from lightwork.cli import main as cli
-
-    sys.exit(cli(["train", *sys.argv[1:]]))
+    sys.exit(run_job("train", main))
