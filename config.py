@@ -38,16 +38,24 @@ def _spec(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any
     return field(default=default, default_factory=factory, metadata=rule)
 
 
+# The networks a model can be, by `model.name`: "module:Class" of a torch module built as
+# `Class(model_section)` by `lightwork.models.build_model`. A new network is its module and one line
+# here; paths, not classes, so that reading a config needs no torch.
+NETWORKS: dict[str, str] = {"unet": "lightwork.models.unet:UNet"}
+
+
 @dataclass
 class UNetConfig:
-    """Architecture of one model (built by `lightwork.models.UNet`; here so that reading a config
-    needs no torch).
+    """Architecture of one model: the network `name` (one of NETWORKS; the U-Net by default) and
+    its keyword arguments, which checkpoints and packages save with it (here so that reading a
+    config needs no torch).
 
     spatial_dims: 2 or 3. in_channels: image channels (the positional encoding adds D + 64).
     features: channels per resolution level, encoder level 0 first; the last entry is the
     bottleneck; len(features) - 1 = number of downsamplings (at least 2 levels).
     """
 
+    name: str = _spec("unet", choices=NETWORKS)
     spatial_dims: int = _spec(3, choices=(2, 3))
     in_channels: int = _spec(1, ge=1)
     out_channels: int = _spec(1, ge=1)

@@ -42,7 +42,7 @@ import torch
 
 from lightwork.config import load_config
 from lightwork.data.noise import write_noise_dataset
-from lightwork.models import UNet
+from lightwork.models import build_model
 from lightwork.training.loop import FoldTrainer
 
 SHAPE = (32, 32)
@@ -77,7 +77,7 @@ PHASES = (
 def step_seconds(config, steps: int = 40) -> float:
     """Median seconds of one optimizer step of the benchmark's model and batch, in this process."""
     torch.manual_seed(0)
-    trainer = FoldTrainer(UNet(config.model), config.train, torch.device("cpu"))
+    trainer = FoldTrainer(build_model(config.model), config.train, torch.device("cpu"))
     batch = {
         "image": torch.randn(config.train.batch_size, 1, *SHAPE),
         "label": torch.rand(config.train.batch_size, *SHAPE),

@@ -33,7 +33,7 @@ from lightwork.data.phantom import smooth_noise
 from lightwork.inference import predict as inference
 from lightwork.inference.ensemble import Ensemble
 from lightwork.inference.package import package_bytes, read_package
-from lightwork.models import UNet
+from lightwork.models import build_model
 
 RECIPES = {"brain": ("brain", {"skull_stripped": True}), "cxr": ("cxr", {})}
 
@@ -58,7 +58,7 @@ def write_package(preset: str, folds: int, path: Path) -> str:
     """A package of `folds` untrained full-size models of `preset` with its recipe."""
     torch.manual_seed(0)
     recipe, options = RECIPES[preset]
-    networks = [UNet(MODEL_PRESETS[preset]).eval() for _ in range(folds)]
+    networks = [build_model(MODEL_PRESETS[preset]).eval() for _ in range(folds)]
     ensemble = Ensemble("1/4", [f"fold{i}" for i in range(folds)], networks, recipe, options, 0.5, "benchmark")
     path.write_bytes(package_bytes(ensemble))
     return str(path)

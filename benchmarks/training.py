@@ -22,7 +22,7 @@ import time
 import torch
 
 from lightwork.config import load_config
-from lightwork.models import UNet
+from lightwork.models import build_model
 from lightwork.training.loop import FoldTrainer
 
 FULL = {"brain": ((80, 112, 80), 8), "cxr": ((256, 256), 50)}
@@ -34,7 +34,7 @@ def step_flops(preset: str, shape: tuple[int, ...], batch: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = UNet(load_config(preset=preset).model)
+        model = build_model(load_config(preset=preset).model)
         image = torch.zeros(batch, 1, *shape)
     counter = FlopCounterMode(display=False)
     with counter:
@@ -53,7 +53,7 @@ def measure(
     # Random batches have no orientation: a flip (the brain preset's) mirrors axis 0, the
     # left-right axis of RAS-prepared volumes, so that its cost is in the step time.
     flip_axis = 0 if config.train.flip_left_right else None
-    trainer = FoldTrainer(UNet(config.model), config.train, torch.device(device), flip_axis=flip_axis)
+    trainer = FoldTrainer(build_model(config.model), config.train, torch.device(device), flip_axis=flip_axis)
     batches = [{"image": torch.randn(batch, 1, *shape), "label": torch.rand(batch, *shape)} for _ in range(2)]
     val = [{"image": batches[0]["image"][:1], "label": batches[0]["label"][:1]}]
     trainer.run_epoch([batches[i % 2] for i in range(warmup)], val)

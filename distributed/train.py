@@ -40,7 +40,7 @@ from lightwork.data import manifest, slices, storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
 from lightwork.errors import UserError
-from lightwork.models import UNet, save_model
+from lightwork.models import build_model, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, empty_folds, parse_splits, plan_split, select_folds, steps_per_epoch
 from lightwork.training.loop import EpochResult, FoldTrainer
@@ -115,7 +115,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     context = train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(config.seed)
-    model = UNet(config.model)
+    model = build_model(config.model)
     # A GPU Ray granted is used only where torch can drive it (a fake or unsupported GPU trains on CPU).
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
     trainer = FoldTrainer(model, settings, device, seed=config.seed, flip_axis=config.data.left_right_axis)
@@ -384,6 +384,8 @@ def train_splits(
     records = {plan.name: runs.read_record(run, plan) for plan in plans}
     todo = [plan for plan in asked if records[plan.name].status != "done"]
     resources = plan_trials(len(todo), config.resources, cluster_shape(), autoscaler_can_add) if todo else None
+    if resources is not None and resources.unchecked:
+        print(resources.unchecked)
     if dry_run:
         print(f"run {run}: {len(plans)} fold models, {len(todo)} to train, {len(rows)} healthy cases")
         print("\n".join(describe_folds(plans, fold_sizes)))

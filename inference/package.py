@@ -3,8 +3,10 @@
 A zip archive:
     package.json   {"format": "lightwork-package", "lightwork_version", "split", "recipe",
                    "recipe_options", "threshold", "slice_axis" (null, or the volume axis 2D models
-                   of slices predict along), "models": [{"name", "config" (UNetConfig as a dict),
-                   "weights" (member name), "val_dice_threshold"}]}
+                   of slices predict along), "models": [{"name", "config" (the model section,
+                   UNetConfig, as a dict: the network's name and keyword arguments; without a name,
+                   as packages written before networks had names: a U-Net), "weights" (member
+                   name)}]}
     models/<fold name>.pt  the fold model's state dict (torch.save of plain tensors; read back with
                    torch.load(weights_only=True) only, so a package cannot run code when loaded)
     SHA256SUMS     JSON {member name: sha256 hex} of every other member
@@ -28,7 +30,7 @@ from lightwork.config import UNetConfig
 from lightwork.data import storage
 from lightwork.errors import UserError
 from lightwork.inference.ensemble import PACKAGE_SUFFIX, Ensemble, run_ensemble
-from lightwork.models import UNet
+from lightwork.models import build_model
 
 FORMAT = "lightwork-package"
 DESCRIPTION = "package.json"
@@ -108,7 +110,7 @@ def read_package(uri: str) -> Ensemble:
         )
     networks = []
     for entry in description["models"]:
-        network = UNet(UNetConfig(**entry["config"]))
+        network = build_model(UNetConfig(**entry["config"]))
         network.load_state_dict(
             torch.load(io.BytesIO(members[entry["weights"]]), map_location="cpu", weights_only=True)
         )

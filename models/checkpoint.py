@@ -1,4 +1,6 @@
-"""Model checkpoints: a folder (local or URI) holding `model.pt` (state_dict) + `model.json` (UNetConfig)."""
+"""Model checkpoints: a folder (local or URI) holding `model.pt` (state_dict) + `model.json` (the
+model section, `UNetConfig`: the network's name and keyword arguments; a `model.json` written
+before networks had names has no `name`: a U-Net)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 from lightwork.config import UNetConfig
 from lightwork.data import storage
 from lightwork.errors import UserError
-from lightwork.models.unet import UNet
+from lightwork.models.registry import build_model
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "model.json"
@@ -25,10 +27,10 @@ def save_model(model: torch.nn.Module, checkpoint_dir: str) -> None:
     storage.write_bytes(storage.join(checkpoint_dir, CONFIG_FILE), json.dumps(network.config.to_dict()).encode())
 
 
-def load_model(checkpoint_dir: str) -> UNet:
-    """The UNet stored in `checkpoint_dir`, on CPU, in eval mode, fp32.
+def load_model(checkpoint_dir: str) -> torch.nn.Module:
+    """The network stored in `checkpoint_dir` (`lightwork.models.build_model`), on CPU, in eval mode, fp32.
 
-    It includes the positional encoding: feed the image [B, C, *S] (float32), get raw scores
+    A U-Net includes the positional encoding: feed the image [B, C, *S] (float32), get raw scores
     [B, 1, *S] (no clipping, no sigmoid).
     """
     try:
@@ -42,6 +44,6 @@ def load_model(checkpoint_dir: str) -> UNet:
         raise UserError(
             f"{checkpoint_dir}: not a lightwork checkpoint ({CONFIG_FILE} + {WEIGHTS_FILE}): {error}"
         ) from error
-    model = UNet(config)
+    model = build_model(config)
     model.load_state_dict(state)
     return model.eval()

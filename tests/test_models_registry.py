@@ -1,0 +1,96 @@
+"""Networks by name (`model.name`): checkpoints and packages written before networks had names load
+as the U-Nets they were and predict the same maps."""
+
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from lightwork import __version__
+from lightwork.config import UNetConfig, load_config
+from lightwork.errors import UserError
+from lightwork.inference.ensemble import Ensemble
+from lightwork.inference.package import package_bytes, read_package
+from lightwork.models import PRESETS, UNet, build_model, load_model, save_model
+
+# The model section as checkpoints and packages held it before networks had names.
+OLD_CONFIG = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": 1,
+    "features": [4, 8, 8],
+    "positional_encoding": True,
+}
+
+
+def image(shape=(1, 1, 12, 10)) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(0).normal(size=shape).astype(np.float32))
+
+
+def state_bytes(network: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def old_unet(seed: int) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(UNetConfig(**OLD_CONFIG)).eval()
+
+
+def test_the_unet_is_the_default_and_the_name_is_saved(tmp_path):
+    network = build_model(PRESETS["tiny"])
+    assert type(network) is UNet and PRESETS["tiny"].name == load_config(preset="tiny").model.name == "unet"
+    save_model(network, str(tmp_path / "best"))
+    assert json.loads((tmp_path / "best" / "model.json").read_text()) == {**PRESETS["tiny"].to_dict(), "name": "unet"}
+    ensemble = Ensemble("1/4", ["fold0"], [network], "brain", {}, 0.5, "run")
+    with zipfile.ZipFile(io.BytesIO(package_bytes(ensemble))) as archive:
+        assert json.loads(archive.read("package.json"))["models"][0]["config"]["name"] == "unet"
+
+
+def test_an_unknown_name_is_one_line_naming_the_networks():
+    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet\)$"):
+        load_config(preset="tiny", overrides=["model.name=vit"])
+    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet\)$"):
+        build_model(UNetConfig(name="vit"))
+
+
+def test_a_checkpoint_saved_before_the_registry_loads_and_predicts_the_same_maps(tmp_path):
+    network = old_unet(0)
+    (tmp_path / "model.json").write_text(json.dumps(OLD_CONFIG))
+    (tmp_path / "model.pt").write_bytes(state_bytes(network))
+    loaded = load_model(str(tmp_path))
+    assert type(loaded) is UNet and loaded.config == UNetConfig(name="unet", **OLD_CONFIG)
+    assert torch.equal(loaded(image()), network(image()))
+
+
+def test_a_package_saved_before_the_registry_loads_and_predicts_the_same_maps(tmp_path):
+    networks = [old_unet(seed) for seed in (0, 1)]
+    members = {f"models/fold{i}.pt": state_bytes(network) for i, network in enumerate(networks)}
+    description = {
+        "format": "lightwork-package",
+        "lightwork_version": __version__,
+        "split": "1/4",
+        "recipe": "cxr",
+        "recipe_options": {"shape": [12, 10]},
+        "threshold": 0.5,
+        "slice_axis": None,
+        "models": [{"name": f"fold{i}", "config": OLD_CONFIG, "weights": f"models/fold{i}.pt"} for i in (0, 1)],
+    }
+    members["package.json"] = json.dumps(description).encode()
+    members["SHA256SUMS"] = json.dumps(
+        {key: hashlib.sha256(value).hexdigest() for key, value in members.items()}
+    ).encode()
+    path = tmp_path / "old.lwpkg"
+    with zipfile.ZipFile(path, "w") as archive:
+        for key, value in members.items():
+            archive.writestr(key, value)
+    ensemble = read_package(str(path))
+    before = Ensemble("1/4", ["fold0", "fold1"], networks, "cxr", {"shape": [12, 10]}, 0.5, "old")
+    assert [type(network) for network in ensemble.networks] == [UNet, UNet]
+    scan = image((1, 12, 10)).numpy()
+    np.testing.assert_array_equal(ensemble.predict(scan), before.predict(scan))
