@@ -1,5 +1,5 @@
 """Networks by name (`model.name`): checkpoints and packages written before networks had names load
-as the U-Nets they were and predict the same maps."""
+as the U-Nets they were and predict the same maps; a registered network trains a fold end to end."""
 
 import hashlib
 import io
@@ -11,11 +11,17 @@ import pytest
 import torch
 
 from lightwork import __version__
-from lightwork.config import UNetConfig, load_config
+from lightwork.config import NETWORKS, UNetConfig, load_config, resolve_data
+from lightwork.data import manifest
+from lightwork.data.noise import write_noise_dataset
+from lightwork.data.slices import training_samples
+from lightwork.data.synthesis import BatchSynthesiser
 from lightwork.errors import UserError
 from lightwork.inference.ensemble import Ensemble
 from lightwork.inference.package import package_bytes, read_package
 from lightwork.models import PRESETS, UNet, build_model, load_model, save_model
+from lightwork.training.folds import plan_split
+from lightwork.training.loop import FoldTrainer
 
 # The model section as checkpoints and packages held it before networks had names.
 OLD_CONFIG = {
@@ -94,3 +100,65 @@ def test_a_package_saved_before_the_registry_loads_and_predicts_the_same_maps(tm
     assert [type(network) for network in ensemble.networks] == [UNet, UNet]
     scan = image((1, 12, 10)).numpy()
     np.testing.assert_array_equal(ensemble.predict(scan), before.predict(scan))
+
+
+class Toy(torch.nn.Module):
+    """One 3x3 convolution: [B, in_channels, *S] -> [B, out_channels, *S] (a registered network)."""
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        conv = torch.nn.Conv3d if config.spatial_dims == 3 else torch.nn.Conv2d
+        self.conv = conv(config.in_channels, config.out_channels, kernel_size=3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.conv(image)
+
+
+def test_a_registered_network_trains_a_fold_end_to_end_through_model_name(tmp_path, monkeypatch):
+    """config (model.name=toy) -> synthetic samples of the first 1/4 fold -> FoldTrainer -> checkpoint
+    -> package -> predicted maps, the toy network throughout."""
+    monkeypatch.setitem(NETWORKS, "toy", f"{__name__}:Toy")
+    data = write_noise_dataset(str(tmp_path / "data"), (16, 16))
+    overrides = [f"data.manifest={data}", "model.name=toy", "model.spatial_dims=2", "train.max_epochs=3"]
+    config = resolve_data(load_config(preset="tiny", overrides=overrides))
+    samples = training_samples(manifest.usable(manifest.read_manifest(data)), None)
+    plan = plan_split("1/4", samples.fold_counts())[0]
+    train_refs, val_refs = samples.refs(plan.train_folds), samples.refs(plan.val_folds)
+
+    def items(refs, epoch):
+        return {
+            "case_id": np.array([ref.case_id for ref in refs]),
+            "array_uri": np.array([ref.array_uri for ref in refs]),
+            "epoch": np.full(len(refs), epoch),
+        }
+
+    push = config.task_max_push
+    train = BatchSynthesiser(config.seed, plan.train_tasks, train_refs, (), push, validation=False, keys=False)
+    val = BatchSynthesiser(config.seed, plan.val_tasks, val_refs, (), push, validation=True, keys=True)
+    torch.manual_seed(config.seed)
+    trainer = FoldTrainer(build_model(config.model), config.train, torch.device("cpu"), seed=config.seed)
+    saved = []
+
+    def keep_best(result):
+        if result.is_best:
+            save_model(trainer.model, str(tmp_path / "best"))
+            saved.append(result.step)
+
+    state = trainer.fit(
+        lambda epoch: [train(items(train_refs, epoch))] * 2, lambda epoch: [val(items(val_refs, 0))], keep_best
+    )
+    assert (state.epoch, state.step) == (3, 6) and saved and saved[0] == 2
+    assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+    assert json.loads((tmp_path / "best" / "model.json").read_text())["name"] == "toy"
+    fold = load_model(str(tmp_path / "best"))
+    assert type(fold) is Toy
+    (tmp_path / "toy.lwpkg").write_bytes(
+        package_bytes(Ensemble("1/4", [plan.name], [fold], config.data.recipe, {}, 0.5, "run"))
+    )
+    packaged = read_package(str(tmp_path / "toy.lwpkg"))
+    assert type(packaged.networks[0]) is Toy
+    scan = image((1, 16, 16)).numpy()
+    with torch.no_grad():
+        expected = fold(torch.from_numpy(scan)[None])[0, 0].numpy()
+    np.testing.assert_array_equal(packaged.predict(scan), expected)
