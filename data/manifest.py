@@ -10,7 +10,7 @@ Columns (pyarrow types):
     recipe         string      recipe name ("brain", "cxr", ...)
     recipe_version string
     recipe_options string      the recipe's options as canonical JSON (shape, spacing, ...)
-    fold           int8        0-4: the 5 contiguous folds of the sorted usable case list; null if failed
+    fold           int8        0-4: the NUM_FOLDS contiguous folds of the sorted usable case list; null if failed
     has_lesion     bool        a ground-truth lesion mask is stored in the case
     image_label    int8        1 anomalous, 0 normal, null unknown: from the lesion mask when one is
                                stored (any non-zero voxel), else from a label folder name (NORMAL,
@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lightwork.anomalies.registry import TASK_COUNT
 from lightwork.data import storage
 
 SCHEMA = pa.schema(
@@ -54,7 +55,7 @@ SCHEMA = pa.schema(
     ]
 )
 MANIFEST_NAME = "manifest.parquet"
-NUM_FOLDS = 5
+NUM_FOLDS = TASK_COUNT  # one fold per task: fold i holds the images of task i (`lightwork.training.folds`)
 FOREGROUND_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 # Largest difference between two sets' median foreground percentiles that counts as the same intensity
 # convention, in the recipe's units (z-scored brains: standard deviations; X-rays: of their [-1, 1]).

@@ -15,10 +15,11 @@ too: a slice of another case of the image set, and of a 3D external case a slice
 with the sample's generator. A 3D external case blended into 2D cases without a slice axis (brain
 volumes as the external set of chest X-rays) gives a slice along its axial axis (AXIAL_AXIS).
 
-Sources of the two blending tasks (docs/method.md section 2):
-    0 intra_blend  another case of the same image set (the training folds' cases for training
+Sources of the blending tasks, by what each declares (`lightwork.anomalies.registry.task_sources`;
+docs/method.md section 2):
+    IMAGE_SET (0 intra_blend)  another case of the same image set (the training folds' cases for training
                    samples, the validation folds' for validation), chosen with the sample's generator.
-    1 inter_blend  a case of the external dataset (`data.external_manifest`: any prepared folder,
+    EXTERNAL (1 inter_blend)  a case of the external dataset (`data.external_manifest`: any prepared folder,
                    e.g. chest X-rays for brains, brain volumes for X-rays) when one is given.
                    Without one, a stand-in external pool: STANDIN_COUNT procedurally textured images of
                    the image set's shape and rank (smooth noise at three scales plus sharp-edged
@@ -26,6 +27,7 @@ Sources of the two blending tasks (docs/method.md section 2):
                    log line says when the stand-in is used. Either way each source patch is given the
                    target's gradient scale (`lightwork.anomalies.blending`), so that task 1 is as
                    visible as task 0 whatever the external set's intensity scale and resolution.
+The other tasks take no sources; the run's `max_push` goes to those that take one (the deformations).
 Cases are read through a bounded least-recently-used cache (one per process).
 """
 
@@ -39,7 +41,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from lightwork.anomalies.parameters import DEFAULT_MAX_PUSH
-from lightwork.anomalies.registry import TASK_COUNT, warm_up
+from lightwork.anomalies.registry import (
+    EXTERNAL,
+    IMAGE_SET,
+    TASK_COUNT,
+    TASK_NAMES,
+    make_task,
+    task_parameters,
+    task_sources,
+    warm_up,
+)
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
 from lightwork.data.phantom.fields import smooth_noise
@@ -165,8 +176,6 @@ class Synthesiser:
         cache_cases: int = CACHE_CASES,
         slice_axis: int | None = None,
     ) -> None:
-        from lightwork.anomalies.registry import make_task
-
         self.tasks = tuple(int(task) for task in tasks)
         if not self.tasks or any(task not in range(TASK_COUNT) for task in self.tasks):
             raise ValueError(f"tasks must be a non-empty subset of 0-{TASK_COUNT - 1}, got {tasks}")
@@ -179,11 +188,15 @@ class Synthesiser:
         self._sample_dims = 0  # spatial dims of the samples, known from the first one drawn
         self.cache = CaseCache(cache_cases)
         self._make_task = make_task
-        self._tasks = {task: make_task(task, max_push=max_push) for task in self.tasks if task in (2, 3)}
-        self._tasks.update({task: make_task(task) for task in self.tasks if task == 4})
-        if 1 in self.tasks and self.external:
-            self._tasks[1] = make_task(1, sources=self._external_source)
-        self._standin_tasks: dict[tuple[int, ...], object] = {}
+        self._sources = {task: task_sources(task) for task in self.tasks}
+        self._tasks = {}
+        for task, sources in self._sources.items():
+            if sources is None:
+                parameters = {"max_push": max_push} if "max_push" in task_parameters(task) else {}
+                self._tasks[task] = make_task(task, **parameters)
+            elif sources == EXTERNAL and self.external:
+                self._tasks[task] = make_task(task, sources=self._external_source)
+        self._standin_tasks: dict[tuple[int, tuple[int, ...]], object] = {}
 
     def _source(self, rng: np.random.Generator, refs: Sequence[SampleRef]) -> tuple[np.ndarray, np.ndarray | None]:
         """A source drawn from `refs`; an unreadable one is logged and drawn again (SOURCE_TRIES
@@ -211,19 +224,20 @@ class Synthesiser:
         return self._source(rng, self.external)
 
     def _task(self, task: int, case_id: str, shape: tuple[int, ...]):
-        if task == 0:
+        if self._sources[task] == IMAGE_SET:
             others = [ref for ref in self.image_set if ref.case_id != case_id] or self.image_set
-            return self._make_task(0, sources=lambda rng: self._source(rng, others))
-        if task == 1 and not self.external:
-            if shape not in self._standin_tasks:
+            return self._make_task(task, sources=lambda rng: self._source(rng, others))
+        if self._sources[task] == EXTERNAL and not self.external:
+            if (task, shape) not in self._standin_tasks:
                 log.warning(
-                    "inter_blend: no external dataset given (data.external_manifest); using %d procedurally "
+                    "%s: no external dataset given (data.external_manifest); using %d procedurally "
                     "textured stand-in images of shape %s from the run seed",
+                    TASK_NAMES[task],
                     STANDIN_COUNT,
                     shape,
                 )
-                self._standin_tasks[shape] = self._make_task(1, sources=standin_sources(self.seed, shape))
-            return self._standin_tasks[shape]
+                self._standin_tasks[task, shape] = self._make_task(task, sources=standin_sources(self.seed, shape))
+            return self._standin_tasks[task, shape]
         return self._tasks[task]
 
     def pick_task(self, sample_id: str, epoch: int) -> int:

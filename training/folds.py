@@ -1,7 +1,9 @@
 """Which folds and tasks each model trains and validates on: the one place this is decided.
 
-The method (Baugh et al. 2023, see docs/method.md, training): fold i belongs to task i. With T training
-tasks, the models are `itertools.combinations(range(5), T)` in lexicographic order. A model trains
+The method (Baugh et al. 2023, see docs/method.md, training): fold i belongs to task i, so there are as
+many data folds as registered tasks (`lightwork.anomalies.registry.TASK_COUNT`, 5), and a split
+"T/(TASK_COUNT - T)" trains on T tasks for each T from 1 to TASK_COUNT - 1. With T training tasks, the
+models are `itertools.combinations(range(TASK_COUNT), T)` in lexicographic order. A model trains
 on the folds of its training tasks with those tasks, and validates on the remaining folds with the
 remaining tasks. When the validation image set would be larger than the training set, the two
 image sets swap; the tasks never swap.
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 from lightwork.anomalies.registry import TASK_COUNT
 
-SPLITS = {"1/4": 1, "2/3": 2, "3/2": 3, "4/1": 4}
+# Split name -> its number of training tasks: {"1/4": 1, "2/3": 2, "3/2": 3, "4/1": 4}.
+SPLITS = {f"{count}/{TASK_COUNT - count}": count for count in range(1, TASK_COUNT)}
 ENSEMBLE = "ensemble"  # the model name of a split's ensemble in a model key
 
 
@@ -49,7 +52,7 @@ class FoldPlan:
     """One model of a split.
 
     Attributes:
-        split: "T/(5-T)", e.g. "1/4".
+        split: "T/(TASK_COUNT-T)", e.g. "1/4".
         index: position of this model among its split's combinations (lexicographic order).
         train_tasks / val_tasks: task ids used to synthesise training / validation anomalies.
         train_folds / val_folds: data folds whose cases are the training / validation images.
