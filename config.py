@@ -1,10 +1,11 @@
 """One typed, validated description of a training run (`lightwork.config`).
 
-A run is described by `RunConfig` (the run `seed`, sections `model` = `UNetConfig`, `train`,
-`data`, `resources`), built from a preset (`brain`, `brain2d`, `cxr`, `demo`, `tiny`), optionally updated
-from a YAML file and from CLI overrides `section.field=value` (values parsed as YAML:
-`train.lr=1e-3`, `model.features=[8,16,32]`), and saved whole as `config.yaml` next to the run's
-results, so that `lightwork train --config RUN/config.yaml` reproduces the run.
+A run is described by `RunConfig` (the run `seed`, sections `model` = `UNetConfig`: the network's
+`name`, one of `NETWORKS`, and its arguments; `train`, `data`, `resources`), built from a preset
+(`brain`, `brain2d`, `cxr`, `demo`, `tiny`), optionally updated from a YAML file and from CLI
+overrides `section.field=value` (values parsed as YAML: `train.lr=1e-3`, `model.features=[8,16,32]`),
+and saved whole as `config.yaml` next to the run's results, so that
+`lightwork train --config RUN/config.yaml` reproduces the run.
 
 Every value is checked when a RunConfig is built (type, range, choices): a bad one raises
 `lightwork.errors.UserError` with one line naming the key, the value and what is allowed. Unknown

@@ -15,6 +15,7 @@ import yaml
 
 from lightwork.anomalies.parameters import MAX_PUSH
 from lightwork.config import (
+    NETWORKS,
     check_saved,
     config_from_dict,
     load_config,
@@ -280,3 +281,23 @@ def test_a_run_saved_with_the_retired_flip_key_still_loads(tmp_path):
     flipped = dataclasses.replace(config, train=dataclasses.replace(config.train, flip_left_right=0.5))
     with pytest.raises(UserError, match=r"train.flip_left_right: 0.0 -> 0.5"):
         check_saved(flipped, str(uri))
+
+
+def test_a_run_saved_before_networks_had_names_is_a_unet_run(tmp_path, monkeypatch):
+    """Runs saved before model.name hold none: they load as U-Net runs and may resume as one; another
+    network is another run, and an unknown name is one line naming the networks."""
+    data = write_manifest(tmp_path / "data", shape=(6, 7, 8), recipe="brain")
+    config = resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", "name=old"]))
+    document = config.to_dict()
+    del document["model"]["name"]
+    uri = tmp_path / "run" / "config.yaml"
+    uri.parent.mkdir()
+    uri.write_text(yaml.safe_dump(document, sort_keys=False))
+    assert config_from_dict(yaml.safe_load(uri.read_text())) == config and config.model.name == "unet"
+    check_saved(config, str(uri))
+    with pytest.raises(UserError, match=r"^model.name: 'resnet' is not allowed \(one of unet\)$"):
+        load_config(preset="tiny", overrides=["model.name=resnet"])
+    monkeypatch.setitem(NETWORKS, "resnet", "a.module:ResNet")  # reading a config imports no network
+    other = dataclasses.replace(config, model=dataclasses.replace(config.model, name="resnet"))
+    with pytest.raises(UserError, match=r"model.name: 'unet' -> 'resnet'"):
+        check_saved(other, str(uri))
