@@ -9,7 +9,7 @@ PACKAGE` loads). Inputs: a brain volume (1 mm, 182x218x182, skull-stripped, like
 brain recipe at its defaults: 1 mm, 160x224x160 -> 80x112x80) and a 1024x1024 chest X-ray PNG
 (the cxr recipe: 256x256). In-process: one case at a time through `predict_case` (one warm-up,
 then the median of `--repeats`), torch with every core. Ray: a folder of `--cases` copies through
-`lightwork.distributed.infer.predict` on a local Ray instance, `--actors` inference actors;
+`lightwork.distributed.predict.predict` on a local Ray instance, `--actors` inference actors;
 seconds per case = wall time / cases (actor start and model loading included), shares from the
 cases' own stage times.
 """
@@ -84,7 +84,7 @@ def in_process(package: str, image: Path, out: Path, repeats: int) -> tuple[floa
 def through_ray(
     package: str, image: Path, folder: Path, out: Path, cases: int, actors: int
 ) -> tuple[float, list[float]]:
-    from lightwork.distributed.infer import predict
+    from lightwork.distributed.predict import predict
 
     folder.mkdir()
     for index in range(cases):

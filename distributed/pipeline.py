@@ -139,7 +139,7 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
     check_request(request)  # before Ray is even imported
     from lightwork.data.recipes import make_recipe
     from lightwork.distributed.cluster import connected
-    from lightwork.distributed.predict import evaluate_run
+    from lightwork.distributed.evaluate import evaluate_run
     from lightwork.distributed.prepare import prepare_dataset
     from lightwork.distributed.train import train_splits
 

@@ -5,5 +5,5 @@
     predict   inputs -> cases, one case through recipe, ensemble and back to its own grid, outputs
               (NIfTI/PNG maps and masks) and the scores table
 
-`lightwork.distributed.infer` runs `predict.predict_case` over a folder or bucket with Ray Data.
+`lightwork.distributed.predict` runs `predict.predict_case` over a folder or bucket with Ray Data.
 """

@@ -31,7 +31,7 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lightwork.data.storage import normalise
-    from lightwork.distributed.predict import evaluate_run
+    from lightwork.distributed.evaluate import evaluate_run
 
     predictions = normalise(args.predictions) if args.predictions else None
     return evaluate_run(

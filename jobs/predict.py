@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lightwork.data import storage
-    from lightwork.distributed.infer import predict
+    from lightwork.distributed.predict import predict
 
     results = predict(
         storage.normalise(args.input),

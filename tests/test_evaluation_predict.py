@@ -8,7 +8,7 @@ import torch
 
 from lightwork.data.cases import PreparedCase, load_case, save_case
 from lightwork.data.manifest import read_manifest, write_manifest
-from lightwork.distributed.predict import evaluate_run, predict_cases, prediction_table, run_fold_models
+from lightwork.distributed.evaluate import evaluate_run, predict_cases, prediction_table, run_fold_models
 from lightwork.errors import UserError
 from lightwork.evaluation import outputs
 from lightwork.evaluation.evaluate import evaluate_predictions

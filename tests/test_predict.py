@@ -30,7 +30,7 @@ from lightwork.data.discover import CaseSource
 from lightwork.data.phantom import smooth_noise
 from lightwork.data.prepare import prepare_case, with_folds
 from lightwork.data.recipes import make_recipe
-from lightwork.distributed.infer import predict
+from lightwork.distributed.predict import predict
 from lightwork.inference import predict as inference
 from lightwork.inference.ensemble import Ensemble, run_ensemble
 from lightwork.inference.package import export_package, load_ensemble

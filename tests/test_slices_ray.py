@@ -110,7 +110,7 @@ def test_a_split_trains_2d_models_on_the_slices_of_volumes(sliced_run, capsys):
 
 
 def test_a_new_scan_is_predicted_slice_by_slice_into_its_own_geometry(sliced_run, tmp_path):
-    from lightwork.distributed.infer import predict
+    from lightwork.distributed.predict import predict
     from lightwork.inference.ensemble import run_ensemble
     from lightwork.inference.package import export_package, load_ensemble
 

@@ -1,0 +1,239 @@
+"""Ray Data batch inference: every fold model of a run over the test cases of a manifest.
+
+One actor pool; each actor loads every fold model once (`lightwork.models.load_model`), then for
+each case runs whole-image inference with each model (slice by slice for the 2D models of a run
+trained on slices, `lightwork.inference.ensemble.model_scores`), stores each raw output and, per split, the
+ensemble (mean of the raw outputs of the split's fold models), on the model grid and in the
+input's geometry (see `lightwork.evaluation.outputs`). Actors take a GPU fraction when the
+cluster has GPUs, CPU otherwise; every stage asks for a fraction of a CPU so that the pool cannot
+starve other stages (see shared/ray-notes.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from lightwork.config import RunConfig, load_config
+from lightwork.data import storage
+from lightwork.data.cases import load_case
+from lightwork.data.slices import describe_run
+from lightwork.distributed.cluster import connected
+from lightwork.errors import failure_message
+from lightwork.evaluation import outputs
+from lightwork.inference.ensemble import model_scores, validation_threshold
+from lightwork.training import runs
+from lightwork.training.folds import ENSEMBLE, model_key
+
+ACTOR_CPUS = 0.25
+
+
+@dataclass(frozen=True)
+class FoldModel:
+    """One trained fold model of a run: its split, name, best checkpoint URI and, when training
+    recorded one (`val_dice_threshold` in folds.json), the score threshold maximising Dice on its
+    synthetic validation samples; `slice_axis`: the run's data.slice_axis (2D models of slices)."""
+
+    split: str
+    name: str
+    checkpoint: str
+    val_dice_threshold: float | None = None
+    slice_axis: int | None = None
+
+    @property
+    def key(self) -> str:
+        return model_key(self.split, self.name)
+
+
+def run_fold_models(run_uri: str) -> list[FoldModel]:
+    """The fold models of training run `run_uri` that have a best checkpoint, in file order
+    (UserError when it is not a run or has none; see `lightwork.training.runs.read_trained_folds`)."""
+    return fold_models(runs.read_trained_folds(run_uri), _run_config(run_uri))
+
+
+def fold_models(records: list[runs.FoldRecord], config: RunConfig | None) -> list[FoldModel]:
+    """The FoldModels of trained fold `records` of a run whose saved RunConfig is `config` (None:
+    a run folder without one, whose models see whole cases)."""
+    axis = config.data.slice_axis if config is not None else None
+    return [
+        FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold, axis)
+        for record in records
+    ]
+
+
+def _run_config(run_uri: str) -> RunConfig | None:
+    """The saved RunConfig of a run (None for a run folder without one)."""
+    uri = storage.join(run_uri, runs.CONFIG_FILE)
+    return load_config(uri) if storage.exists(uri) else None
+
+
+class FoldEnsemblePredictor:
+    """Ray Data callable class: loads every fold model once, predicts a batch of cases.
+
+    Batch in: {"case_id": str[B], "array_uri": str[B]}. Batch out: one row per (case, model) with
+    columns case_id, model (storage key), uri (model-grid .npy), error (empty when it worked).
+    A case that fails (unreadable, wrong channels) yields an error row and the run goes on.
+    """
+
+    def __init__(self, models: list[FoldModel], out_uri: str):
+        import torch
+
+        from lightwork.models import load_model
+
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.models = [(model, load_model(model.checkpoint).to(self.device).eval()) for model in models]
+        self.out_uri = out_uri
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        rows: dict[str, list] = {"case_id": [], "model": [], "uri": [], "error": []}
+        for case_id, array_uri in zip(batch["case_id"], batch["array_uri"]):
+            try:
+                case = load_case(str(array_uri))
+                per_split: dict[str, list[np.ndarray]] = {}
+                for model, network in self.models:
+                    prediction = model_scores(network, case.image, model.slice_axis)
+                    per_split.setdefault(model.split, []).append(prediction)
+                    rows_add(
+                        rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction)
+                    )
+                for split, predictions in per_split.items():
+                    key = model_key(split, ENSEMBLE)
+                    mean = np.mean(predictions, axis=0)
+                    rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
+            except Exception as error:  # one bad case never kills the run
+                rows_add(rows, case_id, "", "", failure_message(error, f"{case_id} ({array_uri})", str(array_uri)))
+        return rows
+
+
+def rows_add(rows: dict[str, list], case_id: str, model: str, uri: str, error: str = "") -> None:
+    rows["case_id"].append(str(case_id))
+    rows["model"].append(model)
+    rows["uri"].append(uri)
+    rows["error"].append(error)
+
+
+def actor_gpus(actors: int) -> float:
+    """The GPU share of each of `actors` inference actors: the cluster's GPUs spread over them
+    (at most one each), 0 on a CPU-only cluster."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    return min(1.0, gpus / actors) if gpus else 0
+
+
+def predict_cases(
+    models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1, batch_size: int = 1
+) -> list[dict]:
+    """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
+
+    Returns the output rows (case_id, model, uri, error); prints a progress line about every
+    tenth of the cases. Needs a connected Ray cluster.
+    """
+    gpu_fraction = actor_gpus(actors)
+    dataset = ray.data.from_items(
+        [{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
+        override_num_blocks=max(1, min(len(cases), 4 * actors)),
+    )
+    predicted = dataset.map_batches(
+        FoldEnsemblePredictor,
+        fn_constructor_kwargs={"models": models, "out_uri": out_uri},
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=ACTOR_CPUS,
+        num_gpus=gpu_fraction,
+    )
+    rows, seen, step = [], set(), max(1, len(cases) // 10)
+    for row in predicted.iter_rows():
+        rows.append(row)
+        if row["case_id"] not in seen:
+            seen.add(row["case_id"])
+            if len(seen) % step == 0 or len(seen) == len(cases):
+                print(f"predicting: {len(seen)} of {len(cases)} cases", flush=True)
+    return rows
+
+
+def prediction_table(rows: list[dict]) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Output rows -> (model key -> case_id -> grid URI, error messages)."""
+    uris: dict[str, dict[str, str]] = {}
+    errors = []
+    for row in rows:
+        if row["error"]:
+            errors.append(row["error"])
+        else:
+            uris.setdefault(row["model"], {})[row["case_id"]] = row["uri"]
+    return uris, errors
+
+
+def evaluate_run(
+    models_uri: str,
+    data_uri: str,
+    out: str,
+    predictions_uri: str | None = None,
+    dice_threshold: float | None = None,
+    actors: int = 1,
+    with_baselines: bool = True,
+    num_cpus: int | None = None,
+    verbose: bool = False,
+) -> int:
+    """Predict the usable cases of a test manifest with every fold model of a training run, score
+    folds, ensembles and baselines, and write the report to `out`; returns the exit status (0 ok,
+    2 some predictions failed: they are listed in the report). The predictions run on Ray
+    (`lightwork.distributed.cluster.connected`: the connected cluster, or a local one of
+    `num_cpus` started for them and stopped after). Raises UserError, before Ray is asked for
+    anything, when `models_uri` is not a run or the test set is missing or has nothing to score
+    against; rows that failed in prepare are named on stderr and in the report.
+
+    The Dice threshold, unless given, is the mean of the fold models' thresholds maximising Dice
+    on their synthetic validation samples (honest: no test data involved).
+    """
+    import sys
+
+    from lightwork.evaluation.evaluate import evaluate_predictions, intensity_warning, read_test_set
+
+    cases, failed_note = read_test_set(data_uri)
+    records, config = runs.read_trained_folds(models_uri), _run_config(models_uri)
+    models = fold_models(records, config)
+    intensity_note = intensity_warning(config.data.manifest, cases) if config and config.data.manifest else None
+    for note in (failed_note, intensity_note):
+        if note:
+            print(note, file=sys.stderr)
+    with connected(num_cpus, verbose):
+        rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
+    uris, errors = prediction_table(rows)
+    for error in errors:
+        print(f"prediction failed: {error}", file=sys.stderr)
+    failed = {row["case_id"] for row in rows if row["error"]}
+    scored = [case for case in cases if case["case_id"] not in failed]
+    notes = [note for note in (failed_note, intensity_note) if note]
+    notes += [f"Not scored, prediction failed: {error}" for error in errors]
+    recorded = validation_threshold([model.val_dice_threshold for model in models])
+    if dice_threshold is None and recorded is not None:
+        dice_threshold = recorded
+        notes.append(
+            f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds maximising Dice on "
+            "their synthetic validation samples (held-out tasks)."
+        )
+    elif dice_threshold is not None:
+        notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")
+    else:
+        notes.append("No validation Dice threshold recorded by training: only the oracle Dice is shown.")
+    if config is not None:
+        notes.append(runs.describe_training(records, config.train.batch_size))
+    slicing = config and describe_run(
+        config.data.slice_axis, config.data.min_slice_foreground, config.data.lesion_free_slices
+    )
+    if slicing:
+        notes.append(slicing)
+    metrics = evaluate_predictions(
+        scored, uris, out, dice_threshold=dice_threshold, with_baselines=with_baselines, notes=notes
+    )
+    for split, entry in metrics["splits"].items():
+        ensemble = entry.get("ensemble", {})
+        print(
+            f"{split} ensemble: pixel AP {ensemble.get('pixel_ap', float('nan')):.4f} "
+            f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f} (all voxels); "
+            f"foreground AP {ensemble.get('pixel_ap_foreground', float('nan')):.4f} "
+            f"AUROC {ensemble.get('pixel_auroc_foreground', float('nan')):.4f}"
+        )
+    print(f"report: {storage.join(out, 'report.md')}")
+    return 0 if not errors else 2
