@@ -14,13 +14,14 @@ The cluster decides only how many trials run at once:
 A worker no node type could ever hold fails at once, naming the resource that is missing.
 `gpus_per_worker = None` means 1 wherever the cluster has or can get GPUs, else 0 (CPU training).
 
-The shape of the cluster comes from Ray: the nodes alive now (`ray.nodes()`), whether an
-autoscaler runs, and the node types it reports to the GCS where it does. Ray 2.60's autoscalers do
-not report them, so what the cluster can add is asked of the autoscaler itself (`autoscaler_can_add`,
-autoscaler v2 as KubeRay and `lightwork.distributed.local_cluster` run it): a cluster resource
-constraint of one bundle, which the autoscaler either reports infeasible or starts a node for.
-Autoscaler v1 can be neither asked nor told from a plain head (every head runs its monitor), so a
-v1 cluster is planned as it stands (declare `max_concurrent_trials` there). Nothing here starts a task.
+The shape of the cluster comes from Ray: the nodes alive now (`ray.nodes()`), which autoscaler
+runs, and the node types it reports to the GCS where it does. Ray 2.60's autoscalers do not report
+them, so what the cluster can add is asked of the autoscaler itself (`autoscaler_can_add`): v2 is
+asked with a cluster resource constraint of one bundle, which it either reports infeasible or
+starts a node for. v1 (KubeRay's default and the fake multi-node provider's) cannot be asked: the
+run trusts the declared resources, its trials wait as PENDING and their waiting bundles are the
+demand v1 launches nodes for, and the plan says so in one line (`TrialPlan.unchecked`). Nothing
+here starts a task.
 
 Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the synthesis
 tasks running at once the rest
@@ -86,8 +87,8 @@ class NodeType:
 
 @dataclass(frozen=True)
 class ClusterShape:
-    """The nodes a run can use: alive now, whether an autoscaler that can be asked runs ("v2" or
-    None), and the node types it may add where it reports them (else ())."""
+    """The nodes a run can use: alive now, the autoscaler that runs ("v1", "v2" or None), and the
+    node types it may add where it reports them (else ())."""
 
     alive: tuple[NodeType, ...]
     node_types: tuple[NodeType, ...] = ()
@@ -121,7 +122,8 @@ class TrialPlan:
     num_workers: Train workers (an int, or (min, max) for an elastic group); cpus_per_worker /
     gpus_per_worker: each worker's bundle; cpus_for_data: the CPU budget of each trial's synthesis
     stream; max_concurrent_trials: trials running at once; pool: each stream's synthesis pool;
-    request: the bundles asked of the autoscaler for the first wave ([] on a fixed cluster).
+    request: the bundles asked of the autoscaler for the first wave ([] on a fixed cluster);
+    unchecked: one line saying what the autoscaler could not be asked (None when nothing was left).
     """
 
     num_trials: int
@@ -133,6 +135,7 @@ class TrialPlan:
     pool: SynthesisPool
     autoscaling: bool
     request: tuple[dict[str, float], ...] = ()
+    unchecked: str | None = None
 
     @property
     def min_workers(self) -> int:
@@ -204,7 +207,7 @@ def default_gpus_per_worker(resources: ResourcesSection, shape: ClusterShape, ca
         return float(resources.gpus_per_worker)
     if shape.total("GPU", reachable=True) > 0:
         return 1.0
-    return 1.0 if shape.autoscaling and can_add(_bundle(resources.cpus_per_worker, 1.0)) else 0.0
+    return 1.0 if not shape.bounded and can_add(_bundle(resources.cpus_per_worker, 1.0)) else 0.0
 
 
 def _check_worker_fits(bundle: dict[str, float], gpus: float, shape: ClusterShape, can_add: Probe) -> None:
@@ -244,9 +247,18 @@ def plan_trials(
         else (resources.min_workers, resources.num_workers)
     )
     min_workers = workers if isinstance(workers, int) else workers[0]
-    gpus = default_gpus_per_worker(resources, shape, can_add)
+    unanswered: list[dict[str, float]] = []
+
+    def ask(bundle: dict[str, float]) -> bool | None:
+        verdict = can_add(bundle)
+        if verdict is None:
+            unanswered.append(bundle)
+        return verdict
+
+    gpus = default_gpus_per_worker(resources, shape, ask)
+    gpus_unknown = bool(unanswered) and resources.gpus_per_worker is None
     bundle = _bundle(resources.cpus_per_worker, gpus)
-    _check_worker_fits(bundle, gpus, shape, can_add)
+    _check_worker_fits(bundle, gpus, shape, ask)
     nodes = shape.reachable
     # The drivers' TRIAL_DRIVER_CPUS are left out of the fit (they come out of the data share), so
     # that one trial of 1 + 1 CPUs fits a 2-core workstation.
@@ -276,8 +288,26 @@ def plan_trials(
             + [{"CPU": READ_CPUS + SLACK_CPUS + TRIAL_DRIVER_CPUS}]
         )
         request = tuple(dict(item) for _ in range(concurrent) for item in per_trial)
+    unchecked = None
+    if unanswered:
+        unchecked = (
+            f"autoscaler {shape.autoscaler}: what it can add "
+            f"{'cannot be asked' if shape.autoscaler == 'v1' else 'got no answer'}; the run trusts the "
+            f"declared resources and waits for nodes"
+        )
+        if gpus_unknown:
+            unchecked += " (no GPU alive: CPU training unless resources.gpus_per_worker is declared)"
     return TrialPlan(
-        num_trials, workers, resources.cpus_per_worker, gpus, data, concurrent, pool, shape.autoscaling, request
+        num_trials,
+        workers,
+        resources.cpus_per_worker,
+        gpus,
+        data,
+        concurrent,
+        pool,
+        shape.autoscaling,
+        request,
+        unchecked,
     )
 
 
@@ -311,46 +341,70 @@ def cluster_shape() -> ClusterShape:
             key = tuple(sorted(resources.items()))
             alive[key] = alive.get(key, 0) + 1
     nodes = tuple(NodeType(f"alive{index}", dict(key), count) for index, (key, count) in enumerate(alive.items()))
-    gcs = global_worker.gcs_client
+    node_types = _node_types_from_config(state.get_cluster_config())
+    return ClusterShape(nodes, node_types, _autoscaler(global_worker.gcs_client))
+
+
+def _autoscaler(gcs) -> str | None:
+    """The autoscaler of the cluster whose GCS client is `gcs`: "v2", "v1", or None (none runs).
+
+    v2 sets its key in the GCS. v1 is the monitor every head runs: its status (DEBUG_AUTOSCALING_STATUS,
+    what `ray status` reads) maps each node to its node type, which on a head with no autoscaling
+    config is the read-only provider's own type for that one node; any other type is a node type
+    of a provider that launches nodes.
+    """
+    import json
+
+    import ray
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.autoscaler._private.util import format_readonly_node_type
+
     namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()
-    # Every head runs a v1 monitor, autoscaling or not, and nothing tells the two apart: only an
-    # autoscaler v2 counts (it can be asked what it can add); a v1 cluster is planned as it stands.
-    v2 = gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) == b"1"
-    autoscaler = "v2" if v2 else None
-    return ClusterShape(nodes, _node_types_from_config(state.get_cluster_config()), autoscaler)
+    if gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) == b"1":
+        return "v2"
+    status = gcs.internal_kv_get(DEBUG_AUTOSCALING_STATUS.encode(), namespace=None)
+    report = json.loads(status).get("autoscaler_report") if status else None
+    types = (report or {}).get("node_type_mapping") or {}
+    # The read-only provider names each node by its id, its "IP" there (use_node_id_as_ip).
+    if any(node_type != format_readonly_node_type(ip) for ip, node_type in types.items()):
+        return "v1"
+    return None
 
 
 def autoscaler_can_add(bundle: dict[str, float], timeout_s: float = 60.0) -> bool | None:
     """Whether the cluster's v2 autoscaler can bring up a node that holds `bundle`: a cluster resource
-    constraint of that one bundle, then the autoscaler's next reports (infeasible, or a node it
-    starts). None where that cannot be asked (no v2 autoscaler, or no verdict in `timeout_s`).
+    constraint of that one bundle, then the first report the autoscaler computed with it in view
+    (infeasible, or not). None where that cannot be asked (autoscaler v1 or none, or no such
+    report in `timeout_s`).
 
     The constraint is withdrawn before returning; a node the autoscaler started for it stays for
     its idle timeout (the run that asked usually needs it).
     """
-    import ray
     from ray._private.worker import global_worker
     from ray.autoscaler.sdk import request_resources
     from ray.core.generated.autoscaler_pb2 import GetClusterStatusReply
 
     gcs = global_worker.gcs_client
-    namespace = ray._raylet.GCS_AUTOSCALER_STATE_NAMESPACE.encode()
-    if gcs.internal_kv_get(ray._raylet.GCS_AUTOSCALER_V2_ENABLED_KEY.encode(), namespace=namespace) != b"1":
+    if _autoscaler(gcs) != "v2":
         return None
     wanted = {key: value for key, value in bundle.items() if value > 0}
-    request_resources(bundles=[wanted])
+    request_resources(bundles=[wanted])  # in the GCS when it returns
     try:
         deadline = time.monotonic() + timeout_s
+        asked_at = None  # the version of the cluster state that first holds the constraint
         while time.monotonic() < deadline:
             reply = GetClusterStatusReply()
             reply.ParseFromString(gcs.get_cluster_status(timeout_s=10))
             state = reply.autoscaling_state
-            for constraint in state.infeasible_cluster_resource_constraints:
-                for request in constraint.resource_requests:
-                    if dict(request.request.resources_bundle) == wanted:
-                        return False
-            if state.pending_instance_requests or state.pending_instances:
-                return True
+            if asked_at is None:
+                asked_at = reply.cluster_resource_state.cluster_resource_state_version
+            elif state.last_seen_cluster_resource_state_version > asked_at:
+                # A report from before (a node pending for an earlier bundle, say) is no answer.
+                return not any(
+                    dict(request.request.resources_bundle) == wanted
+                    for constraint in state.infeasible_cluster_resource_constraints
+                    for request in constraint.resource_requests
+                )
             time.sleep(0.5)
         return None
     finally:

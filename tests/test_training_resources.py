@@ -1,6 +1,8 @@
 """Trial resource planning: declared per-trial needs against fixed and autoscaling cluster shapes,
 GPUs by default where the cluster has or can get them, clear failures naming the field."""
 
+import time
+
 import pytest
 
 from lightwork.config import load_config
@@ -104,10 +106,38 @@ def test_an_autoscaler_that_does_not_report_node_types_is_asked():
     assert cpu_only.gpus_per_worker == 0
     with pytest.raises(ValueError, match="resources.gpus_per_worker"):
         plan_trials(5, resources("gpus_per_worker=1"), HEAD_ONLY_V2, can_add=lambda bundle: "GPU" not in bundle)
-    # The same head with no autoscaler to ask (or autoscaler v1): planned as it stands.
+    # The same head with no autoscaler: planned as it stands.
     fixed_head = ClusterShape(alive=HEAD_ONLY_V2.alive)
     small = ("cpus_per_worker=0.5", "data_cpus_per_trial=0.5")
     plan = plan_trials(5, resources(*small), fixed_head)
     assert plan.gpus_per_worker == 0 and not plan.autoscaling and plan.max_concurrent_trials == 1
     with pytest.raises(ValueError, match="resources.gpus_per_worker"):
         plan_trials(5, resources(*small, "gpus_per_worker=1"), fixed_head)
+
+
+def test_autoscaler_v1_cannot_be_asked_so_the_declared_trials_all_wait_for_nodes_and_the_plan_says_so():
+    """What `autoscaler_can_add` answers on v1 (None): the declaration is trusted, never refused."""
+    head_v1 = ClusterShape(alive=HEAD_ONLY_V2.alive, autoscaler="v1")
+    plan = plan_trials(3, resources("gpus_per_worker=1"), head_v1)
+    assert plan.autoscaling and plan.worker_bundle == {"CPU": 1, "GPU": 1}
+    assert plan.max_concurrent_trials == 3 and plan.request == ()  # every trial waits as PENDING: its demand
+    assert plan.unchecked == (
+        "autoscaler v1: what it can add cannot be asked; the run trusts the declared resources and waits for nodes"
+    )
+    assert plan.unchecked not in plan.lines()  # printed once, by the run, dry or not
+    cpu = plan_trials(3, resources(), head_v1)  # GPUs it may add are not assumed
+    assert cpu.gpus_per_worker == 0 and "CPU training unless resources.gpus_per_worker is declared" in cpu.unchecked
+    gpu_alive = ClusterShape(alive=(NodeType("gpu", {"CPU": 2.0, "GPU": 1.0}, 1),), autoscaler="v1")
+    assert plan_trials(3, resources(), gpu_alive).unchecked is None  # nothing needed asking
+
+
+def test_a_plain_head_runs_no_autoscaler(ray_session):
+    """Every head runs autoscaler v1's monitor; without a node provider of its own it is no autoscaler."""
+    from lightwork.distributed.resources import cluster_shape
+
+    gcs = ray_session._private.worker.global_worker.gcs_client
+    deadline = time.monotonic() + 60
+    while b"autoscaler_report" not in (gcs.internal_kv_get(b"__autoscaling_status", namespace=None) or b""):
+        assert time.monotonic() < deadline, "the head's monitor wrote no status"
+        time.sleep(0.5)
+    assert cluster_shape().autoscaler is None
