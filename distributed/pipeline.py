@@ -31,7 +31,8 @@ class PipelineRequest:
 
     config: the training config (its seed is the run's and the demo cohort's; the pipeline sets its
     data, storage_path and name). data / test_data: raw case folders or prefixes, None = the demo
-    cohort. run: the run folder (absolute or a URI).
+    cohort. folds: the positions in each split of the fold models to train (None = all; the
+    report ensembles the folds that are done). run: the run folder (absolute or a URI).
     """
 
     config: RunConfig
@@ -40,6 +41,7 @@ class PipelineRequest:
     recipe: str
     split: str
     run: str
+    folds: tuple[int, ...] | None = None
     num_cpus: int | None = None
     until: str = "evaluate"
     dry_run: bool = False
@@ -179,7 +181,7 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
         clock = time.perf_counter()
         config = training_config(request)
         models = storage.join(run, "train")
-        records = train_splits(config, request.split, dry_run=request.dry_run)
+        records = train_splits(config, request.split, dry_run=request.dry_run, folds=request.folds)
         seconds["train"] = time.perf_counter() - clock
         unfinished = [record.name for record in records if record.status != "done"]
         if request.dry_run:

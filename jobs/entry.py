@@ -53,6 +53,30 @@ def add_num_cpus(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_folds(parser: argparse.ArgumentParser) -> None:
+    """The `--folds` option of a job that trains the folds of `--split`."""
+    parser.add_argument(
+        "--folds", help="train only the folds at these positions of each split (0-based, comma list; default all)"
+    )
+
+
+def fold_positions(split_spec: str, folds_spec: str | None) -> list[int] | None:
+    """The fold positions of `--folds` (None: every fold), checked with `--split` before Ray
+    starts; raises UserError naming the option at fault."""
+    from lightwork.training.folds import parse_folds, parse_splits, plan_split, select_folds
+
+    try:
+        splits = parse_splits(split_spec)
+    except ValueError as error:
+        raise UserError(f"--split {split_spec}: {error}") from None
+    try:
+        folds = None if folds_spec is None else parse_folds(folds_spec)
+        select_folds([plan for split in splits for plan in plan_split(split)], folds)
+    except ValueError as error:
+        raise UserError(f"--folds {folds_spec}: {error}") from None
+    return folds
+
+
 def job_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The argument parser of job `name`: its defaults shown in `--help`, one-line errors."""
     return _OneLineParser(prog=f"lightwork {name}", description=description, formatter_class=_ShowDefaults)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from lightwork.config import PRESETS, load_config
-from lightwork.jobs.entry import add_num_cpus, job_parser, run_job
+from lightwork.jobs.entry import add_folds, add_num_cpus, fold_positions, job_parser, run_job
 
 
 def build_parser():
@@ -54,6 +54,7 @@ def build_parser():
         help="preprocessing recipe of the data (and the demo cohort's kind)",
     )
     parser.add_argument("--split", default="1/4", help="task split(s) to train: 1/4, 2/3, 3/2, 4/1, a list, or all")
+    add_folds(parser)
     parser.add_argument(
         "--storage", default="runs", help="local folder or s3:// prefix for prepared data, checkpoints and the report"
     )
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.test_data is not None and args.data is None:
         parser.error("--test-data needs --data (without --data the demo cohort brings its own test cases)")
+    folds = fold_positions(args.split, args.folds)
     from lightwork.data import storage
     from lightwork.distributed.pipeline import PipelineRequest, default_run_name, run_pipeline
 
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         test_data=test_data,
         recipe=args.recipe,
         split=args.split,
+        folds=None if folds is None else tuple(folds),
         run=storage.join(storage.normalise(args.storage), name),
         num_cpus=args.num_cpus,
         until=args.until,

@@ -20,18 +20,14 @@ import json
 import sys
 
 from lightwork.config import PRESETS, check_saved, load_config, resolve_data
-from lightwork.errors import UserError
-from lightwork.jobs.entry import add_num_cpus, job_parser, run_job
-from lightwork.training.folds import parse_folds, parse_splits, plan_split, select_folds
+from lightwork.jobs.entry import add_folds, add_num_cpus, fold_positions, job_parser, run_job
 
 
 def build_parser():
     parser = job_parser("train", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or a YAML file/URI")
     parser.add_argument("--split", default="1/4", help="1/4, 2/3, 3/2, 4/1, a comma list, or all")
-    parser.add_argument(
-        "--folds", help="train only the folds at these positions of each split (0-based, comma list; default all)"
-    )
+    add_folds(parser)
     parser.add_argument("--data", help="prepared dataset folder/URI (its manifest.parquet); overrides data.manifest")
     parser.add_argument("--storage", help="where runs are stored (local or s3://); overrides storage_path")
     parser.add_argument("--name", help="run name (default: the config's name); same name = resume")
@@ -74,15 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(
         None if preset else args.config, preset=args.config if preset else None, overrides=run_overrides(args)
     )
-    try:
-        splits = parse_splits(args.split)
-    except ValueError as error:
-        raise UserError(f"--split {args.split}: {error}") from None
-    try:
-        folds = None if args.folds is None else parse_folds(args.folds)
-        select_folds([plan for split in splits for plan in plan_split(split)], folds)
-    except ValueError as error:
-        raise UserError(f"--folds {args.folds}: {error}") from None
+    folds = fold_positions(args.split, args.folds)
     if args.print_config and not config.data.manifest:  # a preset's description needs no data
         print(config.to_yaml(), end="")
         return 0

@@ -43,3 +43,10 @@ def test_a_model_that_does_not_fit_the_recipe_stops_before_ray(tmp_path, config,
         f"lightwork pipeline: {key} does not fit the cxr recipe's 2D cases: choose a config of the recipe's kind\n"
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_folds_the_split_lacks_stop_before_anything_is_written(tmp_path, capsys):
+    """`--folds` (the fold models of the split to train, as for `lightwork train`) is checked first."""
+    assert main(["pipeline", "--folds", "1,5", "--storage", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "lightwork pipeline: --folds 1,5: no fold at position(s) [5] (1/4: 0-4)\n"
+    assert not list(tmp_path.iterdir())
