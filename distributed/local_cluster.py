@@ -2,7 +2,8 @@
 
 For trying a run's scale-out before a real cluster (tests, `benchmarks/scaleout.py`): a head node
 and worker node types of any resources (GPUs included: they have no CUDA behind them), launched
-and removed by Ray's own autoscaler (v2, the one KubeRay runs) as demand comes and goes.
+and removed by Ray's own autoscaler as demand comes and goes: v2 (which lightwork can ask what it
+can add) or v1 (the default of KubeRay and of this provider as the wheel ships it, which it cannot).
 
     with AutoscalingCluster({"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2) as cluster:
         subprocess.run([...], env=dict(os.environ, RAY_ADDRESS=cluster.address))
@@ -69,8 +70,9 @@ def stop_processes(text: str, grace_s: float = 3.0) -> None:
 
 class AutoscalingCluster:
     """A head with `head_resources` and worker node types {name: resources}, each from 0 (or
-    `min_workers`) to `max_workers` nodes, scaled by Ray's autoscaler; idle nodes go after
-    `idle_timeout_s`. `address` is the GCS address (RAY_ADDRESS), `dashboard` the state API's."""
+    `min_workers`) to `max_workers` nodes, scaled by Ray's autoscaler `autoscaler` ("v1" or "v2");
+    idle nodes go after `idle_timeout_s`. `address` is the GCS address (RAY_ADDRESS), `dashboard`
+    the state API's."""
 
     def __init__(
         self,
@@ -79,7 +81,11 @@ class AutoscalingCluster:
         min_workers: int = 0,
         head_resources: dict[str, float] | None = None,
         idle_timeout_s: float = 10.0,
+        autoscaler: str = "v2",
     ) -> None:
+        if autoscaler not in ("v1", "v2"):
+            raise ValueError(f"autoscaler: 'v1' or 'v2', not {autoscaler!r}")
+        self.autoscaler = autoscaler
         self.worker_types = worker_types
         self.max_workers, self.min_workers = max_workers, min_workers
         self.head_resources = head_resources or {"CPU": 1}
@@ -140,7 +146,7 @@ class AutoscalingCluster:
             os.environ,
             RAY_FAKE_CLUSTER="1",
             AUTOSCALER_UPDATE_INTERVAL_S="1",
-            RAY_enable_autoscaler_v2="1",
+            RAY_enable_autoscaler_v2="1" if self.autoscaler == "v2" else "0",
             RAY_CLOUD_INSTANCE_ID=HEAD_ID,
             RAY_OVERRIDE_NODE_ID_FOR_TESTING=HEAD_ID,
             RAY_AUTH_MODE="disabled",
