@@ -150,6 +150,9 @@ def s3_server(tmp_path_factory):
                 os.environ[name] = value
 
 
+CLI_2D_FOLDS = (3,)  # the positions in split 1/4 of the folds that `cli_2d_run` trains
+
+
 @dataclasses.dataclass(frozen=True)
 class CliRun:
     """A tiny 2D run trained by `lightwork train` as a user runs it (see `cli_2d_run`)."""
@@ -157,6 +160,7 @@ class CliRun:
     root: Path  # the user's working directory: prep/tiny2d (the data), runs/a (the run)
     run: Path
     arguments: list[str]  # the train command's arguments after `lightwork`
+    folds: tuple[int, ...]  # the positions in the split of the folds it trained (`--folds`)
     returncode: int
     console: str  # stdout + stderr
 
@@ -166,8 +170,9 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
     """`lightwork train --config tiny` (2D, 1 epoch, split 1/4, seed 3) in the README's form, once per
     session: through the console script, from the data's folder, with relative --data and
     --storage (the trial drivers run in another working directory), and Ray started by the job in
-    a user's environment (no RAY_ADDRESS, Ray's own authentication default). The run is shared by
-    the tests of the CLI and of prediction, which only read it."""
+    a user's environment (no RAY_ADDRESS, Ray's own authentication default). One of the split's
+    five folds (`--folds`: every fold's path is the same, the others stay pending). The run is
+    shared by the tests of the CLI and of prediction, which only read it."""
     from lightwork.data.noise import write_noise_dataset
 
     root = tmp_path_factory.mktemp("cli-2d")
@@ -193,6 +198,8 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
         "a",
         "--seed",
         "3",
+        "--folds",
+        ",".join(map(str, CLI_2D_FOLDS)),
         *[item for setting in settings for item in ("--set", setting)],
     ]
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
@@ -204,7 +211,8 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
         text=True,
         timeout=1200,
     )
-    return CliRun(root, root / "runs" / "a", arguments, result.returncode, result.stdout + result.stderr)
+    console = result.stdout + result.stderr
+    return CliRun(root, root / "runs" / "a", arguments, CLI_2D_FOLDS, result.returncode, console)
 
 
 def _check_fold_records(records, epochs: int, folds: int = 5, keep: str = "best") -> None:

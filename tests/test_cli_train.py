@@ -2,7 +2,8 @@
 (the session's `cli_2d_run`: relative --data and --storage, Ray started by the job itself, as a
 user's): a quiet console, the saved config.yaml reproducing the run's fold histories exactly, a
 re-run with other settings stopped (exit 2, config.yaml untouched), an identical re-run resumed;
-`--folds` trains only the folds asked for."""
+`--folds` trains only the folds asked for. The commands run in-process attach to the session's
+cluster (`ray_session`, as a job does where Ray is already up) instead of each starting its own."""
 
 from __future__ import annotations
 
@@ -21,15 +22,16 @@ def deterministic(history: list[dict]) -> list[dict]:
 
 
 def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_record(
-    cli_2d_run, tmp_path, monkeypatch, capsys
+    cli_2d_run, ray_session, tmp_path, monkeypatch, capsys
 ):
-    console, run = cli_2d_run.console, cli_2d_run.run
+    console, run, trained = cli_2d_run.console, cli_2d_run.run, cli_2d_run.folds
     assert cli_2d_run.returncode == 0, console[-3000:]
     first = runs.read_folds(str(run))
-    assert [record.status for record in first] == ["done"] * 5
-    assert all(record.best_checkpoint.startswith(str(run)) for record in first)
+    # --folds: only the folds asked for trained; the run's record lists the others as pending.
+    assert [record.status for record in first] == ["done" if i in trained else "pending" for i in range(5)]
+    assert all(first[i].best_checkpoint.startswith(str(run)) for i in trained)
     # Quiet: the trial table and the fold summary, none of Ray's internal chatter.
-    assert "Trial status: 5 TERMINATED" in console and console.count(" done ") == 5
+    assert f"Trial status: {len(trained)} TERMINATED" in console and console.count(" done ") == len(trained)
     for noise in (
         "registers for logging while another dataset",
         "Checkpoint successfully created",
@@ -40,18 +42,18 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     saved = (run / "config.yaml").read_bytes()
 
     monkeypatch.chdir(cli_2d_run.root)
-    # The saved description alone reproduces a fold's history exactly, under another name; with
-    # --folds only the folds asked for train, and the run's record lists the others as pending.
+    # The saved description alone reproduces a fold's history exactly, under another name.
+    again = trained[-1]
     reproduce = ["train", "--config", "runs/a/config.yaml", "--name", "b", "--storage", str(tmp_path)]
-    assert main([*reproduce, "--num-cpus", "8", "--folds", "1,3"]) == 0
+    assert main([*reproduce, "--folds", str(again)]) == 0
     second = runs.read_folds(str(tmp_path / "b"))
-    assert [r.status for r in second] == ["pending", "done", "pending", "done", "pending"]
-    assert [deterministic(second[i].history) for i in (1, 3)] == [deterministic(first[i].history) for i in (1, 3)]
+    assert [r.status for r in second] == ["done" if i == again else "pending" for i in range(5)]
+    assert deterministic(second[again].history) == deterministic(first[again].history)
     capsys.readouterr()
 
-    # A trial no node can hold: the plan's error (after Ray's line saying it started: the plan needs
-    # the cluster's shape), one line naming the field, no traceback, nothing written.
-    too_big = ["train", "--config", "runs/a/config.yaml", "--name", "c", "--storage", str(tmp_path), "--num-cpus", "8"]
+    # A trial no node can hold: the plan's error (the plan needs the cluster's shape), one line
+    # naming the field, no traceback, nothing written.
+    too_big = ["train", "--config", "runs/a/config.yaml", "--name", "c", "--storage", str(tmp_path)]
     too_big += ["--set", "resources.cpus_per_worker=16"]
     assert main(too_big) == 2
     err = capsys.readouterr().err
@@ -68,9 +70,10 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     assert main(["train", "--config", "runs/a/config.yaml", "--seed", "4"]) == 2
     assert "seed: 3 -> 4" in capsys.readouterr().err
 
-    # The identical description resumes: every fold is done, nothing is trained again.
-    before = {r.name: (run / r.name / "fold.json").read_bytes() for r in first}
-    assert main(["train", "--config", "runs/a/config.yaml", "--num-cpus", "8"]) == 0
-    assert capsys.readouterr().out.count("done in an earlier run") == 5
-    assert {r.name: (run / r.name / "fold.json").read_bytes() for r in first} == before
+    # The identical description resumes: every fold asked for is done, nothing is trained again.
+    done = [first[i] for i in trained]
+    before = {r.name: (run / r.name / "fold.json").read_bytes() for r in done}
+    assert main(["train", "--config", "runs/a/config.yaml", "--folds", ",".join(map(str, trained))]) == 0
+    assert capsys.readouterr().out.count("done in an earlier run") == len(trained)
+    assert {r.name: (run / r.name / "fold.json").read_bytes() for r in done} == before
     assert (run / "config.yaml").read_bytes() == saved
