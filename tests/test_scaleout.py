@@ -2,8 +2,10 @@
 (`lightwork train` attached through RAY_ADDRESS):
 
 - Ray's own autoscaler over its fake multi-node provider: a head with no GPU and a GPU node type
-  that starts at 0 nodes; three trials wait, the autoscaler launches at most two GPU nodes, every
-  fold is done on them, and the nodes go again once idle.
+  that starts at 0 nodes. Autoscaler v1 (which cannot be asked): two trials wait, their demand
+  makes it launch at most its one GPU node, every fold is done there, and the node goes again once
+  idle. Autoscaler v2: asked what it can add, it answers (a GPU node) and refuses what no node
+  type holds.
 - `ray.cluster_utils.Cluster` with two worker nodes: the node running a fold is removed while it
   trains (a new one joins); both folds end done, the interrupted one resumed from its checkpoint.
   The run folder is in a real S3 bucket, and no credential shows in Ray's state API meanwhile.
@@ -24,7 +26,7 @@ import pytest
 from lightwork.data import storage
 from lightwork.data.noise import write_noise_dataset
 from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
-from lightwork.distributed.local_cluster import AutoscalingCluster, alive_nodes, free_port, list_state
+from lightwork.distributed.local_cluster import AutoscalingCluster, free_port, list_state
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
@@ -71,60 +73,95 @@ def train_command(data: str, storage_uri: str, name: str, folds: str, *overrides
     ]
 
 
-def test_gpu_trials_wait_for_the_autoscaler_run_there_and_the_nodes_go_when_idle(tmp_path):
+def alive(dashboard: str) -> list[dict]:
+    """The alive nodes of the cluster whose dashboard is at `dashboard` (state API, no driver)."""
+    return list_state(dashboard, "nodes", [("state", "=", "ALIVE")])
+
+
+def test_gpu_trials_wait_for_autoscaler_v1_run_there_and_the_nodes_go_when_idle(tmp_path):
     data = write_noise_dataset(tmp_path / "data")
     with AutoscalingCluster(
-        {"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2, head_resources={"CPU": 1}, idle_timeout_s=10
+        {"gpu": {"CPU": 2, "GPU": 1}}, max_workers=1, head_resources={"CPU": 1}, idle_timeout_s=10, autoscaler="v1"
     ) as cluster:
-        env = job_env(cluster.address)
         command = train_command(
             data,
             str(tmp_path / "runs"),
             "autoscaled",
-            "0,1,2",  # three trials for at most two GPU nodes: one waits for a node to free
+            "0,1",  # two trials for at most one GPU node: one waits for it to free
             "resources.gpus_per_worker=1",
             "train.max_epochs=1",
             "resources.cpus_per_worker=1",
             "resources.data_cpus_per_trial=1",
         )
-        dry = subprocess.run([*command, "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
-        assert dry.returncode == 0, dry.stdout + dry.stderr
-        # The autoscaler does not report its node types: every trial starts and waits for its workers.
-        assert "autoscaling cluster: 3 of 3 trials at once" in dry.stdout, dry.stdout
-        assert "1 Train worker(s) x {CPU: 1, GPU: 1}" in dry.stdout
-        assert not runs.read_folds(str(tmp_path / "runs" / "autoscaled"))  # nothing trained or written
         gpu_nodes_seen = []
         stop = threading.Event()
 
         def watch():
             while not stop.is_set():
-                gpu_nodes_seen.append(sum(1 for node in alive_nodes(cluster.address) if node.get("GPU")))
-                time.sleep(2)
+                gpu_nodes_seen.append(sum(1 for node in alive(cluster.dashboard) if node["resources_total"].get("GPU")))
+                time.sleep(1)
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S)
+            result = subprocess.run(
+                command, env=job_env(cluster.address), capture_output=True, text=True, timeout=TRAIN_TIMEOUT_S
+            )
         finally:
             stop.set()
             watcher.join()
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        # v1 is told apart from a plain head's monitor; the run says what it could not ask.
+        assert "autoscaler v1: what it can add cannot be asked" in result.stdout, result.stdout[-4000:]
         records = runs.read_folds(str(tmp_path / "runs" / "autoscaled"))
-        assert [record.status for record in records] == ["done"] * 3 + ["pending"] * 2
-        assert max(gpu_nodes_seen) >= 1 and max(gpu_nodes_seen) <= 2
+        assert [record.status for record in records] == ["done"] * 2 + ["pending"] * 3
+        assert gpu_nodes_seen[0] == 0 and max(gpu_nodes_seen) == 1  # launched from zero for the demand
         # Every fold ran its Train worker on a GPU node: the head has none, and a worker asks for one.
         workers = list_state(cluster.dashboard, "actors", [("class_name", "=", "RayTrainWorker")])
         nodes = {node["node_id"]: node for node in list_state(cluster.dashboard, "nodes", [])}
         assert workers and all(nodes[w["node_id"]]["resources_total"].get("GPU") == 1 for w in workers)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(alive_nodes(cluster.address)) > 1:
-            time.sleep(2)
-        left = [node for node in list_state(cluster.dashboard, "nodes", []) if node["state"] == "ALIVE"]
+        while time.monotonic() < deadline and len(alive(cluster.dashboard)) > 1:
+            time.sleep(1)
+        left = alive(cluster.dashboard)
         actors = list_state(cluster.dashboard, "actors", [("state", "=", "ALIVE")])
         assert len(left) == 1, "idle GPU nodes were not removed; alive there: " + json.dumps(
             [(actor["class_name"], actor["node_id"][:8]) for actor in actors]
             + [(node["node_id"][:8], node["resources_total"]) for node in left]
         )
+
+
+V2_PROBE = """
+import ray
+from lightwork.config import load_config
+from lightwork.distributed.resources import autoscaler_can_add, cluster_shape, plan_trials
+from lightwork.errors import UserError
+
+ray.init(logging_level="ERROR")
+shape = cluster_shape()
+plan = plan_trials(3, load_config(preset="tiny").resources, shape, autoscaler_can_add)
+print("PLAN", shape.autoscaler, plan.worker_bundle, plan.max_concurrent_trials, plan.unchecked)
+try:
+    big = load_config(preset="tiny", overrides=["resources.cpus_per_worker=4"]).resources
+    plan_trials(3, big, shape, autoscaler_can_add)
+except UserError as error:
+    print("REFUSED", error)
+"""
+
+
+def test_autoscaler_v2_is_asked_what_it_can_add():
+    """v2 answers: a GPU node type exists (GPUs by default, from a head with none), and no node type
+    holds a worker of 4 CPUs (refused before any trial starts, naming the field)."""
+    with AutoscalingCluster({"gpu": {"CPU": 2, "GPU": 1}}, max_workers=1, head_resources={"CPU": 1}) as cluster:
+        probe = subprocess.run(
+            [sys.executable, "-c", V2_PROBE], env=job_env(cluster.address), capture_output=True, text=True, timeout=300
+        )
+    assert probe.returncode == 0, probe.stdout[-3000:] + probe.stderr[-3000:]
+    assert "PLAN v2 {'CPU': 1.0, 'GPU': 1.0} 3 None" in probe.stdout, probe.stdout
+    assert (
+        "REFUSED resources.cpus_per_worker: one Train worker needs {CPU: 4} on one node, and no node that the "
+        "autoscaler can add has it" in probe.stdout
+    ), probe.stdout
 
 
 def test_a_lost_node_resumes_its_fold_from_the_checkpoint_and_secrets_stay_out_of_ray(tmp_path, s3_server):
