@@ -3,7 +3,8 @@
 For trying a run's scale-out before a real cluster (tests, `benchmarks/scaleout.py`): a head node
 and worker node types of any resources (GPUs included: they have no CUDA behind them), launched
 and removed by Ray's own autoscaler as demand comes and goes: v2 (which lightwork can ask what it
-can add) or v1 (the default of KubeRay and of this provider as the wheel ships it, which it cannot).
+can add) or v1 (this provider's default as the wheel ships it, and KubeRay's where v2 is not turned
+on; lightwork cannot ask it).
 
     with AutoscalingCluster({"gpu": {"CPU": 2, "GPU": 1}}, max_workers=2) as cluster:
         subprocess.run([...], env=dict(os.environ, RAY_ADDRESS=cluster.address))

@@ -18,10 +18,10 @@ The shape of the cluster comes from Ray: the nodes alive now (`ray.nodes()`), wh
 runs, and the node types it reports to the GCS where it does. Ray 2.60's autoscalers do not report
 them, so what the cluster can add is asked of the autoscaler itself (`autoscaler_can_add`): v2 is
 asked with a cluster resource constraint of one bundle, which it either reports infeasible or
-starts a node for. v1 (KubeRay's default and the fake multi-node provider's) cannot be asked: the
-run trusts the declared resources, its trials wait as PENDING and their waiting bundles are the
-demand v1 launches nodes for, and the plan says so in one line (`TrialPlan.unchecked`). Nothing
-here starts a task.
+starts a node for. v1 (the fake multi-node provider's default, and KubeRay's where v2 is not on)
+cannot be asked: the run trusts the declared resources, its trials wait as PENDING and their
+waiting bundles are the demand v1 launches nodes for, and the plan says so in one line
+(`TrialPlan.unchecked`). Nothing here starts a task.
 
 Synthesis pool of a data budget B CPUs (one stream): the read task takes READ_CPUS, the synthesis
 tasks running at once the rest
