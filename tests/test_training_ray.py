@@ -1,4 +1,4 @@
-"""Every fold of a split through the real synthesis stream (Ray Data), Train and Tune on a tiny 2D
+"""Folds of a split through the real synthesis stream (Ray Data), Train and Tune on a tiny 2D
 dataset with the run folder in a real S3 bucket: best checkpoints, falling validation loss, a training
 worker killed mid-run whose trial resumes from its checkpoint with its history intact, and an
 interrupted run resumed without redoing finished folds.
@@ -23,6 +23,11 @@ from lightwork.models import load_model
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
+
+# Two of the split's five folds (every fold's path is the same), trained at once, and epochs to
+# kill in: when the first checkpoint appears, each fold has at least three epochs left to run.
+FOLDS = [0, 2]
+EPOCHS = 4
 
 
 def run_config(tmp_path, shape, name, storage_path, **train):
@@ -79,7 +84,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     is resumed."""
     from lightwork.distributed.train import train_splits
 
-    config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=3)
+    config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=EPOCHS)
     run = runs.run_uri(config.storage_path, config.name)
     killed, state, stop = [], [], threading.Event()
     killer = threading.Thread(
@@ -87,7 +92,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     )
     killer.start()
     try:
-        records = train_splits(config, "4/1")
+        records = train_splits(config, "4/1", folds=FOLDS)
     finally:
         stop.set()
         killer.join()
@@ -95,9 +100,12 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     # Secrets stay out of Ray's metadata: the trial actors' runtime_env (Tune copies the driver's AWS
     # variables into it unless told not to), jobs and tasks, seen while the folds trained.
     assert s3_server["secret"] not in state[0] and s3_server["key"] not in state[0]
-    check_fold_records(records, epochs=3)  # every trial completed with epochs 1..3, none lost or repeated
+    # every trial completed with epochs 1..EPOCHS, none lost or repeated
+    check_fold_records(records, epochs=EPOCHS, folds=len(FOLDS))
     assert all(record.best_checkpoint.startswith(f"s3://{s3_server['bucket']}/runs/cxr2d/") for record in records)
-    assert [r.name for r in runs.read_folds(run)] == [r.name for r in records]
+    index = runs.read_folds(run)  # the whole split, the folds not asked for still pending
+    assert [r.index for r in records] == FOLDS and [index[i].name for i in FOLDS] == [r.name for r in records]
+    assert [r.status for r in index] == ["done" if i in FOLDS else "pending" for i in range(5)]
     assert storage.exists(storage.join(run, "config.yaml"))
     filesystem, run_path = storage.filesystem(run)
     assert filesystem.glob(f"{run_path}/{records[0].name}/tensorboard/events.out.tfevents.*")
@@ -108,15 +116,15 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     assert output.shape == (1, 1, 32, 32)
 
     # An interrupted run: one fold never finished. The re-run trains only that fold.
-    interrupted = records[2]
+    interrupted = records[1]
     record_uri = storage.join(run, interrupted.name, "fold.json")
     storage.write_bytes(
         record_uri, json.dumps({**json.loads(storage.read_bytes(record_uri)), "status": "running"}).encode()
     )
     before = {r.name: storage.read_bytes(storage.join(run, r.name, "fold.json")) for r in records}
-    again = train_splits(config, "4/1")
-    check_fold_records(again, epochs=3)
+    again = train_splits(config, "4/1", folds=FOLDS)
+    check_fold_records(again, epochs=EPOCHS, folds=len(FOLDS))
     for record in records:
         changed = storage.read_bytes(storage.join(run, record.name, "fold.json")) != before[record.name]
         assert changed == (record.name == interrupted.name)
-    assert again[2].history == interrupted.history  # resumed from its checkpoint, not retrained
+    assert again[1].history == interrupted.history  # resumed from its checkpoint, not retrained
