@@ -9,11 +9,9 @@ and saved whole as `config.yaml` next to the run's results, so that
 
 Every value is checked when a RunConfig is built (type, range, choices): a bad one raises
 `lightwork.errors.UserError` with one line naming the key, the value and what is allowed. Unknown
-keys are errors, never ignored. `resolve_data` then checks the config against its prepared
-manifest (recipe, spatial dims, channels, the left-right axis a flip needs) and fills in what
-the data decides (`data.recipe`, `data.recipe_options`, `data.left_right_axis`, `data.max_push`);
-`save_config` refuses to overwrite the saved record of a run with a description that would train
-other models (`result_differences`).
+keys are errors, never ignored. This module is the schema and its validation only: checking a
+config against its prepared data is `lightwork.training.resolve`, and a run's saved record
+`lightwork.training.runs`.
 """
 
 from __future__ import annotations
@@ -22,8 +20,6 @@ import contextvars
 import copy
 import dataclasses
 import difflib
-import hashlib
-import json
 import typing
 from dataclasses import MISSING, asdict, dataclass, field
 from typing import Any
@@ -346,7 +342,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # noise in so short a run, so selecting by it kept untrained checkpoints; 600-700 steps swung
     # from below to above the intensity baseline across seeds, 1000 steps stayed above it; measured
     # before the left-right flip). Mirrored left-right as the brain presets are: the demo cohort's
-    # volumes carry RAS affines (`lightwork.data.phantom`) and two hemispheres either side of a
+    # volumes carry RAS affines (`lightwork.demo`) and two hemispheres either side of a
     # fissure, so a mirrored slice is another plausible healthy slice.
     "demo": {
         "model": MODEL_PRESETS["demo"].to_dict(),
@@ -466,176 +462,3 @@ def load_config(path: str | None = None, preset: str | None = None, overrides: t
         if getattr(section, keys[-1]):
             setattr(section, keys[-1], storage.normalise(getattr(section, keys[-1])))
     return config
-
-
-def left_right_axis(affine: Any, spatial_dims: int) -> int | None:
-    """The array axis of a prepared case that runs left-right in the patient: of a 3D case's affine
-    (float [4, 4], voxel -> RAS world mm), the spatial axis whose direction column has the largest
-    |x| component. None for 2D cases: their affine maps rows and columns, not RAS world."""
-    if spatial_dims != 3:
-        return None
-    return max(range(3), key=lambda index: abs(float(affine[0][index])))
-
-
-def resolve_data(config: RunConfig) -> RunConfig:
-    """`config` checked against its prepared manifest, with what the data decides filled in.
-
-    Reads `data.manifest` and one prepared case (no Ray). Fills `data.recipe`,
-    `data.recipe_options` and `data.fingerprint` from the manifest, `data.left_right_axis` from
-    the case's affine (`left_right_axis`, mapped into the slices' axes with data.slice_axis) and
-    `data.max_push` from the recipe unless set. Raises
-    UserError, in one line, when the manifest is missing or has no usable case, when its cases
-    mix recipes or spatial dims, when the config names another recipe, other recipe options or
-    other cases (fingerprint), or
-    when the model's spatial_dims / in_channels do not match the prepared arrays (with
-    data.slice_axis: when the cases are not 3D volumes), and when train.flip_left_right asks for a
-    flip the samples have no left-right axis for (2D images, slices along the left-right axis).
-    """
-    from lightwork.data import manifest
-    from lightwork.data.cases import load_case
-
-    where = config.data.manifest
-    if not where:
-        raise UserError("no training data: pass --data PREPARED_DATASET or set data.manifest")
-    try:
-        rows = manifest.usable(manifest.read_manifest(where))
-    except FileNotFoundError as error:
-        raise UserError(str(error)) from None
-    if not rows:
-        raise UserError(f"{where}: no usable case in the manifest (all failed: see `lightwork prepare`'s summary)")
-    recipes = sorted({(row["recipe"], row.get("recipe_options") or "{}") for row in rows})
-    if len(recipes) > 1:
-        raise UserError(f"{where}: the cases were prepared with different recipes or options {recipes}: prepare again")
-    recipe, options = recipes[0][0], json.loads(recipes[0][1])
-    cases = "\n".join(f"{row['case_id']} {row['checksum']}" for row in rows)
-    fingerprint = hashlib.sha256(cases.encode()).hexdigest()
-    data = config.data
-    if data.fingerprint and data.fingerprint != fingerprint:
-        raise UserError(
-            f"data.fingerprint: {where} holds other cases than the config was made for "
-            f"({len(rows)} usable cases now; prepared again from other files?)"
-        )
-    if data.recipe and data.recipe != recipe:
-        raise UserError(f"data.recipe: the config says {data.recipe!r} but {where} was prepared with {recipe!r}")
-    if data.recipe_options and data.recipe_options != options:
-        raise UserError(
-            f"data.recipe_options: the config says {data.recipe_options} but {where} was prepared with {options}"
-        )
-    dims = sorted({len(row["shape"]) for row in rows})
-    model = config.model
-    axis = config.data.slice_axis
-    if axis is not None and dims != [config.data_dims]:
-        raise UserError(
-            f"data.slice_axis: {axis} slices 3D volumes, but {where} holds {'/'.join(map(str, dims))}D cases "
-            f"(shape {rows[0]['shape']}): set data.slice_axis=null to train on them whole"
-        )
-    if dims != [config.data_dims]:
-        presets = [
-            name
-            for name, preset in MODEL_PRESETS.items()
-            if preset.spatial_dims == dims[0] and "slice_axis" not in PRESETS[name].get("data", {})
-        ]
-        raise UserError(
-            f"model.spatial_dims: {model.spatial_dims} does not fit {where}, whose cases are "
-            f"{'/'.join(map(str, dims))}D (shape {rows[0]['shape']}): use a {dims[0]}D preset "
-            f"({', '.join(presets)}) or --set model.spatial_dims={dims[0]}"
-        )
-    case = load_case(rows[0]["array_uri"])
-    channels = case.image.shape[0]
-    if channels != model.in_channels:
-        raise UserError(
-            f"model.in_channels: {model.in_channels} does not fit {where}, whose images have "
-            f"{channels} channel(s): --set model.in_channels={channels}"
-        )
-    volume_axis = left_right_axis(case.affine, dims[0])
-    sample_axis = volume_axis
-    if volume_axis is not None and axis is not None:
-        sample_axis = None if volume_axis == axis else volume_axis - (volume_axis > axis)
-    flip = config.train.flip_left_right
-    if flip and volume_axis is None:
-        raise UserError(
-            f"train.flip_left_right: {flip} mirrors samples left-right, but {where} holds 2D images, which have "
-            "no left-right axis to mirror: set train.flip_left_right=0"
-        )
-    if flip and sample_axis is None:
-        raise UserError(
-            f"train.flip_left_right: {flip} mirrors samples left-right, but data.slice_axis: {axis} is the "
-            f"left-right axis of {where}'s volumes, so its slices have none: slice along another axis or set "
-            "train.flip_left_right=0"
-        )
-    if data.left_right_axis is not None and data.left_right_axis != sample_axis:
-        raise UserError(
-            f"data.left_right_axis: the config says {data.left_right_axis} but the samples of {where} run "
-            f"left-right along axis {sample_axis}"
-        )
-    resolved = dataclasses.replace(
-        data, recipe=recipe, recipe_options=options, fingerprint=fingerprint, left_right_axis=sample_axis
-    )
-    resolved = dataclasses.replace(config, data=resolved)
-    return dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, max_push=resolved.task_max_push))
-
-
-# Keys that say where a run goes or how it is scheduled, not what it trains: a re-run may change them.
-# data.left_right_axis follows from the cases data.fingerprint names (and records saved before it
-# existed lack it).
-NOT_RESULT_KEYS = frozenset(
-    {
-        "name",
-        "data.left_right_axis",
-        "storage_path",
-        "resources.cpus_per_worker",
-        "resources.gpus_per_worker",
-        "resources.data_cpus_per_trial",
-        "resources.max_concurrent_trials",
-        "resources.max_failures",
-        "resources.trial_max_failures",
-    }
-)
-
-
-def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in document.items():
-        if isinstance(value, dict) and key != "recipe_options":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def result_differences(saved: RunConfig, new: RunConfig) -> list[str]:
-    """`key: saved -> new` for every field that decides the trained models and differs."""
-    old, now = _flat(saved.to_dict()), _flat(new.to_dict())
-    return [
-        f"{key}: {old.get(key)!r} -> {now.get(key)!r}"
-        for key in now
-        if key not in NOT_RESULT_KEYS and old.get(key) != now.get(key)
-    ]
-
-
-def check_saved(config: RunConfig, uri: str) -> None:
-    """Raise UserError when `uri` holds the saved config of a run that trained other models than
-    `config` describes (`result_differences`); nothing there, or the same description, passes."""
-    from lightwork.data import storage
-
-    if not storage.exists(uri):
-        return
-    try:
-        saved = config_from_dict(yaml.safe_load(storage.read_bytes(uri)) or {})
-    except (UserError, yaml.YAMLError) as error:
-        raise UserError(f"{uri}: the saved config of this run does not load ({error}); move it away") from None
-    differences = result_differences(saved, config)
-    if differences:
-        raise UserError(
-            f"{uri}: run {config.name!r} was trained with other settings ({'; '.join(differences)}): "
-            "give another --name, or --fresh to delete its results and train again"
-        )
-
-
-def save_config(config: RunConfig, uri: str) -> None:
-    """Write `config` as YAML to `uri` (local or s3://). An existing file there is the record of
-    what a run trained: `check_saved` first, so that it is never overwritten by another description."""
-    from lightwork.data import storage
-
-    check_saved(config, uri)
-    storage.write_bytes(uri, config.to_yaml().encode())

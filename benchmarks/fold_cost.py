@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from lightwork.config import load_config
-from lightwork.data.noise import write_noise_dataset
+from lightwork.demo.noise import write_noise_dataset
 from lightwork.models import build_model
 from lightwork.training.loop import FoldTrainer
 

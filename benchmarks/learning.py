@@ -150,7 +150,7 @@ SELECTIONS = ("last", "val loss", "val AP")  # the model scored at a budget: the
 
 def _validation_batches(config, synthesiser, refs) -> list[dict]:
     """VALIDATION_SAMPLES held-out-task samples (with their healthy images) in batches."""
-    from lightwork.data.synthesis import VALIDATION_EPOCH
+    from lightwork.synthesis.samples import VALIDATION_EPOCH
 
     picks = [refs[index % len(refs)] for index in range(VALIDATION_SAMPLES)]
     drawn = []
@@ -177,13 +177,14 @@ def train_and_score(job: tuple) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    from lightwork.config import load_config, resolve_data
+    from lightwork.config import load_config
     from lightwork.data import manifest
     from lightwork.data.slices import training_samples
-    from lightwork.data.synthesis import Synthesiser
     from lightwork.inference.ensemble import model_scores
     from lightwork.models import build_model
+    from lightwork.synthesis.samples import Synthesiser
     from lightwork.training.loop import FoldTrainer
+    from lightwork.training.resolve import resolve_data
 
     set_name, model_name, variant, train_uri, test_uri, seed, minutes, overrides = job
     preset, settings = SETTINGS[(set_name, model_name)]

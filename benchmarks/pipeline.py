@@ -32,13 +32,14 @@ import time
 
 import numpy as np
 
+from lightwork import demo
 from lightwork.anomalies.parameters import MAX_PUSH
 from lightwork.config import load_config
-from lightwork.data import manifest, phantom
+from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, save_case
-from lightwork.data.synthesis import Synthesiser
 from lightwork.distributed import stream
 from lightwork.distributed.resources import plan_synthesis
+from lightwork.synthesis.samples import Synthesiser
 
 # shape, spacing mm, cases, samples: enough samples that a task's output block (up to 48 brain /
 # 512 chest samples, delivered at once) is a small part of the measured window
@@ -56,7 +57,7 @@ def prepare(kind: str, root: str, shape: tuple[int, ...], spacing_mm: float, cou
     ids = [f"{kind}{index:03d}" for index in range(count)]
     folds = manifest.contiguous_folds(ids)
     for case_id in ids:
-        make = phantom.make_brain_case if kind == "brain" else phantom.make_chest_case
+        make = demo.make_brain_case if kind == "brain" else demo.make_chest_case
         case = make(SEED, case_id, False, shape, spacing_mm)
         if kind == "brain":
             inside = case.image[case.foreground]

@@ -29,7 +29,7 @@ from PIL import Image
 
 from lightwork.config import MODEL_PRESETS
 from lightwork.data.discover import CaseSource
-from lightwork.data.phantom import smooth_noise
+from lightwork.demo import smooth_noise
 from lightwork.inference import predict as inference
 from lightwork.inference.ensemble import Ensemble
 from lightwork.inference.package import package_bytes, read_package

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lightwork.data import phantom
+from lightwork import demo
 from lightwork.data.discover import discover_cases
 from lightwork.data.prepare import prepare_case
 from lightwork.data.recipes import Recipe, make_recipe
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.sets.split(","):
             folder, recipe_name, options, modality = SETS[name]
             if folder is None:
-                src = phantom.write_cohort(
+                src = demo.write_cohort(
                     f"{tmp}/demo-raw", "brain", num_healthy=min(args.limit, 20), num_test=0
                 ).healthy_uri
             elif (SHARED / folder).exists():

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from lightwork.data.noise import write_noise_dataset
+from lightwork.demo.noise import write_noise_dataset
 from lightwork.distributed.local_cluster import AutoscalingCluster, alive_nodes, list_state
 from lightwork.training import runs
 

@@ -6,7 +6,7 @@ the mean |change| inside the label and the loss of a model that predicts zero ev
 
 Sets (prepared once into `--work` by `benchmarks/learning.py`'s recipes): IXI T1 on a 40x56x40 grid
 as whole volumes (3D) and as axial slices (2D, `data.slice_axis` 2, slices >= 10% brain), and the
-Kermany normals at 128x128 (2D). Every draw is a `lightwork.data.synthesis.Synthesiser` sample of
+Kermany normals at 128x128 (2D). Every draw is a `lightwork.synthesis.samples.Synthesiser` sample of
 one task (the stream's own code): case (or slice) i of the set at epoch i // len(set), run seed 0.
 Task 1 (inter_blend) is drawn twice: from the stand-in pool (no external set) and from an external
 set: the Kermany X-rays for the IXI slices, IXI axial slices for the X-rays, the MSLUB T1 volumes
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightwork.anomalies.parameters import max_push_for
     from lightwork.data import manifest
     from lightwork.data.slices import training_samples
-    from lightwork.data.synthesis import Synthesiser
+    from lightwork.synthesis.samples import Synthesiser
 
     work = Path(args.work)
     brain, chest = prepare("brain", work)[0], prepare("cxr", work)[0]

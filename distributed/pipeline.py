@@ -16,11 +16,14 @@ import dataclasses
 import time
 from dataclasses import dataclass
 
+from lightwork import demo
 from lightwork.anomalies.parameters import RECIPE_OF_DIMS
-from lightwork.config import RunConfig, check_saved, resolve_data
-from lightwork.data import manifest, phantom, storage
+from lightwork.config import RunConfig
+from lightwork.data import manifest, storage
 from lightwork.errors import UserError
 from lightwork.training.folds import parse_splits
+from lightwork.training.resolve import resolve_data
+from lightwork.training.runs import check_saved
 
 STEPS = ("generate", "prepare", "train", "evaluate")
 
@@ -65,12 +68,12 @@ class PipelineResult:
 
 def generate_cohort(
     dst_uri: str, kind: str, seed: int, num_healthy: int = 20, num_test: int = 6, shape: tuple[int, ...] | None = None
-) -> phantom.Cohort:
-    """Write the demo cohort with one Ray task per case (same files as `phantom.write_cohort`)."""
+) -> demo.Cohort:
+    """Write the demo cohort with one Ray task per case (same files as `demo.write_cohort`)."""
     import ray
 
-    write_case = ray.remote(num_cpus=0.5)(phantom.write_cohort_case)
-    groups = phantom.cohort_case_ids(kind, num_healthy, num_test)
+    write_case = ray.remote(num_cpus=0.5)(demo.write_cohort_case)
+    groups = demo.cohort_case_ids(kind, num_healthy, num_test)
     ray.get(
         [
             write_case.remote(dst_uri, group, case_id, kind, seed, shape)
@@ -78,16 +81,16 @@ def generate_cohort(
             for case_id in case_ids
         ]
     )
-    return phantom.cohort_at(dst_uri, kind, groups)
+    return demo.cohort_at(dst_uri, kind, groups)
 
 
 def demo_recipe_options(kind: str) -> dict:
     """Recipe options that keep the demo cohort on its own small grid (the paper's 80x112x80 /
     256x256 grids would make the demo too slow for a laptop): the brain recipe resamples to the
-    phantom's spacing and skips the downsampling."""
+    demo cohort's spacing and skips the downsampling."""
     if kind == "brain":
-        return {"spacing_mm": phantom.BRAIN_SPACING_MM, "downsample": 1, "shape": phantom.BRAIN_SHAPE}
-    return {"size": max(phantom.CHEST_SHAPE)}
+        return {"spacing_mm": demo.BRAIN_SPACING_MM, "downsample": 1, "shape": demo.BRAIN_SHAPE}
+    return {"size": max(demo.CHEST_SHAPE)}
 
 
 def default_run_name(source: str, config: str, split: str, seed: int) -> str:

@@ -12,7 +12,7 @@
                each one item block (`rows_per_task`, up to CALLS_PER_TASK calls of
                `rows_per_call` samples); Ray Data merges a task's outputs into blocks of up to
                128 MiB. Tasks run in the job's pooled Ray worker processes, which outlive a fold:
-               each keeps the `lightwork.data.synthesis.BatchSynthesiser` of the streams it served
+               each keeps the `lightwork.synthesis.samples.BatchSynthesiser` of the streams it served
                last (anomaly tasks, source pools, case cache), so a fold starts no synthesis
                process of its own (an actor pool started one per fold, ~4 s on 2 cores)
     rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
@@ -64,8 +64,8 @@ from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import RunConfig, TrainSection
 from lightwork.data import manifest
 from lightwork.data.slices import SampleRef, TrainingSamples, slice_shape, training_samples
-from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.distributed.resources import READ_CPUS, SynthesisPool, cluster_shape, plan_synthesis, plan_trials
+from lightwork.synthesis.samples import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.training.folds import FoldPlan, steps_per_epoch
 
 log = logging.getLogger(__name__)

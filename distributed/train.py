@@ -35,7 +35,7 @@ import ray
 import torch
 from ray import train, tune
 
-from lightwork.config import SELECT_BY, RunConfig, TrainSection, config_from_dict, resolve_data, save_config
+from lightwork.config import SELECT_BY, RunConfig, TrainSection, config_from_dict
 from lightwork.data import manifest, slices, storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
@@ -44,6 +44,7 @@ from lightwork.models import build_model, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, empty_folds, parse_splits, plan_split, select_folds, steps_per_epoch
 from lightwork.training.loop import EpochResult, FoldTrainer
+from lightwork.training.resolve import resolve_data
 
 TRAINER_STATE_FILE = "trainer.pt"
 HISTORY_FILE = "history.json"
@@ -392,7 +393,7 @@ def train_splits(
         if resources is not None:
             print("\n".join(resources.lines()))
         return [records[plan.name] for plan in asked]
-    save_config(config, storage.join(run, runs.CONFIG_FILE))
+    runs.save_config(config, storage.join(run, runs.CONFIG_FILE))
     for plan in asked:
         if records[plan.name].status == "done":
             print(

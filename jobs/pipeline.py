@@ -1,7 +1,7 @@
 """`lightwork pipeline`: prepare -> train every fold model -> ensemble and score, in one Ray job.
 
 With no `--data`, the job runs on the embedded default: a cohort of brain-like volumes generated
-by `lightwork.data.phantom` (healthy training cases, test cases with lesion-like anomalies made by
+by `lightwork.demo` (healthy training cases, test cases with lesion-like anomalies made by
 a mechanism that none of the five training tasks uses). It ends by printing where the report is.
 
 Locally:            lightwork pipeline

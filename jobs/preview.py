@@ -6,7 +6,7 @@
 FILE: .nii/.nii.gz, .png/.jpg/.jpeg or .npy (local or s3://); PNG may be s3:// too. --mask gives
 the foreground (hole-filled non-zero voxels; default: the image's own non-zero voxels).
 --sources: external images for inter_blend (default: procedural stand-in textures). See
-lightwork.data.preview for what the figure shows.
+lightwork.synthesis.preview for what the figure shows.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 
 from lightwork.data import storage
-from lightwork.data.preview import load_input, preview_rows, render_preview
 from lightwork.errors import UserError
 from lightwork.jobs.entry import job_parser, positive_int, run_job
+from lightwork.synthesis.preview import load_input, preview_rows, render_preview
 
 
 def main(argv: list[str] | None = None) -> int:

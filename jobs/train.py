@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import sys
 
-from lightwork.config import PRESETS, check_saved, load_config, resolve_data
+from lightwork.config import PRESETS, load_config
 from lightwork.jobs.entry import add_folds, add_num_cpus, fold_positions, job_parser, run_job
+from lightwork.training.resolve import resolve_data
 
 
 def build_parser():
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     run = runs.run_uri(config.storage_path, config.name)
     if args.fresh and not args.dry_run:
         storage.remove(run)
-    check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
+    runs.check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
     with connected(args.num_cpus, args.verbose):
         records = train_splits(config, args.split, dry_run=args.dry_run, folds=folds)
     return 0 if args.dry_run or all(record.status == "done" for record in records) else 1

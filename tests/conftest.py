@@ -173,7 +173,7 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
     a user's environment (no RAY_ADDRESS, Ray's own authentication default). One of the split's
     five folds (`--folds`: every fold's path is the same, the others stay pending). The run is
     shared by the tests of the CLI and of prediction, which only read it."""
-    from lightwork.data.noise import write_noise_dataset
+    from lightwork.demo.noise import write_noise_dataset
 
     root = tmp_path_factory.mktemp("cli-2d")
     write_noise_dataset(root / "prep" / "tiny2d", recipe_options={"size": 24})

@@ -23,7 +23,7 @@ from lightwork.anomalies.patch import (
 )
 from lightwork.anomalies.registry import make_task
 from lightwork.anomalies.shapes import AnomalyShape
-from lightwork.data.phantom import smooth_noise
+from lightwork.demo import smooth_noise
 
 
 def test_cubic_sample_is_exact_on_the_grid_and_for_quadratics():

@@ -14,19 +14,13 @@ import torch
 import yaml
 
 from lightwork.anomalies.parameters import MAX_PUSH
-from lightwork.config import (
-    NETWORKS,
-    check_saved,
-    config_from_dict,
-    load_config,
-    resolve_data,
-    result_differences,
-    save_config,
-)
+from lightwork.config import NETWORKS, config_from_dict, load_config
 from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, save_case
 from lightwork.errors import UserError
 from lightwork.training.loop import FoldTrainer
+from lightwork.training.resolve import resolve_data
+from lightwork.training.runs import check_saved, result_differences, save_config
 
 
 def write_manifest(

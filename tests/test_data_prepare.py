@@ -10,7 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lightwork.data import phantom, storage
+from lightwork import demo
+from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.discover import discover_cases
 from lightwork.data.manifest import FOREGROUND_PERCENTILES, intensity_mismatch, read_manifest
@@ -199,15 +200,15 @@ def test_discovery_of_the_real_data_sets(real_data):
 
 def write_bad_cases(root: str) -> None:
     """Two broken cases beside the cohort: a corrupt NIfTI and a volume holding a NaN."""
-    mask = phantom.case_files(phantom.make_brain_case(0, "bad", with_lesions=False))[phantom.BRAIN_MASK_FILE]
+    mask = demo.case_files(demo.make_brain_case(0, "bad", with_lesions=False))[demo.BRAIN_MASK_FILE]
     storage.write_bytes(
-        storage.join(root, "bad-corrupt", phantom.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all")
+        storage.join(root, "bad-corrupt", demo.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all")
     )
-    storage.write_bytes(storage.join(root, "bad-corrupt", phantom.BRAIN_MASK_FILE), mask)
-    volume = np.ones(phantom.BRAIN_SHAPE, np.float32)
+    storage.write_bytes(storage.join(root, "bad-corrupt", demo.BRAIN_MASK_FILE), mask)
+    volume = np.ones(demo.BRAIN_SHAPE, np.float32)
     volume[3, 4, 5] = np.nan
-    storage.write_bytes(storage.join(root, "bad-nan", phantom.BRAIN_IMAGE_FILE), phantom.nifti_bytes(volume, np.eye(4)))
-    storage.write_bytes(storage.join(root, "bad-nan", phantom.BRAIN_MASK_FILE), mask)
+    storage.write_bytes(storage.join(root, "bad-nan", demo.BRAIN_IMAGE_FILE), demo.nifti_bytes(volume, np.eye(4)))
+    storage.write_bytes(storage.join(root, "bad-nan", demo.BRAIN_MASK_FILE), mask)
 
 
 def check_prepared(dst: str, healthy: int, test: int) -> list[dict]:
@@ -235,7 +236,7 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
     from lightwork.jobs import prepare
 
     src, dst = str(tmp_path / "raw"), str(tmp_path / "prepared")
-    phantom.write_cohort(src, "brain", num_healthy=3, num_test=2, seed=1)
+    demo.write_cohort(src, "brain", num_healthy=3, num_test=2, seed=1)
     write_bad_cases(src)
     assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -253,8 +254,8 @@ def test_prepare_local_cohort_records_failures_and_reruns_only_what_changed(ray_
     again = prepare_dataset(src, dst, recipe, progress=False)
     assert (again.prepared, again.skipped, [case for case, _ in again.failed]) == (0, 5, ["bad-corrupt", "bad-nan"])
     # One changed source file re-prepares that case only; other options re-prepare everything.
-    changed = phantom.case_files(phantom.make_brain_case(9, "other", with_lesions=False))[phantom.BRAIN_IMAGE_FILE]
-    storage.write_bytes(storage.join(src, "healthy", "brain-healthy-001", phantom.BRAIN_IMAGE_FILE), changed)
+    changed = demo.case_files(demo.make_brain_case(9, "other", with_lesions=False))[demo.BRAIN_IMAGE_FILE]
+    storage.write_bytes(storage.join(src, "healthy", "brain-healthy-001", demo.BRAIN_IMAGE_FILE), changed)
     third = prepare_dataset(src, dst, recipe, progress=False)
     assert (third.prepared, third.skipped) == (1, 4)
     rows = {row["case_id"]: row for row in read_manifest(dst)}
@@ -273,7 +274,7 @@ def test_prepare_2d_cohort_and_all_failed_exit_status(ray_session, tmp_path, cap
     from lightwork.jobs import prepare
 
     src, dst = str(tmp_path / "chest"), str(tmp_path / "prepared")
-    phantom.write_cohort(src, "cxr", num_healthy=2, num_test=1, seed=2)
+    demo.write_cohort(src, "cxr", num_healthy=2, num_test=1, seed=2)
     monkeypatch.chdir(tmp_path)  # relative paths are stored absolute
     assert prepare.main(["chest", "prepared", "--recipe", "cxr", "--size", "32", "--no-progress"]) == 0
     rows = read_manifest(dst)
@@ -304,7 +305,7 @@ def test_prepare_from_and_to_a_real_s3_bucket(ray_session, s3_server, capsys):
 
     root = f"s3://{s3_server['bucket']}/prepare-test"
     src, dst = f"{root}/raw", f"{root}/prepared"
-    phantom.write_cohort(src, "brain", num_healthy=3, num_test=2, seed=3)
+    demo.write_cohort(src, "brain", num_healthy=3, num_test=2, seed=3)
     write_bad_cases(src)
     assert prepare.main([src, dst, "--recipe", "brain", *SMALL, "--no-progress"]) == 0
     assert "prepared 5, reused 0, failed 2 of 7 cases" in capsys.readouterr().out
@@ -327,7 +328,7 @@ def test_prepared_case_keeps_the_source_geometry(tmp_path):
     from lightwork.data.discover import CaseSource
     from lightwork.data.prepare import prepare_case
 
-    phantom.write_cohort_case(str(tmp_path), "test", "c", "brain", seed=4)
+    demo.write_cohort_case(str(tmp_path), "test", "c", "brain", seed=4)
     source = CaseSource(
         "c",
         str(tmp_path / "test/c/flair.nii.gz"),
@@ -351,7 +352,7 @@ def test_prepare_checks_its_destination_before_any_case(tmp_path):
     from lightwork.errors import UserError
 
     src = str(tmp_path / "raw")
-    phantom.write_cohort(src, "brain", num_healthy=1, num_test=0, seed=5)
+    demo.write_cohort(src, "brain", num_healthy=1, num_test=0, seed=5)
     (tmp_path / "file").write_text("a regular file")
     recipe = BrainRecipe(shape=(16, 20, 16), spacing_mm=5.0, downsample=2)
     # Raised before discovery and before Ray is needed: no Ray is running in this test.
@@ -372,9 +373,9 @@ def test_prepare_checks_its_destination_before_any_case(tmp_path):
 
 def write_named_case(root, folder: str, seed: int, **names: str) -> None:
     """A demo brain case in `root/folder` with its files named `names` (role -> file name)."""
-    files = phantom.case_files(phantom.make_brain_case(seed, folder, with_lesions=False))
+    files = demo.case_files(demo.make_brain_case(seed, folder, with_lesions=False))
     for role, name in names.items():
-        payload = files[phantom.BRAIN_IMAGE_FILE if role == "image" else phantom.BRAIN_MASK_FILE]
+        payload = files[demo.BRAIN_IMAGE_FILE if role == "image" else demo.BRAIN_MASK_FILE]
         storage.write_bytes(storage.join(str(root), folder, name), payload)
 
 

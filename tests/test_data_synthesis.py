@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from lightwork.data.cases import PreparedCase, save_case
-from lightwork.data.phantom import smooth_noise
-from lightwork.data.synthesis import VALIDATION_EPOCH, CaseCache, Synthesiser, standin_sources
+from lightwork.demo import smooth_noise
 from lightwork.errors import UserError
+from lightwork.synthesis.samples import VALIDATION_EPOCH, CaseCache, Synthesiser, standin_sources
 
 
 @pytest.fixture

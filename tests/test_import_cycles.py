@@ -1,5 +1,6 @@
-"""No import cycles (lazy imports inside functions included) among the modules of the package, and
-none between its subpackages (lightwork.jobs is imported by nothing but the console script)."""
+"""The package's layers point one way (lazy imports inside functions included): every import goes
+to the importer's own layer or a lower one of LAYERS, there are no cycles among modules, and
+lightwork.jobs is imported by nothing but the console script."""
 
 from __future__ import annotations
 
@@ -66,6 +67,59 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+# Lowest first. A module belongs to the longest entry that prefixes it; it may import its own layer
+# and the layers below. data.storage (local and S3 file access) sits below everything that reads
+# or writes; config is the schema only; synthesis is the bridge between data and anomalies.
+LAYERS = (
+    ("lightwork", "lightwork.errors"),
+    ("lightwork.data.storage",),
+    ("lightwork.anomalies",),
+    ("lightwork.config",),
+    ("lightwork.data",),
+    ("lightwork.demo",),
+    ("lightwork.synthesis",),
+    ("lightwork.models",),
+    ("lightwork.training",),
+    ("lightwork.evaluation",),
+    ("lightwork.inference",),
+    ("lightwork.distributed",),
+    ("lightwork.jobs",),
+    ("lightwork.cli",),
+)
+
+
+def layer_of(module: str) -> int:
+    """The index in LAYERS of the longest entry that is `module` or a package above it."""
+    matches = [
+        (len(entry), index)
+        for index, entries in enumerate(LAYERS)
+        for entry in entries
+        if module == entry or module.startswith(f"{entry}.")
+    ]
+    assert matches, f"{module} is in no layer of LAYERS"
+    return max(matches)[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of `graph` into a higher layer than the importer's, as a line each."""
+    return sorted(
+        f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
+        for module, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+
+
+def test_layers_point_one_way():
+    assert not upward_imports(import_graph()), "\n".join(upward_imports(import_graph()))
+
+
+def test_the_layer_check_finds_an_upward_import_and_takes_the_longest_entry():
+    graph = {"lightwork.config": {"lightwork.data.manifest", "lightwork.data.storage", "lightwork.errors"}}
+    assert upward_imports(graph) == ["lightwork.config (layer 3) imports lightwork.data.manifest (layer 4)"]
+    assert layer_of("lightwork.errors") == layer_of("lightwork") == 0
 
 
 def package_of(module: str) -> str:

@@ -11,17 +11,18 @@ import pytest
 import torch
 
 from lightwork import __version__
-from lightwork.config import NETWORKS, UNetConfig, load_config, resolve_data
+from lightwork.config import NETWORKS, UNetConfig, load_config
 from lightwork.data import manifest
-from lightwork.data.noise import write_noise_dataset
 from lightwork.data.slices import training_samples
-from lightwork.data.synthesis import BatchSynthesiser
+from lightwork.demo.noise import write_noise_dataset
 from lightwork.errors import UserError
 from lightwork.inference.ensemble import Ensemble
 from lightwork.inference.package import package_bytes, read_package
 from lightwork.models import PRESETS, UNet, build_model, load_model, save_model
+from lightwork.synthesis.samples import BatchSynthesiser
 from lightwork.training.folds import plan_split
 from lightwork.training.loop import FoldTrainer
+from lightwork.training.resolve import resolve_data
 
 # The model section as checkpoints and packages held it before networks had names.
 OLD_CONFIG = {

@@ -27,9 +27,9 @@ from PIL import Image
 from lightwork.config import load_config
 from lightwork.data import manifest
 from lightwork.data.discover import CaseSource
-from lightwork.data.phantom import smooth_noise
 from lightwork.data.prepare import prepare_case, with_folds
 from lightwork.data.recipes import make_recipe
+from lightwork.demo import smooth_noise
 from lightwork.distributed.predict import predict
 from lightwork.inference import predict as inference
 from lightwork.inference.ensemble import Ensemble, run_ensemble

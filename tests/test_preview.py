@@ -10,9 +10,9 @@ from PIL import Image
 from lightwork.anomalies import make_task
 from lightwork.anomalies.seeding import sample_generator
 from lightwork.cli import main as cli
-from lightwork.data.phantom import case_files, make_case
-from lightwork.data.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
+from lightwork.demo import case_files, make_case
 from lightwork.jobs.preview import main
+from lightwork.synthesis.preview import figure_size, focus, load_input, preview_rows, stem_of, task_ids
 
 
 def _check_png(path, rows, dims):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from lightwork.data import storage
-from lightwork.data.noise import write_noise_dataset
+from lightwork.demo.noise import write_noise_dataset
 from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
 from lightwork.distributed.local_cluster import AutoscalingCluster, free_port, list_state
 from lightwork.training import runs

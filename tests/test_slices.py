@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightwork.config import UNetConfig, load_config, resolve_data
+from lightwork.config import UNetConfig, load_config
 from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, load_case, load_masks, save_case
 from lightwork.data.slices import (
@@ -23,9 +23,10 @@ from lightwork.data.slices import (
     training_samples,
     volume_slices,
 )
-from lightwork.data.synthesis import Synthesiser
 from lightwork.errors import UserError
 from lightwork.inference.ensemble import Ensemble, model_scores
+from lightwork.synthesis.samples import Synthesiser
+from lightwork.training.resolve import resolve_data
 
 SHAPE = (12, 14, 10)
 

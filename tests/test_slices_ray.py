@@ -17,10 +17,10 @@ from lightwork.config import load_config
 from lightwork.data import manifest, readers
 from lightwork.data.cases import load_case
 from lightwork.data.discover import CaseSource
-from lightwork.data.phantom import smooth_noise
 from lightwork.data.prepare import prepare_case, with_folds
 from lightwork.data.recipes import make_recipe
 from lightwork.data.slices import training_samples
+from lightwork.demo import smooth_noise
 from lightwork.training.folds import steps_per_epoch
 
 pytestmark = pytest.mark.slow

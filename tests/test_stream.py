@@ -13,8 +13,7 @@ from lightwork.anomalies.seeding import sample_generator
 from lightwork.config import load_config
 from lightwork.data import manifest
 from lightwork.data.cases import load_case
-from lightwork.data.noise import write_noise_dataset
-from lightwork.data.synthesis import VALIDATION_EPOCH, BatchSynthesiser
+from lightwork.demo.noise import write_noise_dataset
 from lightwork.distributed.resources import plan_synthesis
 from lightwork.distributed.stream import (
     CALLS_PER_TASK,
@@ -27,6 +26,7 @@ from lightwork.distributed.stream import (
     synthesis_dataset,
     training_epochs,
 )
+from lightwork.synthesis.samples import VALIDATION_EPOCH, BatchSynthesiser
 from lightwork.training.folds import plan_split, steps_per_epoch
 
 IMAGE_COLUMNS = {"image", "label"}
@@ -233,7 +233,7 @@ def test_stream_processes_load_without_torch():
     """Read and synthesis tasks import the stream, the config and the synthesiser; torch
     (~2 s per process) is for the Train workers only."""
     code = (
-        "import sys, lightwork.config, lightwork.distributed.stream, lightwork.data.synthesis; "
+        "import sys, lightwork.config, lightwork.distributed.stream, lightwork.synthesis.samples; "
         "print(sorted(name for name in ('torch', 'lightwork.models') if name in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -17,7 +17,7 @@ import torch
 
 from lightwork.config import load_config
 from lightwork.data import storage
-from lightwork.data.noise import write_noise_dataset
+from lightwork.demo.noise import write_noise_dataset
 from lightwork.distributed.local_cluster import list_state
 from lightwork.models import load_model
 from lightwork.training import runs

@@ -25,7 +25,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+import yaml
+
+from lightwork.config import RunConfig, config_from_dict
 from lightwork.data import storage
 from lightwork.errors import UserError
 from lightwork.training.folds import FoldPlan
@@ -148,3 +152,65 @@ def write_folds(run: str, records: list[FoldRecord]) -> None:
     indexed = _indexed_folds(run)
     merged = [given.pop(record.name, record) for record in indexed] + list(given.values())
     storage.write_bytes(storage.join(run, FOLDS_FILE), json.dumps([asdict(r) for r in merged], indent=1).encode())
+
+
+# Keys that say where a run goes or how it is scheduled, not what it trains: a re-run may change them.
+# data.left_right_axis follows from the cases data.fingerprint names (and records saved before it
+# existed lack it).
+NOT_RESULT_KEYS = frozenset(
+    {
+        "name",
+        "data.left_right_axis",
+        "storage_path",
+        "resources.cpus_per_worker",
+        "resources.gpus_per_worker",
+        "resources.data_cpus_per_trial",
+        "resources.max_concurrent_trials",
+        "resources.max_failures",
+        "resources.trial_max_failures",
+    }
+)
+
+
+def _flat(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in document.items():
+        if isinstance(value, dict) and key != "recipe_options":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def result_differences(saved: RunConfig, new: RunConfig) -> list[str]:
+    """`key: saved -> new` for every field that decides the trained models and differs."""
+    old, now = _flat(saved.to_dict()), _flat(new.to_dict())
+    return [
+        f"{key}: {old.get(key)!r} -> {now.get(key)!r}"
+        for key in now
+        if key not in NOT_RESULT_KEYS and old.get(key) != now.get(key)
+    ]
+
+
+def check_saved(config: RunConfig, uri: str) -> None:
+    """Raise UserError when `uri` holds the saved config of a run that trained other models than
+    `config` describes (`result_differences`); nothing there, or the same description, passes."""
+    if not storage.exists(uri):
+        return
+    try:
+        saved = config_from_dict(yaml.safe_load(storage.read_bytes(uri)) or {})
+    except (UserError, yaml.YAMLError) as error:
+        raise UserError(f"{uri}: the saved config of this run does not load ({error}); move it away") from None
+    differences = result_differences(saved, config)
+    if differences:
+        raise UserError(
+            f"{uri}: run {config.name!r} was trained with other settings ({'; '.join(differences)}): "
+            "give another --name, or --fresh to delete its results and train again"
+        )
+
+
+def save_config(config: RunConfig, uri: str) -> None:
+    """Write `config` as YAML to `uri` (local or s3://). An existing file there is the record of
+    what a run trained: `check_saved` first, so that it is never overwritten by another description."""
+    check_saved(config, uri)
+    storage.write_bytes(uri, config.to_yaml().encode())

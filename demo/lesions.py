@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from lightwork.data.phantom.fields import smooth_noise, world_grid
+from lightwork.demo.fields import smooth_noise, world_grid
 
 
 @dataclass

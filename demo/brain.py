@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightwork.data.phantom.case import PhantomCase, case_generator
-from lightwork.data.phantom.fields import bias_field, block_mean, grid_affine, rotation_3d, smooth_noise, world_grid
-from lightwork.data.phantom.lesions import apply_lesions, draw_lesions
+from lightwork.demo.case import PhantomCase, case_generator
+from lightwork.demo.fields import bias_field, block_mean, grid_affine, rotation_3d, smooth_noise, world_grid
+from lightwork.demo.lesions import apply_lesions, draw_lesions
 
 # Default grid of the demo brain volumes: 80x112x80's aspect at 5 mm voxels.
 BRAIN_SHAPE = (32, 40, 32)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lightwork.data.phantom.brain import BRAIN_SHAPE, make_brain_case
-from lightwork.data.phantom.case import PhantomCase
-from lightwork.data.phantom.chest import CHEST_SHAPE, make_chest_case
+from lightwork.demo.brain import BRAIN_SHAPE, make_brain_case
+from lightwork.demo.case import PhantomCase
+from lightwork.demo.chest import CHEST_SHAPE, make_chest_case
 
 
 def nifti_bytes(volume: np.ndarray, affine: np.ndarray) -> bytes:

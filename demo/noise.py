@@ -10,7 +10,7 @@ import numpy as np
 
 from lightwork.data import manifest
 from lightwork.data.cases import PreparedCase, save_case
-from lightwork.data.phantom import smooth_noise
+from lightwork.demo import smooth_noise
 
 
 def write_noise_dataset(

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from lightwork.data.phantom.case import PhantomCase, case_generator
-from lightwork.data.phantom.fields import bias_field, smooth_noise, world_grid
-from lightwork.data.phantom.lesions import apply_lesions, draw_lesions
+from lightwork.demo.case import PhantomCase, case_generator
+from lightwork.demo.fields import bias_field, smooth_noise, world_grid
+from lightwork.demo.lesions import apply_lesions, draw_lesions
 
 CHEST_SHAPE = (64, 64)
 CHEST_SPACING_MM = 5.5

@@ -29,10 +29,10 @@ fields they share), `case` (a case and its generator), `cohort` (files and cohor
 The names below are the package's interface.
 """
 
-from lightwork.data.phantom.brain import BRAIN_SHAPE, BRAIN_SPACING_MM, make_brain_case
-from lightwork.data.phantom.case import PhantomCase, case_generator
-from lightwork.data.phantom.chest import CHEST_SHAPE, CHEST_SPACING_MM, make_chest_case
-from lightwork.data.phantom.cohort import (
+from lightwork.demo.brain import BRAIN_SHAPE, BRAIN_SPACING_MM, make_brain_case
+from lightwork.demo.case import PhantomCase, case_generator
+from lightwork.demo.chest import CHEST_SHAPE, CHEST_SPACING_MM, make_chest_case
+from lightwork.demo.cohort import (
     BRAIN_IMAGE_FILE,
     BRAIN_MASK_FILE,
     CHEST_IMAGE_FILE,
@@ -49,7 +49,7 @@ from lightwork.data.phantom.cohort import (
     write_cohort,
     write_cohort_case,
 )
-from lightwork.data.phantom.fields import smooth_noise
+from lightwork.demo.fields import smooth_noise
 
 __all__ = [
     "BRAIN_IMAGE_FILE",

@@ -14,7 +14,7 @@ Each task runs once with the generator `sample_generator(seed, 0, stem, task_id)
 name without its image suffix), so a preview shows exactly the sample that seed gives. Blend
 sources: `intra_blend` reads patches from the input itself; `inter_blend` from the `sources`
 images when given, else from the stand-in external pool of the training stream
-(`lightwork.data.synthesis.standin_sources`: procedurally textured noise-and-ellipsoid images, a
+(`lightwork.synthesis.samples.standin_sources`: procedurally textured noise-and-ellipsoid images, a
 function of the seed and the shape), which only stands in for a real external dataset. The
 deformation tasks push at most 5 voxels in 3D and 10 in 2D (the brain and chest X-ray settings).
 
@@ -119,7 +119,7 @@ def preview_rows(
 ) -> list[PreviewRow]:
     """Run each task once on `data` (generator sample_generator(seed, 0, data.name, task_id));
     `sources` feed inter_blend (the stand-in pool when empty)."""
-    from lightwork.data.synthesis import standin_sources
+    from lightwork.synthesis.samples import standin_sources
 
     dims = data.image.ndim - 1
     rows = []

@@ -53,8 +53,8 @@ from lightwork.anomalies.registry import (
 )
 from lightwork.anomalies.seeding import sample_generator, stable_id
 from lightwork.data.cases import PreparedCase, load_case
-from lightwork.data.phantom.fields import smooth_noise
 from lightwork.data.slices import AXIAL_AXIS, WHOLE, SampleRef, slice_sample_id, take_slice
+from lightwork.demo.fields import smooth_noise
 
 log = logging.getLogger(__name__)
 
