@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from lightwork.demo.noise import write_noise_dataset
-from lightwork.distributed.local_cluster import AutoscalingCluster, alive_nodes, list_state
+from lightwork.testing.clusters import AutoscalingCluster, alive_nodes, list_state
 from lightwork.training import runs
 
 

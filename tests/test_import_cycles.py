@@ -71,7 +71,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 # Lowest first. A module belongs to the longest entry that prefixes it; it may import its own layer
 # and the layers below. data.storage (local and S3 file access) sits below everything that reads
-# or writes; config is the schema only; synthesis is the bridge between data and anomalies.
+# or writes; config is the schema only; synthesis is the bridge between data and anomalies;
+# testing (clusters for tests and benchmarks) sits above the library it drives.
 LAYERS = (
     ("lightwork", "lightwork.errors"),
     ("lightwork.data.storage",),
@@ -85,6 +86,7 @@ LAYERS = (
     ("lightwork.evaluation",),
     ("lightwork.inference",),
     ("lightwork.distributed",),
+    ("lightwork.testing",),
     ("lightwork.jobs",),
     ("lightwork.cli",),
 )

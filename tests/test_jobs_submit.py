@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
-from lightwork.distributed.local_cluster import free_port
+from lightwork.testing.clusters import free_port
 from lightwork.training import runs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -26,7 +26,7 @@ import pytest
 from lightwork.data import storage
 from lightwork.demo.noise import write_noise_dataset
 from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
-from lightwork.distributed.local_cluster import AutoscalingCluster, free_port, list_state
+from lightwork.testing.clusters import AutoscalingCluster, free_port, list_state
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow

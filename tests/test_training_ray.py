@@ -18,8 +18,8 @@ import torch
 from lightwork.config import load_config
 from lightwork.data import storage
 from lightwork.demo.noise import write_noise_dataset
-from lightwork.distributed.local_cluster import list_state
 from lightwork.models import load_model
+from lightwork.testing.clusters import list_state
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
