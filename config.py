@@ -112,6 +112,11 @@ class TrainSection:
     # (the paper's, lower is better) or the synthetic pixel AP (higher is better); SELECT_BY.
     select_by: str = _spec("val_loss", choices=tuple(SELECT_BY))
     val_batch_size: int = _spec(8, ge=1)
+    # The score threshold of a fold's binary mask (Dice, `lightwork predict`'s masks), from its
+    # synthetic validation samples: the lowest at which at most this share of their normal voxels
+    # (label 0, healthy images included) score at or above it; null: the threshold maximising Dice
+    # against the synthetic anomaly masks, which transfers poorly to real lesions (docs/method.md).
+    threshold_fpr: float | None = _spec(0.001, gt=0, lt=1)
     # Probability of mirroring a training sample left-right (image and label alike; brain: 0.5). The
     # array axis is the data's (`DataSection.left_right_axis`); data with none refuses a flip.
     flip_left_right: float = _spec(0.0, ge=0, le=1)

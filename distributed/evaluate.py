@@ -33,8 +33,8 @@ ACTOR_CPUS = 0.25
 @dataclass(frozen=True)
 class FoldModel:
     """One trained fold model of a run: its split, name, best checkpoint URI and, when training
-    recorded one (`val_dice_threshold` in folds.json), the score threshold maximising Dice on its
-    synthetic validation samples; `slice_axis`: the run's data.slice_axis (2D models of slices)."""
+    recorded one (`val_dice_threshold` in folds.json), the score threshold chosen on its synthetic
+    validation samples (`train.threshold_fpr`); `slice_axis`: the run's data.slice_axis (2D models of slices)."""
 
     split: str
     name: str
@@ -183,8 +183,8 @@ def evaluate_run(
     anything, when `models_uri` is not a run or the test set is missing or has nothing to score
     against; rows that failed in prepare are named on stderr and in the report.
 
-    The Dice threshold, unless given, is the mean of the fold models' thresholds maximising Dice
-    on their synthetic validation samples (honest: no test data involved).
+    The Dice threshold, unless given, is the mean of the fold models' thresholds chosen on their
+    synthetic validation samples (honest: no test data involved).
     """
     import sys
 
@@ -210,8 +210,8 @@ def evaluate_run(
     if dice_threshold is None and recorded is not None:
         dice_threshold = recorded
         notes.append(
-            f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds maximising Dice on "
-            "their synthetic validation samples (held-out tasks)."
+            f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds chosen on their "
+            "synthetic validation samples (held-out tasks; train.threshold_fpr)."
         )
     elif dice_threshold is not None:
         notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")

@@ -52,8 +52,9 @@ def model_scores(
 
 
 def validation_threshold(thresholds: list[float | None]) -> float | None:
-    """The score threshold of an ensemble: the mean of its fold models' thresholds maximising Dice
-    on their synthetic validation samples (no test data involved); None unless every fold has one."""
+    """The score threshold of an ensemble: the mean of its fold models' thresholds, chosen on their
+    synthetic validation samples (`train.threshold_fpr`; no test data involved); None unless every
+    fold has one."""
     if not thresholds or any(value is None for value in thresholds):
         return None
     return float(sum(thresholds) / len(thresholds))

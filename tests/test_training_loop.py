@@ -71,18 +71,33 @@ class Echo(torch.nn.Module):
         return image * self.weight
 
 
-def test_validation_dice_threshold():
-    # scores 0.3 on the anomaly, 0.1 / 0.5 elsewhere: only thresholds in (0.1, 0.3] separate
-    # the anomaly from the 0.1 voxels; the 0.5 voxels (one of 8) stay false positives.
+def toy_validation(**settings):
+    """Scores 0.3 on the anomaly (2 voxels), 0.1 on 5 other voxels and 0.5 on one of the anomalous
+    image; the healthy image's 8 voxels score 0: 14 negative voxels in all."""
     label = torch.zeros(1, 2, 4)
     label[0, 0, :2] = 0.7
     image = torch.full((1, 1, 2, 4), 0.1)
     image[0, 0, 0, :2] = 0.3
     image[0, 0, 1, 3] = 0.5
-    loop = FoldTrainer(Echo(), TrainSection(), torch.device("cpu"))
-    result = loop.validate([{"image": image, "label": label, "healthy": torch.zeros(1, 1, 2, 4)}])
+    loop = FoldTrainer(Echo(), TrainSection(**settings), torch.device("cpu"))
+    return loop.validate([{"image": image, "label": label, "healthy": torch.zeros(1, 1, 2, 4)}])
+
+
+def test_validation_dice_threshold():
+    # only thresholds in (0.1, 0.3] separate the anomaly from the 0.1 voxels; the 0.5 voxel stays
+    # a false positive
+    result = toy_validation(threshold_fpr=None)
     assert 0.1 < result.dice_threshold <= 0.3
     assert result.dice == pytest.approx(2 * 2 / (2 * 2 + 1 + 0))
+
+
+def test_validation_threshold_at_a_false_positive_rate():
+    # at most 10% of the 14 negatives: above the six at 0.1 or more, one (the 0.5 voxel, 7%) may
+    # stay; at most 5%: none, so above 0.5, where the anomaly is lost too
+    loose, strict = toy_validation(threshold_fpr=0.1), toy_validation(threshold_fpr=0.05)
+    assert loose.dice_threshold == pytest.approx(0.11) and loose.dice == pytest.approx(4 / 5)
+    assert strict.dice_threshold == pytest.approx(0.51) and strict.dice == 0
+    assert TrainSection().threshold_fpr == 0.001
 
 
 def test_early_stopping_by_patience_in_steps():
@@ -204,7 +219,7 @@ def test_figures_per_task_and_summed_over_workers():
     keep.sum_over_workers = lambda worker: sums.append(worker.clone()) or worker
     for half in halves:
         keep.validate([half])
-    combined = validation_from_sums(sums[0] + sums[1])
+    combined = validation_from_sums(sums[0] + sums[1], keep.settings.threshold_fpr)
     assert (combined.loss, combined.pixel_ap, combined.dice_threshold) == pytest.approx(
         (result.loss, result.pixel_ap, result.dice_threshold), rel=1e-12
     )

@@ -123,9 +123,10 @@ class ValidationFigures:
 
 @dataclass
 class Validation(ValidationFigures):
-    """Validation of one epoch: the figures over all pairs, the score threshold maximising Dice
-    between `score >= threshold` and the synthetic anomaly masks (`label > 0`) over all validation
-    voxels with that Dice, and `by_task`: the figures of each task id the batches named."""
+    """Validation of one epoch: the figures over all pairs, the score threshold of the binary mask
+    (`validation_from_sums`) with the Dice between `score >= threshold` and the synthetic anomaly
+    masks (`label > 0`) over all validation voxels, and `by_task`: the figures of each task id the
+    batches named."""
 
     dice_threshold: float
     dice: float
@@ -161,18 +162,26 @@ def _figures(row: torch.Tensor) -> ValidationFigures:
     return ValidationFigures(healthy + anomalous, healthy, anomalous, binned_average_precision(positives, negatives))
 
 
-def validation_from_sums(sums: torch.Tensor) -> Validation:
-    """Validation sums float64 [SUM_ROWS, SUM_COLUMNS] (summed over workers) -> Validation."""
+def validation_from_sums(sums: torch.Tensor, threshold_fpr: float | None = None) -> Validation:
+    """Validation sums float64 [SUM_ROWS, SUM_COLUMNS] (summed over workers) -> Validation.
+
+    The mask's threshold, a bin start: with `threshold_fpr`, the lowest at which at most that share
+    of the negative voxels score at or above it (`train.threshold_fpr`); None: the one maximising Dice.
+    """
     if int(sums[0, PAIRS]) == 0:
         raise ValueError("validation produced no batches: the validation set is empty")
     overall = _figures(sums[0])
     positives, negatives = sums[0, HISTOGRAMS : HISTOGRAMS + DICE_BINS], sums[0, HISTOGRAMS + DICE_BINS :]
-    true_positive = _at_or_above(positives)
+    true_positive, false_positive = _at_or_above(positives), _at_or_above(negatives)
     false_negative = positives.sum() - true_positive
-    dice = 2 * true_positive / (2 * true_positive + _at_or_above(negatives) + false_negative).clamp(min=1)
-    best = int(dice.argmax())
+    dice = 2 * true_positive / (2 * true_positive + false_positive + false_negative).clamp(min=1)
+    if threshold_fpr is None:
+        chosen = int(dice.argmax())
+    else:  # the rate falls with the bin; a rate no bin start reaches keeps the top bin
+        within = (false_positive <= threshold_fpr * negatives.sum()).nonzero()
+        chosen = int(within[0]) if len(within) else DICE_BINS - 1
     by_task = {task: _figures(sums[1 + task]) for task in range(TASK_COUNT) if sums[1 + task, PAIRS] > 0}
-    return Validation(**asdict(overall), dice_threshold=best / DICE_BINS, dice=float(dice[best]), by_task=by_task)
+    return Validation(**asdict(overall), dice_threshold=chosen / DICE_BINS, dice=float(dice[chosen]), by_task=by_task)
 
 
 def _score_bins(score: torch.Tensor) -> torch.Tensor:
@@ -208,7 +217,7 @@ class FoldTrainer:
         if settings.flip_left_right and flip_axis is None:
             raise ValueError(
                 f"train.flip_left_right is {settings.flip_left_right} but no flip axis was given: pass the "
-                "data's left-right axis (data.left_right_axis, filled by lightwork.config.resolve_data)"
+                "data's left-right axis (data.left_right_axis, filled by lightwork.training.resolve.resolve_data)"
             )
         self.settings = settings
         self.flip_axis = flip_axis
@@ -286,7 +295,7 @@ class FoldTrainer:
                 sums[:, :HISTOGRAMS].index_add_(0, row, per_pair)
                 cells = (row[:, None] * (2 * DICE_BINS) + voxels).flatten()
                 sums[:, HISTOGRAMS:] += torch.bincount(cells, minlength=SUM_ROWS * 2 * DICE_BINS).view(SUM_ROWS, -1)
-        return validation_from_sums(self.sum_over_workers(sums))
+        return validation_from_sums(self.sum_over_workers(sums), self.settings.threshold_fpr)
 
     def run_epoch(self, train_batches: Iterable[dict], val_batches: Iterable[dict]) -> EpochResult:
         """Train over `train_batches` (stopping early at max_steps), validate, update best-so-far."""

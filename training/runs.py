@@ -16,8 +16,9 @@ Fold record keys: split ("1/4"), name ("split1-4_tasks0"), index, train_tasks, v
 train_folds, val_folds (lists of ints), best_checkpoint (URI of the kept model's folder, "" until
 one exists: the best epoch's by `train.select_by`, or the last with `train.keep_checkpoint: last`),
 best_val_loss (float, null until validated) and best_step (optimizer step) of that checkpoint,
-val_dice_threshold / val_dice (at its epoch: the score threshold maximising Dice against the
-synthetic anomaly masks of the validation samples, and that Dice), status
+val_dice_threshold / val_dice (at its epoch: the score threshold of its binary mask, chosen on
+the synthetic validation samples by `train.threshold_fpr`, and the Dice there against their
+anomaly masks), status
 ("pending", "running", "done" or "failed"), epochs, steps, history (per-epoch metrics) and error.
 """
 
