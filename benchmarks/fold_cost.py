@@ -172,10 +172,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from lightwork.distributed.cluster import connect
     from lightwork.distributed.train import train_splits
+    from lightwork.training.resolve import resolve_run
 
     connect(num_cpus=args.num_cpus)
     start = time.perf_counter()
-    records = train_splits(config, args.split)
+    records = train_splits(resolve_run(config, args.split))
     wall = time.perf_counter() - start
     folds = len(records)
     steps = sum(record.steps for record in records)

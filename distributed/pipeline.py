@@ -22,7 +22,7 @@ from lightwork.config import RunConfig
 from lightwork.data import manifest, storage
 from lightwork.errors import UserError
 from lightwork.training.folds import parse_splits
-from lightwork.training.resolve import resolve_data
+from lightwork.training.resolve import resolve_data, resolve_run
 from lightwork.training.runs import check_saved
 
 STEPS = ("generate", "prepare", "train", "evaluate")
@@ -127,16 +127,15 @@ def check_request(request: PipelineRequest) -> None:
                     "give another --name, or --fresh to delete its results and start again"
                 )
     if not request.fresh:
-        check_saved(training_config(request), storage.join(request.run, "train", "config.yaml"))
+        config = training_config(request)
+        if storage.exists(manifest.manifest_uri(config.data.manifest)):  # prepared by an earlier run
+            check_saved(resolve_data(config), storage.join(request.run, "train", "config.yaml"))
 
 
 def training_config(request: PipelineRequest) -> RunConfig:
-    """The run's training config: trained on RUN/prepared/healthy, results under RUN/train."""
+    """The run's training config, not yet resolved: trained on RUN/prepared/healthy, results under RUN/train."""
     data = dataclasses.replace(request.config.data, manifest=storage.join(request.run, "prepared", "healthy"))
-    config = dataclasses.replace(request.config, data=data, storage_path=request.run, name="train")
-    if not storage.exists(manifest.manifest_uri(data.manifest)):
-        return config  # not prepared yet: train_splits resolves it
-    return resolve_data(config)  # prepared by an earlier run: compare like with like
+    return dataclasses.replace(request.config, data=data, storage_path=request.run, name="train")
 
 
 def run_pipeline(request: PipelineRequest) -> PipelineResult:
@@ -184,7 +183,7 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
         clock = time.perf_counter()
         config = training_config(request)
         models = storage.join(run, "train")
-        records = train_splits(config, request.split, dry_run=request.dry_run, folds=request.folds)
+        records = train_splits(resolve_run(config, request.split), dry_run=request.dry_run, folds=request.folds)
         seconds["train"] = time.perf_counter() - clock
         unfinished = [record.name for record in records if record.status != "done"]
         if request.dry_run:

@@ -316,9 +316,10 @@ def run_samples(config: RunConfig, rows: list[dict] | None = None) -> TrainingSa
     return training_samples(rows, data.slice_axis, data.min_slice_foreground, data.lesion_free_slices)
 
 
-def _parts(plan: FoldPlan, config: RunConfig) -> dict[str, _Part]:
-    """The "train" and "val" parts of a fold, from one read of the manifests."""
-    rows = manifest.usable(manifest.read_manifest(config.data.manifest))
+def _parts(plan: FoldPlan, config: RunConfig, rows: list[dict] | None) -> dict[str, _Part]:
+    """The "train" and "val" parts of a fold, from the usable `rows` of data.manifest (read here when None)."""
+    if rows is None:
+        rows = manifest.usable(manifest.read_manifest(config.data.manifest))
     shape = tuple(rows[0]["shape"]) if rows else ()
     if config.data.slice_axis is not None and shape:
         shape = slice_shape(shape, config.data.slice_axis)
@@ -362,7 +363,7 @@ def fold_dataset(
     """
     if part not in ("train", "val"):
         raise ValueError(f"part must be 'train' or 'val', got {part!r}")
-    return _part_dataset(plan, config, seed, part, _parts(plan, config)[part], data_cpus, tasks, keys)
+    return _part_dataset(plan, config, seed, part, _parts(plan, config, None)[part], data_cpus, tasks, keys)
 
 
 def _part_dataset(
@@ -405,15 +406,21 @@ def _part_dataset(
 
 
 def fold_datasets(
-    plan: FoldPlan, config: RunConfig, seed: int, data_cpus: float | None = None, keys: bool = False
+    plan: FoldPlan,
+    config: RunConfig,
+    seed: int,
+    data_cpus: float | None = None,
+    keys: bool = False,
+    rows: list[dict] | None = None,
 ) -> dict[str, ray.data.Dataset]:
-    """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`).
+    """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`);
+    `rows`: the usable rows of data.manifest when the run has read them (`ResolvedRun.usable`).
 
     The validation set is synthesised once here and read again every epoch: by synthesis tasks,
     or, when it holds at most IN_PROCESS_VOXELS voxels, in this process (no task to wait for; the
     same rows).
     """
-    parts = _parts(plan, config)
+    parts = _parts(plan, config, rows)
     train = _part_dataset(plan, config, seed, "train", parts["train"], data_cpus, None, keys)
     what = parts["val"]
     if len(what.cases) * len(what.epochs) * math.prod(what.shape) > IN_PROCESS_VOXELS:

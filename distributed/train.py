@@ -35,16 +35,15 @@ import ray
 import torch
 from ray import train, tune
 
-from lightwork.config import SELECT_BY, RunConfig, TrainSection, config_from_dict
-from lightwork.data import manifest, slices, storage
+from lightwork.config import SELECT_BY, TrainSection, config_from_dict
+from lightwork.data import storage
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
-from lightwork.errors import UserError
 from lightwork.models import build_model, save_model
 from lightwork.training import runs
-from lightwork.training.folds import FoldPlan, empty_folds, parse_splits, plan_split, select_folds, steps_per_epoch
+from lightwork.training.folds import FoldPlan, select_folds, steps_per_epoch
 from lightwork.training.loop import EpochResult, FoldTrainer
-from lightwork.training.resolve import resolve_data
+from lightwork.training.resolve import ResolvedRun
 
 TRAINER_STATE_FILE = "trainer.pt"
 HISTORY_FILE = "history.json"
@@ -211,8 +210,11 @@ def torch_backend(plan: TrialPlan) -> str:
     return "nccl" if ray.get(probe.remote()) else "gloo"
 
 
-def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, steps: dict, resources: TrialPlan) -> None:
-    """One Tune trial: fit the fold's TorchTrainer, then write its fold record.
+def _driver(
+    trial_config: dict, *, config_dict: dict, rows: list[dict], plans: dict, run: str, steps: dict, resources: TrialPlan
+) -> None:
+    """One Tune trial: fit the fold's TorchTrainer (on the run's usable manifest `rows`), then write
+    its fold record.
 
     A mistake in the run's data or settings (ValueError) fails the fold for good; anything else
     (a lost node, a dead driver or controller) is raised for Tune to run the trial again.
@@ -222,7 +224,9 @@ def _driver(trial_config: dict, *, config_dict: dict, plans: dict, run: str, ste
     record.status = "running"
     runs.write_record(run, record)
     try:
-        _fit_fold(plan, record, config_dict=config_dict, run=run, steps=steps[plan.name], resources=resources)
+        _fit_fold(
+            plan, record, config_dict=config_dict, rows=rows, run=run, steps=steps[plan.name], resources=resources
+        )
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
         runs.write_record(run, record)
@@ -239,7 +243,14 @@ def kept_checkpoint_score(settings: TrainSection) -> tuple[str, str]:
 
 
 def _fit_fold(
-    plan: FoldPlan, record: runs.FoldRecord, *, config_dict: dict, run: str, steps: int, resources: TrialPlan
+    plan: FoldPlan,
+    record: runs.FoldRecord,
+    *,
+    config_dict: dict,
+    rows: list[dict],
+    run: str,
+    steps: int,
+    resources: TrialPlan,
 ) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -261,7 +272,7 @@ def _fit_fold(
             use_gpu=resources.gpus_per_worker > 0,
             resources_per_worker=resources.worker_bundle,
         ),
-        datasets=stream.fold_datasets(plan, config, config.seed, data_cpus=resources.cpus_for_data),
+        datasets=stream.fold_datasets(plan, config, config.seed, data_cpus=resources.cpus_for_data, rows=rows),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
         # The ingest options keep the stream within the trial's CPU budget and in item order.
         dataset_config=train.DataConfig(
@@ -330,38 +341,12 @@ class _FoldLines(tune.Callback):
     on_trial_error = on_trial_complete
 
 
-def training_cases(config: RunConfig, split_spec: str) -> tuple[list[dict], list[dict], dict[int, int]]:
-    """(usable manifest rows, the rows models learn from, those rows per fold) of a resolved run;
-    no Ray. Raises UserError, naming the manifest, when no case is healthy or when a fold that the
-    split's models train or validate on holds none (a cohort too small for the five folds)."""
-    usable = manifest.usable(manifest.read_manifest(config.data.manifest))
-    rows = slices.training_rows(usable, config.data.lesion_free_slices)
-    if not rows:
-        raise UserError(
-            f"{config.data.manifest}: no usable healthy cases in the manifest "
-            f"({len(usable)} usable, all with a lesion mask or labelled anomalous)"
-        )
-    fold_sizes: dict[int, int] = {}
-    for row in rows:
-        fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
-    plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
-    empty = empty_folds(plans, fold_sizes)
-    if empty:
-        raise UserError(
-            f"{config.data.manifest}: {len(rows)} healthy cases fill folds "
-            f"{', '.join(map(str, sorted(fold_sizes)))} of {manifest.NUM_FOLDS}, but the models of --split "
-            f"{split_spec} train or validate on folds {', '.join(map(str, empty))} too: prepare at least "
-            f"{manifest.NUM_FOLDS} healthy cases (one per fold)"
-        )
-    return usable, rows, fold_sizes
-
-
 def train_splits(
-    config: RunConfig, split_spec: str, dry_run: bool = False, folds: Sequence[int] | None = None
+    resolved: ResolvedRun, dry_run: bool = False, folds: Sequence[int] | None = None
 ) -> list[runs.FoldRecord]:
-    """Train every unfinished fold of `split_spec` ("1/4", "1/4,2/3" or "all") on the connected
-    Ray cluster, or only the folds of each split at the positions `folds` (`FoldPlan.index`, as
-    `--dry-run` lists them); write `config.yaml` and add every fold of the splits to the run's
+    """Train every unfinished fold of the resolved run's splits (`resolve_run`: "1/4", "1/4,2/3" or
+    "all") on the connected Ray cluster, or only the folds of each split at the positions `folds`
+    (`FoldPlan.index`, as `--dry-run` lists them); write `config.yaml` and add every fold of the splits to the run's
     `folds.json` (so folds and splits trained by separate calls add up) under
     `{storage_path}/{name}`; return the records of the folds asked for.
 
@@ -369,9 +354,14 @@ def train_splits(
     the fold plan and the resource plan and returns the records as they stand, training nothing.
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
-    config = resolve_data(config)
+    config, usable, rows, fold_sizes, plans = (
+        resolved.config,
+        resolved.usable,
+        resolved.rows,
+        resolved.fold_sizes,
+        resolved.plans,
+    )
     run = runs.run_uri(config.storage_path, config.name)
-    usable, rows, fold_sizes = training_cases(config, split_spec)
     if len(rows) < len(usable):
         print(
             f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
@@ -380,7 +370,6 @@ def train_splits(
     samples = stream.run_samples(config, usable)  # the cases, or their slices: what an epoch goes over
     if config.data.slice_axis is not None:
         print(samples.describe(config.data.min_slice_foreground))
-    plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
     asked = select_folds(plans, folds)
     records = {plan.name: runs.read_record(run, plan) for plan in plans}
     todo = [plan for plan in asked if records[plan.name].status != "done"]
@@ -401,7 +390,7 @@ def train_splits(
             )
     runs.write_folds(run, list(records.values()))
     if resources is not None:
-        _fit_trials(todo, config, run, resources, samples.fold_counts())
+        _fit_trials(todo, resolved, run, resources, samples.fold_counts())
         records = {plan.name: runs.read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
     final = [records[plan.name] for plan in asked]
@@ -443,13 +432,15 @@ def _start_ray_data_actors() -> None:
 
 
 def _fit_trials(
-    todo: list[FoldPlan], config: RunConfig, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
+    todo: list[FoldPlan], resolved: ResolvedRun, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
 ) -> None:
-    """One Tune trial per fold in `todo` (`fold_sizes`: training samples per fold); on an autoscaling
+    """One Tune trial per fold in `todo` (`fold_sizes`: training samples per fold), each given the
+    resolved config and usable manifest rows through the object store; on an autoscaling
     cluster the first wave's bundles are requested at once (and the request withdrawn at the end,
     so that idle nodes can go)."""
     from ray.autoscaler.sdk import request_resources
 
+    config = resolved.config
     steps = {
         plan.name: steps_per_epoch(
             sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size, config.train.epoch_steps
@@ -458,7 +449,13 @@ def _fit_trials(
     }
     by_name = {plan.name: plan for plan in todo}
     driver = tune.with_parameters(
-        _driver, config_dict=config.to_dict(), plans=by_name, run=run, steps=steps, resources=resources
+        _driver,
+        config_dict=config.to_dict(),
+        rows=resolved.usable,
+        plans=by_name,
+        run=run,
+        steps=steps,
+        resources=resources,
     )
     storage_path, filesystem = _ray_storage(run)
     _keep_credentials_out_of_tune()

@@ -21,7 +21,7 @@ import sys
 
 from lightwork.config import PRESETS, load_config
 from lightwork.jobs.entry import add_folds, add_num_cpus, fold_positions, job_parser, run_job
-from lightwork.training.resolve import resolve_data
+from lightwork.training.resolve import resolve_run
 
 
 def build_parser():
@@ -75,23 +75,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config and not config.data.manifest:  # a preset's description needs no data
         print(config.to_yaml(), end="")
         return 0
-    config = resolve_data(config)  # before Ray starts: a model that does not fit the data fails here
+    # Before Ray starts: a model that does not fit the data, or a cohort too small for the folds, fails here.
+    resolved = resolve_run(config, args.split)
+    config = resolved.config
     if args.print_config:
         print(config.to_yaml(), end="")
         return 0
     from lightwork.data import storage
     from lightwork.distributed.cluster import connected
-    from lightwork.distributed.train import train_splits, training_cases
+    from lightwork.distributed.train import train_splits
     from lightwork.training import runs
-
-    training_cases(config, args.split)  # before Ray starts: a cohort too small for the folds fails here
 
     run = runs.run_uri(config.storage_path, config.name)
     if args.fresh and not args.dry_run:
         storage.remove(run)
     runs.check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
     with connected(args.num_cpus, args.verbose):
-        records = train_splits(config, args.split, dry_run=args.dry_run, folds=folds)
+        records = train_splits(resolved, dry_run=args.dry_run, folds=folds)
     return 0 if args.dry_run or all(record.status == "done" for record in records) else 1
 
 

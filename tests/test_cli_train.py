@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from lightwork.cli import main
+from lightwork.data import manifest
 from lightwork.training import runs
 
 pytestmark = pytest.mark.slow
@@ -70,10 +71,14 @@ def test_train_with_relative_paths_reproduces_from_its_config_and_guards_its_rec
     assert main(["train", "--config", "runs/a/config.yaml", "--seed", "4"]) == 2
     assert "seed: 3 -> 4" in capsys.readouterr().err
 
-    # The identical description resumes: every fold asked for is done, nothing is trained again.
+    # The identical description resumes: every fold asked for is done, nothing is trained again;
+    # the job resolved its run once (one read of the manifest, however many steps use it).
     done = [first[i] for i in trained]
     before = {r.name: (run / r.name / "fold.json").read_bytes() for r in done}
+    reads, read_manifest = [], manifest.read_manifest
+    monkeypatch.setattr(manifest, "read_manifest", lambda uri: reads.append(uri) or read_manifest(uri))
     assert main(["train", "--config", "runs/a/config.yaml", "--folds", ",".join(map(str, trained))]) == 0
+    assert len(reads) == 1, reads
     assert capsys.readouterr().out.count("done in an earlier run") == len(trained)
     assert {r.name: (run / r.name / "fold.json").read_bytes() for r in done} == before
     assert (run / "config.yaml").read_bytes() == saved

@@ -80,6 +80,7 @@ def oblique_affine(codes: str) -> np.ndarray:
 def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: list[tuple[str, bytes]]):
     """Prepare 3D `images` (file name, bytes) with the recipe, train split 1/4 with the tiny config."""
     from lightwork.distributed.train import train_splits
+    from lightwork.training.resolve import resolve_run
 
     raw, prepared = tmp / f"{name}-raw", tmp / f"{name}-prepared"
     raw.mkdir()
@@ -106,7 +107,7 @@ def train_run(tmp, ray_session, name: str, recipe: str, options: dict, images: l
         "resources.max_concurrent_trials=2",
     ]
     # Two of the split's five folds (the prediction paths are those of any ensemble; fewer Train runs).
-    records = train_splits(load_config(preset="tiny", overrides=overrides), "1/4", folds=[0, 3])
+    records = train_splits(resolve_run(load_config(preset="tiny", overrides=overrides), "1/4"), folds=[0, 3])
     assert [record.index for record in records] == [0, 3]
     assert all(record.status == "done" for record in records), [record.error for record in records]
     return str(tmp / "runs" / name)

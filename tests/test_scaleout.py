@@ -258,6 +258,7 @@ def test_thirty_trials_queue_on_a_small_fixed_cluster_and_all_finish(ray_session
     most 4 at once. Long (about 10 minutes on 2 cores): run with `-m scale`."""
     from lightwork.config import load_config
     from lightwork.distributed.train import train_splits
+    from lightwork.training.resolve import resolve_run
 
     overrides = [
         f"data.manifest={write_noise_dataset(tmp_path / 'data')}",
@@ -272,6 +273,6 @@ def test_thirty_trials_queue_on_a_small_fixed_cluster_and_all_finish(ray_session
         "resources.data_cpus_per_trial=1",
         "resources.max_concurrent_trials=4",
     ]
-    records = train_splits(load_config(preset="tiny", overrides=overrides), "all")
+    records = train_splits(resolve_run(load_config(preset="tiny", overrides=overrides), "all"))
     assert [r.split for r in records] == ["1/4"] * 5 + ["2/3"] * 10 + ["3/2"] * 10 + ["4/1"] * 5
     assert all(record.status == "done" for record in records), [r.error for r in records if r.status != "done"]

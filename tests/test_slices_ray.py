@@ -56,6 +56,7 @@ def volume(seed: int) -> tuple[np.ndarray, np.ndarray]:
 def sliced_run(tmp_path_factory, ray_session):
     """(run folder, prepared data folder, train_splits records, the console): 10 volumes, split 1/4."""
     from lightwork.distributed.train import train_splits
+    from lightwork.training.resolve import resolve_run
 
     tmp = tmp_path_factory.mktemp("slices")
     raw, prepared = tmp / "raw", tmp / "prepared"
@@ -91,7 +92,7 @@ def sliced_run(tmp_path_factory, ray_session):
         "resources.max_concurrent_trials=2",
     ]
     config = load_config(preset="tiny", overrides=overrides)
-    records = train_splits(config, "1/4", folds=[0, 2])  # two folds: the slicing is every fold's
+    records = train_splits(resolve_run(config, "1/4"), folds=[0, 2])  # two folds: the slicing is every fold's
     return str(tmp / "runs" / "sliced"), str(prepared), records
 
 

@@ -83,6 +83,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     (no credential in Ray's state API meanwhile); then a run interrupted before one fold finished
     is resumed."""
     from lightwork.distributed.train import train_splits
+    from lightwork.training.resolve import resolve_run
 
     config = run_config(tmp_path, (32, 32), "cxr2d", f"s3://{s3_server['bucket']}/runs", max_epochs=EPOCHS)
     run = runs.run_uri(config.storage_path, config.name)
@@ -92,7 +93,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
     )
     killer.start()
     try:
-        records = train_splits(config, "4/1", folds=FOLDS)
+        records = train_splits(resolve_run(config, "4/1"), folds=FOLDS)
     finally:
         stop.set()
         killer.join()
@@ -122,7 +123,7 @@ def test_split_2d_on_s3_survives_killed_worker_and_resumes(
         record_uri, json.dumps({**json.loads(storage.read_bytes(record_uri)), "status": "running"}).encode()
     )
     before = {r.name: storage.read_bytes(storage.join(run, r.name, "fold.json")) for r in records}
-    again = train_splits(config, "4/1", folds=FOLDS)
+    again = train_splits(resolve_run(config, "4/1"), folds=FOLDS)
     check_fold_records(again, epochs=EPOCHS, folds=len(FOLDS))
     for record in records:
         changed = storage.read_bytes(storage.join(run, record.name, "fold.json")) != before[record.name]

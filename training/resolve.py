@@ -1,18 +1,22 @@
-"""A run's config checked against its prepared data, with what the data decides filled in
-(`resolve_data`): the recipe and its options, the cases' fingerprint, the left-right axis a flip
-mirrors and the deformation push. Reads the manifest and one prepared case; no Ray."""
+"""A run resolved against its prepared data, once per job (`resolve_run`): the config checked, with
+what the data decides filled in (`resolve_data`: the recipe and its options, the cases'
+fingerprint, the left-right axis a flip mirrors, the deformation push), the manifest's usable rows,
+the rows models learn from and the fold plans of the splits asked for. Reads the manifest once and
+one prepared case; no Ray. Training, streaming and the trials take the `ResolvedRun`."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from lightwork.config import MODEL_PRESETS, PRESETS, RunConfig
-from lightwork.data import manifest
+from lightwork.data import manifest, slices
 from lightwork.data.cases import load_case
 from lightwork.errors import UserError
+from lightwork.training.folds import FoldPlan, empty_folds, parse_splits, plan_split
 
 
 def left_right_axis(affine: Any, spatial_dims: int) -> int | None:
@@ -24,10 +28,24 @@ def left_right_axis(affine: Any, spatial_dims: int) -> int | None:
     return max(range(3), key=lambda index: abs(float(affine[0][index])))
 
 
-def resolve_data(config: RunConfig) -> RunConfig:
+def usable_rows(config: RunConfig) -> list[dict]:
+    """The usable rows of `data.manifest`; UserError, in one line, when there is none or no manifest."""
+    where = config.data.manifest
+    if not where:
+        raise UserError("no training data: pass --data PREPARED_DATASET or set data.manifest")
+    try:
+        rows = manifest.usable(manifest.read_manifest(where))
+    except FileNotFoundError as error:
+        raise UserError(str(error)) from None
+    if not rows:
+        raise UserError(f"{where}: no usable case in the manifest (all failed: see `lightwork prepare`'s summary)")
+    return rows
+
+
+def resolve_data(config: RunConfig, rows: list[dict] | None = None) -> RunConfig:
     """`config` checked against its prepared manifest, with what the data decides filled in.
 
-    Reads `data.manifest` and one prepared case (no Ray). Fills `data.recipe`,
+    Reads `data.manifest` (unless its usable `rows` are given) and one prepared case (no Ray). Fills `data.recipe`,
     `data.recipe_options` and `data.fingerprint` from the manifest, `data.left_right_axis` from
     the case's affine (`left_right_axis`, mapped into the slices' axes with data.slice_axis) and
     `data.max_push` from the recipe unless set. Raises
@@ -39,14 +57,7 @@ def resolve_data(config: RunConfig) -> RunConfig:
     flip the samples have no left-right axis for (2D images, slices along the left-right axis).
     """
     where = config.data.manifest
-    if not where:
-        raise UserError("no training data: pass --data PREPARED_DATASET or set data.manifest")
-    try:
-        rows = manifest.usable(manifest.read_manifest(where))
-    except FileNotFoundError as error:
-        raise UserError(str(error)) from None
-    if not rows:
-        raise UserError(f"{where}: no usable case in the manifest (all failed: see `lightwork prepare`'s summary)")
+    rows = usable_rows(config) if rows is None else rows
     recipes = sorted({(row["recipe"], row.get("recipe_options") or "{}") for row in rows})
     if len(recipes) > 1:
         raise UserError(f"{where}: the cases were prepared with different recipes or options {recipes}: prepare again")
@@ -117,3 +128,45 @@ def resolve_data(config: RunConfig) -> RunConfig:
     )
     resolved = dataclasses.replace(config, data=resolved)
     return dataclasses.replace(resolved, data=dataclasses.replace(resolved.data, max_push=resolved.task_max_push))
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A run as a job resolves it once: `config` (resolved), `usable` (the manifest's usable rows),
+    `rows` (those models learn from: healthy cases, or lesion cases' lesion-free slices),
+    `fold_sizes` (rows per data fold), `split_spec` and `plans` (every fold model of its splits)."""
+
+    config: RunConfig
+    usable: list[dict]
+    rows: list[dict]
+    fold_sizes: dict[int, int]
+    split_spec: str
+    plans: list[FoldPlan]
+
+
+def resolve_run(config: RunConfig, split_spec: str) -> ResolvedRun:
+    """`config` and the splits `split_spec` resolved against the prepared data (one manifest read).
+    Raises UserError, naming the manifest, where `resolve_data` does, when no case is healthy, and
+    when a fold the splits' models train or validate on holds none (a cohort too small for the
+    folds)."""
+    usable = usable_rows(config)
+    config = resolve_data(config, usable)
+    rows = slices.training_rows(usable, config.data.lesion_free_slices)
+    if not rows:
+        raise UserError(
+            f"{config.data.manifest}: no usable healthy cases in the manifest "
+            f"({len(usable)} usable, all with a lesion mask or labelled anomalous)"
+        )
+    fold_sizes: dict[int, int] = {}
+    for row in rows:
+        fold_sizes[row["fold"]] = fold_sizes.get(row["fold"], 0) + 1
+    plans = [plan for split in parse_splits(split_spec) for plan in plan_split(split, fold_sizes)]
+    empty = empty_folds(plans, fold_sizes)
+    if empty:
+        raise UserError(
+            f"{config.data.manifest}: {len(rows)} healthy cases fill folds "
+            f"{', '.join(map(str, sorted(fold_sizes)))} of {manifest.NUM_FOLDS}, but the models of --split "
+            f"{split_spec} train or validate on folds {', '.join(map(str, empty))} too: prepare at least "
+            f"{manifest.NUM_FOLDS} healthy cases (one per fold)"
+        )
+    return ResolvedRun(config, usable, rows, fold_sizes, split_spec, plans)
