@@ -27,12 +27,12 @@ held-out validation loss (what `lightwork train` selects by default) and by the 
 pixel AP (`train.select_by`). Figures: the median over the seeds and their range, per model, budget
 and kept model: the step it was kept at, its validation loss and synthetic pixel AP on the held-out
 task, pixel AP over all voxels (the paper's) and over the foreground voxels, slice AP (3D, axial
-slices), Dice at its validation threshold, and the sample AUROC under the paper's mean score and
-the maximum (cxr). The baselines have no budget and no seed. The config is resolved against the
-training manifest as `lightwork train` does (the recipe's deformation push, the flip's left-right
-axis). Each `--variant NAME=SETTING[;SETTING...]` adds its settings to those of the base run
-(variant `base`), and every variant's seeds train in the same pool, so that the variants share the
-machine's load and their rows compare side by side.
+slices), Dice at its validation threshold (`train.threshold_fpr`) and at the oracle one, and the
+sample AUROC under the paper's mean score and the maximum (cxr). The baselines have no budget
+and no seed. The config is resolved against the training manifest as `lightwork train` does (the
+recipe's deformation push, the flip's left-right axis). Each `--variant NAME=SETTING[;SETTING...]`
+adds its settings to those of the base run (variant `base`), and every variant's seeds train in
+the same pool, so that the variants share the machine's load and their rows compare side by side.
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ METRICS = (
     ("pixel_ap_foreground", "pixel AP (foreground)"),
     ("slice_ap", "slice AP"),
     ("dice", "Dice@val"),
+    ("oracle_dice", "Dice (oracle)"),
     ("sample_auroc", "sample AUROC (mean)"),
     ("sample_auroc_max", "sample AUROC (max)"),
 )
@@ -117,7 +118,7 @@ def prepare(name: str, work: Path) -> tuple[str, str]:
 
 
 def _summary_row(summary: dict) -> dict:
-    row = {key: summary.get(key, math.nan) for key, _ in METRICS[:5]}
+    row = {key: summary.get(key, math.nan) for key, _ in METRICS if key != "sample_auroc_max"}
     row["sample_auroc_max"] = summary.get("sample_scores", {}).get("max", {}).get("auroc", math.nan)
     return row
 
