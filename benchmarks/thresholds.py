@@ -8,16 +8,18 @@ the run's test cases, beside the oracle threshold's (the best any threshold coul
 Per fold model (its kept checkpoint), its validation samples are drawn again as the training
 stream draws them: the run seed, the fold's held-out tasks and validation folds, versions 0 to
 data.val_per_case - 1, slices of the run's slice axis (`lightwork.synthesis.samples.Synthesiser`).
-Rules: `dice`, the threshold maximising Dice against the synthetic anomaly masks (label > 0), and
-`fpr R`, the lowest at which at most a share R of the normal voxels (label 0, the healthy images
-included) score at or above it (`train.threshold_fpr`). Each fold's threshold is a bin start of
-0.01 (`training.loop.DICE_BINS`), the ensemble's the mean of its folds' (as `lightwork evaluate`
-does), and its Dice is pooled over all voxels of the test cases.
+Rules, as `FoldTrainer.validate` applies them: `dice`, the threshold maximising Dice against the
+synthetic anomaly masks (label > 0; `train.threshold_fpr` null), and `fpr R`, the lowest at which
+at most a share R of the normal voxels (label 0, the healthy images included) score at or above it
+(`train.threshold_fpr` R). Each fold's threshold is a bin start of 0.01 (`training.loop.DICE_BINS`),
+the ensemble's the mean of its folds' (as `lightwork evaluate` does), and its Dice is pooled over
+all voxels of the test cases.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from lightwork.inference.ensemble import model_scores
 from lightwork.models import load_model
 from lightwork.synthesis.samples import Synthesiser
 from lightwork.training import runs
-from lightwork.training.loop import DICE_BINS
+from lightwork.training.loop import DICE_BINS, FoldTrainer
 
 RATES = (0.01, 0.001, 0.0001)
 STARTS = np.arange(DICE_BINS) / DICE_BINS
@@ -45,30 +47,25 @@ def pooled_dice(scores: np.ndarray, truth: np.ndarray, threshold: float) -> floa
 
 
 def fold_thresholds(network, config, record, samples, external: list[str]) -> dict[str, float]:
-    """The threshold of each rule on the synthetic validation samples of fold `record`."""
+    """The threshold of each rule on the synthetic validation samples of fold `record`, chosen by
+    the library's own validation (`FoldTrainer.validate`, with each rule's `train.threshold_fpr`)."""
     refs = samples.refs(record.val_folds)
     synthesiser = Synthesiser(
         config.seed, record.val_tasks, refs, external, config.task_max_push, slice_axis=config.data.slice_axis
     )
-    scores, labels = [], []
+    batches = []
     for ref in refs:
         for version in range(config.data.val_per_case):
             try:
                 sample = synthesiser.validation_sample(ref.case_id, ref.array_uri, version, ref.slice)
             except ValueError:
                 continue  # a task that cannot place an anomaly on this sample, as in the stream
-            with torch.no_grad():
-                for image, label in ((sample.image, sample.label), (sample.healthy, np.zeros_like(sample.label))):
-                    output = network(torch.from_numpy(np.ascontiguousarray(image[None], np.float32)))
-                    scores.append(output[0, 0].clamp(0, 1).numpy().ravel())
-                    labels.append(label.ravel())
-    score, label = np.concatenate(scores), np.concatenate(labels)
-    positive, negative = label > 0, score[label == 0]
-    dices = [pooled_dice(score, positive, start) for start in STARTS]
-    chosen = {"dice": float(STARTS[int(np.argmax(dices))])}
-    for rate in RATES:
-        within = [start for start in STARTS if np.mean(negative >= start) <= rate]
-        chosen[f"fpr {rate:g}"] = float(within[0] if within else STARTS[-1])
+            batches.append({key: getattr(sample, key)[None] for key in ("image", "label", "healthy")})
+    chosen = {}
+    for rule, rate in (("dice", None), *((f"fpr {rate:g}", rate) for rate in RATES)):
+        settings = dataclasses.replace(config.train, threshold_fpr=rate)
+        trainer = FoldTrainer(network, settings, torch.device("cpu"), flip_axis=config.data.left_right_axis)
+        chosen[rule] = trainer.validate(batches).dice_threshold
     return chosen
 
 

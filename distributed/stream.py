@@ -316,14 +316,17 @@ def run_samples(config: RunConfig, rows: list[dict] | None = None) -> TrainingSa
     return training_samples(rows, data.slice_axis, data.min_slice_foreground, data.lesion_free_slices)
 
 
-def _parts(plan: FoldPlan, config: RunConfig, rows: list[dict] | None) -> dict[str, _Part]:
-    """The "train" and "val" parts of a fold, from the usable `rows` of data.manifest (read here when None)."""
+def _parts(
+    plan: FoldPlan, config: RunConfig, rows: list[dict] | None, samples: TrainingSamples | None = None
+) -> dict[str, _Part]:
+    """The "train" and "val" parts of a fold, from the usable `rows` of data.manifest (read here when
+    None) and their `samples` (`run_samples`, drawn here when None)."""
     if rows is None:
         rows = manifest.usable(manifest.read_manifest(config.data.manifest))
     shape = tuple(rows[0]["shape"]) if rows else ()
     if config.data.slice_axis is not None and shape:
         shape = slice_shape(shape, config.data.slice_axis)
-    samples = run_samples(config, rows)
+    samples = run_samples(config, rows) if samples is None else samples
     external = _external(config)
     train_cases = samples.refs(plan.train_folds)
     return {
@@ -412,15 +415,17 @@ def fold_datasets(
     data_cpus: float | None = None,
     keys: bool = False,
     rows: list[dict] | None = None,
+    samples: TrainingSamples | None = None,
 ) -> dict[str, ray.data.Dataset]:
     """{"train": Dataset, "val": materialised Dataset} of one fold model (see `fold_dataset`);
-    `rows`: the usable rows of data.manifest when the run has read them (`ResolvedRun.usable`).
+    `rows` and `samples`: the usable rows of data.manifest and their `run_samples` when the run has
+    them already (`ResolvedRun.usable`; for slices, the masks of every case are read once).
 
     The validation set is synthesised once here and read again every epoch: by synthesis tasks,
     or, when it holds at most IN_PROCESS_VOXELS voxels, in this process (no task to wait for; the
     same rows).
     """
-    parts = _parts(plan, config, rows)
+    parts = _parts(plan, config, rows, samples)
     train = _part_dataset(plan, config, seed, "train", parts["train"], data_cpus, None, keys)
     what = parts["val"]
     if len(what.cases) * len(what.epochs) * math.prod(what.shape) > IN_PROCESS_VOXELS:

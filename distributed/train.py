@@ -37,6 +37,7 @@ from ray import train, tune
 
 from lightwork.config import SELECT_BY, TrainSection, config_from_dict
 from lightwork.data import storage
+from lightwork.data.slices import TrainingSamples
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
 from lightwork.models import build_model, save_model
@@ -211,10 +212,18 @@ def torch_backend(plan: TrialPlan) -> str:
 
 
 def _driver(
-    trial_config: dict, *, config_dict: dict, rows: list[dict], plans: dict, run: str, steps: dict, resources: TrialPlan
+    trial_config: dict,
+    *,
+    config_dict: dict,
+    rows: list[dict],
+    samples: TrainingSamples,
+    plans: dict,
+    run: str,
+    steps: dict,
+    resources: TrialPlan,
 ) -> None:
-    """One Tune trial: fit the fold's TorchTrainer (on the run's usable manifest `rows`), then write
-    its fold record.
+    """One Tune trial: fit the fold's TorchTrainer (on the run's usable manifest `rows` and their
+    `samples`), then write its fold record.
 
     A mistake in the run's data or settings (ValueError) fails the fold for good; anything else
     (a lost node, a dead driver or controller) is raised for Tune to run the trial again.
@@ -225,7 +234,14 @@ def _driver(
     runs.write_record(run, record)
     try:
         _fit_fold(
-            plan, record, config_dict=config_dict, rows=rows, run=run, steps=steps[plan.name], resources=resources
+            plan,
+            record,
+            config_dict=config_dict,
+            rows=rows,
+            samples=samples,
+            run=run,
+            steps=steps[plan.name],
+            resources=resources,
         )
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
@@ -248,6 +264,7 @@ def _fit_fold(
     *,
     config_dict: dict,
     rows: list[dict],
+    samples: TrainingSamples,
     run: str,
     steps: int,
     resources: TrialPlan,
@@ -272,7 +289,9 @@ def _fit_fold(
             use_gpu=resources.gpus_per_worker > 0,
             resources_per_worker=resources.worker_bundle,
         ),
-        datasets=stream.fold_datasets(plan, config, config.seed, data_cpus=resources.cpus_for_data, rows=rows),
+        datasets=stream.fold_datasets(
+            plan, config, config.seed, data_cpus=resources.cpus_for_data, rows=rows, samples=samples
+        ),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
         # The ingest options keep the stream within the trial's CPU budget and in item order.
         dataset_config=train.DataConfig(
@@ -346,21 +365,15 @@ def train_splits(
 ) -> list[runs.FoldRecord]:
     """Train every unfinished fold of the resolved run's splits (`resolve_run`: "1/4", "1/4,2/3" or
     "all") on the connected Ray cluster, or only the folds of each split at the positions `folds`
-    (`FoldPlan.index`, as `--dry-run` lists them); write `config.yaml` and add every fold of the splits to the run's
-    `folds.json` (so folds and splits trained by separate calls add up) under
+    (`FoldPlan.index`, as `--dry-run` lists them); write `config.yaml` and add every fold of the
+    splits to the run's `folds.json` (so folds and splits trained by separate calls add up) under
     `{storage_path}/{name}`; return the records of the folds asked for.
 
     The trials' resources are planned (and checked) before anything is written. `dry_run` prints
     the fold plan and the resource plan and returns the records as they stand, training nothing.
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
-    config, usable, rows, fold_sizes, plans = (
-        resolved.config,
-        resolved.usable,
-        resolved.rows,
-        resolved.fold_sizes,
-        resolved.plans,
-    )
+    config, usable, rows, plans = resolved.config, resolved.usable, resolved.rows, resolved.plans
     run = runs.run_uri(config.storage_path, config.name)
     if len(rows) < len(usable):
         print(
@@ -378,7 +391,7 @@ def train_splits(
         print(resources.unchecked)
     if dry_run:
         print(f"run {run}: {len(plans)} fold models, {len(todo)} to train, {len(rows)} healthy cases")
-        print("\n".join(describe_folds(plans, fold_sizes)))
+        print("\n".join(describe_folds(plans, resolved.fold_sizes)))
         if resources is not None:
             print("\n".join(resources.lines()))
         return [records[plan.name] for plan in asked]
@@ -390,7 +403,7 @@ def train_splits(
             )
     runs.write_folds(run, list(records.values()))
     if resources is not None:
-        _fit_trials(todo, resolved, run, resources, samples.fold_counts())
+        _fit_trials(todo, resolved, samples, run, resources)
         records = {plan.name: runs.read_record(run, plan) for plan in plans}
         runs.write_folds(run, list(records.values()))
     final = [records[plan.name] for plan in asked]
@@ -432,15 +445,15 @@ def _start_ray_data_actors() -> None:
 
 
 def _fit_trials(
-    todo: list[FoldPlan], resolved: ResolvedRun, run: str, resources: TrialPlan, fold_sizes: dict[int, int]
+    todo: list[FoldPlan], resolved: ResolvedRun, samples: TrainingSamples, run: str, resources: TrialPlan
 ) -> None:
-    """One Tune trial per fold in `todo` (`fold_sizes`: training samples per fold), each given the
-    resolved config and usable manifest rows through the object store; on an autoscaling
+    """One Tune trial per fold in `todo`, each given the resolved config, the usable manifest rows
+    and their `samples` (what an epoch goes over) through the object store; on an autoscaling
     cluster the first wave's bundles are requested at once (and the request withdrawn at the end,
     so that idle nodes can go)."""
     from ray.autoscaler.sdk import request_resources
 
-    config = resolved.config
+    config, fold_sizes = resolved.config, samples.fold_counts()
     steps = {
         plan.name: steps_per_epoch(
             sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size, config.train.epoch_steps
@@ -452,6 +465,7 @@ def _fit_trials(
         _driver,
         config_dict=config.to_dict(),
         rows=resolved.usable,
+        samples=samples,
         plans=by_name,
         run=run,
         steps=steps,
