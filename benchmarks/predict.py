@@ -9,7 +9,7 @@ PACKAGE` loads). Inputs: a brain volume (1 mm, 182x218x182, skull-stripped, like
 brain recipe at its defaults: 1 mm, 160x224x160 -> 80x112x80) and a 1024x1024 chest X-ray PNG
 (the cxr recipe: 256x256). In-process: one case at a time through `predict_case` (one warm-up,
 then the median of `--repeats`), torch with every core. Ray: a folder of `--cases` copies through
-`lightwork.distributed.predict.predict` on a local Ray instance, `--actors` inference actors;
+`lightwork.distributed.predict.predict` on a local Ray instance, `--workers` inference processes;
 seconds per case = wall time / cases (actor start and model loading included), shares from the
 cases' own stage times.
 """
@@ -82,7 +82,7 @@ def in_process(package: str, image: Path, out: Path, repeats: int) -> tuple[floa
 
 
 def through_ray(
-    package: str, image: Path, folder: Path, out: Path, cases: int, actors: int
+    package: str, image: Path, folder: Path, out: Path, cases: int, workers: int
 ) -> tuple[float, list[float]]:
     from lightwork.distributed.predict import predict
 
@@ -90,7 +90,7 @@ def through_ray(
     for index in range(cases):
         (folder / f"case{index:02d}{''.join(image.suffixes)}").write_bytes(image.read_bytes())
     clock = time.perf_counter()
-    results = predict(str(folder), str(out), package, actors=actors, progress=False)
+    results = predict(str(folder), str(out), package, workers=workers, progress=False)
     wall = time.perf_counter() - clock
     assert all(result.row["status"] == "ok" for result in results), [r.row["error"] for r in results]
     return wall / cases, shares(results)
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--presets", default="brain,cxr")
     parser.add_argument("--folds", type=int, default=5, help="fold models per ensemble (a split 1/4 has 5)")
     parser.add_argument("--cases", type=int, default=20, help="cases in the Ray folder (0: skip Ray)")
-    parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of the local Ray instance")
     args = parser.parse_args()
@@ -124,11 +124,11 @@ def main() -> None:
                         root / f"folder-{preset}",
                         root / f"ray-{preset}",
                         args.cases,
-                        args.actors,
+                        args.workers,
                     )
                 finally:
                     ray.shutdown()
-                rows.append((preset, f"Ray, {args.actors} actors", args.cases, seconds, split))
+                rows.append((preset, f"Ray, {args.workers} processes", args.cases, seconds, split))
     print(
         f"\n{args.folds} fold models per ensemble, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{'GPU' if torch.cuda.is_available() else 'CPU'}"

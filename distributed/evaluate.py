@@ -1,16 +1,20 @@
 """Ray Data batch inference: every fold model of a run over the test cases of a manifest.
 
-One actor pool; each actor loads every fold model once (`lightwork.models.load_model`), then for
-each case runs whole-image inference with each model (slice by slice for the 2D models of a run
+Ray Data tasks (`TaskPoolStrategy`, up to `workers` at once, one case each); each worker process
+loads every fold model once (`process_cached`, `lightwork.models.load_model`), then for each case
+runs whole-image inference with each model (slice by slice for the 2D models of a run
 trained on slices, `lightwork.inference.ensemble.model_scores`), stores each raw output and, per split, the
 ensemble (mean of the raw outputs of the split's fold models), on the model grid and in the
-input's geometry (see `lightwork.evaluation.outputs`). Actors take a GPU fraction when the
-cluster has GPUs, CPU otherwise; every stage asks for a fraction of a CPU so that the pool cannot
-starve other stages (see shared/ray-notes.md).
+input's geometry (see `lightwork.evaluation.outputs`). Tasks take a GPU fraction when the cluster
+has GPUs, CPU otherwise; every stage asks for a fraction of a CPU so that inference cannot starve
+other stages (see shared/ray-notes.md). Tasks, not an actor pool: Ray (2.60) restarts a lost task
+on another process, while a Ray Data actor pool's restarts depend on constructor arguments it keeps
+in the object store, which it warns about on the console (ray-project/ray#53727).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +31,31 @@ from lightwork.inference.ensemble import model_scores, validation_threshold
 from lightwork.training import runs
 from lightwork.training.folds import ENSEMBLE, model_key
 
-ACTOR_CPUS = 0.25
+TASK_CPUS = 0.25
+# This worker process's loaded models: (what, their sources) -> the models; only the last kept.
+_LOADED: dict[tuple, object] = {}
+
+
+def process_cached(key: tuple, load: Callable[[], object]) -> object:
+    """`load()`, once per Ray worker process for `key`: Ray Data tasks run in pooled worker
+    processes that outlive a task (`max_calls=0`, GPU tasks included), so a process loads a run's
+    models for its first case only. The previous key's value is dropped."""
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load()
+    return _LOADED[key]
+
+
+def inference_options(workers: int) -> dict:
+    """map_batches options of inference tasks: a CPU share, the GPU share of each of `workers`
+    when the cluster has GPUs (`task_gpus`), and reused worker processes (Ray makes a GPU task's
+    process exit after one call unless told, which would load the models again per case)."""
+    return {
+        "compute": ray.data.TaskPoolStrategy(size=workers),
+        "num_cpus": TASK_CPUS,
+        "num_gpus": task_gpus(workers),
+        "max_calls": 0,
+    }
 
 
 @dataclass(frozen=True)
@@ -69,42 +97,40 @@ def _run_config(run_uri: str) -> RunConfig | None:
     return load_config(uri) if storage.exists(uri) else None
 
 
-class FoldEnsemblePredictor:
-    """Ray Data callable class: loads every fold model once, predicts a batch of cases.
+def predict_fold_models(batch: dict[str, np.ndarray], models: list[FoldModel], out_uri: str) -> dict[str, list]:
+    """Ray Data task: every fold model (loaded once per process, `process_cached`) over a batch of cases.
 
     Batch in: {"case_id": str[B], "array_uri": str[B]}. Batch out: one row per (case, model) with
     columns case_id, model (storage key), uri (model-grid .npy), error (empty when it worked).
     A case that fails (unreadable, wrong channels) yields an error row and the run goes on.
     """
+    networks = process_cached(("fold models", tuple(model.checkpoint for model in models)), lambda: _load(models))
+    rows: dict[str, list] = {"case_id": [], "model": [], "uri": [], "error": []}
+    for case_id, array_uri in zip(batch["case_id"], batch["array_uri"]):
+        try:
+            case = load_case(str(array_uri))
+            per_split: dict[str, list[np.ndarray]] = {}
+            for model, network in zip(models, networks):
+                prediction = model_scores(network, case.image, model.slice_axis)
+                per_split.setdefault(model.split, []).append(prediction)
+                rows_add(rows, case_id, model.key, outputs.write_prediction(out_uri, model.key, case, prediction))
+            for split, predictions in per_split.items():
+                key = model_key(split, ENSEMBLE)
+                mean = np.mean(predictions, axis=0)
+                rows_add(rows, case_id, key, outputs.write_prediction(out_uri, key, case, mean))
+        except Exception as error:  # one bad case never kills the run
+            rows_add(rows, case_id, "", "", failure_message(error, f"{case_id} ({array_uri})", str(array_uri)))
+    return rows
 
-    def __init__(self, models: list[FoldModel], out_uri: str):
-        import torch
 
-        from lightwork.models import load_model
+def _load(models: list[FoldModel]) -> list:
+    """The fold models' networks, in eval mode, on this process's GPU when it has one."""
+    import torch
 
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.models = [(model, load_model(model.checkpoint).to(self.device).eval()) for model in models]
-        self.out_uri = out_uri
+    from lightwork.models import load_model
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows: dict[str, list] = {"case_id": [], "model": [], "uri": [], "error": []}
-        for case_id, array_uri in zip(batch["case_id"], batch["array_uri"]):
-            try:
-                case = load_case(str(array_uri))
-                per_split: dict[str, list[np.ndarray]] = {}
-                for model, network in self.models:
-                    prediction = model_scores(network, case.image, model.slice_axis)
-                    per_split.setdefault(model.split, []).append(prediction)
-                    rows_add(
-                        rows, case_id, model.key, outputs.write_prediction(self.out_uri, model.key, case, prediction)
-                    )
-                for split, predictions in per_split.items():
-                    key = model_key(split, ENSEMBLE)
-                    mean = np.mean(predictions, axis=0)
-                    rows_add(rows, case_id, key, outputs.write_prediction(self.out_uri, key, case, mean))
-            except Exception as error:  # one bad case never kills the run
-                rows_add(rows, case_id, "", "", failure_message(error, f"{case_id} ({array_uri})", str(array_uri)))
-        return rows
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return [load_model(model.checkpoint).to(device).eval() for model in models]
 
 
 def rows_add(rows: dict[str, list], case_id: str, model: str, uri: str, error: str = "") -> None:
@@ -114,33 +140,30 @@ def rows_add(rows: dict[str, list], case_id: str, model: str, uri: str, error: s
     rows["error"].append(error)
 
 
-def actor_gpus(actors: int) -> float:
-    """The GPU share of each of `actors` inference actors: the cluster's GPUs spread over them
-    (at most one each), 0 on a CPU-only cluster."""
+def task_gpus(workers: int) -> float:
+    """The GPU share of each of `workers` inference tasks at once: the cluster's GPUs spread over
+    them (at most one each), 0 on a CPU-only cluster."""
     gpus = ray.cluster_resources().get("GPU", 0)
-    return min(1.0, gpus / actors) if gpus else 0
+    return min(1.0, gpus / workers) if gpus else 0
 
 
 def predict_cases(
-    models: list[FoldModel], cases: list[dict], out_uri: str, actors: int = 1, batch_size: int = 1
+    models: list[FoldModel], cases: list[dict], out_uri: str, workers: int = 1, batch_size: int = 1
 ) -> list[dict]:
     """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
 
     Returns the output rows (case_id, model, uri, error); prints a progress line about every
     tenth of the cases. Needs a connected Ray cluster.
     """
-    gpu_fraction = actor_gpus(actors)
     dataset = ray.data.from_items(
         [{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
-        override_num_blocks=max(1, min(len(cases), 4 * actors)),
+        override_num_blocks=max(1, min(len(cases), 4 * workers)),
     )
     predicted = dataset.map_batches(
-        FoldEnsemblePredictor,
-        fn_constructor_kwargs={"models": models, "out_uri": out_uri},
+        predict_fold_models,
+        fn_kwargs={"models": models, "out_uri": out_uri},
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=ACTOR_CPUS,
-        num_gpus=gpu_fraction,
+        **inference_options(workers),
     )
     rows, seen, step = [], set(), max(1, len(cases) // 10)
     for row in predicted.iter_rows():
@@ -170,7 +193,7 @@ def evaluate_run(
     out: str,
     predictions_uri: str | None = None,
     dice_threshold: float | None = None,
-    actors: int = 1,
+    workers: int = 1,
     with_baselines: bool = True,
     num_cpus: int | None = None,
     verbose: bool = False,
@@ -198,7 +221,7 @@ def evaluate_run(
         if note:
             print(note, file=sys.stderr)
     with connected(num_cpus, verbose):
-        rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), actors=actors)
+        rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), workers=workers)
     uris, errors = prediction_table(rows)
     for error in errors:
         print(f"prediction failed: {error}", file=sys.stderr)

@@ -1,11 +1,12 @@
 """`lightwork predict` over many scans: one split's ensemble through Ray Data, GPUs when present.
 
 One scan (or `in_process=True`) runs in this process with no Ray (`lightwork.inference.predict`);
-a folder or bucket of cases runs as one Ray Data pipeline: an actor pool whose actors load the
-ensemble once (from the run folder or package URI, so the weights never travel through the object
-store) and run `predict_case` on one case per call; cases go in and rows come back as JSON strings
-(one column type whatever a case holds) into OUT/scores.csv and scores.json. Actors ask for
-`predict.ACTOR_CPUS` CPUs and `predict.actor_gpus` GPUs (see shared/ray-notes.md).
+a folder or bucket of cases runs as one Ray Data pipeline of tasks, one case each, whose worker
+processes load the ensemble once (`lightwork.distributed.evaluate.process_cached`, from the run
+folder or package URI, so the weights never travel through the object store) and run
+`predict_case`; cases go in and rows come back as JSON strings (one column type whatever a case
+holds) into OUT/scores.csv and scores.json. Tasks ask for the CPU and GPU shares of
+`lightwork.distributed.evaluate.inference_options` (see shared/ray-notes.md).
 """
 
 from __future__ import annotations
@@ -17,31 +18,32 @@ import numpy as np
 import ray
 
 from lightwork.data.discover import CaseSource
-from lightwork.distributed.evaluate import ACTOR_CPUS, actor_gpus
+from lightwork.distributed.evaluate import inference_options, process_cached
 from lightwork.errors import UserError
 from lightwork.inference import predict as inference
 from lightwork.inference.package import load_ensemble
 
 
-class CasePredictor:
-    """Ray Data callable class: loads the ensemble once, predicts a batch of cases.
+def predict_sources(
+    batch: dict[str, np.ndarray], models: str, split: str | None, threshold: float | None, out: str
+) -> dict[str, list[str]]:
+    """Ray Data task: `predict_case` over a batch of cases with the ensemble (loaded once per process).
 
     Batch in: {"source": JSON of a CaseSource [B]}. Batch out: {"result": JSON of a CaseResult [B]}
     (JSON both ways: a column of optional strings would come back as NaN floats).
     """
+    ensemble = process_cached(("ensemble", models, split, threshold), lambda: _load(models, split, threshold))
+    results = []
+    for source in batch["source"]:
+        result = inference.predict_case(ensemble, CaseSource(**json.loads(source)), out)
+        results.append(json.dumps({"row": result.row, "seconds": result.seconds}))
+    return {"result": results}
 
-    def __init__(self, models: str, split: str | None, threshold: float | None, out: str):
-        import torch
 
-        self.ensemble = load_ensemble(models, split, threshold).to("cuda" if torch.cuda.is_available() else "cpu")
-        self.out = out
+def _load(models: str, split: str | None, threshold: float | None):
+    import torch
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        results = []
-        for source in batch["source"]:
-            result = inference.predict_case(self.ensemble, CaseSource(**json.loads(source)), self.out)
-            results.append(json.dumps({"row": result.row, "seconds": result.seconds}))
-        return {"result": results}
+    return load_ensemble(models, split, threshold).to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def predict_on_ray(
@@ -50,7 +52,7 @@ def predict_on_ray(
     threshold: float | None,
     sources: list[CaseSource],
     out: str,
-    actors: int = 1,
+    workers: int = 1,
     progress: bool = True,
     verbose: bool = False,
 ) -> list[inference.CaseResult]:
@@ -58,14 +60,12 @@ def predict_on_ray(
     from tqdm import tqdm
 
     items = [{"source": json.dumps(asdict(source))} for source in sources]
-    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * actors)))
+    dataset = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4 * workers)))
     predicted = dataset.map_batches(
-        CasePredictor,
-        fn_constructor_kwargs={"models": models, "split": split, "threshold": threshold, "out": out},
+        predict_sources,
+        fn_kwargs={"models": models, "split": split, "threshold": threshold, "out": out},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=ACTOR_CPUS,
-        num_gpus=actor_gpus(actors),
+        **inference_options(workers),
     )
     results = {}
     for record in tqdm(predicted.iter_rows(), total=len(items), desc="predict", unit="case", disable=not progress):
@@ -82,7 +82,7 @@ def predict(
     threshold: float | None = None,
     modality: str | None = None,
     in_process: bool = False,
-    actors: int = 1,
+    workers: int = 1,
     progress: bool = True,
     verbose: bool = False,
 ) -> list[inference.CaseResult]:
@@ -101,9 +101,9 @@ def predict(
     else:
         from lightwork.distributed.cluster import connected
 
-        del ensemble  # each actor loads its own
+        del ensemble  # each worker process loads its own
         with connected(verbose=verbose):
-            results = predict_on_ray(models, split, threshold, sources, out, actors, progress)
+            results = predict_on_ray(models, split, threshold, sources, out, workers, progress)
     inference.write_scores(out, [result.row for result in results])
     if len(sources) == 1 and results[0].row["status"] == "failed":
         raise UserError(results[0].row["error"])

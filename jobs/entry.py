@@ -36,7 +36,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def positive_int(text: str) -> int:
-    """argparse type of a count (CPUs, actors, cases, pixels): an integer >= 1."""
+    """argparse type of a count (CPUs, workers, cases, pixels): an integer >= 1."""
     try:
         value = int(text)
     except ValueError:

@@ -21,7 +21,13 @@ def build_parser():
         help="score threshold chosen on synthetic validation data; default: the mean of the folds' "
         "val_dice_threshold in folds.json when all have one, else only the oracle Dice is given",
     )
-    parser.add_argument("--actors", type=positive_int, default=1, help="inference actors")
+    parser.add_argument(
+        "--workers",
+        "--actors",
+        type=positive_int,
+        default=1,
+        help="inference processes at once (each loads the models once)",
+    )
     parser.add_argument("--no-baselines", action="store_true")
     add_num_cpus(parser)
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
@@ -40,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         normalise(args.out),
         predictions_uri=predictions,
         dice_threshold=args.dice_threshold,
-        actors=args.actors,
+        workers=args.workers,
         with_baselines=not args.no_baselines,
         num_cpus=args.num_cpus,
         verbose=args.verbose,

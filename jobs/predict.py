@@ -27,7 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--modality", default=None, help="which image of a multi-modality case folder (e.g. flair)")
     parser.add_argument("--in-process", action="store_true", help="predict a folder in this process, without Ray")
-    parser.add_argument("--actors", type=positive_int, default=1, help="inference actors for a folder")
+    parser.add_argument(
+        "--workers",
+        "--actors",
+        type=positive_int,
+        default=1,
+        help="inference processes at once for a folder (each loads the models once)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show the output of Ray's workers on the console")
     args = parser.parse_args(argv)
 
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold=args.threshold,
         modality=args.modality,
         in_process=args.in_process,
-        actors=args.actors,
+        workers=args.workers,
         verbose=args.verbose,
     )
     failed = [result.row for result in results if result.row["status"] != "ok"]

@@ -87,8 +87,8 @@ def test_argument_errors_are_one_line_too(capsys):
     [
         ["train", "--config", "tiny", "--num-cpus", "0"],
         ["pipeline", "--num-cpus", "-2"],
-        ["evaluate", "--models", "m", "--data", "d", "--out", "o", "--actors", "0"],
-        ["predict", "-i", "x", "-o", "y", "--models", "m", "--actors", "0"],
+        ["evaluate", "--models", "m", "--data", "d", "--out", "o", "--workers", "0"],
+        ["predict", "-i", "x", "-o", "y", "--models", "m", "--workers", "0"],
         ["prepare", "src", "dst", "--recipe", "cxr", "--limit", "0"],
         ["montage", "d", "--out", "m.png", "--max", "0"],
         ["preview", "--task", "all", "--input", "x", "--out", "y", "--max-size", "two"],

@@ -434,7 +434,7 @@ def test_a_folder_runs_through_ray_data_and_lists_its_failed_case(runs, tmp_path
         nib.save(nib.Nifti1Image(brain_volume(20 + index), oblique_affine("RAS")), folder / f"good{index}.nii.gz")
     (folder / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
     out = tmp_path / "out"
-    results = predict(str(folder), str(out), runs["brain"], actors=1)
+    results = predict(str(folder), str(out), runs["brain"], workers=2)
     assert [result.row["case"] for result in results] == ["broken", "good0", "good1"]
     rows = {row["case"]: row for row in read_scores(out)}
     assert rows["broken"]["status"] == "failed" and "not a readable NIfTI" in rows["broken"]["error"]
