@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-process", action="store_true", help="predict a folder in this process, without Ray")
     parser.add_argument(
         "--workers",
-        "--actors",
         type=positive_int,
         default=1,
         help="inference processes at once for a folder (each loads the models once)",

@@ -95,7 +95,7 @@ def test_argument_errors_are_one_line_too(capsys):
     ],
 )
 def test_counts_below_one_are_refused_by_the_parser(capsys, argv):
-    """A count of CPUs, actors, cases or pixels below 1 would start Ray with nothing to run on, or
+    """A count of CPUs, workers, cases or pixels below 1 would start Ray with nothing to run on, or
     draw nothing: refused before anything runs."""
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
