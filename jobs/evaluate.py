@@ -23,7 +23,6 @@ def build_parser():
     )
     parser.add_argument(
         "--workers",
-        "--actors",
         type=positive_int,
         default=1,
         help="inference processes at once (each loads the models once)",
