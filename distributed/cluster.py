@@ -7,8 +7,9 @@ actor processes (core_worker warnings about restarted actors, Ray Data's per-dat
 notices, Train's per-checkpoint lines, the trial drivers' own prints) stays in Ray's log files
 (`session_latest/logs` of Ray's temporary folder) instead of being copied to the console
 (`ray.init(log_to_driver=False)`), and the driver's own notices in `QUIET_LOGGERS` and Ray
-Data's console lines are not printed (Ray's log files keep them); the driver itself prints the
-Tune trial table, a line per finished fold and the summary.
+Data's console lines and Tune's experiment banner are not printed (Ray's log files keep the
+lines); the driver itself prints a line per fold epoch and per finished fold
+(`lightwork.distributed.train`, with Tune's status tables off) and the summary.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Iterator
 
 # Ray's notices in the driver that tell a lightwork user nothing they can act on, off the console
 # unless --verbose: that Ray turned token authentication on for the local instance it started, and
-# Tune's "The `x` operation took 1.6 s, which may be a performance bottleneck" on a busy machine.
-QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.tune.utils.util")
+# Tune's "The `x` operation took 1.6 s, which may be a performance bottleneck" on a busy machine,
+# and its "Wrote the latest version of all result files" at the end of a fit.
+QUIET_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.tune.utils.util", "ray.tune.tune")
 # Ray Train settings of a local instance lightwork starts (a cluster it attaches to keeps its own),
 # set in the environment its processes inherit unless the user set them: the controller polls its
 # workers every 0.5 s instead of 2 s (a fold's end, and its first report, are seen sooner: each
@@ -57,8 +59,12 @@ def connect(num_cpus: int | None = None, verbose: bool = False) -> bool:
 def _quiet_console() -> None:
     """Ray's notices off the driver's console (`QUIET_LOGGERS`), and Ray Data's console handler
     at ERROR: its per-dataset execution lines, progress log (printed where stdout is not a
-    terminal) and resource advice still go to `logs/ray-data/ray-data.log` of Ray's session."""
+    terminal) and resource advice still go to `logs/ray-data/ray-data.log` of Ray's session.
+    Tune's console reporter is its classic one, which at verbosity 0 prints nothing (the new one
+    prints an experiment banner and paths whatever the verbosity)."""
     import ray.data  # noqa: F401  (configures Ray Data's loggers)
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

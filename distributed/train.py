@@ -346,10 +346,20 @@ def describe_folds(plans: list[FoldPlan], fold_sizes: dict[int, int]) -> list[st
 
 
 class _FoldLines(tune.Callback):
-    """One console line per finished fold (its record says how it went), printed by the driver."""
+    """The console's view of training, printed by the driver in place of Tune's tables: a line per
+    fold epoch (its step of the fold's `total_steps`, validation loss and pixel AP, time so far) and
+    one per finished fold (its record says how it went)."""
 
-    def __init__(self, run: str, plans: dict[str, FoldPlan]) -> None:
-        self.run, self.plans = run, plans
+    def __init__(self, run: str, plans: dict[str, FoldPlan], total_steps: dict[str, int]) -> None:
+        self.run, self.plans, self.total_steps = run, plans, total_steps
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        name = trial.config["fold"]
+        print(
+            f"fold {name}: step {result['step']} of {self.total_steps[name]}, val loss {result['val_loss']:.5f}, "
+            f"val pixel AP {result['val_pixel_ap']:.3f} ({result['time_total_s']:.0f} s)",
+            flush=True,
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         record = runs.read_record(self.run, self.plans[trial.config["fold"]])
@@ -461,6 +471,13 @@ def _fit_trials(
         for plan in todo
     }
     by_name = {plan.name: plan for plan in todo}
+    settings = config.train
+    total_steps = {
+        name: count * settings.max_epochs
+        if settings.max_steps is None
+        else min(settings.max_steps, count * settings.max_epochs)
+        for name, count in steps.items()
+    }
     driver = tune.with_parameters(
         _driver,
         config_dict=config.to_dict(),
@@ -484,7 +501,8 @@ def _fit_trials(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            callbacks=[_FoldLines(run, by_name)],
+            callbacks=[_FoldLines(run, by_name, total_steps)],
+            verbose=0,  # the fold lines above, not Tune's status tables every 30 s
             failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures),
         ),
     )

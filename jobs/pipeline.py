@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.failure:
         print(f"lightwork pipeline: {result.failure}", file=sys.stderr)
         return 1
-    label = "dry run" if args.dry_run else "report" if args.until == "evaluate" else f"{args.until} output"
-    print(f"{label}: {result.output}")
+    if args.dry_run or args.until != "evaluate":  # evaluate has printed where its report is
+        print(f"{'dry run' if args.dry_run else f'{args.until} output'}: {result.output}")
     return 0
 
 
