@@ -1,21 +1,29 @@
 """DDPM reconstruction: the schedule, simplex noise, forward noising against its closed form, the reverse
-with oracle denoisers, pDDPM's patches, the anomaly map."""
+with oracle denoisers, pDDPM's patches, the anomaly map, and the denoiser network (tiny, CPU)."""
 
 import math
 
 import pytest
 import torch
+from torch import nn
 
+from lightwork.config import UNetConfig
+from lightwork.models.denoiser import ConditionedDenoiser, Denoiser
 from lightwork.models.diffusion import (
+    draw_training,
     grid_boxes,
+    loss_at,
     make_schedule,
     network_evaluations,
     patched_reconstruct,
     q_sample,
     reconstruct,
     residual_map,
+    training_loss,
 )
 from lightwork.models.simplex import draw_simplex, noise, render_simplex
+
+TINY = UNetConfig(spatial_dims=2, features=[8, 16])
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -169,3 +177,68 @@ def test_residual_map_marks_what_the_denoiser_cannot_reconstruct():
     assert 0 < smoothed[0, 0, 9, 15] < 2.0 and smoothed[0, 0, 14, 16] > 1.5
     raw = residual_map(healthy_prior, anomalous, 500, 1, "gaussian", seeded(0), smoothing=None)
     assert torch.allclose(raw, (anomalous - healthy).abs(), atol=1e-4)
+
+
+def test_the_same_seed_gives_the_same_reconstruction():
+    torch.manual_seed(0)
+    model = Denoiser(TINY).eval()
+    nn.init.normal_(model.head[-1].weight, std=0.1)  # the head starts at zero: make the output depend on x_t
+    image = smooth_image()
+    first = reconstruct(model, image, 20, None, "simplex", seeded(3))
+    assert torch.equal(first, reconstruct(model, image, 20, None, "simplex", seeded(3)))
+    assert not torch.allclose(first, reconstruct(model, image, 20, None, "simplex", seeded(4)))
+    maps = [residual_map(model, image, (5, 10), 2, "simplex", seeded(3), n=2, patch_size=8) for _ in range(2)]
+    assert torch.equal(maps[0], maps[1])
+
+
+def test_training_loss_of_a_tiny_denoiser_falls_on_one_image():
+    torch.manual_seed(0)
+    model = Denoiser(TINY)
+    image = smooth_image((1, 1, 16, 20))
+    batch = image.expand(8, -1, -1, -1)
+    fixed = draw_training((8, 1, 16, 20), seeded(100))  # the same draws before and after
+
+    def held_out():
+        with torch.no_grad():
+            return loss_at(model, batch, fixed).item()
+
+    before = held_out()
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = seeded(1)
+    for _ in range(40):
+        loss = training_loss(model, batch, generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert held_out() < 0.6 * before
+    # pDDPM's draw noises one grid patch per image (8 x 8 of 16 x 16), and its loss counts only that patch
+    draw = draw_training((8, 1, 16, 16), seeded(2), patch_size=8)
+    assert draw.mask.shape == (8, 1, 16, 16) and (draw.mask.sum((1, 2, 3)) == 64).all()
+    assert ((1 <= draw.t) & (draw.t <= 1000)).all()
+    images = smooth_image((8, 1, 16, 16))
+    assert loss_at(lambda x_t, t, c: torch.where(draw.mask, images, images + 5.0), images, draw).item() == 0.0
+
+
+def test_denoiser_shapes_conditioning_and_refusals():
+    for size in ((32, 40), (17, 23)):
+        x = torch.randn(2, 1, *size)
+        assert (
+            Denoiser(UNetConfig(spatial_dims=2, features=[4, 8, 8])).forward(x, torch.tensor([1, 500])).shape == x.shape
+        )
+    with pytest.raises(ValueError, match="model.spatial_dims"):
+        Denoiser(UNetConfig(spatial_dims=3, features=[4, 8]))
+    torch.manual_seed(0)
+    model = ConditionedDenoiser(UNetConfig(spatial_dims=2, in_channels=2, features=[4, 8]))
+    nn.init.normal_(model.head[-1].weight, std=0.1)
+    x, t = torch.randn(2, 2, 16, 20), torch.tensor([10, 700])
+    first, second = model(x, t, torch.randn(2, 2, 16, 20)), model(x, t, torch.randn(2, 2, 16, 20))
+    assert first.shape == x.shape and not torch.allclose(first, second)  # the condition matters
+    assert not torch.allclose(model(x, t.flip(0), x), model(x, t, x))  # and so does the step
+    first.square().mean().backward()
+    assert model.encoder[0][0][0].weight.grad.abs().sum() > 0  # the encoder trains with the denoiser
+    with pytest.raises(ValueError, match="needs a condition image"):
+        model(x, t)
+    with pytest.raises(ValueError, match="takes no condition"):
+        Denoiser(TINY)(torch.randn(1, 1, 8, 8), torch.tensor([1]), torch.randn(1, 1, 8, 8))
+    with pytest.raises(ValueError, match="expected"):
+        Denoiser(TINY)(torch.randn(1, 2, 8, 8), torch.tensor([1]))
