@@ -1,7 +1,8 @@
 """One typed, validated description of a training run (`lightwork.config`).
 
-A run is described by `RunConfig` (the run `seed`, sections `model` = `UNetConfig`: the network's
-`name`, one of `NETWORKS`, and its arguments; `train`, `data`, `resources`), built from a preset
+A run is described by `RunConfig` (the run `seed`, sections `method` (its `name`, one of
+`METHODS`), `model` = `UNetConfig`: the network's `name`, one of `NETWORKS`, and its arguments;
+`train`, `data`, `resources`), built from a preset
 (`brain`, `brain2d`, `cxr`, `demo`, `tiny`), optionally updated from a YAML file and from CLI
 overrides `section.field=value` (values parsed as YAML: `train.lr=1e-3`, `model.features=[8,16,32]`),
 and saved whole as `config.yaml` next to the run's results, so that
@@ -39,6 +40,14 @@ def _spec(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any
 # `Class(model_section)` by `lightwork.models.build_model`. A new network is its module and one line
 # here; paths, not classes, so that reading a config needs no torch.
 NETWORKS: dict[str, str] = {"unet": "lightwork.models.unet:UNet"}
+# The methods a run can train, by `method.name`: "module:Class" of a `lightwork.methods.Method`
+# (what a fold trains on, its loss, its anomaly map) built as `Class(method_section)` by
+# `lightwork.methods.get_method`. METHOD_NETWORKS: the networks (`model.name`) of a method that
+# trains only its own (the first is the one a run of it gets when no source names a network); a
+# method without an entry trains any network that is no other method's. A new method is its module
+# and a line here, two with its own network.
+METHODS: dict[str, str] = {"synthetic": "lightwork.methods.synthetic:SyntheticTasks"}
+METHOD_NETWORKS: dict[str, tuple[str, ...]] = {}
 
 
 @dataclass
@@ -81,6 +90,17 @@ MODEL_PRESETS: dict[str, UNetConfig] = {
     "demo": UNetConfig.from_depth(2, depth=3, base=8, cap=32),
     "tiny": UNetConfig.from_depth(3, depth=2, base=4, cap=8),
 }
+
+
+@dataclass
+class MethodSection:
+    """The method a run trains (docs/method.md, methods): `name`, one of METHODS; "synthetic" (the
+    default, and that of runs saved before methods had names: a network trained on the synthetic
+    anomaly tasks to output their soft labels). The model section's network must be one the method
+    trains (METHOD_NETWORKS); choosing a method with its own network sets `model.name` to it
+    unless a config file or an override names one."""
+
+    name: str = _spec("synthetic", choices=METHODS)
 
 
 # train.select_by -> the order of its figure that is best (a Ray Train checkpoint score order).
@@ -195,6 +215,7 @@ class RunConfig:
     name: str = _spec("lightwork", nonempty=True)
     storage_path: str = _spec("runs", nonempty=True)
     seed: int = 0
+    method: MethodSection = field(default_factory=MethodSection)
     model: UNetConfig = field(default_factory=UNetConfig)
     train: TrainSection = field(default_factory=TrainSection)
     data: DataSection = field(default_factory=DataSection)
@@ -209,6 +230,16 @@ class RunConfig:
         """Raise UserError naming the key when fields that must agree do not (each field alone is
         checked when built). `load_config` checks once all its sources are merged, so that the
         order of `--set` overrides never matters."""
+        method, network = self.method.name, self.model.name
+        owner = next((name for name, networks in METHOD_NETWORKS.items() if network in networks), None)
+        if method in METHOD_NETWORKS and owner != method:
+            networks = METHOD_NETWORKS[method]
+            raise UserError(
+                f"model.name: {network!r} is not a network method {method!r} trains "
+                f"({', '.join(networks)}): --set model.name={networks[0]}"
+            )
+        if owner is not None and owner != method:
+            raise UserError(f"model.name: {network!r} is the network of method {owner!r}: --set method.name={owner}")
         res = self.resources
         if res.min_workers is not None and res.min_workers > res.num_workers:
             raise UserError(
@@ -430,7 +461,8 @@ PATH_KEYS = (("storage_path",), ("data", "manifest"), ("data", "external_manifes
 
 
 def load_config(path: str | None = None, preset: str | None = None, overrides: typing.Sequence[str] = ()) -> RunConfig:
-    """Build a RunConfig: defaults <- preset <- YAML file (may name `preset:`) <- overrides.
+    """Build a RunConfig: defaults <- preset <- YAML file (may name `preset:`) <- overrides; a
+    method with a network of its own gets it unless the file or an override names one (`MethodSection`).
 
     `path` may be a local path or storage URI; a YAML file may contain `preset: NAME`. Local paths
     in the result (`storage_path`, `data.manifest`, `data.external_manifest`) are absolute
@@ -457,8 +489,12 @@ def load_config(path: str | None = None, preset: str | None = None, overrides: t
                 raise UserError(f"{path or 'config'}: unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
             config = _merge(config, PRESETS[preset], f"preset {preset}")
         config = _merge(config, document, path or "config")
-        for override in overrides:
-            config = _merge(config, parse_override(override), f"--set {override}")
+        updates = [parse_override(override) for override in overrides]
+        for override, update in zip(overrides, updates):
+            config = _merge(config, update, f"--set {override}")
+        named = any("name" in (source.get("model") or {}) for source in (document, *updates))
+        if not named and config.method.name in METHOD_NETWORKS:  # the method's own network
+            config.model.name = METHOD_NETWORKS[config.method.name][0]
     finally:
         _DEFER_CHECKS.reset(deferred)
     config.check()

@@ -15,12 +15,12 @@ in the object store, which it warns about on the console (ray-project/ray#53727)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import ray
 
-from lightwork.config import RunConfig, load_config
+from lightwork.config import MethodSection, RunConfig, load_config
 from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.slices import describe_run
@@ -28,6 +28,7 @@ from lightwork.distributed.cluster import connected
 from lightwork.errors import failure_message
 from lightwork.evaluation import outputs
 from lightwork.inference.ensemble import model_scores, validation_threshold
+from lightwork.methods import get_method
 from lightwork.training import runs
 from lightwork.training.folds import ENSEMBLE, model_key
 
@@ -62,13 +63,16 @@ def inference_options(workers: int) -> dict:
 class FoldModel:
     """One trained fold model of a run: its split, name, best checkpoint URI and, when training
     recorded one (`val_dice_threshold` in folds.json), the score threshold chosen on its synthetic
-    validation samples (`train.threshold_fpr`); `slice_axis`: the run's data.slice_axis (2D models of slices)."""
+    validation samples (`train.threshold_fpr`); `slice_axis`: the run's data.slice_axis (2D models of slices);
+    `method`, `seed`: the run's method section and seed, which make the model's map."""
 
     split: str
     name: str
     checkpoint: str
     val_dice_threshold: float | None = None
     slice_axis: int | None = None
+    method: MethodSection = field(default_factory=MethodSection)
+    seed: int = 0
 
     @property
     def key(self) -> str:
@@ -85,8 +89,9 @@ def fold_models(records: list[runs.FoldRecord], config: RunConfig | None) -> lis
     """The FoldModels of trained fold `records` of a run whose saved RunConfig is `config` (None:
     a run folder without one, whose models see whole cases)."""
     axis = config.data.slice_axis if config is not None else None
+    method, seed = (config.method, config.seed) if config is not None else (MethodSection(), 0)
     return [
-        FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold, axis)
+        FoldModel(record.split, record.name, record.best_checkpoint, record.val_dice_threshold, axis, method, seed)
         for record in records
     ]
 
@@ -111,7 +116,9 @@ def predict_fold_models(batch: dict[str, np.ndarray], models: list[FoldModel], o
             case = load_case(str(array_uri))
             per_split: dict[str, list[np.ndarray]] = {}
             for model, network in zip(models, networks):
-                prediction = model_scores(network, case.image, model.slice_axis)
+                prediction = model_scores(
+                    network, case.image, model.slice_axis, method=get_method(model.method), seed=model.seed
+                )
                 per_split.setdefault(model.split, []).append(prediction)
                 rows_add(rows, case_id, model.key, outputs.write_prediction(out_uri, model.key, case, prediction))
             for split, predictions in per_split.items():

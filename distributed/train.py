@@ -40,6 +40,7 @@ from lightwork.data import storage
 from lightwork.data.slices import TrainingSamples
 from lightwork.distributed import stream
 from lightwork.distributed.resources import TRIAL_DRIVER_CPUS, TrialPlan, autoscaler_can_add, cluster_shape, plan_trials
+from lightwork.methods import get_method
 from lightwork.models import build_model, save_model
 from lightwork.training import runs
 from lightwork.training.folds import FoldPlan, select_folds, steps_per_epoch
@@ -119,7 +120,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     model = build_model(config.model)
     # A GPU Ray granted is used only where torch can drive it (a fake or unsupported GPU trains on CPU).
     device = train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
-    trainer = FoldTrainer(model, settings, device, seed=config.seed, flip_axis=config.data.left_right_axis)
+    trainer = FoldTrainer(
+        model,
+        settings,
+        device,
+        seed=config.seed,
+        flip_axis=config.data.left_right_axis,
+        method=get_method(config.method),
+    )
     if world > 1:
         trainer.sum_over_workers = _all_reduce_sum
     saved = train.get_checkpoint()

@@ -3,23 +3,26 @@
 Source: a training run folder (`config.yaml` + `folds.json`, see `lightwork.training.runs`);
 `lightwork.inference.package` reads packages, and its `load_ensemble` takes either. The recipe and its options
 are the run's (`config.data.recipe` / `recipe_options`, recorded when training started); the
-threshold is the validation threshold (`validation_threshold`). A run trained on slices
-(`data.slice_axis`) gives 2D models that `model_scores` runs over every slice of a volume.
+threshold is the validation threshold (`validation_threshold`). The run's method
+(`config.method`, `lightwork.methods`) turns a network and an image into its map, with draws from
+the run seed (`config.seed`). A run trained on slices (`data.slice_axis`) gives 2D models that
+`model_scores` runs over every slice of a volume.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from lightwork.config import load_config
+from lightwork.config import MethodSection, load_config
 from lightwork.data import storage
 from lightwork.data.recipes import Recipe, make_recipe
 from lightwork.data.slices import reassemble, volume_slices
 from lightwork.errors import UserError
-from lightwork.models import UNet, load_model
+from lightwork.methods import Method, get_method
+from lightwork.models import load_model
 from lightwork.training import runs
 
 PACKAGE_SUFFIX = ".lwpkg"  # the file name ending of packages (lightwork.inference.package)
@@ -27,15 +30,24 @@ SLICE_BATCH = 16  # slices per forward pass when a 2D model predicts a volume
 
 
 def model_scores(
-    network: torch.nn.Module, image: np.ndarray, slice_axis: int | None = None, slice_batch: int = SLICE_BATCH
+    network: torch.nn.Module,
+    image: np.ndarray,
+    slice_axis: int | None = None,
+    slice_batch: int = SLICE_BATCH,
+    method: Method | None = None,
+    seed: int = 0,
 ) -> np.ndarray:
-    """One model's raw scores of one image: float32 [C, *S] -> float32 [*S], on the network's device.
+    """One model's map of one image (`method.anomaly_map`, the synthetic-task method's raw scores
+    by default): float32 [C, *S] -> float32 [*S], on the network's device; the method draws from a
+    generator seeded with `seed` (the run seed), afresh for each image.
 
     With `slice_axis` (a 2D model of a run trained on slices, `data.slice_axis`) the image is a 3D
-    volume: every slice along that axis is predicted, `slice_batch` slices per forward pass, and
+    volume: every slice along that axis is predicted, `slice_batch` slices per call, and
     the slices' maps are put back in place (`lightwork.data.slices.reassemble`), so the map covers
     the whole volume, slices that were never training samples included.
     """
+    method = method or get_method(MethodSection())
+    generator = torch.Generator().manual_seed(seed)
     device = next(network.parameters()).device
     image = np.ascontiguousarray(image, dtype=np.float32)
     if slice_axis is None:
@@ -46,7 +58,7 @@ def model_scores(
     maps = []
     with torch.inference_mode():
         for batch in batches:
-            scores = network(torch.from_numpy(np.ascontiguousarray(batch)).to(device))
+            scores = method.anomaly_map(network, torch.from_numpy(np.ascontiguousarray(batch)).to(device), generator)
             maps.append(scores[:, 0].float().cpu().numpy())
     return maps[0][0] if slice_axis is None else reassemble(np.concatenate(maps), slice_axis)
 
@@ -64,16 +76,19 @@ def validation_threshold(thresholds: list[float | None]) -> float | None:
 class Ensemble:
     """One split's fold models (`names[i]` is `networks[i]`, each in eval mode), the recipe that
     prepares a scan for them, the score threshold of the binary mask and where they came from;
-    `slice_axis`: the axis of the volumes a run trained on slices sliced (None: whole images)."""
+    `slice_axis`: the axis of the volumes a run trained on slices sliced (None: whole images);
+    `method` and `seed`: the run's method section and seed, which make a network's map."""
 
     split: str
     names: list[str]
-    networks: list[UNet]
+    networks: list[torch.nn.Module]
     recipe_name: str
     recipe_options: dict
     threshold: float
     source: str
     slice_axis: int | None = None
+    method: MethodSection = field(default_factory=MethodSection)
+    seed: int = 0
 
     @property
     def spatial_dims(self) -> int:
@@ -98,12 +113,15 @@ class Ensemble:
         return self
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """The mean raw score of the fold models: image float32 [C, *S] -> float32 [*S]
+        """The mean map of the fold models: image float32 [C, *S] -> float32 [*S]
         (`model_scores`: slice by slice for models of slices)."""
         expected = self.networks[0].config.in_channels
         if image.shape[0] != expected:
             raise UserError(f"the models take {expected} channel(s), the prepared image has {image.shape[0]}")
-        total = sum(model_scores(network, image, self.slice_axis) for network in self.networks)
+        method = get_method(self.method)
+        total = sum(
+            model_scores(network, image, self.slice_axis, method=method, seed=self.seed) for network in self.networks
+        )
         return (total / len(self.networks)).astype(np.float32)
 
 
@@ -154,4 +172,6 @@ def run_ensemble(models: str, split: str | None = None, threshold: float | None 
         float(threshold),
         models,
         config.data.slice_axis,
+        config.method,
+        config.seed,
     )

@@ -3,7 +3,9 @@
 A zip archive:
     package.json   {"format": "lightwork-package", "lightwork_version", "split", "recipe",
                    "recipe_options", "threshold", "slice_axis" (null, or the volume axis 2D models
-                   of slices predict along), "models": [{"name", "config" (the model section,
+                   of slices predict along), "method" (the run's method section; absent, as in
+                   packages written before methods had names: the synthetic-task method), "seed"
+                   (the run seed its maps draw from; absent: 0), "models": [{"name", "config" (the model section,
                    UNetConfig, as a dict: the network's name and keyword arguments; without a name,
                    as packages written before networks had names: a U-Net), "weights" (member
                    name)}]}
@@ -18,6 +20,7 @@ naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -26,7 +29,7 @@ import zipfile
 import torch
 
 from lightwork import __version__
-from lightwork.config import UNetConfig
+from lightwork.config import MethodSection, UNetConfig
 from lightwork.data import storage
 from lightwork.errors import UserError
 from lightwork.inference.ensemble import PACKAGE_SUFFIX, Ensemble, run_ensemble
@@ -58,6 +61,8 @@ def package_bytes(ensemble: Ensemble) -> bytes:
         "recipe_options": ensemble.recipe_options,
         "threshold": ensemble.threshold,
         "slice_axis": ensemble.slice_axis,
+        "method": dataclasses.asdict(ensemble.method),
+        "seed": ensemble.seed,
         "models": entries,
     }
     members[DESCRIPTION] = json.dumps(description, indent=1, sort_keys=True).encode()
@@ -124,6 +129,8 @@ def read_package(uri: str) -> Ensemble:
         float(description["threshold"]),
         uri,
         description.get("slice_axis"),
+        MethodSection(**description.get("method", {})),
+        int(description.get("seed", 0)),
     )
 
 

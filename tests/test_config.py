@@ -278,16 +278,18 @@ def test_a_run_saved_with_the_retired_flip_key_still_loads(tmp_path):
 
 
 def test_a_run_saved_before_networks_had_names_is_a_unet_run(tmp_path, monkeypatch):
-    """Runs saved before model.name hold none: they load as U-Net runs and may resume as one; another
-    network is another run, and an unknown name is one line naming the networks."""
+    """Runs saved before model.name and method.name hold neither: they load as U-Net runs of the
+    synthetic-task method and may resume as one; another network is another run, and an unknown
+    name is one line naming the networks."""
     data = write_manifest(tmp_path / "data", shape=(6, 7, 8), recipe="brain")
     config = resolve_data(load_config(preset="tiny", overrides=[f"data.manifest={data}", "name=old"]))
     document = config.to_dict()
-    del document["model"]["name"]
+    del document["model"]["name"], document["method"]
     uri = tmp_path / "run" / "config.yaml"
     uri.parent.mkdir()
     uri.write_text(yaml.safe_dump(document, sort_keys=False))
-    assert config_from_dict(yaml.safe_load(uri.read_text())) == config and config.model.name == "unet"
+    assert config_from_dict(yaml.safe_load(uri.read_text())) == config
+    assert (config.model.name, config.method.name) == ("unet", "synthetic")
     check_saved(config, str(uri))
     with pytest.raises(UserError, match=r"^model.name: 'resnet' is not allowed \(one of unet\)$"):
         load_config(preset="tiny", overrides=["model.name=resnet"])
@@ -295,3 +297,8 @@ def test_a_run_saved_before_networks_had_names_is_a_unet_run(tmp_path, monkeypat
     other = dataclasses.replace(config, model=dataclasses.replace(config.model, name="resnet"))
     with pytest.raises(UserError, match=r"model.name: 'unet' -> 'resnet'"):
         check_saved(other, str(uri))
+
+
+def test_an_unknown_method_is_one_line_naming_the_methods():
+    with pytest.raises(UserError, match=r"^method.name: 'ddpm' is not allowed \(one of synthetic\)$"):
+        load_config(preset="demo", overrides=["method.name=ddpm"])

@@ -82,6 +82,7 @@ LAYERS = (
     ("lightwork.demo",),
     ("lightwork.synthesis",),
     ("lightwork.models",),
+    ("lightwork.methods",),
     ("lightwork.training",),
     ("lightwork.evaluation",),
     ("lightwork.inference",),

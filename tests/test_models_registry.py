@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lightwork import __version__
-from lightwork.config import NETWORKS, UNetConfig, load_config
+from lightwork.config import NETWORKS, MethodSection, UNetConfig, load_config
 from lightwork.data import manifest
 from lightwork.data.slices import training_samples
 from lightwork.demo.noise import write_noise_dataset
@@ -99,8 +99,12 @@ def test_a_package_saved_before_the_registry_loads_and_predicts_the_same_maps(tm
     ensemble = read_package(str(path))
     before = Ensemble("1/4", ["fold0", "fold1"], networks, "cxr", {"shape": [12, 10]}, 0.5, "old")
     assert [type(network) for network in ensemble.networks] == [UNet, UNet]
+    assert (ensemble.method, ensemble.seed) == (MethodSection("synthetic"), 0)  # nor before methods had names
     scan = image((1, 12, 10)).numpy()
     np.testing.assert_array_equal(ensemble.predict(scan), before.predict(scan))
+    with torch.no_grad():
+        by_hand = (networks[0](torch.from_numpy(scan)[None]) + networks[1](torch.from_numpy(scan)[None])) / 2
+    np.testing.assert_allclose(ensemble.predict(scan), by_hand[0, 0].numpy(), rtol=0, atol=1e-6)
 
 
 class Toy(torch.nn.Module):

@@ -3,15 +3,17 @@
 Batches are dicts of tensors (or numpy arrays):
 - training: `image` float32 [B, C, *S] (augmented), `label` float32 [B, *S] or [B, 1, *S] in [0, 1];
 - validation: `image` + `label` (the anomalous version) and, when present, `healthy` float32
-  [B, C, *S] (its healthy image, target zero) and `task` int [B] (the task id of each sample).
-  Validation loss = MSE(healthy, 0) + MSE(anomalous, label), the method's per-epoch criterion,
-  reported with its two terms, the synthetic pixel AP, a Dice threshold, and (with `task`) the
-  loss terms and pixel AP per task (`Validation`). Rows without `healthy` count as one term each.
-The best epoch follows train.select_by (the validation loss, or the pixel AP).
-A training batch is mirrored along the data's left-right axis (image and label alike, `flip_axis`)
-with probability train.flip_left_right. Loss: MSE on the soft labels. Optimizer: AdamW; schedule:
-`training.schedule`. On CUDA the step runs under bf16 autocast with channels-last memory; on CPU
-it is exact fp32.
+  [B, C, *S] (its healthy image, label zero) and `task` int [B] (the task id of each sample).
+The run's method (`lightwork.methods.Method`) gives the training loss, and per validation image its
+anomaly map and validation loss (`Method.validate`; for the synthetic-task method MSE(healthy map,
+0) and MSE(anomalous map, label)). Validation loss = the healthy term + the anomalous term, the
+per-epoch criterion, reported with its two terms, the synthetic pixel AP of the maps, a Dice
+threshold, and (with `task`) the loss terms and pixel AP per task (`Validation`). Rows without
+`healthy` count as one term each. The best epoch follows train.select_by (the validation loss, or
+the pixel AP). A training batch is mirrored along the data's left-right axis (image and label
+alike, `flip_axis`) with probability train.flip_left_right. Optimizer: AdamW; schedule:
+`training.schedule`. On CUDA the method's calls run under bf16 autocast with channels-last memory;
+on CPU they are exact fp32.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional
 
 from lightwork.anomalies.registry import TASK_COUNT
-from lightwork.config import SELECT_BY, TrainSection
+from lightwork.config import SELECT_BY, MethodSection, TrainSection
+from lightwork.methods import Method, get_method
 from lightwork.training.schedule import make_scheduler
 
 
@@ -91,13 +93,13 @@ def as_tensor(value, device: torch.device) -> torch.Tensor:
     return tensor.to(device=device, dtype=torch.float32, non_blocking=True)
 
 
-def _match_label(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Label [B, *S] -> [B, 1, *S] to match the model output."""
-    return label.unsqueeze(1) if label.ndim == prediction.ndim - 1 else label
+def _match_label(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Label [B, *S] -> [B, 1, *S], the shape of the model output for `image` [B, C, *S]."""
+    return label.unsqueeze(1) if label.ndim == image.ndim - 1 else label
 
 
 DICE_BINS = 100  # validation Dice and pixel AP are evaluated at score thresholds 0.00, 0.01, ..., 0.99
-# One row of validation sums: the sums over pairs of MSE(healthy, 0) and of MSE(anomalous, label),
+# One row of validation sums: the sums over pairs of the healthy and of the anomalous loss terms,
 # the pair count, then DICE_BINS positive-voxel and DICE_BINS negative-voxel score counts.
 HEALTHY, ANOMALOUS, PAIRS, HISTOGRAMS = 0, 1, 2, 3
 SUM_COLUMNS = HISTOGRAMS + 2 * DICE_BINS
@@ -108,8 +110,9 @@ SUM_ROWS = 1 + TASK_COUNT
 @dataclass
 class ValidationFigures:
     """Validation figures of a set of pairs (an anomalous image, its label and, when given, its
-    healthy image). `loss` = `loss_healthy` + `loss_anomalous`: the means over pairs of
-    MSE(healthy prediction, 0) and of MSE(anomalous prediction, label). `pixel_ap`: the synthetic
+    healthy image). `loss` = `loss_healthy` + `loss_anomalous`: the means over pairs of the method's
+    validation loss of the healthy image and of the anomalous one (the synthetic-task method's:
+    MSE(healthy map, 0) and MSE(anomalous map, label)). `pixel_ap`: the synthetic
     pixel average precision, positives = the `label > 0` voxels of the anomalous images,
     negatives = their other voxels and every voxel of the healthy images, scores clipped to
     [0, 1]; binned: scores are known by their DICE_BINS bin only, so voxels of one bin tie
@@ -198,11 +201,14 @@ class FoldTrainer:
         device: where to train; defaults to CUDA when available.
         sum_over_workers: sums this worker's validation sums (float64 [SUM_ROWS, SUM_COLUMNS])
             over all workers (data-parallel training passes an all-reduce; one worker keeps them).
-        seed: the run seed (`RunConfig.seed`), of the flip generator.
+        seed: the run seed (`RunConfig.seed`): of the flip generator, of the method's generator in
+            training, and of a fresh one for each validation (the same draws every epoch).
         flip_axis: the spatial axis (0 = the first after [B, C]) a training batch is mirrored along
             with probability `settings.flip_left_right`: the data's left-right axis
             (`DataSection.left_right_axis`, which `resolve_data` fills). Needed when that
             probability is above 0.
+        method: the run's method (`lightwork.methods.get_method(config.method)`); the
+            synthetic-task method by default.
     """
 
     def __init__(
@@ -213,6 +219,7 @@ class FoldTrainer:
         sum_over_workers: Callable[[torch.Tensor], torch.Tensor] = _unchanged,
         seed: int = 0,
         flip_axis: int | None = None,
+        method: Method | None = None,
     ) -> None:
         if settings.flip_left_right and flip_axis is None:
             raise ValueError(
@@ -220,6 +227,8 @@ class FoldTrainer:
                 "data's left-right axis (data.left_right_axis, filled by lightwork.training.resolve.resolve_data)"
             )
         self.settings = settings
+        self.method = method or get_method(MethodSection())
+        self.seed = seed
         self.flip_axis = flip_axis
         self.sum_over_workers = sum_over_workers
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -238,17 +247,22 @@ class FoldTrainer:
         )
         self.state = LoopState()
         self.flip_generator = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
 
     def _memory_format(self) -> torch.memory_format:
         network = getattr(self.model, "module", self.model)
         return torch.channels_last_3d if getattr(network.config, "spatial_dims", 2) == 3 else torch.channels_last
 
-    def _forward(self, image: torch.Tensor) -> torch.Tensor:
+    def _call(self, compute: Callable, image: torch.Tensor, *args) -> tuple[torch.Tensor, ...]:
+        """`compute(model, image, *args)` (a method's call) as float32 tensors, a tuple; on CUDA
+        under bf16 autocast with `image` channels-last."""
         if self.fast:
             image = image.contiguous(memory_format=self._memory_format())
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                return self.model(image).float()
-        return self.model(image)
+                result = compute(self.model, image, *args)
+        else:
+            result = compute(self.model, image, *args)
+        return tuple(tensor.float() for tensor in (result if isinstance(result, tuple) else (result,)))
 
     def train_step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step on `batch`; returns (loss, batch size)."""
@@ -257,8 +271,7 @@ class FoldTrainer:
             dim = self.flip_axis - (image.ndim - 2)  # counted from the end: label is [B, *S] or [B, 1, *S]
             image, label = image.flip(dim), label.flip(dim)
         self.model.train()
-        prediction = self._forward(image)
-        loss = functional.mse_loss(prediction, _match_label(prediction, label))
+        (loss,) = self._call(self.method.loss, image, _match_label(image, label), self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -268,21 +281,22 @@ class FoldTrainer:
 
     @torch.no_grad()
     def validate(self, batches: Iterable[dict]) -> Validation:
-        """The `Validation` of `batches` (module docstring), in one pass: per pair the two MSE
-        terms, per voxel its score bin, summed by pair set (all; each task id) on this worker,
-        then over workers (`sum_over_workers`)."""
+        """The `Validation` of `batches` (module docstring), in one pass: per pair the method's two
+        loss terms, per voxel its map's score bin, summed by pair set (all; each task id) on this
+        worker, then over workers (`sum_over_workers`)."""
         self.model.eval()
+        generator = torch.Generator().manual_seed(self.seed)
         sums = torch.zeros(SUM_ROWS, SUM_COLUMNS, dtype=torch.float64, device=self.device)
         for batch in batches:
             image, label = as_tensor(batch["image"], self.device), as_tensor(batch["label"], self.device)
-            prediction = self._forward(image)
-            label = _match_label(prediction, label)
-            anomalous = (prediction - label).pow(2).flatten(1).mean(1)
-            bins, negative = [_score_bins(prediction)], [(label <= 0).flatten(1)]
+            label = _match_label(image, label)
+            scores, anomalous = self._call(self.method.validate, image, label, generator)
+            bins, negative = [_score_bins(scores)], [(label <= 0).flatten(1)]
             if "healthy" in batch:
-                healthy_prediction = self._forward(as_tensor(batch["healthy"], self.device))
-                healthy = healthy_prediction.pow(2).flatten(1).mean(1)
-                bins.append(_score_bins(healthy_prediction))
+                healthy_scores, healthy = self._call(
+                    self.method.validate, as_tensor(batch["healthy"], self.device), torch.zeros_like(label), generator
+                )
+                bins.append(_score_bins(healthy_scores))
                 negative.append(torch.ones_like(negative[0]))
             else:
                 healthy = torch.zeros_like(anomalous)
@@ -384,6 +398,7 @@ class FoldTrainer:
             "scheduler": self.scheduler.state_dict(),
             "loop": asdict(self.state),
             "flip_generator": self.flip_generator.bit_generator.state,
+            "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, saved: dict) -> None:
@@ -394,3 +409,5 @@ class FoldTrainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = LoopState(**{**saved["loop"], "restored_from_step": saved["loop"]["step"]})
         self.flip_generator.bit_generator.state = saved["flip_generator"]
+        if "generator" in saved:  # checkpoints written before methods had generators lack it
+            self.generator.set_state(saved["generator"])
