@@ -39,15 +39,21 @@ def _spec(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any
 # The networks a model can be, by `model.name`: "module:Class" of a torch module built as
 # `Class(model_section)` by `lightwork.models.build_model`. A new network is its module and one line
 # here; paths, not classes, so that reading a config needs no torch.
-NETWORKS: dict[str, str] = {"unet": "lightwork.models.unet:UNet"}
+NETWORKS: dict[str, str] = {
+    "unet": "lightwork.models.unet:UNet",
+    "autoencoder": "lightwork.models.autoencoder:Autoencoder",
+}
 # The methods a run can train, by `method.name`: "module:Class" of a `lightwork.methods.Method`
 # (what a fold trains on, its loss, its anomaly map) built as `Class(method_section)` by
 # `lightwork.methods.get_method`. METHOD_NETWORKS: the networks (`model.name`) of a method that
 # trains only its own (the first is the one a run of it gets when no source names a network); a
 # method without an entry trains any network that is no other method's. A new method is its module
 # and a line here, two with its own network.
-METHODS: dict[str, str] = {"synthetic": "lightwork.methods.synthetic:SyntheticTasks"}
-METHOD_NETWORKS: dict[str, tuple[str, ...]] = {}
+METHODS: dict[str, str] = {
+    "synthetic": "lightwork.methods.synthetic:SyntheticTasks",
+    "autoencoder": "lightwork.methods.autoencoder:Reconstruction",
+}
+METHOD_NETWORKS: dict[str, tuple[str, ...]] = {"autoencoder": ("autoencoder",)}
 
 
 @dataclass
@@ -94,9 +100,10 @@ MODEL_PRESETS: dict[str, UNetConfig] = {
 
 @dataclass
 class MethodSection:
-    """The method a run trains (docs/method.md, methods): `name`, one of METHODS; "synthetic" (the
+    """The method a run trains (docs/method.md section 8): `name`, one of METHODS; "synthetic" (the
     default, and that of runs saved before methods had names: a network trained on the synthetic
-    anomaly tasks to output their soft labels). The model section's network must be one the method
+    anomaly tasks to output their soft labels) or "autoencoder" (trained to reconstruct healthy
+    images; its map is the smoothed residual). The model section's network must be one the method
     trains (METHOD_NETWORKS); choosing a method with its own network sets `model.name` to it
     unless a config file or an override names one."""
 

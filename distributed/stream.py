@@ -15,7 +15,8 @@
                each keeps the `lightwork.synthesis.samples.BatchSynthesiser` of the streams it served
                last (anomaly tasks, source pools, case cache), so a fold starts no synthesis
                process of its own (an actor pool started one per fold, ~4 s on 2 cores)
-    rows       training: image [C,*S] float32 (anomalous), label [*S] float32;
+    rows       training: image [C,*S] float32 (anomalous; healthy for a method trained on healthy
+               images, `Method.trains_on` HEALTHY, with an all-zero label), label [*S] float32;
                validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero),
                task int8 (the sample's task id: the loop's per-task validation figures)
                (`keys=True` adds sample_key, case_id, task, epoch, slice for inspection); S is the
@@ -231,9 +232,11 @@ def synthesis_dataset(
     shape: Sequence[int],
     external: Sequence[str] = (),
     keys: bool = False,
+    healthy_only: bool = False,
 ) -> ray.data.Dataset:
     """The synthetic samples of `cases` (SampleRefs or (case_id, array_uri) pairs: their own
-    image set) with `tasks` at `epochs`.
+    image set) with `tasks` at `epochs`; with `healthy_only`, the cases as prepared instead
+    (`Synthesiser.healthy_sample`: training samples of a method trained on healthy images).
 
     Training order (validation=False): per epoch, the samples in a seed-drawn order; validation:
     as given, with `healthy`. `shape` is the samples' spatial shape (sets the samples per call);
@@ -259,6 +262,7 @@ def synthesis_dataset(
             "validation": validation,
             "keys": keys or validation,
             "slice_axis": config.data.slice_axis,
+            "healthy_only": healthy_only,
             "columns": columns,
         },
         compute=ray.data.TaskPoolStrategy(size=min(pool.tasks, usable)),
@@ -402,10 +406,20 @@ def _part_dataset(
         shape=what.shape,
         external=what.external,
         keys=keys,
+        healthy_only=part == "train" and _trains_on_healthy(config),
     )
     quiet(dataset)
     dataset.context.execution_options = ingest_options(data_cpus)
     return dataset
+
+
+def _trains_on_healthy(config: RunConfig) -> bool:
+    """Whether the run's method trains on healthy images (`lightwork.methods.HEALTHY`): its
+    training stream then synthesises no anomaly. Imported here, not at the top: the synthesis
+    tasks' processes import this module and need no torch."""
+    from lightwork.methods import HEALTHY, get_method
+
+    return get_method(config.method).trains_on == HEALTHY
 
 
 def fold_datasets(

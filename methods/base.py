@@ -1,4 +1,4 @@
-"""The interface every method implements, and its registry lookup (`lightwork.config.METHODS`).
+"""The interface every method implements (docs/method.md section 8) and its lookup (`config.METHODS`).
 
 A method decides, of a fold model, what it learns from, its loss and its anomaly map; folds,
 streams, Ray Train and Tune trials, ensembles, reports and packages are shared by every method:
@@ -8,7 +8,10 @@ streams, Ray Train and Tune trials, ensembles, reports and packages are shared b
 - `loss`: the training loss of a batch;
 - `anomaly_map`: a trained network's map of an image batch, float32 [B, 1, *S] in [0, 1], the
   higher the more anomalous (inference, ensembles and packages call it);
-- `validate`: that map of a validation image with its per-image validation loss, in one pass.
+- `validate`: that map of a validation image with its per-image validation loss, in one pass;
+- `threshold_on_healthy`: whether the mask's threshold (`train.threshold_fpr`) is set at that
+  false-positive rate of the healthy validation images' voxels alone (as reconstruction methods set
+  theirs), or of every normal voxel (label 0) of the validation pairs.
 Images are float32 [B, C, *S], labels float32 [B, 1, *S]. A method may run the network more than
 once per call. Its random draws come from the `torch.Generator` (on the CPU) it is given, seeded
 from the run seed (`RunConfig.seed`) by the loop and by inference, so that a map depends on the
@@ -32,6 +35,7 @@ class Method(ABC):
     """One method, built from the run's method section (`MethodSection`); see the module docstring."""
 
     trains_on: str = SYNTHETIC_ANOMALIES
+    threshold_on_healthy: bool = False
 
     def __init__(self, section: MethodSection) -> None:
         self.section = section

@@ -1,4 +1,4 @@
-"""The method of Baugh et al. (docs/method.md): a network trained on synthetic anomalies of the
+"""The method of Baugh et al. (docs/method.md sections 1-5): a network trained on synthetic anomalies of the
 fold's training tasks to output their soft labels, with the mean squared error; its output is the
 anomaly map (scores clipped to [0, 1] where they are binned or scored)."""
 

@@ -2,7 +2,8 @@
 
 A network is a torch module class built as `Class(config)` from the model section (`UNetConfig`:
 `name` and keyword arguments), keeping it as `.config` (checkpoints and packages save it); it maps
-float32 [B, in_channels, *S] to raw scores [B, out_channels, *S] (no nonlinearity).
+float32 [B, in_channels, *S] to what the run's method (`lightwork.methods`) makes its map from: the
+U-Net to raw scores [B, out_channels, *S] (no nonlinearity), the autoencoder to its reconstruction.
 """
 
 from __future__ import annotations

@@ -6,7 +6,9 @@ One sample is one prepared case, one anomaly task and one (epoch) index, all rep
     image, label  = make_task(task, ...)(healthy, foreground, sample_generator(seed, epoch, case_id, task))
 
 so a sample depends only on (run seed, epoch, case id, allowed tasks, the image set), never on the
-process, actor or order that draws it. Validation version v of a case uses the epoch index
+process, actor or order that draws it. A method trained on healthy images (`lightwork.methods.HEALTHY`)
+gets `healthy_sample`s: the prepared image (or slice) as it is, label all zero, task NO_TASK.
+Validation version v of a case uses the epoch index
 `VALIDATION_EPOCH + v`: the same validation set every epoch, drawn apart from every training epoch.
 
 With a slice axis (`data.slice_axis`, `lightwork.data.slices`) a sample is one slice of a case and
@@ -58,6 +60,7 @@ from lightwork.demo.fields import smooth_noise
 
 log = logging.getLogger(__name__)
 
+NO_TASK = -1  # the task of a healthy sample (no anomaly)
 VALIDATION_EPOCH = 2**40  # epoch index of validation version 0; training epochs stay far below
 CACHE_CASES = 32  # prepared cases a process keeps in memory (80x112x80: ~3 MB each)
 SOURCE_TRIES = 8  # draws of a readable blend source before a sample fails
@@ -244,6 +247,25 @@ class Synthesiser:
         """The task of the sample (sample id, epoch): uniform over the allowed tasks."""
         return self.tasks[int(sample_generator(self.seed, epoch, sample_id, -1).integers(len(self.tasks)))]
 
+    def _healthy(self, case_id: str, uri: str, slice_index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(image [C, *S], foreground [*S], sample id) of a case, or of its slice `slice_index`."""
+        case = self.cache.get(uri)
+        if slice_index == WHOLE:
+            return case.image, case.foreground, case_id
+        if self.slice_axis is None:
+            raise ValueError(f"case {case_id}: slice {slice_index} asked of a synthesiser without a slice axis")
+        try:
+            healthy, foreground = take_slice(case.image, case.foreground, self.slice_axis, slice_index)
+        except ValueError as error:
+            raise ValueError(f"case {case_id} ({uri}): {error}") from error
+        return healthy, foreground, slice_sample_id(case_id, self.slice_axis, slice_index)
+
+    def healthy_sample(self, case_id: str, uri: str, epoch: int, slice_index: int = WHOLE) -> Sample:
+        """The case (or slice) as prepared, label all zero, task NO_TASK: nothing is drawn."""
+        healthy, _, sample_id = self._healthy(case_id, uri, slice_index)
+        label = np.zeros(healthy.shape[1:], np.float32)
+        return Sample(f"{sample_id}@{epoch}", case_id, epoch, NO_TASK, healthy, label, healthy, slice_index)
+
     def sample(self, case_id: str, uri: str, epoch: int, slice_index: int = WHOLE) -> Sample:
         """The sample of case `case_id` (stored at `uri`), or of its slice `slice_index` along the
         slice axis, at `epoch`.
@@ -252,16 +274,7 @@ class Synthesiser:
             ValueError: the case cannot be read, or the task cannot place an anomaly on it (the
                 message names the case, its file, the slice and the task).
         """
-        case = self.cache.get(uri)
-        healthy, foreground, sample_id = case.image, case.foreground, case_id
-        if slice_index != WHOLE:
-            if self.slice_axis is None:
-                raise ValueError(f"case {case_id}: slice {slice_index} asked of a synthesiser without a slice axis")
-            try:
-                healthy, foreground = take_slice(healthy, foreground, self.slice_axis, slice_index)
-            except ValueError as error:
-                raise ValueError(f"case {case_id} ({uri}): {error}") from error
-            sample_id = slice_sample_id(case_id, self.slice_axis, slice_index)
+        healthy, foreground, sample_id = self._healthy(case_id, uri, slice_index)
         self._sample_dims = healthy.ndim - 1
         task = self.pick_task(sample_id, epoch)
         rng = sample_generator(self.seed, epoch, sample_id, task)
@@ -282,7 +295,8 @@ class BatchSynthesiser:
 
     Input columns: case_id, array_uri (str), epoch (int), optionally slice (int; WHOLE or absent:
     the whole case). Output: image [B, C, *S] float32, label [B, *S] float32, + healthy [B, C, *S]
-    (`validation`), + sample_key, case_id, task (int8), epoch, slice (`keys`). An item that raises
+    (`validation`), + sample_key, case_id, task (int8), epoch, slice (`keys`). With `healthy_only`
+    the samples are `Synthesiser.healthy_sample`s (a method trained on healthy images). An item that raises
     ValueError (an unreadable case, one a task cannot use) is skipped, counted (`skipped`) and
     logged; a batch whose items all fail is empty. When more than MAX_SKIPPED_FRACTION of the
     items seen fail (and at least MIN_SKIPPED_TO_FAIL), the data or the code is broken, not one
@@ -299,9 +313,11 @@ class BatchSynthesiser:
         validation: bool,
         keys: bool,
         slice_axis: int | None = None,
+        healthy_only: bool = False,
     ) -> None:
         self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push, slice_axis=slice_axis)
         self.validation, self.keys = validation, keys
+        self.draw = self.synthesiser.healthy_sample if healthy_only else self.synthesiser.sample
         self.seen = self.skipped = 0
         warm_up()  # the compiled kernels load once, before the first sample
 
@@ -311,7 +327,7 @@ class BatchSynthesiser:
         for case_id, uri, epoch, index in zip(batch["case_id"], batch["array_uri"], batch["epoch"], slices):
             self.seen += 1
             try:
-                samples.append(self.synthesiser.sample(str(case_id), str(uri), int(epoch), int(index)))
+                samples.append(self.draw(str(case_id), str(uri), int(epoch), int(index)))
             except ValueError as error:
                 self.skipped += 1
                 if self.skipped >= MIN_SKIPPED_TO_FAIL and self.skipped > MAX_SKIPPED_FRACTION * self.seen:

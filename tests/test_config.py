@@ -291,7 +291,7 @@ def test_a_run_saved_before_networks_had_names_is_a_unet_run(tmp_path, monkeypat
     assert config_from_dict(yaml.safe_load(uri.read_text())) == config
     assert (config.model.name, config.method.name) == ("unet", "synthetic")
     check_saved(config, str(uri))
-    with pytest.raises(UserError, match=r"^model.name: 'resnet' is not allowed \(one of unet\)$"):
+    with pytest.raises(UserError, match=r"^model.name: 'resnet' is not allowed \(one of unet, autoencoder\)$"):
         load_config(preset="tiny", overrides=["model.name=resnet"])
     monkeypatch.setitem(NETWORKS, "resnet", "a.module:ResNet")  # reading a config imports no network
     other = dataclasses.replace(config, model=dataclasses.replace(config.model, name="resnet"))
@@ -299,6 +299,17 @@ def test_a_run_saved_before_networks_had_names_is_a_unet_run(tmp_path, monkeypat
         check_saved(other, str(uri))
 
 
-def test_an_unknown_method_is_one_line_naming_the_methods():
-    with pytest.raises(UserError, match=r"^method.name: 'ddpm' is not allowed \(one of synthetic\)$"):
+def test_a_method_trains_only_its_networks():
+    """method.name picks the method, and a method with a network of its own gets it unless a source
+    names one; a network it does not train, or an unknown method, is one line naming the key and
+    what would do."""
+    config = load_config(preset="demo", overrides=["method.name=autoencoder"])
+    assert (config.method.name, config.model.name) == ("autoencoder", "autoencoder")
+    assert config.model.features == load_config(preset="demo").model.features
+    assert load_config(preset="demo", overrides=["model.name=autoencoder", "method.name=autoencoder"]) == config
+    with pytest.raises(UserError, match=r"^model.name: 'unet' is not a network method 'autoencoder' trains "):
+        load_config(preset="demo", overrides=["method.name=autoencoder", "model.name=unet"])
+    with pytest.raises(UserError, match=r"^model.name: 'autoencoder' is the network of method 'autoencoder': "):
+        load_config(preset="demo", overrides=["model.name=autoencoder"])
+    with pytest.raises(UserError, match=r"^method.name: 'ddpm' is not allowed \(one of synthetic, autoencoder\)$"):
         load_config(preset="demo", overrides=["method.name=ddpm"])

@@ -60,9 +60,9 @@ def test_the_unet_is_the_default_and_the_name_is_saved(tmp_path):
 
 
 def test_an_unknown_name_is_one_line_naming_the_networks():
-    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet\)$"):
+    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet, autoencoder\)$"):
         load_config(preset="tiny", overrides=["model.name=vit"])
-    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet\)$"):
+    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet, autoencoder\)$"):
         build_model(UNetConfig(name="vit"))
 
 

@@ -100,9 +100,10 @@ def _match_label(image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 DICE_BINS = 100  # validation Dice and pixel AP are evaluated at score thresholds 0.00, 0.01, ..., 0.99
 # One row of validation sums: the sums over pairs of the healthy and of the anomalous loss terms,
-# the pair count, then DICE_BINS positive-voxel and DICE_BINS negative-voxel score counts.
+# the pair count, then score counts by bin (DICE_BINS each) of the positive voxels (label > 0),
+# of the other voxels of the anomalous images, and of the healthy images' voxels.
 HEALTHY, ANOMALOUS, PAIRS, HISTOGRAMS = 0, 1, 2, 3
-SUM_COLUMNS = HISTOGRAMS + 2 * DICE_BINS
+SUM_COLUMNS = HISTOGRAMS + 3 * DICE_BINS
 # Rows: 0 = every validation pair; 1 + t = the pairs of task t (batches with a `task` column).
 SUM_ROWS = 1 + TASK_COUNT
 
@@ -157,31 +158,43 @@ def binned_average_precision(positives: torch.Tensor, negatives: torch.Tensor) -
     return float((true_positive / flagged.clamp(min=1) * positives).sum() / total)
 
 
+def _histograms(row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positive, negative, healthy-image-voxel) score counts by bin [DICE_BINS] of a row of
+    validation sums; the negatives include the healthy images' voxels."""
+    positives, normal, healthy = row[HISTOGRAMS:].view(3, DICE_BINS)
+    return positives, normal + healthy, healthy
+
+
 def _figures(row: torch.Tensor) -> ValidationFigures:
     """One row of validation sums (SUM_COLUMNS) -> its figures."""
     pairs = float(row[PAIRS])
     healthy, anomalous = float(row[HEALTHY]) / pairs, float(row[ANOMALOUS]) / pairs
-    positives, negatives = row[HISTOGRAMS : HISTOGRAMS + DICE_BINS], row[HISTOGRAMS + DICE_BINS :]
+    positives, negatives, _ = _histograms(row)
     return ValidationFigures(healthy + anomalous, healthy, anomalous, binned_average_precision(positives, negatives))
 
 
-def validation_from_sums(sums: torch.Tensor, threshold_fpr: float | None = None) -> Validation:
+def validation_from_sums(
+    sums: torch.Tensor, threshold_fpr: float | None = None, threshold_on_healthy: bool = False
+) -> Validation:
     """Validation sums float64 [SUM_ROWS, SUM_COLUMNS] (summed over workers) -> Validation.
 
     The mask's threshold, a bin start: with `threshold_fpr`, the lowest at which at most that share
-    of the negative voxels score at or above it (`train.threshold_fpr`); None: the one maximising Dice.
+    of the negative voxels score at or above it (`train.threshold_fpr`), of the healthy images'
+    voxels alone with `threshold_on_healthy` (`Method.threshold_on_healthy`) when there are any;
+    None: the one maximising Dice.
     """
     if int(sums[0, PAIRS]) == 0:
         raise ValueError("validation produced no batches: the validation set is empty")
     overall = _figures(sums[0])
-    positives, negatives = sums[0, HISTOGRAMS : HISTOGRAMS + DICE_BINS], sums[0, HISTOGRAMS + DICE_BINS :]
+    positives, negatives, healthy = _histograms(sums[0])
     true_positive, false_positive = _at_or_above(positives), _at_or_above(negatives)
     false_negative = positives.sum() - true_positive
     dice = 2 * true_positive / (2 * true_positive + false_positive + false_negative).clamp(min=1)
     if threshold_fpr is None:
         chosen = int(dice.argmax())
     else:  # the rate falls with the bin; a rate no bin start reaches keeps the top bin
-        within = (false_positive <= threshold_fpr * negatives.sum()).nonzero()
+        rated = healthy if threshold_on_healthy and healthy.sum() > 0 else negatives
+        within = (_at_or_above(rated) <= threshold_fpr * rated.sum()).nonzero()
         chosen = int(within[0]) if len(within) else DICE_BINS - 1
     by_task = {task: _figures(sums[1 + task]) for task in range(TASK_COUNT) if sums[1 + task, PAIRS] > 0}
     return Validation(**asdict(overall), dice_threshold=chosen / DICE_BINS, dice=float(dice[chosen]), by_task=by_task)
@@ -291,25 +304,27 @@ class FoldTrainer:
             image, label = as_tensor(batch["image"], self.device), as_tensor(batch["label"], self.device)
             label = _match_label(image, label)
             scores, anomalous = self._call(self.method.validate, image, label, generator)
-            bins, negative = [_score_bins(scores)], [(label <= 0).flatten(1)]
+            bins, kind = [_score_bins(scores)], [(label <= 0).flatten(1).long()]  # 0 positive, 1 normal
             if "healthy" in batch:
                 healthy_scores, healthy = self._call(
                     self.method.validate, as_tensor(batch["healthy"], self.device), torch.zeros_like(label), generator
                 )
                 bins.append(_score_bins(healthy_scores))
-                negative.append(torch.ones_like(negative[0]))
+                kind.append(torch.full_like(kind[0], 2))  # a healthy image's voxel
             else:
                 healthy = torch.zeros_like(anomalous)
             per_pair = torch.stack([healthy, anomalous, torch.ones_like(anomalous)], 1).double()  # [B, 3]
-            voxels = torch.cat(negative, 1).long() * DICE_BINS + torch.cat(bins, 1)  # [B, V]: 0..2*DICE_BINS-1
+            voxels = torch.cat(kind, 1) * DICE_BINS + torch.cat(bins, 1)  # [B, V]: 0..3*DICE_BINS-1
             rows = [torch.zeros(len(anomalous), dtype=torch.long, device=self.device)]
             if "task" in batch:
                 rows.append(1 + torch.as_tensor(batch["task"], device=self.device).long())
             for row in rows:
                 sums[:, :HISTOGRAMS].index_add_(0, row, per_pair)
-                cells = (row[:, None] * (2 * DICE_BINS) + voxels).flatten()
-                sums[:, HISTOGRAMS:] += torch.bincount(cells, minlength=SUM_ROWS * 2 * DICE_BINS).view(SUM_ROWS, -1)
-        return validation_from_sums(self.sum_over_workers(sums), self.settings.threshold_fpr)
+                cells = (row[:, None] * (3 * DICE_BINS) + voxels).flatten()
+                sums[:, HISTOGRAMS:] += torch.bincount(cells, minlength=SUM_ROWS * 3 * DICE_BINS).view(SUM_ROWS, -1)
+        return validation_from_sums(
+            self.sum_over_workers(sums), self.settings.threshold_fpr, self.method.threshold_on_healthy
+        )
 
     def run_epoch(self, train_batches: Iterable[dict], val_batches: Iterable[dict]) -> EpochResult:
         """Train over `train_batches` (stopping early at max_steps), validate, update best-so-far."""
