@@ -17,7 +17,9 @@ Models: `2d` (brain: a 2D U-Net on axial slices, `data.slice_axis` 2, predicted 
 and reassembled; cxr: the 2D model itself), `3d` (brain only: the 3D U-Net). Each trains on tasks
 0, 2, 3, 4 (intra_blend, sink, source, intensity) of the manifest's folds 0-3; the held-out task 1
 (inter_blend, from the stand-in pool, given the targets' gradient scale) on fold 4 is the
-synthetic validation set that sets the Dice threshold, as a fold of a 4/1 split does. One torch
+synthetic validation set that sets the Dice threshold, as a fold of a 4/1 split does. A method
+trained on healthy images (`--variant ae=method.name=autoencoder`) learns from the same training
+samples as prepared, without anomalies, and is validated and scored alike. One torch
 thread per run; `--jobs` runs at once.
 
 The budget is the training process's CPU time (`time.process_time`: synthesis and optimizer
@@ -182,6 +184,7 @@ def train_and_score(job: tuple) -> list[dict]:
     from lightwork.data import manifest
     from lightwork.data.slices import training_samples
     from lightwork.inference.ensemble import model_scores
+    from lightwork.methods import HEALTHY, get_method
     from lightwork.models import build_model
     from lightwork.synthesis.samples import Synthesiser
     from lightwork.training.loop import FoldTrainer
@@ -200,7 +203,11 @@ def train_and_score(job: tuple) -> list[dict]:
     val_batches = _validation_batches(config, val_synth, val_refs)
     torch.manual_seed(seed)
     network = build_model(config.model)
-    trainer = FoldTrainer(network, config.train, torch.device("cpu"), seed=seed, flip_axis=config.data.left_right_axis)
+    method = get_method(config.method)
+    trainer = FoldTrainer(
+        network, config.train, torch.device("cpu"), seed=seed, flip_axis=config.data.left_right_axis, method=method
+    )
+    draw = train_synth.healthy_sample if method.trains_on == HEALTHY else train_synth.sample
     test_rows = manifest.usable(manifest.read_manifest(test_uri))
     rng = np.random.default_rng(seed)
     order, epoch, position = rng.permutation(len(train_refs)), 0, 0
@@ -225,7 +232,7 @@ def train_and_score(job: tuple) -> list[dict]:
                 ref = train_refs[order[position]]
                 position += 1
                 try:
-                    batch.append(train_synth.sample(ref.case_id, ref.array_uri, epoch, ref.slice))
+                    batch.append(draw(ref.case_id, ref.array_uri, epoch, ref.slice))
                 except ValueError:
                     continue  # a task that cannot place an anomaly on this sample: the next one
             trainer.train_step(
@@ -239,13 +246,15 @@ def train_and_score(job: tuple) -> list[dict]:
         last = validate()
         weights = copy.deepcopy(network.state_dict())
         for selection in SELECTIONS:
-            figure, step, chosen = (
-                (last.loss, trainer.state.step, weights) if selection == "last" else best[selection]
-            )
+            figure, step, chosen = (last.loss, trainer.state.step, weights) if selection == "last" else best[selection]
             network.load_state_dict(chosen)
             network.eval()
             threshold = trainer.validate(val_batches)
-            row = score(lambda case: model_scores(network, case.image, axis), test_rows, threshold.dice_threshold)
+            row = score(
+                lambda case: model_scores(network, case.image, axis, method=method, seed=seed),
+                test_rows,
+                threshold.dice_threshold,
+            )
             row.update(
                 model=model_name,
                 variant=variant,
