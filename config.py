@@ -42,18 +42,28 @@ def _spec(default: Any = MISSING, *, factory: Any = MISSING, **rule: Any) -> Any
 NETWORKS: dict[str, str] = {
     "unet": "lightwork.models.unet:UNet",
     "autoencoder": "lightwork.models.autoencoder:Autoencoder",
+    "denoiser": "lightwork.models.denoiser:Denoiser",
+    "conditioned_denoiser": "lightwork.models.denoiser:ConditionedDenoiser",
 }
 # The methods a run can train, by `method.name`: "module:Class" of a `lightwork.methods.Method`
 # (what a fold trains on, its loss, its anomaly map) built as `Class(method_section)` by
 # `lightwork.methods.get_method`. METHOD_NETWORKS: the networks (`model.name`) of a method that
-# trains only its own (the first is the one a run of it gets when no source names a network); a
-# method without an entry trains any network that is no other method's. A new method is its module
-# and a line here, two with its own network.
+# trains only its own (the first is the one a run of it gets when no source names a network; methods
+# may share one, as ddpm and pddpm share the denoiser); a method without an entry trains any network
+# that is no other method's. A new method is its module and a line here, two with its own network.
 METHODS: dict[str, str] = {
     "synthetic": "lightwork.methods.synthetic:SyntheticTasks",
     "autoencoder": "lightwork.methods.autoencoder:Reconstruction",
+    "ddpm": "lightwork.methods.diffusion:DDPM",
+    "pddpm": "lightwork.methods.diffusion:PatchedDDPM",
+    "cddpm": "lightwork.methods.diffusion:ConditionedDDPM",
 }
-METHOD_NETWORKS: dict[str, tuple[str, ...]] = {"autoencoder": ("autoencoder",)}
+METHOD_NETWORKS: dict[str, tuple[str, ...]] = {
+    "autoencoder": ("autoencoder",),
+    "ddpm": ("denoiser",),
+    "pddpm": ("denoiser",),
+    "cddpm": ("conditioned_denoiser",),
+}
 
 
 @dataclass
@@ -102,8 +112,10 @@ MODEL_PRESETS: dict[str, UNetConfig] = {
 class MethodSection:
     """The method a run trains (docs/method.md section 8): `name`, one of METHODS; "synthetic" (the
     default, and that of runs saved before methods had names: a network trained on the synthetic
-    anomaly tasks to output their soft labels) or "autoencoder" (trained to reconstruct healthy
-    images; its map is the smoothed residual). The model section's network must be one the method
+    anomaly tasks to output their soft labels), "autoencoder" (trained to reconstruct healthy
+    images; its map is the smoothed residual), or the diffusion methods "ddpm", "pddpm" (patched)
+    and "cddpm" (conditioned on the input), which reconstruct healthy images from partly noised
+    ones (`lightwork.methods.diffusion`). The model section's network must be one the method
     trains (METHOD_NETWORKS); choosing a method with its own network sets `model.name` to it
     unless a config file or an override names one."""
 
@@ -238,15 +250,17 @@ class RunConfig:
         checked when built). `load_config` checks once all its sources are merged, so that the
         order of `--set` overrides never matters."""
         method, network = self.method.name, self.model.name
-        owner = next((name for name, networks in METHOD_NETWORKS.items() if network in networks), None)
-        if method in METHOD_NETWORKS and owner != method:
+        owners = [name for name, networks in METHOD_NETWORKS.items() if network in networks]
+        if method in METHOD_NETWORKS and method not in owners:
             networks = METHOD_NETWORKS[method]
             raise UserError(
                 f"model.name: {network!r} is not a network method {method!r} trains "
                 f"({', '.join(networks)}): --set model.name={networks[0]}"
             )
-        if owner is not None and owner != method:
-            raise UserError(f"model.name: {network!r} is the network of method {owner!r}: --set method.name={owner}")
+        if owners and method not in owners:
+            raise UserError(
+                f"model.name: {network!r} is the network of method {owners[0]!r}: --set method.name={owners[0]}"
+            )
         res = self.resources
         if res.min_workers is not None and res.min_workers > res.num_workers:
             raise UserError(

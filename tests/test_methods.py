@@ -165,5 +165,5 @@ def test_an_autoencoder_run_goes_through_the_pipeline_package_and_predict(ray_se
 def test_a_bad_method_name_is_one_line(capsys):
     assert main(["train", "--config", "demo", "--set", "method.name=vae", "--print-config"]) == 2
     assert capsys.readouterr().err == (
-        "lightwork train: method.name: 'vae' is not allowed (one of synthetic, autoencoder)\n"
+        "lightwork train: method.name: 'vae' is not allowed (one of synthetic, autoencoder, ddpm, pddpm, cddpm)\n"
     )

@@ -34,6 +34,9 @@ OLD_CONFIG = {
 }
 
 
+NETWORK_NAMES = r"\(one of unet, autoencoder, denoiser, conditioned_denoiser\)$"  # the error lists config.NETWORKS
+
+
 def image(shape=(1, 1, 12, 10)) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(0).normal(size=shape).astype(np.float32))
 
@@ -60,9 +63,9 @@ def test_the_unet_is_the_default_and_the_name_is_saved(tmp_path):
 
 
 def test_an_unknown_name_is_one_line_naming_the_networks():
-    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet, autoencoder\)$"):
+    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed " + NETWORK_NAMES):
         load_config(preset="tiny", overrides=["model.name=vit"])
-    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed \(one of unet, autoencoder\)$"):
+    with pytest.raises(UserError, match=r"^model.name: 'vit' is not allowed " + NETWORK_NAMES):
         build_model(UNetConfig(name="vit"))
 
 
