@@ -1,8 +1,9 @@
-"""Training-step speed of the paper's presets: samples/s, step time, peak memory, data-wait share.
+"""Training-step speed of the paper's presets and of the methods: samples/s, step time, peak memory, data-wait share.
 
     python benchmarks/training.py                 # CPU: fp32 at reduced size (stated in the table)
     python benchmarks/training.py --full          # the paper's sizes (80x112x80 b8, 256x256 b50)
     python benchmarks/training.py --full --precision both   # on a GPU: bf16 and fp32 side by side
+    python benchmarks/training.py --presets ddpm,pddpm,cddpm   # the diffusion methods (METHOD_RUNS)
 
 Each configuration runs in its own process (clean peak memory) through `FoldTrainer.run_epoch`, the
 same code path as training: a warm-up epoch first, then one epoch of timed steps (median). Batches come
@@ -22,23 +23,44 @@ import time
 import torch
 
 from lightwork.config import load_config
+from lightwork.methods import get_method
 from lightwork.models import build_model
 from lightwork.training.loop import FoldTrainer
 
 FULL = {"brain": ((80, 112, 80), 8), "cxr": ((256, 256), 50)}
 REDUCED = {"brain": ((40, 56, 40), 2), "cxr": ((128, 128), 8)}  # half of each axis, smaller batch
+# A method other than the presets' (`--presets NAME` with a `method.name`): the preset and the
+# overrides of its paper's network. The diffusion methods: Behrendt et al.'s 96x96 slices, batch 32,
+# unet_dim 128 with dim_mults [1, 2, 2] (docs/method.md section 8); reduced: batch 4, same size.
+DIFFUSION = ("brain2d", ["model.features=[128,256,256]"])
+METHOD_RUNS = {name: DIFFUSION for name in ("ddpm", "pddpm", "cddpm")}
+FULL.update({name: ((96, 96), 32) for name in METHOD_RUNS})
+REDUCED.update({name: ((96, 96), 4) for name in METHOD_RUNS})
 
 
-def step_flops(preset: str, shape: tuple[int, ...], batch: int) -> float:
-    """Forward + backward FLOPs of one training step (counted on the meta device: no compute)."""
+def run_config(name: str, overrides: list[str]):
+    """The config of `--presets` entry `name` (a preset, or a method of METHOD_RUNS)."""
+    if name not in METHOD_RUNS:
+        return load_config(preset=name, overrides=overrides)
+    preset, extra = METHOD_RUNS[name]
+    return load_config(preset=preset, overrides=[f"method.name={name}", *extra, *overrides])
+
+
+def step_flops(name: str, shape: tuple[int, ...], batch: int) -> float:
+    """Forward + backward FLOPs of one network evaluation on a training batch (counted on the meta
+    device: no compute); a diffusion method's step is one evaluation (step and condition inputs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    config = run_config(name, [])
     with torch.device("meta"):
-        model = build_model(load_config(preset=preset).model)
+        model = build_model(config.model)
         image = torch.zeros(batch, 1, *shape)
+    inputs = (image,) if name not in METHOD_RUNS else (image, torch.ones(batch, dtype=torch.long))
+    if getattr(model, "conditioned", False):
+        inputs += (image,)
     counter = FlopCounterMode(display=False)
     with counter:
-        model(image).sum().backward()
+        model(*inputs).sum().backward()
     return float(counter.get_total_flops())
 
 
@@ -47,13 +69,17 @@ def measure(
 ) -> None:
     """Run in a child process; puts one result row on `queue`."""
     torch.manual_seed(0)
-    config = load_config(
-        preset=preset, overrides=[f"train.batch_size={batch}", f"train.mixed_precision={precision == 'bf16'}"]
-    )
+    config = run_config(preset, [f"train.batch_size={batch}", f"train.mixed_precision={precision == 'bf16'}"])
     # Random batches have no orientation: a flip (the brain preset's) mirrors axis 0, the
     # left-right axis of RAS-prepared volumes, so that its cost is in the step time.
     flip_axis = 0 if config.train.flip_left_right else None
-    trainer = FoldTrainer(build_model(config.model), config.train, torch.device(device), flip_axis=flip_axis)
+    trainer = FoldTrainer(
+        build_model(config.model),
+        config.train,
+        torch.device(device),
+        flip_axis=flip_axis,
+        method=get_method(config.method),
+    )
     batches = [{"image": torch.randn(batch, 1, *shape), "label": torch.rand(batch, *shape)} for _ in range(2)]
     val = [{"image": batches[0]["image"][:1], "label": batches[0]["label"][:1]}]
     trainer.run_epoch([batches[i % 2] for i in range(warmup)], val)
@@ -125,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(
         f"training step on {name}; "
-        f"sizes: {'paper (full)' if args.full else 'REDUCED (half each axis, smaller batch)'}; "
+        f"sizes: {'paper (full)' if args.full else 'REDUCED (presets: half each axis, smaller batch; methods: b4)'}; "
         f"median of {args.steps} steps after {args.warmup} warm-up; peak memory = "
         f"{'max allocated on GPU' if device == 'cuda' else 'process max RSS'}; data from memory"
     )
