@@ -64,6 +64,9 @@ METHOD_NETWORKS: dict[str, tuple[str, ...]] = {
     "pddpm": ("denoiser",),
     "cddpm": ("conditioned_denoiser",),
 }
+# The model spatial dims of a method whose networks take only some (the diffusion methods' are 2D:
+# 2D images, or slices of volumes with `data.slice_axis`).
+METHOD_DIMS: dict[str, tuple[int, ...]] = {"ddpm": (2,), "pddpm": (2,), "cddpm": (2,)}
 
 
 @dataclass
@@ -260,6 +263,12 @@ class RunConfig:
         if owners and method not in owners:
             raise UserError(
                 f"model.name: {network!r} is the network of method {owners[0]!r}: --set method.name={owners[0]}"
+            )
+        if self.model.spatial_dims not in METHOD_DIMS.get(method, (self.model.spatial_dims,)):
+            raise UserError(
+                f"model.spatial_dims: method {method!r} trains {' or '.join(map(str, METHOD_DIMS[method]))}D "
+                f"networks only, got {self.model.spatial_dims}: train on slices (--config brain2d, or --set "
+                "data.slice_axis=2 --set model.spatial_dims=2) or on 2D images"
             )
         res = self.resources
         if res.min_workers is not None and res.min_workers > res.num_workers:

@@ -93,7 +93,7 @@ def test_a_map_costs_its_stated_network_evaluations_and_validation_scores_health
     assert torch.allclose(losses[0], images[0].abs().mean()) and losses[1] == 0
 
 
-def test_the_methods_choose_their_own_networks_and_ddpm_and_pddpm_share_one():
+def test_the_methods_choose_their_own_2d_networks_and_ddpm_and_pddpm_share_one():
     assert load_config(preset="demo", overrides=["method.name=ddpm"]).model.name == "denoiser"
     assert load_config(preset="demo", overrides=["model.name=denoiser", "method.name=pddpm"]).model.name == "denoiser"
     assert load_config(preset="demo", overrides=["method.name=cddpm"]).model.name == "conditioned_denoiser"
@@ -101,6 +101,8 @@ def test_the_methods_choose_their_own_networks_and_ddpm_and_pddpm_share_one():
         load_config(preset="demo", overrides=["method.name=cddpm", "model.name=denoiser"])
     with pytest.raises(UserError, match=r"^model.name: 'denoiser' is the network of method 'ddpm': "):
         load_config(preset="demo", overrides=["model.name=denoiser"])
+    with pytest.raises(UserError, match=r"^model.spatial_dims: method 'pddpm' trains 2D networks only, got 3: "):
+        load_config(preset="tiny", overrides=["method.name=pddpm"])  # before Ray, not in a trial
 
 
 @pytest.mark.slow
