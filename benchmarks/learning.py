@@ -9,7 +9,8 @@ side by side, the random and intensity baselines in the same table.
         --variant small='model.features=[8,16,32,64]'                 # ablations, side by side
 
 Sets (prepared once into `--work` with the library's recipes, as the README's real-data commands do):
-    brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid (the README's);
+    brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid of 4 mm voxels (the
+           README's; `--downsample 2`: 80x112x80 of 2 mm, the recipe's default, same field of view);
            test: the 5 BraTS 2015 T1c volumes with their tumour masks
     cxr    train: the first 1141 Kermany normals (sorted by file name), 128x128;
            test: the other 200 normals and the first 200 pneumonia images (image labels, no masks)
@@ -59,6 +60,7 @@ TRAIN_FOLDS, VAL_FOLDS = (0, 1, 2, 3), (4,)
 VALIDATION_SAMPLES = 64
 VALIDATE_EVERY = 200  # optimizer steps between validations on the held-out task
 KERMANY_TRAIN_NORMALS, KERMANY_TEST_PER_CLASS = 1141, 200
+BRAIN_FIELD_OF_VIEW_MM = (160, 224, 160)  # at the recipe's 1 mm spacing, before downsampling
 # Per set: the config preset of each model and the settings the benchmark trains with (any can be
 # overridden with --override). The lr of the chest model and of the brain 2D model were chosen by
 # this benchmark (3 seeds, 5 CPU-minutes; chest 1e-3 against 2e-3 and 5e-3, brain 2D 2e-3 against
@@ -95,13 +97,16 @@ def _link(files: list[Path], folder: Path) -> None:
             target.symlink_to(path)
 
 
-def prepare(name: str, work: Path) -> tuple[str, str]:
+def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, str]:
     """(train manifest folder, test manifest folder) of set `name`, prepared under `work` (`lightwork
-    prepare` reuses the cases already prepared there with the same files and recipe)."""
-    train, test = work / f"{name}-train", work / f"{name}-test"
+    prepare` reuses the cases already prepared there with the same files and recipe); the brain's
+    160x224x160 mm field of view is downsampled by `downsample` from 1 mm voxels."""
+    folder = name if name != "brain" or downsample == 4 else f"{name}-ds{downsample}"
+    train, test = work / f"{folder}-train", work / f"{folder}-test"
     common = ["--no-progress", "--num-cpus", "2"]
     if name == "brain":
-        shape = ["--recipe", "brain", "--shape", "40,56,40", "--downsample", "4"]
+        grid = ",".join(str(extent // downsample) for extent in BRAIN_FIELD_OF_VIEW_MM)
+        shape = ["--recipe", "brain", "--shape", grid, "--downsample", str(downsample)]
         _run([LIGHTWORK, "prepare", str(SHARED / "brain" / "healthy_ixi_t1"), str(train), *shape, *common])
         lesions = SHARED / "brain" / "lesion_brats2015"
         flags = ["--modality", "t1c", "--skull-stripped"]
@@ -298,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=SETTING[;SETTING...]: settings added to the base run's, trained side by side with it",
     )
     parser.add_argument("--work", default="/tmp/lightwork-learning", help="where the prepared sets are kept")
+    parser.add_argument(
+        "--downsample", type=int, choices=(2, 4), default=4, help="brain: the recipe's downsampling (4 mm voxels)"
+    )
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent (the real data sets beside the project)")
@@ -314,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {text!r}: expected a new NAME=SETTING[;SETTING...]")
         variants[name] = settings.split(";")
     work = Path(args.work)
-    train_uri, test_uri = prepare(args.set, work)
+    train_uri, test_uri = prepare(args.set, work, args.downsample)
     jobs = [
         (args.set, model, variant, train_uri, test_uri, seed, minutes, args.override + settings)
         for model in models
@@ -327,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
 
         reference = pool.apply(baselines, (manifest.usable(manifest.read_manifest(test_uri)),))
     shown = [(key, title) for key, title in METRICS if any(not math.isnan(row[key]) for row in results)]
-    print(f"\n{args.set}: seeds {args.seeds}; median [min-max] over the seeds, %")
+    grid = f", downsample {args.downsample}" if args.set == "brain" else ""
+    print(f"\n{args.set}{grid}: seeds {args.seeds}; median [min-max] over the seeds, %")
     for model in models:
         print(
             f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
