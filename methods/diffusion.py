@@ -27,10 +27,10 @@ from lightwork.models.diffusion import (
     ENSEMBLE_STEPS,
     MEDIAN_WIDTH,
     T_START,
-    median_filter,
     residual_map,
     training_loss,
 )
+from lightwork.models.filters import median_filter
 from lightwork.models.simplex import NoiseKind
 
 NOISE: NoiseKind = "simplex"  # the authors' noise (AnoDDPM's simplex)

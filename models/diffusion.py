@@ -50,6 +50,7 @@ from typing import Literal
 import torch
 from torch.nn import functional
 
+from lightwork.models.filters import median_filter
 from lightwork.models.simplex import NoiseKind, noise
 
 TIMESTEPS = 1000
@@ -314,13 +315,6 @@ def patched_reconstruct(
     total = (output.reshape(patches, *image.shape) * weight).sum(dim=0)
     covered = weight.sum(dim=0)
     return torch.where(covered > 0, total / covered.clamp(min=1), image)
-
-
-def median_filter(scores: torch.Tensor, width: int) -> torch.Tensor:
-    """The median over `width` x `width` windows (replicate padding) of [B, 1, H, W]."""
-    half = width // 2
-    windows = functional.unfold(functional.pad(scores, [half] * 4, mode="replicate"), width)  # [B, width^2, H W]
-    return windows.median(dim=1).values.reshape(scores.shape)
 
 
 def gaussian_filter(scores: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -17,9 +17,10 @@ from lightwork.data.cases import load_case
 from lightwork.demo.noise import write_noise_dataset
 from lightwork.inference.package import load_ensemble
 from lightwork.methods import HEALTHY, SYNTHETIC_ANOMALIES, get_method
-from lightwork.methods.residual import median_filter
+from lightwork.methods.residual import RESIDUAL_MEDIAN
 from lightwork.models import build_model, load_model
 from lightwork.models.autoencoder import Autoencoder
+from lightwork.models.filters import median_filter
 from lightwork.synthesis.samples import NO_TASK, BatchSynthesiser
 from lightwork.training.loop import (
     DICE_BINS,
@@ -81,12 +82,23 @@ def test_the_autoencoders_map_is_its_filtered_residual_and_its_loss_counts_healt
         np.testing.assert_allclose(maps.numpy(), expected, rtol=0, atol=1e-6)
         spike = torch.full((1, 1, 9, 10, 11), 0.2)
         spike[0, 0, 4, 5, 5] = 5.0
-        assert torch.equal(median_filter(spike), torch.full_like(spike, 0.2))
+        assert torch.equal(median_filter(spike, RESIDUAL_MEDIAN), torch.full_like(spike, 0.2))
         label = torch.zeros(2, 1, 9, 10, 11)
         label[1, 0, 4, 5, 5] = 0.5
         scores, losses = method.validate(network, image, label, torch.Generator())
         assert torch.equal(scores, maps)
         assert losses[0] == (reconstruction[0] - image[0]).abs().mean() and losses[1] == 0
+
+
+def test_the_median_filter_is_numpys_median_over_edge_padded_windows_in_2d_and_3d():
+    generator = torch.Generator().manual_seed(3)
+    for shape in ((2, 1, 9, 13), (1, 1, 9, 6, 7)):
+        scores = torch.rand(shape, generator=generator)
+        dims = len(shape) - 2
+        padded = np.pad(scores.numpy(), [(0, 0), (0, 0)] + [(2, 2)] * dims, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (5,) * dims, axis=tuple(range(2, 2 + dims)))
+        expected = np.median(windows.reshape(*shape, -1), axis=-1)
+        np.testing.assert_array_equal(median_filter(scores, 5).numpy(), expected)
 
 
 def test_methods_say_what_they_train_on_and_the_autoencoders_threshold_is_set_by_healthy_images():
