@@ -15,6 +15,14 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread for torch in the test process and in every process it starts (the CLI's
+# drivers, Ray's head and workers inherit the variable; Ray sets the same for its workers of one CPU
+# or less): on 2 cores shared with Ray's processes, two OpenMP threads contend, and the suite's
+# tiny networks ran 10-20x slower for it (a 40-step denoiser 0.7 s alone, 12-93 s contended).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "torch" in sys.modules:  # imported before this file (a plugin): the variable came too late
+    sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
