@@ -30,6 +30,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import ray
 import torch
@@ -219,41 +220,54 @@ def torch_backend(plan: TrialPlan) -> str:
     return "nccl" if ray.get(probe.remote()) else "gloo"
 
 
-def _driver(
-    trial_config: dict,
-    *,
-    config_dict: dict,
-    rows: list[dict],
-    samples: TrainingSamples,
-    plans: dict,
-    run: str,
-    steps: dict,
-    resources: TrialPlan,
-) -> None:
-    """One Tune trial: fit the fold's TorchTrainer (on the run's usable manifest `rows` and their
-    `samples`), then write its fold record.
+@dataclass(frozen=True)
+class _RunTrials:
+    """The folds of one run to train as trials of an experiment, and what they share through the
+    object store: `run` (the run folder's URI), `resolved` (its config, usable manifest rows and
+    fold plans), `samples` (what an epoch goes over: its cases, or their slices), `todo` (the
+    folds to train) and `prefix`, which makes a fold's trial key (and its name on the console)
+    unique among the experiment's runs: "" for a run trained alone, "{run name}/" beside others."""
+
+    run: str
+    resolved: ResolvedRun
+    samples: TrainingSamples
+    todo: tuple[FoldPlan, ...]
+    prefix: str = ""
+
+    def key(self, plan: FoldPlan) -> str:
+        """The trial key of fold `plan`, e.g. "split1-4_tasks0" or "demo-autoencoder/split1-4_tasks0"."""
+        return self.prefix + plan.name
+
+    def steps_per_epoch(self, plan: FoldPlan) -> int:
+        """Optimizer steps of one epoch of fold `plan` (over its training folds' samples)."""
+        sizes, settings = self.samples.fold_counts(), self.resolved.config.train
+        return steps_per_epoch(
+            sum(sizes.get(fold, 0) for fold in plan.train_folds), settings.batch_size, settings.epoch_steps
+        )
+
+    def total_steps(self, plan: FoldPlan) -> int:
+        """The most optimizer steps fold `plan` trains: train.max_epochs epochs, at most train.max_steps."""
+        settings, count = self.resolved.config.train, self.steps_per_epoch(plan)
+        total = count * settings.max_epochs
+        return total if settings.max_steps is None else min(settings.max_steps, total)
+
+
+def _driver(trial_config: dict, *, trials: dict[str, tuple[_RunTrials, FoldPlan]], resources: TrialPlan) -> None:
+    """One Tune trial: fit the TorchTrainer of the fold whose key (`_RunTrials.key`) is
+    `trial_config["fold"]`, then write its fold record in its run's folder.
 
     A mistake in the run's data or settings (ValueError) fails the fold for good; anything else
     (a lost node, a dead driver or controller) is raised for Tune to run the trial again.
     """
-    plan: FoldPlan = plans[trial_config["fold"]]
+    trial, plan = trials[trial_config["fold"]]
     record = runs.FoldRecord.from_plan(plan)
     record.status = "running"
-    runs.write_record(run, record)
+    runs.write_record(trial.run, record)
     try:
-        _fit_fold(
-            plan,
-            record,
-            config_dict=config_dict,
-            rows=rows,
-            samples=samples,
-            run=run,
-            steps=steps[plan.name],
-            resources=resources,
-        )
+        _fit_fold(plan, record, trial, resources)
     except Exception as error:
         record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-        runs.write_record(run, record)
+        runs.write_record(trial.run, record)
         if not isinstance(error, ValueError):
             raise
 
@@ -266,30 +280,20 @@ def kept_checkpoint_score(settings: TrainSection) -> tuple[str, str]:
     return settings.select_by, SELECT_BY[settings.select_by]
 
 
-def _fit_fold(
-    plan: FoldPlan,
-    record: runs.FoldRecord,
-    *,
-    config_dict: dict,
-    rows: list[dict],
-    samples: TrainingSamples,
-    run: str,
-    steps: int,
-    resources: TrialPlan,
-) -> None:
+def _fit_fold(plan: FoldPlan, record: runs.FoldRecord, trial: _RunTrials, resources: TrialPlan) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    config = config_from_dict(config_dict)
+    config, run = trial.resolved.config, trial.run
     kept_by, order = kept_checkpoint_score(config.train)
     storage_path, filesystem = _ray_storage(run)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "run": config_dict,
+            "run": config.to_dict(),
             "fold_uri": _fold_uri(run, plan),
             "fold_name": plan.name,
-            "steps_per_epoch": steps,
+            "steps_per_epoch": trial.steps_per_epoch(plan),
         },
         torch_config=TorchConfig(backend=torch_backend(resources)),
         scaling_config=train.ScalingConfig(
@@ -298,7 +302,12 @@ def _fit_fold(
             resources_per_worker=resources.worker_bundle,
         ),
         datasets=stream.fold_datasets(
-            plan, config, config.seed, data_cpus=resources.cpus_for_data, rows=rows, samples=samples
+            plan,
+            config,
+            config.seed,
+            data_cpus=resources.cpus_for_data,
+            rows=trial.resolved.usable,
+            samples=trial.samples,
         ),
         # One worker needs no shards; skipping the split saves a coordinator actor per dataset.
         # The ingest options keep the stream within the trial's CPU budget and in item order.
@@ -355,25 +364,28 @@ def describe_folds(plans: list[FoldPlan], fold_sizes: dict[int, int]) -> list[st
 
 class _FoldLines(tune.Callback):
     """The console's view of training, printed by the driver in place of Tune's tables: a line per
-    fold epoch (its step of the fold's `total_steps`, validation loss and pixel AP, time so far) and
-    one per finished fold (its record says how it went)."""
+    fold epoch (its step of the fold's total, validation loss and pixel AP, time so far) and one
+    per finished fold (its record says how it went), each naming the fold by its trial key.
+    `folds`: trial key -> (its run folder's URI, its plan, its most optimizer steps)."""
 
-    def __init__(self, run: str, plans: dict[str, FoldPlan], total_steps: dict[str, int]) -> None:
-        self.run, self.plans, self.total_steps = run, plans, total_steps
+    def __init__(self, folds: dict[str, tuple[str, FoldPlan, int]]) -> None:
+        self.folds = folds
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        name = trial.config["fold"]
+        key = trial.config["fold"]
         print(
-            f"fold {name}: step {result['step']} of {self.total_steps[name]}, val loss {result['val_loss']:.5f}, "
+            f"fold {key}: step {result['step']} of {self.folds[key][2]}, val loss {result['val_loss']:.5f}, "
             f"val pixel AP {result['val_pixel_ap']:.3f} ({result['time_total_s']:.0f} s)",
             flush=True,
         )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        record = runs.read_record(self.run, self.plans[trial.config["fold"]])
+        key = trial.config["fold"]
+        run, plan, _ = self.folds[key]
+        record = runs.read_record(run, plan)
         best = "-" if record.best_val_loss is None else f"{record.best_val_loss:.5f}"
         error = f" ({record.error})" if record.error else ""
-        print(f"fold {record.name}: {record.status}, {record.epochs} epochs, best val loss {best}{error}", flush=True)
+        print(f"fold {key}: {record.status}, {record.epochs} epochs, best val loss {best}{error}", flush=True)
 
     on_trial_error = on_trial_complete
 
@@ -391,41 +403,81 @@ def train_splits(
     the fold plan and the resource plan and returns the records as they stand, training nothing.
     Each fold's data comes from `lightwork.distributed.stream.fold_datasets`.
     """
-    config, usable, rows, plans = resolved.config, resolved.usable, resolved.rows, resolved.plans
-    run = runs.run_uri(config.storage_path, config.name)
-    if len(rows) < len(usable):
-        print(
-            f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
-            f"are left out of training; {len(rows)} healthy cases remain"
-        )
-    samples = stream.run_samples(config, usable)  # the cases, or their slices: what an epoch goes over
-    if config.data.slice_axis is not None:
-        print(samples.describe(config.data.min_slice_foreground))
-    asked = select_folds(plans, folds)
-    records = {plan.name: runs.read_record(run, plan) for plan in plans}
-    todo = [plan for plan in asked if records[plan.name].status != "done"]
-    resources = plan_trials(len(todo), config.resources, cluster_shape(), autoscaler_can_add) if todo else None
+    return train_runs([resolved], dry_run, folds)[0]
+
+
+def train_runs(
+    resolved_runs: Sequence[ResolvedRun], dry_run: bool = False, folds: Sequence[int] | None = None
+) -> list[list[runs.FoldRecord]]:
+    """`train_splits` of several runs at once (an ablation across methods: a run per method, on
+    the same data): the unfinished folds of every run are the trials of one Tune experiment, planned
+    as one resource plan and scheduled together, each fold written in its own run's folder. Beside
+    other runs, a fold's console lines name it `{run name}/{fold name}`, and each run's summary
+    follows a line naming its folder. Returns each run's records of the folds asked for, in order.
+
+    Raises ValueError unless the runs have distinct names, one storage_path (the experiment's
+    folder: the run's own for a single run) and one resources section (the plan's).
+    """
+    first = resolved_runs[0].config
+    if len({resolved.config.name for resolved in resolved_runs}) < len(resolved_runs) or any(
+        (resolved.config.storage_path, resolved.config.resources) != (first.storage_path, first.resources)
+        for resolved in resolved_runs
+    ):
+        raise ValueError("the runs of one experiment need distinct names, one storage_path and one resources section")
+    several = len(resolved_runs) > 1
+    notes: dict[str, None] = {}  # what the runs say about their data, in order, each line once
+    trials, asked, records = [], [], []
+    for resolved in resolved_runs:
+        config, usable, rows, plans = resolved.config, resolved.usable, resolved.rows, resolved.plans
+        run = runs.run_uri(config.storage_path, config.name)
+        if len(rows) < len(usable):
+            notes[
+                f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
+                f"are left out of training; {len(rows)} healthy cases remain"
+            ] = None
+        samples = stream.run_samples(config, usable)  # the cases, or their slices: what an epoch goes over
+        if config.data.slice_axis is not None:
+            notes[samples.describe(config.data.min_slice_foreground)] = None
+        asked.append(select_folds(plans, folds))
+        records.append({plan.name: runs.read_record(run, plan) for plan in plans})
+        todo = tuple(plan for plan in asked[-1] if records[-1][plan.name].status != "done")
+        trials.append(_RunTrials(run, resolved, samples, todo, f"{config.name}/" if several else ""))
+    for note in notes:
+        print(note)
+    count = sum(len(trial.todo) for trial in trials)
+    resources = plan_trials(count, first.resources, cluster_shape(), autoscaler_can_add) if count else None
     if resources is not None and resources.unchecked:
         print(resources.unchecked)
     if dry_run:
-        print(f"run {run}: {len(plans)} fold models, {len(todo)} to train, {len(rows)} healthy cases")
-        print("\n".join(describe_folds(plans, resolved.fold_sizes)))
+        for trial, run_records in zip(trials, records):
+            plans = trial.resolved.plans
+            print(
+                f"run {trial.run}: {len(plans)} fold models, {len(trial.todo)} to train, "
+                f"{len(trial.resolved.rows)} healthy cases"
+            )
+            print("\n".join(describe_folds(plans, trial.resolved.fold_sizes)))
         if resources is not None:
             print("\n".join(resources.lines()))
-        return [records[plan.name] for plan in asked]
-    runs.save_config(config, storage.join(run, runs.CONFIG_FILE))
-    for plan in asked:
-        if records[plan.name].status == "done":
-            print(
-                f"{plan.name}: done in an earlier run (best val loss {records[plan.name].best_val_loss:.5f}), skipped"
-            )
-    runs.write_folds(run, list(records.values()))
+        return [[run_records[plan.name] for plan in plans] for run_records, plans in zip(records, asked)]
+    for trial, run_records, plans in zip(trials, records, asked):
+        runs.save_config(trial.resolved.config, storage.join(trial.run, runs.CONFIG_FILE))
+        for plan in plans:
+            if run_records[plan.name].status == "done":
+                print(
+                    f"{trial.key(plan)}: done in an earlier run (best val loss "
+                    f"{run_records[plan.name].best_val_loss:.5f}), skipped"
+                )
+        runs.write_folds(trial.run, list(run_records.values()))
     if resources is not None:
-        _fit_trials(todo, resolved, samples, run, resources)
-        records = {plan.name: runs.read_record(run, plan) for plan in plans}
-        runs.write_folds(run, list(records.values()))
-    final = [records[plan.name] for plan in asked]
-    print_summary(final)
+        _fit_trials(trials, resources, first.storage_path if several else trials[0].run)
+        records = [{plan.name: runs.read_record(trial.run, plan) for plan in trial.resolved.plans} for trial in trials]
+        for trial, run_records in zip(trials, records):
+            runs.write_folds(trial.run, list(run_records.values()))
+    final = [[run_records[plan.name] for plan in plans] for run_records, plans in zip(records, asked)]
+    for trial, run_final in zip(trials, final):
+        if several:
+            print(f"run {trial.run}:")
+        print_summary(run_final)
     return final
 
 
@@ -462,46 +514,21 @@ def _start_ray_data_actors() -> None:
     )
 
 
-def _fit_trials(
-    todo: list[FoldPlan], resolved: ResolvedRun, samples: TrainingSamples, run: str, resources: TrialPlan
-) -> None:
-    """One Tune trial per fold in `todo`, each given the resolved config, the usable manifest rows
-    and their `samples` (what an epoch goes over) through the object store; on an autoscaling
-    cluster the first wave's bundles are requested at once (and the request withdrawn at the end,
-    so that idle nodes can go)."""
+def _fit_trials(trials: list[_RunTrials], resources: TrialPlan, home: str) -> None:
+    """One Tune experiment under folder URI `home`, a trial per fold of every run's `todo`, each
+    given its run's resolved config, usable manifest rows and `samples` through the object store;
+    on an autoscaling cluster the first wave's bundles are requested at once (and the request
+    withdrawn at the end, so that idle nodes can go)."""
     from ray.autoscaler.sdk import request_resources
 
-    config, fold_sizes = resolved.config, samples.fold_counts()
-    steps = {
-        plan.name: steps_per_epoch(
-            sum(fold_sizes.get(f, 0) for f in plan.train_folds), config.train.batch_size, config.train.epoch_steps
-        )
-        for plan in todo
-    }
-    by_name = {plan.name: plan for plan in todo}
-    settings = config.train
-    total_steps = {
-        name: count * settings.max_epochs
-        if settings.max_steps is None
-        else min(settings.max_steps, count * settings.max_epochs)
-        for name, count in steps.items()
-    }
-    driver = tune.with_parameters(
-        _driver,
-        config_dict=config.to_dict(),
-        rows=resolved.usable,
-        samples=samples,
-        plans=by_name,
-        run=run,
-        steps=steps,
-        resources=resources,
-    )
-    storage_path, filesystem = _ray_storage(run)
+    by_key = {trial.key(plan): (trial, plan) for trial in trials for plan in trial.todo}
+    driver = tune.with_parameters(_driver, trials=by_key, resources=resources)
+    storage_path, filesystem = _ray_storage(home)
     _keep_credentials_out_of_tune()
     _start_ray_data_actors()
     tuner = tune.Tuner(
         tune.with_resources(driver, {"cpu": TRIAL_DRIVER_CPUS}),
-        param_space={"fold": tune.grid_search([plan.name for plan in todo])},
+        param_space={"fold": tune.grid_search(list(by_key))},
         # Reused trial actors: every fold after the first skips a process start and the imports of
         # this module (measured: -6 s a fold on 2 cores; all trials ask for the same resources).
         tune_config=tune.TuneConfig(max_concurrent_trials=resources.max_concurrent_trials, reuse_actors=True),
@@ -509,9 +536,11 @@ def _fit_trials(
             name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            callbacks=[_FoldLines(run, by_name, total_steps)],
+            callbacks=[
+                _FoldLines({key: (trial.run, plan, trial.total_steps(plan)) for key, (trial, plan) in by_key.items()})
+            ],
             verbose=0,  # the fold lines above, not Tune's status tables every 30 s
-            failure_config=tune.FailureConfig(max_failures=config.resources.trial_max_failures),
+            failure_config=tune.FailureConfig(max_failures=trials[0].resolved.config.resources.trial_max_failures),
         ),
     )
     if resources.request:

@@ -53,6 +53,29 @@ def add_num_cpus(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def method_names(text: str) -> list[str]:
+    """argparse type of `--methods`: a comma list of distinct method names (config.METHODS)."""
+    from lightwork.config import METHODS
+
+    names = [name.strip() for name in text.split(",")]
+    for name in names:
+        if name not in METHODS:
+            raise argparse.ArgumentTypeError(f"{name!r} is not a method (one of {', '.join(METHODS)})")
+    if len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} names a method twice")
+    return names
+
+
+def add_methods(parser: argparse.ArgumentParser) -> None:
+    """The `--methods` option of a job that trains: an ablation across methods."""
+    parser.add_argument(
+        "--methods",
+        type=method_names,
+        help="train each of these methods (comma list, e.g. synthetic,autoencoder) as its own run "
+        "NAME-METHOD, all their folds in one Tune experiment; overrides method.name",
+    )
+
+
 def add_folds(parser: argparse.ArgumentParser) -> None:
     """The `--folds` option of a job that trains the folds of `--split`."""
     parser.add_argument(

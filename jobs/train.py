@@ -2,7 +2,7 @@
 
     lightwork train --config demo|brain|cxr|tiny|FILE.yaml --split 1/4|2/3|3/2|4/1|all \
         --data PREPARED_DATASET --storage RUNS_URI [--name RUN] [--seed N] [--set train.lr=1e-3 ...] \
-        [--folds 0,2]
+        [--folds 0,2] [--methods synthetic,autoencoder]
 
 Results: `{storage}/{name}/config.yaml` (the whole resolved config: `--config` that file reproduces
 the run) and `folds.json` (see `lightwork.training.runs`). Re-running the same command resumes:
@@ -11,7 +11,10 @@ only the folds at those positions of each split (as `--dry-run` lists them; e.g.
 recipe first, the rest later): the run's records add up, other splits' and other jobs' too, and
 `evaluate` ensembles the folds that are done. Re-running a name with other data or settings stops
 and says what differs, unless `--fresh`. Attaches to a running cluster when RAY_ADDRESS is set
-(e.g. inside `ray job submit`).
+(e.g. inside `ray job submit`). `--methods` trains each method as its own run `{name}-{method}`
+(its own config.yaml and folds.json, so every other verb takes it as any run), the folds of all
+of them as the trials of one Tune experiment; `lightwork evaluate` with each run's `--models`
+puts them side by side in one report.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import json
 import sys
 
 from lightwork.config import PRESETS, load_config
-from lightwork.jobs.entry import add_folds, add_num_cpus, fold_positions, job_parser, run_job
-from lightwork.training.resolve import resolve_run
+from lightwork.jobs.entry import add_folds, add_methods, add_num_cpus, fold_positions, job_parser, run_job
+from lightwork.training.resolve import method_configs, resolve_run
 
 
 def build_parser():
@@ -29,6 +32,7 @@ def build_parser():
     parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(PRESETS)}) or a YAML file/URI")
     parser.add_argument("--split", default="1/4", help="1/4, 2/3, 3/2, 4/1, a comma list, or all")
     add_folds(parser)
+    add_methods(parser)
     parser.add_argument("--data", help="prepared dataset folder/URI (its manifest.parquet); overrides data.manifest")
     parser.add_argument("--storage", help="where runs are stored (local or s3://); overrides storage_path")
     parser.add_argument("--name", help="run name (default: the config's name); same name = resume")
@@ -67,32 +71,33 @@ def run_overrides(args) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    preset = args.config in PRESETS
-    config = load_config(
-        None if preset else args.config, preset=args.config if preset else None, overrides=run_overrides(args)
-    )
+    path, preset = (None, args.config) if args.config in PRESETS else (args.config, None)
+    if args.methods:
+        configs = method_configs(path, preset, run_overrides(args), args.methods)
+    else:
+        configs = [load_config(path, preset=preset, overrides=run_overrides(args))]
     folds = fold_positions(args.split, args.folds)
-    if args.print_config and not config.data.manifest:  # a preset's description needs no data
-        print(config.to_yaml(), end="")
+    if args.print_config and not configs[0].data.manifest:  # a preset's description needs no data
+        print("---\n".join(config.to_yaml() for config in configs), end="")
         return 0
     # Before Ray starts: a model that does not fit the data, or a cohort too small for the folds, fails here.
-    resolved = resolve_run(config, args.split)
-    config = resolved.config
+    resolved = [resolve_run(config, args.split) for config in configs]
     if args.print_config:
-        print(config.to_yaml(), end="")
+        print("---\n".join(run.config.to_yaml() for run in resolved), end="")
         return 0
     from lightwork.data import storage
     from lightwork.distributed.cluster import connected
-    from lightwork.distributed.train import train_splits
+    from lightwork.distributed.train import train_runs
     from lightwork.training import runs
 
-    run = runs.run_uri(config.storage_path, config.name)
-    if args.fresh and not args.dry_run:
-        storage.remove(run)
-    runs.check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
+    for config in (run.config for run in resolved):
+        run = runs.run_uri(config.storage_path, config.name)
+        if args.fresh and not args.dry_run:
+            storage.remove(run)
+        runs.check_saved(config, storage.join(run, runs.CONFIG_FILE))  # before Ray starts
     with connected(args.num_cpus, args.verbose):
-        records = train_splits(resolved, dry_run=args.dry_run, folds=folds)
-    return 0 if args.dry_run or all(record.status == "done" for record in records) else 1
+        records = train_runs(resolved, dry_run=args.dry_run, folds=folds)
+    return 0 if args.dry_run or all(record.status == "done" for run in records for record in run) else 1
 
 
 if __name__ == "__main__":

@@ -2,21 +2,24 @@
 what the data decides filled in (`resolve_data`: the recipe and its options, the cases'
 fingerprint, the left-right axis a flip mirrors, the deformation push), the manifest's usable rows,
 the rows models learn from and the fold plans of the splits asked for. Reads the manifest once and
-one prepared case; no Ray. Training, streaming and the trials take the `ResolvedRun`."""
+one prepared case; no Ray. Training, streaming and the trials take the `ResolvedRun`. An ablation
+across methods loads a config per method first (`method_configs`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lightwork.config import MODEL_PRESETS, PRESETS, RunConfig
+from lightwork.config import MODEL_PRESETS, PRESETS, RunConfig, load_config
 from lightwork.data import manifest, slices
 from lightwork.data.cases import load_case
 from lightwork.errors import UserError
 from lightwork.training.folds import FoldPlan, empty_folds, parse_splits, plan_split
+from lightwork.training.runs import method_run_name
 
 
 def left_right_axis(affine: Any, spatial_dims: int) -> int | None:
@@ -170,3 +173,18 @@ def resolve_run(config: RunConfig, split_spec: str) -> ResolvedRun:
             f"{manifest.NUM_FOLDS} healthy cases (one per fold)"
         )
     return ResolvedRun(config, usable, rows, fold_sizes, split_spec, plans)
+
+
+def method_configs(
+    path: str | None, preset: str | None, overrides: Sequence[str], methods: Sequence[str]
+) -> list[RunConfig]:
+    """The configs of an ablation across `methods` (names of config.METHODS): for each,
+    `load_config(path, preset, overrides)` with `method.name` set to it last (so that a method
+    with a network of its own trains it unless a source names one), named
+    `method_run_name(name, method)`. Raises UserError, in one line naming the method, for a
+    method the settings do not fit (a 2D-only method in a 3D config)."""
+    configs = []
+    for method in methods:
+        config = load_config(path, preset, [*overrides, f"method.name={method}"])
+        configs.append(dataclasses.replace(config, name=method_run_name(config.name, method)))
+    return configs

@@ -1,6 +1,6 @@
 """Layout of a training run's results (local path or s3:// URI), read by evaluation.
 
-After `lightwork train`:
+After `lightwork train` (`--methods`: a run per method, `{run_name}-{method}`):
     {storage_path}/{run_name}/config.yaml   the RunConfig (lightwork.config) of the run
     {storage_path}/{run_name}/folds.json    a JSON list of fold records (FoldRecord), one per model
     {storage_path}/{run_name}/{fold name}/  Ray Train's folder of that fold (checkpoints, TensorBoard)
@@ -75,6 +75,12 @@ class FoldRecord:
 
 def run_uri(storage_path: str, run_name: str) -> str:
     return storage.join(storage_path, run_name)
+
+
+def method_run_name(run_name: str, method: str) -> str:
+    """The name of method `method`'s run in an ablation across methods named `run_name`
+    (`--methods`): `{run_name}-{method}`, beside the other methods' under the same storage."""
+    return f"{run_name}-{method}"
 
 
 def write_record(run: str, record: FoldRecord) -> None:
