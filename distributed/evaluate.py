@@ -10,11 +10,14 @@ has GPUs, CPU otherwise; every stage asks for a fraction of a CPU so that infere
 other stages (see shared/ray-notes.md). Tasks, not an actor pool: Ray (2.60) restarts a lost task
 on another process, while a Ray Data actor pool's restarts depend on constructor arguments it keeps
 in the object store, which it warns about on the console (ray-project/ray#53727).
+
+Several runs (`evaluate_run` of several: an ablation across methods, a run per method) are predicted one
+after the other on the same cluster, each into `predictions/{run name}`, and scored in one report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +28,7 @@ from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.slices import describe_run
 from lightwork.distributed.cluster import connected
-from lightwork.errors import failure_message
+from lightwork.errors import UserError, failure_message
 from lightwork.evaluation import outputs
 from lightwork.inference.ensemble import model_scores, validation_threshold
 from lightwork.methods import get_method
@@ -194,8 +197,39 @@ def prediction_table(rows: list[dict]) -> tuple[dict[str, dict[str, str]], list[
     return uris, errors
 
 
+@dataclass(frozen=True)
+class _TrainedRun:
+    """A training run to evaluate: its folder `uri`, its `name` (the folder's, which the report and
+    the predictions' folder give it beside other runs), its trained fold `records`, saved `config`
+    (None for a run folder without one) and their `models`."""
+
+    uri: str
+    name: str
+    records: list[runs.FoldRecord]
+    config: RunConfig | None
+    models: list[FoldModel]
+
+
+def _trained_run(uri: str) -> _TrainedRun:
+    records, config = runs.read_trained_folds(uri), _run_config(uri)
+    return _TrainedRun(uri, uri.rstrip("/").rsplit("/", 1)[-1], records, config, fold_models(records, config))
+
+
+def _threshold(run: _TrainedRun, given: float | None) -> tuple[float | None, str]:
+    """The Dice threshold of a run's masks, and the report's line saying where it comes from."""
+    recorded = validation_threshold([model.val_dice_threshold for model in run.models])
+    if given is not None:
+        return given, f"Dice threshold {given:.4f}: given on the command line."
+    if recorded is not None:
+        return recorded, (
+            f"Dice threshold {recorded:.4f}: mean of the fold models' thresholds chosen on their "
+            "synthetic validation samples (held-out tasks; train.threshold_fpr)."
+        )
+    return None, "No validation Dice threshold recorded by training: only the oracle Dice is shown."
+
+
 def evaluate_run(
-    models_uri: str,
+    models_uri: str | Sequence[str],
     data_uri: str,
     out: str,
     predictions_uri: str | None = None,
@@ -215,55 +249,74 @@ def evaluate_run(
 
     The Dice threshold, unless given, is the mean of the fold models' thresholds chosen on their
     synthetic validation samples (honest: no test data involved).
+
+    Several runs (`models_uri` a sequence: an ablation across methods) go into one report: their
+    ensembles side by side with the baselines, computed once, then each run's folds
+    (`lightwork.evaluation.evaluate.evaluate_run_predictions`), scored on the cases every run
+    predicted. A run is then named by its folder's name (its predictions under
+    `predictions/{name}`; two runs of one name are a UserError), each has its own Dice threshold,
+    and the baselines' Dice at the validation threshold is given only at a given `dice_threshold`.
     """
     import sys
 
-    from lightwork.evaluation.evaluate import evaluate_predictions, intensity_warning, read_test_set
+    from lightwork.evaluation.evaluate import RunPredictions, evaluate_run_predictions, intensity_warning, read_test_set
 
     cases, failed_note = read_test_set(data_uri)
-    records, config = runs.read_trained_folds(models_uri), _run_config(models_uri)
-    models = fold_models(records, config)
-    intensity_note = intensity_warning(config.data.manifest, cases) if config and config.data.manifest else None
-    for note in (failed_note, intensity_note):
-        if note:
-            print(note, file=sys.stderr)
+    trained = [_trained_run(uri) for uri in ([models_uri] if isinstance(models_uri, str) else models_uri)]
+    names = [run.name for run in trained]
+    several = len(trained) > 1
+    for name in names:
+        if names.count(name) > 1:
+            raise UserError(f"--models: two runs are named {name!r}: the report names each run by its folder's name")
+    notes = [failed_note] + [
+        intensity_warning(run.config.data.manifest, cases) for run in trained if run.config and run.config.data.manifest
+    ]
+    notes = list(dict.fromkeys(note for note in notes if note))  # each line once (runs on the same data)
+    for note in notes:
+        print(note, file=sys.stderr)
+    predictions = predictions_uri or storage.join(out, "predictions")
     with connected(num_cpus, verbose):
-        rows = predict_cases(models, cases, predictions_uri or storage.join(out, "predictions"), workers=workers)
-    uris, errors = prediction_table(rows)
+        rows = {
+            run.name: predict_cases(
+                run.models, cases, storage.join(predictions, run.name) if several else predictions, workers=workers
+            )
+            for run in trained
+        }
+    tables = {name: prediction_table(run_rows) for name, run_rows in rows.items()}
+    errors = [error for _, run_errors in tables.values() for error in run_errors]
     for error in errors:
         print(f"prediction failed: {error}", file=sys.stderr)
-    failed = {row["case_id"] for row in rows if row["error"]}
-    scored = [case for case in cases if case["case_id"] not in failed]
-    notes = [note for note in (failed_note, intensity_note) if note]
+    failed = {row["case_id"] for run_rows in rows.values() for row in run_rows if row["error"]}
+    scored = [case for case in cases if case["case_id"] not in failed]  # the cases every run predicted
     notes += [f"Not scored, prediction failed: {error}" for error in errors]
-    recorded = validation_threshold([model.val_dice_threshold for model in models])
-    if dice_threshold is None and recorded is not None:
-        dice_threshold = recorded
+    scoring = {}
+    for run in trained:
+        threshold, threshold_note = _threshold(run, dice_threshold)
+        run_notes = [threshold_note]
+        if run.config is not None:
+            data = run.config.data
+            run_notes.append(runs.describe_training(run.records, run.config.train.batch_size))
+            run_notes.append(describe_run(data.slice_axis, data.min_slice_foreground, data.lesion_free_slices))
+        notes += [f"{run.name}: {note}" if several else note for note in run_notes if note]
+        method = (run.config.method if run.config is not None else MethodSection()).name
+        scoring[run.name] = RunPredictions(tables[run.name][0], threshold, method)
+    baseline_threshold = dice_threshold if several else scoring[names[0]].dice_threshold
+    if several:
         notes.append(
-            f"Dice threshold {dice_threshold:.4f}: mean of the fold models' thresholds chosen on their "
-            "synthetic validation samples (held-out tasks; train.threshold_fpr)."
+            "Baselines: only their oracle Dice is shown (the runs' validation thresholds differ)."
+            if dice_threshold is None
+            else f"Baselines: Dice at the given threshold {dice_threshold:.4f}."
         )
-    elif dice_threshold is not None:
-        notes.append(f"Dice threshold {dice_threshold:.4f}: given on the command line.")
-    else:
-        notes.append("No validation Dice threshold recorded by training: only the oracle Dice is shown.")
-    if config is not None:
-        notes.append(runs.describe_training(records, config.train.batch_size))
-    slicing = config and describe_run(
-        config.data.slice_axis, config.data.min_slice_foreground, config.data.lesion_free_slices
-    )
-    if slicing:
-        notes.append(slicing)
-    metrics = evaluate_predictions(
-        scored, uris, out, dice_threshold=dice_threshold, with_baselines=with_baselines, notes=notes
-    )
-    for split, entry in metrics["splits"].items():
-        ensemble = entry.get("ensemble", {})
-        print(
-            f"{split} ensemble: pixel AP {ensemble.get('pixel_ap', float('nan')):.4f} "
-            f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f} (all voxels); "
-            f"foreground AP {ensemble.get('pixel_ap_foreground', float('nan')):.4f} "
-            f"AUROC {ensemble.get('pixel_auroc_foreground', float('nan')):.4f}"
-        )
+    metrics = evaluate_run_predictions(scored, scoring, out, baseline_threshold, with_baselines, notes=notes)
+    for name in names:
+        prefix, splits = (f"{name} ", metrics["runs"][name]["splits"]) if several else ("", metrics["splits"])
+        for split, entry in splits.items():
+            ensemble = entry.get("ensemble", {})
+            print(
+                f"{prefix}{split} ensemble: pixel AP {ensemble.get('pixel_ap', float('nan')):.4f} "
+                f"AUROC {ensemble.get('pixel_auroc', float('nan')):.4f} (all voxels); "
+                f"foreground AP {ensemble.get('pixel_ap_foreground', float('nan')):.4f} "
+                f"AUROC {ensemble.get('pixel_auroc_foreground', float('nan')):.4f}"
+            )
     print(f"report: {storage.join(out, 'report.md')}")
     return 0 if not errors else 2

@@ -3,12 +3,14 @@
 Cases are read one at a time (bounded memory): each case is loaded once, every model's stored
 model-grid prediction for it is scored by that model's SetScorer, and the baselines are computed
 from its image. Montages show the ensemble's highest-scoring cases and its worst cases (lowest
-per-case pixel AP among cases with a lesion).
+per-case pixel AP among cases with a lesion). Several runs (an ablation across methods) are scored
+in one pass, the baselines once, into one report that puts them side by side (`evaluate_run_predictions`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +82,42 @@ def evaluate_predictions(
     A prediction whose shape differs from the case's ground truth raises, naming the case.
     Every summary holds the pixel level over all voxels and over the foreground (`SetScorer`).
     """
-    scorers = {key: SetScorer(dice_threshold=dice_threshold) for key in prediction_uris}
+    run = RunPredictions(prediction_uris, dice_threshold)
+    return evaluate_run_predictions(cases, {"": run}, out_dir, dice_threshold, with_baselines, seed, notes)
+
+
+@dataclass(frozen=True)
+class RunPredictions:
+    """One training run's stored predictions: `uris` (model key -> case_id -> model-grid .npy URI,
+    as `evaluate_predictions` takes them), the Dice threshold of its masks (None: oracle Dice only)
+    and its `method` (method.name), which the report names beside the run."""
+
+    uris: dict[str, dict[str, str]]
+    dice_threshold: float | None = None
+    method: str = "synthetic"
+
+
+def evaluate_run_predictions(
+    cases: list[dict],
+    runs: dict[str, RunPredictions],
+    out_dir: str | Path,
+    baseline_threshold: float | None = None,
+    with_baselines: bool = True,
+    seed: int = 0,
+    notes: list[str] | None = None,
+) -> dict:
+    """`evaluate_predictions` of one or several runs (an ablation across methods), by the label the
+    report gives each (its run's name), in one pass over the cases, with the baselines computed once
+    (their Dice at `baseline_threshold`); writes one report into out_dir and returns the metrics
+    dict. One run: `evaluate_predictions`' metrics (`report.write_report`'s layout). Several:
+    {"runs": {label: {"method": str, "splits": ...}}, "baselines": ..., "unscored_cases": [...]},
+    curves and montages named `{label} {key}`, and the report puts the runs' ensembles side by side
+    with the baselines before each run's own table."""
+    scorers = {
+        label: {key: SetScorer(dice_threshold=run.dice_threshold) for key in run.uris} for label, run in runs.items()
+    }
     baseline_scorers = {
-        name: SetScorer(dice_threshold=dice_threshold) for name in (baselines.BASELINES if with_baselines else ())
+        name: SetScorer(dice_threshold=baseline_threshold) for name in (baselines.BASELINES if with_baselines else ())
     }
     notes = list(notes or [])
     unscorable = []
@@ -92,31 +127,56 @@ def evaluate_predictions(
         if case.lesion is None and label is None:
             unscorable.append(case.case_id)
             continue
-        for key, uris in prediction_uris.items():
-            if row["case_id"] not in uris:
-                raise ValueError(f"case {row['case_id']}: no prediction from model {key}")
-            prediction = outputs.read_prediction(uris[row["case_id"]])
-            scorers[key].add_case(case.case_id, prediction, case.lesion, case.foreground, label)
+        for run_label, run in runs.items():
+            for key, uris in run.uris.items():
+                if row["case_id"] not in uris:
+                    raise ValueError(f"case {row['case_id']}: no prediction from model {key}")
+                prediction = outputs.read_prediction(uris[row["case_id"]])
+                scorers[run_label][key].add_case(case.case_id, prediction, case.lesion, case.foreground, label)
         for name, scorer in baseline_scorers.items():
             scores = baselines.baseline_scores(name, case.case_id, case.image, case.foreground, seed)
             scorer.add_case(case.case_id, scores, case.lesion, case.foreground, label)
-    metrics = {"splits": {}, "baselines": {}}
-    for key, scorer in scorers.items():
-        split, name = parse_model_key(key)
-        entry = metrics["splits"].setdefault(split, {"folds": {}})
-        if name == ENSEMBLE:
-            entry["ensemble"] = scorer.summary()
-        else:
-            entry["folds"][name] = scorer.summary()
+    several = len(runs) > 1
+
+    def named(run_label: str, name: str) -> str:
+        return f"{run_label} {name}" if several else name
+
+    splits = {run_label: _splits(run_scorers) for run_label, run_scorers in scorers.items()}
+    if several:
+        metrics = {"runs": {name: {"method": run.method, "splits": splits[name]} for name, run in runs.items()}}
+    else:
+        metrics = {"splits": next(iter(splits.values()))}
     metrics["baselines"] = {name: scorer.summary() for name, scorer in baseline_scorers.items()}
-    histograms = {key: s.pixels for key, s in scorers.items() if parse_model_key(key)[1] == ENSEMBLE}
+    histograms = {
+        named(run_label, key): scorer.pixels
+        for run_label, run_scorers in scorers.items()
+        for key, scorer in run_scorers.items()
+        if parse_model_key(key)[1] == ENSEMBLE
+    }
     histograms.update({f"baseline {name}": s.pixels for name, s in baseline_scorers.items()})
     if unscorable:
         notes.append(f"Not scored, no lesion mask and no image label ({len(unscorable)}): " + ", ".join(unscorable))
     metrics["unscored_cases"] = unscorable
-    montages = _montages(cases, prediction_uris, scorers)
+    montages = {
+        named(run_label, name).replace(" ", "_"): panels
+        for run_label, run in runs.items()
+        for name, panels in _montages(cases, run.uris, scorers[run_label]).items()
+    }
     report.write_report(out_dir, metrics, histograms, montages, notes)
     return metrics
+
+
+def _splits(scorers: dict[str, SetScorer]) -> dict:
+    """{split: {"folds": {fold name: summary}, "ensemble": summary}} of one run's scorers by model key."""
+    splits: dict[str, dict] = {}
+    for key, scorer in scorers.items():
+        split, name = parse_model_key(key)
+        entry = splits.setdefault(split, {"folds": {}})
+        if name == ENSEMBLE:
+            entry["ensemble"] = scorer.summary()
+        else:
+            entry["folds"][name] = scorer.summary()
+    return splits
 
 
 def _montages(cases: list[dict], prediction_uris: dict[str, dict[str, str]], scorers: dict[str, SetScorer]) -> dict:

@@ -3,6 +3,8 @@
 Input layout (`metrics` argument of `write_report`):
     {"splits": {split: {"folds": {fold_name: summary}, "ensemble": summary}},
      "baselines": {name: summary}}
+or, for several runs side by side (an ablation across methods), their splits by run name:
+    {"runs": {run_name: {"method": method_name, "splits": {...as above}}}, "baselines": {name: summary}}
 where each summary is `SetScorer.summary()`: the pixel level over all voxels (the paper's) and over
 the foreground, the slice level along its `slice_axis`. Figures use matplotlib's Agg backend.
 """
@@ -90,16 +92,21 @@ def _mean_std(values: list[float]) -> str:
     return f"{100 * np.mean(finite):.1f} ± {100 * np.std(finite):.1f}"
 
 
+def _header() -> list[str]:
+    return ["| model | " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * (len(COLUMNS) + 1)]
+
+
+def _row(name: str, summary: dict) -> str:
+    return f"| {name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |"
+
+
 def metrics_table(metrics: dict) -> str:
     """Markdown table: per split, every fold, the fold mean ± std and the ensemble; then baselines."""
-    header = "| model | " + " | ".join(title for _, title in COLUMNS) + " |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    lines = _header()
     for split, entry in metrics.get("splits", {}).items():
         folds = entry.get("folds", {})
         for fold_name, summary in folds.items():
-            lines.append(
-                f"| {split} / {fold_name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |"
-            )
+            lines.append(_row(f"{split} / {fold_name}", summary))
         if folds:
             lines.append(
                 f"| {split} / fold mean ± std | "
@@ -107,22 +114,38 @@ def metrics_table(metrics: dict) -> str:
                 + " |"
             )
         if "ensemble" in entry:
-            lines.append(
-                f"| **{split} / ensemble** | "
-                + " | ".join(_fmt(entry["ensemble"].get(key)) for key, _ in COLUMNS)
-                + " |"
-            )
-    for name, summary in metrics.get("baselines", {}).items():
-        lines.append(f"| baseline: {name} | " + " | ".join(_fmt(summary.get(key)) for key, _ in COLUMNS) + " |")
+            lines.append(_row(f"**{split} / ensemble**", entry["ensemble"]))
+    lines += [_row(f"baseline: {name}", summary) for name, summary in metrics.get("baselines", {}).items()]
+    return "\n".join(lines)
+
+
+def _ensembles(metrics: dict) -> list[tuple[str, dict]]:
+    """(row name, summary) of every split ensemble of the report: `{split} / ensemble`, or with
+    several runs `{run} ({method}) / {split} ensemble`."""
+    if "runs" not in metrics:
+        splits = metrics.get("splits", {}).items()
+        return [(f"{split} / ensemble", entry["ensemble"]) for split, entry in splits if "ensemble" in entry]
+    return [
+        (f"{name} ({run['method']}) / {split} ensemble", entry["ensemble"])
+        for name, run in metrics["runs"].items()
+        for split, entry in run["splits"].items()
+        if "ensemble" in entry
+    ]
+
+
+def comparison_table(metrics: dict) -> str:
+    """Markdown table of several runs side by side: every run's split ensembles, then the baselines."""
+    lines = _header() + [_row(f"**{name}**", summary) for name, summary in _ensembles(metrics)]
+    lines += [_row(f"baseline: {name}", summary) for name, summary in metrics.get("baselines", {}).items()]
     return "\n".join(lines)
 
 
 def sample_score_table(metrics: dict) -> str | None:
     """Markdown table of sample-level AP / AUROC under every image score of SAMPLE_SCORES, for each
     split's ensemble and the baselines; None when no test set holds both normal and anomalous cases."""
-    splits = metrics.get("splits", {})
-    rows = [(f"{split} / ensemble", entry["ensemble"]) for split, entry in splits.items() if "ensemble" in entry]
-    rows += [(f"baseline: {name}", summary) for name, summary in metrics.get("baselines", {}).items()]
+    rows = _ensembles(metrics) + [
+        (f"baseline: {name}", summary) for name, summary in metrics.get("baselines", {}).items()
+    ]
     rows = [(name, summary) for name, summary in rows if _fmt(summary.get("sample_auroc")) != "n/a"]
     if not rows:
         return None
@@ -267,7 +290,20 @@ def _write_report_locally(
             ),
             "",
         ]
-    lines += ["## Metrics", "", metrics_table(metrics), ""]
+    if "runs" in metrics:
+        lines += [
+            "## Methods side by side",
+            "",
+            "Each run's ensembles beside the baselines, on the same cases; each run's Dice (val. threshold) is at",
+            "its own threshold. Each run's folds follow in its own table.",
+            "",
+            comparison_table(metrics),
+            "",
+        ]
+        for name, run in metrics["runs"].items():
+            lines += [f"## Metrics: {name} ({run['method']})", "", metrics_table(run), ""]
+    else:
+        lines += ["## Metrics", "", metrics_table(metrics), ""]
     samples = sample_score_table(metrics)
     if samples is not None:
         lines += [
@@ -302,8 +338,9 @@ def _write_report_locally(
 
 
 def _all_summaries(metrics: dict):
-    for entry in metrics.get("splits", {}).values():
-        yield from entry.get("folds", {}).values()
-        if "ensemble" in entry:
-            yield entry["ensemble"]
+    for run in metrics["runs"].values() if "runs" in metrics else [metrics]:
+        for entry in run.get("splits", {}).values():
+            yield from entry.get("folds", {}).values()
+            if "ensemble" in entry:
+                yield entry["ensemble"]
     yield from metrics.get("baselines", {}).values()

@@ -1,5 +1,7 @@
 """`lightwork evaluate --models RUN --data MANIFEST --out REPORT_DIR`: predict with every fold model
-of a training run (Ray Data), score per fold, per split ensemble and baselines, write the report."""
+of a training run (Ray Data), score per fold, per split ensemble and baselines, write the report;
+with several --models (e.g. the runs of `lightwork train --methods`), one report with their
+ensembles side by side beside the baselines."""
 
 from __future__ import annotations
 
@@ -10,7 +12,12 @@ from lightwork.jobs.entry import add_num_cpus, job_parser, positive_int, run_job
 
 def build_parser():
     parser = job_parser("evaluate", __doc__.split(": ", 1)[1])
-    parser.add_argument("--models", required=True, help="training run folder/URI holding folds.json")
+    parser.add_argument(
+        "--models",
+        required=True,
+        action="append",
+        help="training run folder/URI holding folds.json; repeat it to compare runs in one report",
+    )
     parser.add_argument("--data", required=True, help="prepared test dataset folder or manifest.parquet URI")
     parser.add_argument("--out", required=True, help="report folder (local path)")
     parser.add_argument("--predictions", help="where predictions are stored (default: OUT/predictions)")
@@ -40,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     predictions = normalise(args.predictions) if args.predictions else None
     return evaluate_run(
-        normalise(args.models),
+        [normalise(models) for models in args.models],
         normalise(args.data),
         normalise(args.out),
         predictions_uri=predictions,
