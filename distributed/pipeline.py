@@ -1,13 +1,14 @@
 """The main job's steps in order: (demo cohort) -> prepare -> train -> evaluate.
 
 Every step is the library call behind its own `lightwork` subcommand (`prepare_dataset`,
-`train_splits`, `evaluate_run`), on one Ray cluster, under one run folder (local or s3://):
+`train_runs`, `evaluate_run`), on one Ray cluster, under one run folder (local or s3://):
 
     RUN/demo-data/{healthy,test} the generated cohort, when no data was given
     RUN/prepared/{healthy,test}  prepared arrays and their Parquet manifests
     RUN/train/config.yaml        the resolved config of the training run (reproduces it)
     RUN/train/...                fold records, checkpoints, metrics, TensorBoard events
-    RUN/report/                  metrics.json, report.md, curves and montages
+    RUN/train-{method}/          with methods (`--methods`): a training run per method instead
+    RUN/report/                  metrics.json, report.md, curves and montages (methods side by side)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lightwork.data import manifest, storage
 from lightwork.errors import UserError
 from lightwork.training.folds import parse_splits
 from lightwork.training.resolve import resolve_data, resolve_run
-from lightwork.training.runs import check_saved
+from lightwork.training.runs import CONFIG_FILE, check_saved, method_run_name
 
 STEPS = ("generate", "prepare", "train", "evaluate")
 
@@ -35,7 +36,10 @@ class PipelineRequest:
     config: the training config (its seed is the run's and the demo cohort's; the pipeline sets its
     data, storage_path and name). data / test_data: raw case folders or prefixes, None = the demo
     cohort. folds: the positions in each split of the fold models to train (None = all; the
-    report ensembles the folds that are done). run: the run folder (absolute or a URI).
+    report ensembles the folds that are done). run: the run folder (absolute or a URI). methods:
+    an ablation across methods (`--methods`, `lightwork.training.resolve.method_configs`), a
+    training config per method, each trained as its own run RUN/train-{method}, all in one Tune
+    experiment, and evaluated side by side in one report; empty: `config` alone, as RUN/train.
     """
 
     config: RunConfig
@@ -45,6 +49,7 @@ class PipelineRequest:
     split: str
     run: str
     folds: tuple[int, ...] | None = None
+    methods: tuple[RunConfig, ...] = ()
     num_cpus: int | None = None
     until: str = "evaluate"
     dry_run: bool = False
@@ -126,16 +131,24 @@ def check_request(request: PipelineRequest) -> None:
                     f"{prepared}: run {request.run} was prepared from other cases than {source}: "
                     "give another --name, or --fresh to delete its results and start again"
                 )
-    if not request.fresh:
-        config = training_config(request)
+    if request.fresh:
+        return
+    for config in training_configs(request):
         if storage.exists(manifest.manifest_uri(config.data.manifest)):  # prepared by an earlier run
-            check_saved(resolve_data(config), storage.join(request.run, "train", "config.yaml"))
+            check_saved(resolve_data(config), storage.join(request.run, config.name, CONFIG_FILE))
 
 
-def training_config(request: PipelineRequest) -> RunConfig:
-    """The run's training config, not yet resolved: trained on RUN/prepared/healthy, results under RUN/train."""
-    data = dataclasses.replace(request.config.data, manifest=storage.join(request.run, "prepared", "healthy"))
-    return dataclasses.replace(request.config, data=data, storage_path=request.run, name="train")
+def training_configs(request: PipelineRequest) -> list[RunConfig]:
+    """The run's training configs, not yet resolved: trained on RUN/prepared/healthy, results under
+    RUN/train, or one per method of `request.methods` under RUN/train-{method}."""
+    named = [(config, method_run_name("train", config.method.name)) for config in request.methods]
+    data = storage.join(request.run, "prepared", "healthy")
+    return [
+        dataclasses.replace(
+            config, data=dataclasses.replace(config.data, manifest=data), storage_path=request.run, name=name
+        )
+        for config, name in named or [(request.config, "train")]
+    ]
 
 
 def run_pipeline(request: PipelineRequest) -> PipelineResult:
@@ -145,7 +158,7 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
     from lightwork.distributed.cluster import connected
     from lightwork.distributed.evaluate import evaluate_run
     from lightwork.distributed.prepare import prepare_dataset
-    from lightwork.distributed.train import train_splits
+    from lightwork.distributed.train import train_runs
 
     last = STEPS.index(request.until)
     run, seconds = request.run, {}
@@ -181,21 +194,28 @@ def run_pipeline(request: PipelineRequest) -> PipelineResult:
             return PipelineResult(run, storage.join(run, "prepared"), seconds)
 
         clock = time.perf_counter()
-        config = training_config(request)
-        models = storage.join(run, "train")
-        records = train_splits(resolve_run(config, request.split), dry_run=request.dry_run, folds=request.folds)
+        configs = training_configs(request)
+        models = [storage.join(run, config.name) for config in configs]
+        resolved = [resolve_run(config, request.split) for config in configs]
+        records = train_runs(resolved, dry_run=request.dry_run, folds=request.folds)
         seconds["train"] = time.perf_counter() - clock
-        unfinished = [record.name for record in records if record.status != "done"]
+        unfinished = [
+            record.name if len(configs) == 1 else f"{config.name}/{record.name}"
+            for config, run_records in zip(configs, records)
+            for record in run_records
+            if record.status != "done"
+        ]
+        models_output = models[0] if len(models) == 1 else run
         if request.dry_run:
-            return PipelineResult(run, models, seconds)
+            return PipelineResult(run, models_output, seconds)
         if unfinished:
-            return PipelineResult(run, models, seconds, f"train: folds {', '.join(unfinished)} did not finish")
+            return PipelineResult(run, models_output, seconds, f"train: folds {', '.join(unfinished)} did not finish")
         if last == STEPS.index("train"):
-            return PipelineResult(run, models, seconds)
+            return PipelineResult(run, models_output, seconds)
 
         if "test" not in prepared:
-            print("no --test-data: trained models are under", models, "(nothing to score)")
-            return PipelineResult(run, models, seconds)
+            print("no --test-data: trained models are under", ", ".join(models), "(nothing to score)")
+            return PipelineResult(run, models_output, seconds)
         report_dir = storage.join(run, "report")
         clock = time.perf_counter()
         status = evaluate_run(models, prepared["test"], report_dir)

@@ -8,6 +8,7 @@ Locally:            lightwork pipeline
 On a Ray cluster:   ray job submit --working-dir . -- python jobs/pipeline.py --storage s3://bucket/runs ...
 (with `ray job submit`, give --storage as s3:// or an absolute path: the job runs in a temporary
 copy of the working dir, where a relative path would vanish with it)
+Methods side by side: lightwork pipeline --methods synthetic,autoencoder (a run per method, one report)
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import sys
 
 from lightwork.config import PRESETS, load_config
-from lightwork.jobs.entry import add_folds, add_num_cpus, fold_positions, job_parser, run_job
+from lightwork.jobs.entry import add_folds, add_methods, add_num_cpus, fold_positions, job_parser, run_job
+from lightwork.training.resolve import method_configs
 
 
 def build_parser():
@@ -55,6 +57,7 @@ def build_parser():
     )
     parser.add_argument("--split", default="1/4", help="task split(s) to train: 1/4, 2/3, 3/2, 4/1, a list, or all")
     add_folds(parser)
+    add_methods(parser)
     parser.add_argument(
         "--storage", default="runs", help="local folder or s3:// prefix for prepared data, checkpoints and the report"
     )
@@ -91,18 +94,17 @@ def main(argv: list[str] | None = None) -> int:
     from lightwork.distributed.pipeline import PipelineRequest, default_run_name, run_pipeline
 
     config_name = args.config or ("demo" if args.data is None else args.recipe)
-    preset = config_name in PRESETS
-    config = load_config(
-        None if preset else config_name,
-        preset=config_name if preset else None,
-        overrides=[*args.overrides, *([] if args.seed is None else [f"seed={args.seed}"])],
-    )
+    path, preset = (None, config_name) if config_name in PRESETS else (config_name, None)
+    overrides = [*args.overrides, *([] if args.seed is None else [f"seed={args.seed}"])]
+    methods = method_configs(path, preset, overrides, args.methods) if args.methods else []
+    config = methods[0] if methods else load_config(path, preset=preset, overrides=overrides)
     data, test_data = (None if uri is None else storage.normalise(uri) for uri in (args.data, args.test_data))
     name = args.name or default_run_name(
         "demo" if data is None else args.recipe, args.config or args.recipe, args.split, config.seed
     )
     request = PipelineRequest(
         config=config,
+        methods=tuple(methods),
         data=data,
         test_data=test_data,
         recipe=args.recipe,
