@@ -69,6 +69,35 @@ def stop_processes(text: str, grace_s: float = 3.0) -> None:
             return
 
 
+def session_processes(session_id: int) -> list[int]:
+    """Pids of the live processes whose session id is `session_id` (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def stop_session(session_id: int, grace_s: float = 3.0) -> None:
+    """SIGTERM every process of the session (a process started with `start_new_session=True` and
+    what it started, a local Ray included), then SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in session_processes(session_id):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while session_processes(session_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not session_processes(session_id):
+            return
+
+
 class AutoscalingCluster:
     """A head with `head_resources` and worker node types {name: resources}, each from 0 (or
     `min_workers`) to `max_workers` nodes, scaled by Ray's autoscaler `autoscaler` ("v1" or "v2");

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -173,6 +174,80 @@ class CliRun:
     console: str  # stdout + stderr
 
 
+CLI_2D_SETTINGS = [
+    "model.spatial_dims=2",
+    "model.features=[4,8]",
+    "train.max_epochs=1",
+    "train.val_batch_size=4",
+    "resources.cpus_per_worker=0.5",
+    "resources.data_cpus_per_trial=0.5",
+    "resources.max_concurrent_trials=2",
+]
+CLI_2D_ARGUMENTS = [
+    "train",
+    "--config",
+    "tiny",
+    "--data",
+    "prep/tiny2d",
+    "--storage",
+    "runs",
+    "--name",
+    "a",
+    "--seed",
+    "3",
+    "--folds",
+    ",".join(map(str, CLI_2D_FOLDS)),
+    *[item for setting in CLI_2D_SETTINGS for item in ("--set", setting)],
+]
+CLI_2D_TIMEOUT_S = 1200
+_cli_2d: dict = {}  # the started `lightwork train` of `cli_2d_run`: root, process, its console files
+
+
+def _start_cli_2d(tmp_path_factory) -> None:
+    """Write the data and start `cli_2d_run`'s command in the background (see `cli_2d_run`)."""
+    from lightwork.demo.noise import write_noise_dataset
+
+    root = tmp_path_factory.mktemp("cli-2d")
+    write_noise_dataset(root / "prep" / "tiny2d", recipe_options={"size": 24})
+    logs = tmp_path_factory.mktemp("cli-2d-console")
+    stdout, stderr = open(logs / "stdout", "w+"), open(logs / "stderr", "w+")
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("lightwork")), *CLI_2D_ARGUMENTS, "--num-cpus", "8"],
+        cwd=root,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,  # its own Ray's processes too: ended together if the session stops early
+    )
+    _cli_2d.update(root=root, process=process, stdout=stdout, stderr=stderr, started=time.monotonic())
+
+
+def pytest_collection_finish(session):
+    """Start `cli_2d_run`'s training as soon as a collected test needs it: it runs beside the tests
+    before its first user (its own Ray; mostly waiting on Ray's process starts and polls, while the
+    suite's process uses one core), instead of holding the suite up when that test starts."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and not session.config.option.collectonly:
+        if any("cli_2d_run" in getattr(item, "fixturenames", ()) for item in session.items):
+            _start_cli_2d(factory)
+
+
+def pytest_sessionfinish(session):
+    """End a `cli_2d_run` training that no test waited for (the session stopped early)."""
+    process = _cli_2d.get("process")
+    if process is not None and process.poll() is None:
+        from lightwork.testing.clusters import stop_session
+
+        process.send_signal(signal.SIGINT)  # the CLI shuts its own Ray down
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        stop_session(process.pid)
+
+
 @pytest.fixture(scope="session")
 def cli_2d_run(tmp_path_factory) -> CliRun:
     """`lightwork train --config tiny` (2D, 1 epoch, split 1/4, seed 3) in the README's form, once per
@@ -180,47 +255,23 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
     --storage (the trial drivers run in another working directory), and Ray started by the job in
     a user's environment (no RAY_ADDRESS, Ray's own authentication default). One of the split's
     five folds (`--folds`: every fold's path is the same, the others stay pending). The run is
-    shared by the tests of the CLI and of prediction, which only read it."""
-    from lightwork.demo.noise import write_noise_dataset
-
-    root = tmp_path_factory.mktemp("cli-2d")
-    write_noise_dataset(root / "prep" / "tiny2d", recipe_options={"size": 24})
-    settings = [
-        "model.spatial_dims=2",
-        "model.features=[4,8]",
-        "train.max_epochs=1",
-        "train.val_batch_size=4",
-        "resources.cpus_per_worker=0.5",
-        "resources.data_cpus_per_trial=0.5",
-        "resources.max_concurrent_trials=2",
-    ]
-    arguments = [
-        "train",
-        "--config",
-        "tiny",
-        "--data",
-        "prep/tiny2d",
-        "--storage",
-        "runs",
-        "--name",
-        "a",
-        "--seed",
-        "3",
-        "--folds",
-        ",".join(map(str, CLI_2D_FOLDS)),
-        *[item for setting in settings for item in ("--set", setting)],
-    ]
-    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("lightwork")), *arguments, "--num-cpus", "8"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    console = result.stdout + result.stderr
-    return CliRun(root, root / "runs" / "a", arguments, CLI_2D_FOLDS, result.returncode, console)
+    shared by the tests of the CLI and of prediction, which only read it. Started when the
+    session's tests are collected (`pytest_collection_finish`); this waits for it to end."""
+    if "process" not in _cli_2d:
+        _start_cli_2d(tmp_path_factory)
+    process = _cli_2d["process"]
+    try:
+        process.wait(timeout=max(1.0, CLI_2D_TIMEOUT_S - (time.monotonic() - _cli_2d["started"])))
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    console = ""
+    for stream in (_cli_2d["stdout"], _cli_2d["stderr"]):
+        stream.seek(0)
+        console += stream.read()
+        stream.close()
+    root = _cli_2d["root"]
+    return CliRun(root, root / "runs" / "a", CLI_2D_ARGUMENTS, CLI_2D_FOLDS, process.returncode, console)
 
 
 def _check_fold_records(records, epochs: int, folds: int = 5, keep: str = "best") -> None:

@@ -11,51 +11,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
-from lightwork.testing.clusters import free_port
+from lightwork.testing.clusters import free_port, stop_session
 from lightwork.training import runs
 
 REPO = Path(__file__).resolve().parents[1]
 # The Ray CLI through this interpreter: a copied virtualenv's `ray` script may name another Python.
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]
 FOLDS = [0, 1]  # the positions in split 1/4 of the fold models the submitted pipeline trains
-
-
-def session_processes(session_id: int) -> list[int]:
-    """Pids of the live processes whose session id is `session_id` (Linux /proc)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session_id and fields[0] != "Z":
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def stop_session(session_id: int, grace_s: float = 3.0) -> None:
-    """SIGTERM every process of the session, then SIGKILL what is left after `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in session_processes(session_id):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while session_processes(session_id) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not session_processes(session_id):
-            return
 
 
 @pytest.fixture
