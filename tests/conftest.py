@@ -230,22 +230,33 @@ def pytest_collection_finish(session):
     suite's process uses one core), instead of holding the suite up when that test starts."""
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is not None and not session.config.option.collectonly:
-        if any("cli_2d_run" in getattr(item, "fixturenames", ()) for item in session.items):
+        needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+        if "submitted_pipeline" in needed:
+            _job["factory"] = factory  # started once cli_2d_run's training is over (or now, without it)
+        if "cli_2d_run" in needed:
             _start_cli_2d(factory)
+        elif "factory" in _job:
+            _start_submitted_pipeline(factory)
 
 
 def pytest_sessionfinish(session):
-    """End a `cli_2d_run` training that no test waited for (the session stopped early)."""
+    """End a `cli_2d_run` training or a submitted pipeline's head that no test waited for (the
+    session stopped early)."""
+    from lightwork.testing.clusters import stop_session
+
     process = _cli_2d.get("process")
     if process is not None and process.poll() is None:
-        from lightwork.testing.clusters import stop_session
-
         process.send_signal(signal.SIGINT)  # the CLI shuts its own Ray down
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             pass
         stop_session(process.pid)
+    if "thread" in _job:
+        _job["thread"].join(timeout=60)
+        if "head" in _job:
+            stop_session(_job["head"])
+            shutil.rmtree(_job["temp_dir"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -270,8 +281,119 @@ def cli_2d_run(tmp_path_factory) -> CliRun:
         stream.seek(0)
         console += stream.read()
         stream.close()
+    if "factory" in _job and "thread" not in _job:
+        _start_submitted_pipeline(tmp_path_factory)
     root = _cli_2d["root"]
     return CliRun(root, root / "runs" / "a", CLI_2D_ARGUMENTS, CLI_2D_FOLDS, process.returncode, console)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmittedPipeline:
+    """The demo pipeline submitted to a head node (see `submitted_pipeline`)."""
+
+    log: str  # `ray job submit`'s stdout + stderr
+    returncode: int
+    temp_dir: Path  # the head's temporary folder
+    storage: Path  # the job's --storage
+    folds: tuple[int, ...]  # the positions in split 1/4 of the fold models it trained (`--folds`)
+
+
+SUBMITTED_FOLDS = (0, 1)  # the positions in split 1/4 of the fold models the submitted pipeline trains
+_job: dict = {}  # the submitted pipeline of `submitted_pipeline`, run by a thread of this process
+
+
+def _run_submitted_pipeline(storage: Path) -> None:
+    """A local head node on free ports (`ray start --head`, its own session), then `ray job submit
+    --working-dir REPO -- python jobs/pipeline.py ...` of the demo config's pipeline; what happened
+    goes into `_job`."""
+    import tempfile
+
+    from lightwork.distributed.cluster import LOCAL_TRAIN_ENV
+    from lightwork.testing.clusters import free_port
+
+    ray = [sys.executable, "-m", "ray.scripts.scripts"]  # a copied venv's `ray` script may name another Python
+    # Short path: Ray's unix sockets live under the temp dir and their paths are length-limited.
+    temp_dir = tempfile.mkdtemp(prefix="lwj", dir="/tmp")
+    # The job's `python` must be this environment's (as for a user with the venv activated): the
+    # suite may run as `.venv/bin/python -m pytest` without the venv's bin folder on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", PATH=path, **LOCAL_TRAIN_ENV)
+    env.pop("RAY_ADDRESS", None)
+    dashboard_port = free_port()
+    command = [
+        *ray,
+        "start",
+        "--head",
+        f"--port={free_port()}",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=4",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={free_port()}",
+        "--disable-usage-stats",
+    ]
+    starter = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _job.update(head=starter.pid, temp_dir=temp_dir)
+    try:
+        output, _ = starter.communicate(timeout=180)  # a loaded 2-core machine needs more than 60 s
+    except subprocess.TimeoutExpired:
+        starter.kill()
+        output, _ = starter.communicate()
+    if starter.returncode != 0:
+        _job["error"] = f"ray start failed:\n{output}"
+        return
+    entrypoint = ["python", "jobs/pipeline.py", "--config", "demo", "--set", "train.max_epochs=3"]
+    entrypoint += ["--set", "train.epoch_steps=4", "--folds", ",".join(map(str, SUBMITTED_FOLDS))]
+    entrypoint += ["--storage", str(storage), "--name", "e2e", "--seed", "3"]
+    try:
+        _job["result"] = subprocess.run(
+            [*ray, "job", "submit", "--working-dir", str(REPO), "--", *entrypoint],
+            env=dict(env, RAY_API_SERVER_ADDRESS=f"http://127.0.0.1:{dashboard_port}"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except subprocess.TimeoutExpired as timeout:
+        _job["error"] = f"ray job submit ran past 600 s:\n{timeout.stdout}\n{timeout.stderr}"
+
+
+def _start_submitted_pipeline(tmp_path_factory) -> None:
+    import threading
+
+    _job["storage"] = tmp_path_factory.mktemp("submitted") / "runs"
+    _job["thread"] = threading.Thread(target=_run_submitted_pipeline, args=(_job["storage"],), daemon=True)
+    _job["thread"].start()
+
+
+@pytest.fixture
+def submitted_pipeline(tmp_path_factory):
+    """The README's cluster commands: a real `ray start --head` (its own ports, temporary folder
+    and process session, stopped by ending exactly that session's processes), then `ray job submit
+    --working-dir REPO -- python jobs/pipeline.py --config demo ...` (two of the split's five
+    folds, 3 epochs of 4 steps, storage in a temporary folder, seed 3). Auth off on head and client
+    (RAY_AUTH_MODE=disabled, local development only; see shared ray-notes). Started in a thread
+    once cli_2d_run's training is over (`pytest_collection_finish`), beside the tests before this
+    one; yields a SubmittedPipeline once it ended."""
+    from lightwork.testing.clusters import stop_session
+
+    if "thread" not in _job:
+        _start_submitted_pipeline(tmp_path_factory)
+    _job["thread"].join()
+    try:
+        assert "error" not in _job, _job.get("error")
+        result = _job["result"]
+        yield SubmittedPipeline(
+            result.stdout + result.stderr, result.returncode, Path(_job["temp_dir"]), _job["storage"], SUBMITTED_FOLDS
+        )
+    finally:
+        if "head" in _job:
+            stop_session(_job.pop("head"))
+            shutil.rmtree(_job["temp_dir"], ignore_errors=True)
 
 
 def _check_fold_records(records, epochs: int, folds: int = 5, keep: str = "best") -> None:
