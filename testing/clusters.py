@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -54,19 +55,24 @@ def processes_naming(text: str) -> list[int]:
     return [pid for pid in pids if pid != os.getpid()]
 
 
-def stop_processes(text: str, grace_s: float = 3.0) -> None:
-    """SIGTERM every process naming `text`, then SIGKILL what is left after `grace_s`."""
+def _terminate(find: Callable[[], list[int]], grace_s: float) -> None:
+    """SIGTERM the pids `find()` lists, then SIGKILL those it still lists after `grace_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in processes_naming(text):
+        for pid in find():
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + grace_s
-        while processes_naming(text) and time.monotonic() < deadline:
+        while find() and time.monotonic() < deadline:
             time.sleep(0.2)
-        if not processes_naming(text):
+        if not find():
             return
+
+
+def stop_processes(text: str, grace_s: float = 3.0) -> None:
+    """SIGTERM every process naming `text`, then SIGKILL what is left after `grace_s`."""
+    _terminate(lambda: processes_naming(text), grace_s)
 
 
 def session_processes(session_id: int) -> list[int]:
@@ -85,17 +91,7 @@ def session_processes(session_id: int) -> list[int]:
 def stop_session(session_id: int, grace_s: float = 3.0) -> None:
     """SIGTERM every process of the session (a process started with `start_new_session=True` and
     what it started, a local Ray included), then SIGKILL what is left after `grace_s`."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in session_processes(session_id):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while session_processes(session_id) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not session_processes(session_id):
-            return
+    _terminate(lambda: session_processes(session_id), grace_s)
 
 
 class AutoscalingCluster:
