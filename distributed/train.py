@@ -427,6 +427,7 @@ def train_runs(
     several = len(resolved_runs) > 1
     notes: dict[str, None] = {}  # what the runs say about their data, in order, each line once
     trials, asked, records = [], [], []
+    by_data: dict[tuple, TrainingSamples] = {}  # runs on the same data and slicing share their samples
     for resolved in resolved_runs:
         config, usable, rows, plans = resolved.config, resolved.usable, resolved.rows, resolved.plans
         run = runs.run_uri(config.storage_path, config.name)
@@ -435,7 +436,11 @@ def train_runs(
                 f"{config.data.manifest}: {len(usable) - len(rows)} cases with a lesion mask or labelled anomalous "
                 f"are left out of training; {len(rows)} healthy cases remain"
             ] = None
-        samples = stream.run_samples(config, usable)  # the cases, or their slices: what an epoch goes over
+        data = config.data
+        key = (data.manifest, data.slice_axis, data.min_slice_foreground, data.lesion_free_slices)
+        if key not in by_data:  # the cases, or their slices (each case's masks read): what an epoch goes over
+            by_data[key] = stream.run_samples(config, usable)
+        samples = by_data[key]
         if config.data.slice_axis is not None:
             notes[samples.describe(config.data.min_slice_foreground)] = None
         asked.append(select_folds(plans, folds))
