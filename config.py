@@ -44,6 +44,8 @@ NETWORKS: dict[str, str] = {
     "autoencoder": "lightwork.models.autoencoder:Autoencoder",
     "denoiser": "lightwork.models.denoiser:Denoiser",
     "conditioned_denoiser": "lightwork.models.denoiser:ConditionedDenoiser",
+    "hybrid": "lightwork.models.hybrid:Hybrid",
+    "hybrid_ddpm": "lightwork.models.hybrid:DiffusionHybrid",
 }
 # The methods a run can train, by `method.name`: "module:Class" of a `lightwork.methods.Method`
 # (what a fold trains on, its loss, its anomaly map) built as `Class(method_section)` by
@@ -57,16 +59,20 @@ METHODS: dict[str, str] = {
     "ddpm": "lightwork.methods.diffusion:DDPM",
     "pddpm": "lightwork.methods.diffusion:PatchedDDPM",
     "cddpm": "lightwork.methods.diffusion:ConditionedDDPM",
+    "hybrid": "lightwork.methods.hybrid:Hybrid",
+    "hybrid_ddpm": "lightwork.methods.hybrid:DiffusionHybrid",
 }
 METHOD_NETWORKS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("autoencoder",),
     "ddpm": ("denoiser",),
     "pddpm": ("denoiser",),
     "cddpm": ("conditioned_denoiser",),
+    "hybrid": ("hybrid",),
+    "hybrid_ddpm": ("hybrid_ddpm",),
 }
 # The model spatial dims of a method whose networks take only some (the diffusion methods' are 2D:
 # 2D images, or slices of volumes with `data.slice_axis`).
-METHOD_DIMS: dict[str, tuple[int, ...]] = {"ddpm": (2,), "pddpm": (2,), "cddpm": (2,)}
+METHOD_DIMS: dict[str, tuple[int, ...]] = {"ddpm": (2,), "pddpm": (2,), "cddpm": (2,), "hybrid_ddpm": (2,)}
 
 
 @dataclass
@@ -118,7 +124,9 @@ class MethodSection:
     anomaly tasks to output their soft labels), "autoencoder" (trained to reconstruct healthy
     images; its map is the smoothed residual), or the diffusion methods "ddpm", "pddpm" (patched)
     and "cddpm" (conditioned on the input), which reconstruct healthy images from partly noised
-    ones (`lightwork.methods.diffusion`). The model section's network must be one the method
+    ones (`lightwork.methods.diffusion`), or the hybrids "hybrid" and "hybrid_ddpm" (2D), an
+    autoencoder or a ddpm denoiser and a U-Net of [image, reconstruction] trained on the synthetic
+    anomaly tasks (`lightwork.methods.hybrid`). The model section's network must be one the method
     trains (METHOD_NETWORKS); choosing a method with its own network sets `model.name` to it
     unless a config file or an override names one."""
 

@@ -240,9 +240,8 @@ def train_and_score(job: tuple) -> list[dict]:
                     batch.append(draw(ref.case_id, ref.array_uri, epoch, ref.slice))
                 except ValueError:
                     continue  # a task that cannot place an anomaly on this sample: the next one
-            trainer.train_step(
-                {"image": np.stack([s.image for s in batch]), "label": np.stack([s.label for s in batch])}
-            )
+            columns = ("image", "label", "healthy") if method.needs_healthy else ("image", "label")
+            trainer.train_step({column: np.stack([getattr(s, column) for s in batch]) for column in columns})
             if trainer.state.step % VALIDATE_EVERY == 0:  # not counted in the budget
                 spent += time.process_time() - started
                 validate()

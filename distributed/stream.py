@@ -16,7 +16,9 @@
                last (anomaly tasks, source pools, case cache), so a fold starts no synthesis
                process of its own (an actor pool started one per fold, ~4 s on 2 cores)
     rows       training: image [C,*S] float32 (anomalous; healthy for a method trained on healthy
-               images, `Method.trains_on` HEALTHY, with an all-zero label), label [*S] float32;
+               images, `Method.trains_on` HEALTHY, with an all-zero label), label [*S] float32,
+               + healthy [C,*S] (the image before its anomaly) for a method that
+               `Method.needs_healthy` only;
                validation: healthy [C,*S], image [C,*S], label [*S] (healthy's label is all zero),
                task int8 (the sample's task id: the loop's per-task validation figures)
                (`keys=True` adds sample_key, case_id, task, epoch, slice for inspection); S is the
@@ -233,10 +235,12 @@ def synthesis_dataset(
     external: Sequence[str] = (),
     keys: bool = False,
     healthy_only: bool = False,
+    with_healthy: bool = False,
 ) -> ray.data.Dataset:
     """The synthetic samples of `cases` (SampleRefs or (case_id, array_uri) pairs: their own
     image set) with `tasks` at `epochs`; with `healthy_only`, the cases as prepared instead
-    (`Synthesiser.healthy_sample`: training samples of a method trained on healthy images).
+    (`Synthesiser.healthy_sample`: training samples of a method trained on healthy images); with
+    `with_healthy`, training rows keep the image each sample was made from (`healthy`).
 
     Training order (validation=False): per epoch, the samples in a seed-drawn order; validation:
     as given, with `healthy`. `shape` is the samples' spatial shape (sets the samples per call);
@@ -263,6 +267,7 @@ def synthesis_dataset(
             "keys": keys or validation,
             "slice_axis": config.data.slice_axis,
             "healthy_only": healthy_only,
+            "with_healthy": with_healthy,
             "columns": columns,
         },
         compute=ray.data.TaskPoolStrategy(size=min(pool.tasks, usable)),
@@ -406,20 +411,22 @@ def _part_dataset(
         shape=what.shape,
         external=what.external,
         keys=keys,
-        healthy_only=part == "train" and _trains_on_healthy(config),
+        **(_training_stream(config) if part == "train" else {}),
     )
     quiet(dataset)
     dataset.context.execution_options = ingest_options(data_cpus)
     return dataset
 
 
-def _trains_on_healthy(config: RunConfig) -> bool:
-    """Whether the run's method trains on healthy images (`lightwork.methods.HEALTHY`): its
-    training stream then synthesises no anomaly. Imported here, not at the top: the synthesis
-    tasks' processes import this module and need no torch."""
+def _training_stream(config: RunConfig) -> dict[str, bool]:
+    """`synthesis_dataset`'s options for the run's method's training stream: `healthy_only` when it
+    trains on healthy images (`lightwork.methods.HEALTHY`: the stream synthesises no anomaly),
+    `with_healthy` when its loss takes the clean images (`Method.needs_healthy`). Imported here,
+    not at the top: the synthesis tasks' processes import this module and need no torch."""
     from lightwork.methods import HEALTHY, get_method
 
-    return get_method(config.method).trains_on == HEALTHY
+    method = get_method(config.method)
+    return {"healthy_only": method.trains_on == HEALTHY, "with_healthy": method.needs_healthy}
 
 
 def fold_datasets(

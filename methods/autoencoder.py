@@ -23,7 +23,12 @@ class Reconstruction(Method):
     threshold_on_healthy = True
 
     def loss(
-        self, network: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
+        self,
+        network: torch.nn.Module,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        generator: torch.Generator,
+        healthy: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return functional.l1_loss(network(image), image)
 

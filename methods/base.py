@@ -5,17 +5,19 @@ streams, Ray Train and Tune trials, ensembles, reports and packages are shared b
 - `trains_on`: SYNTHETIC_ANOMALIES (an image with a synthetic anomaly of the fold's training tasks
   and its soft label) or HEALTHY (the prepared image as it is, label all zero: the stream
   synthesises no anomaly for its training);
-- `loss`: the training loss of a batch;
+- `loss`: the training loss of a batch, given with `healthy`, the clean image each training image
+  was made from, when the method `needs_healthy` (the stream adds it to its training batches then,
+  None otherwise);
 - `anomaly_map`: a trained network's map of an image batch, float32 [B, 1, *S] in [0, 1], the
   higher the more anomalous (inference, ensembles and packages call it);
 - `validate`: that map of a validation image with its per-image validation loss, in one pass;
 - `threshold_on_healthy`: whether the mask's threshold (`train.threshold_fpr`) is set at that
   false-positive rate of the healthy validation images' voxels alone (as reconstruction methods set
   theirs), or of every normal voxel (label 0) of the validation pairs.
-Images are float32 [B, C, *S], labels float32 [B, 1, *S]. A method may run the network more than
-once per call. Its random draws come from the `torch.Generator` (on the CPU) it is given, seeded
-from the run seed (`RunConfig.seed`) by the loop and by inference, so that a map depends on the
-image, the weights and the seed only.
+Images (`healthy` too) are float32 [B, C, *S], labels float32 [B, 1, *S]. A method may run the
+network more than once per call. Its random draws come from the `torch.Generator` (on the CPU) it
+is given, seeded from the run seed (`RunConfig.seed`) by the loop and by inference, so that a map
+depends on the image, the weights and the seed only.
 """
 
 from __future__ import annotations
@@ -36,15 +38,22 @@ class Method(ABC):
 
     trains_on: str = SYNTHETIC_ANOMALIES
     threshold_on_healthy: bool = False
+    needs_healthy: bool = False
 
     def __init__(self, section: MethodSection) -> None:
         self.section = section
 
     @abstractmethod
     def loss(
-        self, network: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
+        self,
+        network: torch.nn.Module,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        generator: torch.Generator,
+        healthy: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The training loss (a scalar tensor) of `image` [B, C, *S] with `label` [B, 1, *S]."""
+        """The training loss (a scalar tensor) of `image` [B, C, *S] with `label` [B, 1, *S] and, for
+        a method that `needs_healthy`, `healthy` [B, C, *S] (the image before its anomaly)."""
 
     @abstractmethod
     def anomaly_map(self, network: torch.nn.Module, image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -58,7 +58,12 @@ class DDPM(Method):
         return image if self.conditioned else None
 
     def loss(
-        self, network: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
+        self,
+        network: torch.nn.Module,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        generator: torch.Generator,
+        healthy: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return training_loss(
             network, image, generator, self._condition(image), noise_kind=NOISE, patch_size=self._patch_size(image)

@@ -12,12 +12,18 @@ from lightwork.methods.base import SYNTHETIC_ANOMALIES, Method
 
 class SyntheticTasks(Method):
     """Loss MSE(network(image), label); map network(image); validation loss per image: the MSE of
-    its map against its label (zero for a healthy image). Draws nothing."""
+    its map (`anomaly_map`, which a subclass may change) against its label (zero for a healthy
+    image). Draws nothing."""
 
     trains_on = SYNTHETIC_ANOMALIES
 
     def loss(
-        self, network: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
+        self,
+        network: torch.nn.Module,
+        image: torch.Tensor,
+        label: torch.Tensor,
+        generator: torch.Generator,
+        healthy: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return functional.mse_loss(network(image), label)
 
@@ -27,5 +33,5 @@ class SyntheticTasks(Method):
     def validate(
         self, network: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = network(image)
+        scores = self.anomaly_map(network, image, generator)
         return scores, (scores - label).pow(2).flatten(1).mean(1)

@@ -295,8 +295,9 @@ class BatchSynthesiser:
 
     Input columns: case_id, array_uri (str), epoch (int), optionally slice (int; WHOLE or absent:
     the whole case). Output: image [B, C, *S] float32, label [B, *S] float32, + healthy [B, C, *S]
-    (`validation`), + sample_key, case_id, task (int8), epoch, slice (`keys`). With `healthy_only`
-    the samples are `Synthesiser.healthy_sample`s (a method trained on healthy images). An item that raises
+    (the image each sample was made from; with `validation` or `with_healthy`), + sample_key,
+    case_id, task (int8), epoch, slice (`keys`). With `healthy_only` the samples are
+    `Synthesiser.healthy_sample`s (a method trained on healthy images). An item that raises
     ValueError (an unreadable case, one a task cannot use) is skipped, counted (`skipped`) and
     logged; a batch whose items all fail is empty. When more than MAX_SKIPPED_FRACTION of the
     items seen fail (and at least MIN_SKIPPED_TO_FAIL), the data or the code is broken, not one
@@ -314,9 +315,10 @@ class BatchSynthesiser:
         keys: bool,
         slice_axis: int | None = None,
         healthy_only: bool = False,
+        with_healthy: bool = False,
     ) -> None:
         self.synthesiser = Synthesiser(seed, tasks, image_set, external, max_push, slice_axis=slice_axis)
-        self.validation, self.keys = validation, keys
+        self.validation, self.keys, self.with_healthy = validation, keys, with_healthy
         self.draw = self.synthesiser.healthy_sample if healthy_only else self.synthesiser.sample
         self.seen = self.skipped = 0
         warm_up()  # the compiled kernels load once, before the first sample
@@ -338,7 +340,7 @@ class BatchSynthesiser:
         if not samples:
             return {}
         out = {"image": np.stack([s.image for s in samples]), "label": np.stack([s.label for s in samples])}
-        if self.validation:
+        if self.validation or self.with_healthy:
             out["healthy"] = np.stack([s.healthy for s in samples])
         if self.keys:
             out.update(

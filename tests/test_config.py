@@ -22,7 +22,7 @@ from lightwork.training.loop import FoldTrainer
 from lightwork.training.resolve import resolve_data
 from lightwork.training.runs import check_saved, result_differences, save_config
 
-NETWORK_NAMES = r"\(one of unet, autoencoder, denoiser, conditioned_denoiser\)$"  # the error lists config.NETWORKS
+NETWORK_NAMES = rf"\(one of {', '.join(NETWORKS)}\)$"  # the error lists config.NETWORKS
 
 
 def write_manifest(

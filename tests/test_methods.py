@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lightwork.cli import main
-from lightwork.config import MethodSection, load_config
+from lightwork.config import METHODS, MethodSection, load_config
 from lightwork.data.cases import load_case
 from lightwork.demo.noise import write_noise_dataset
 from lightwork.inference.package import load_ensemble
@@ -177,5 +177,5 @@ def test_an_autoencoder_run_goes_through_the_pipeline_package_and_predict(ray_se
 def test_a_bad_method_name_is_one_line(capsys):
     assert main(["train", "--config", "demo", "--set", "method.name=vae", "--print-config"]) == 2
     assert capsys.readouterr().err == (
-        "lightwork train: method.name: 'vae' is not allowed (one of synthetic, autoencoder, ddpm, pddpm, cddpm)\n"
+        f"lightwork train: method.name: 'vae' is not allowed (one of {', '.join(METHODS)})\n"
     )

@@ -34,7 +34,7 @@ OLD_CONFIG = {
 }
 
 
-NETWORK_NAMES = r"\(one of unet, autoencoder, denoiser, conditioned_denoiser\)$"  # the error lists config.NETWORKS
+NETWORK_NAMES = rf"\(one of {', '.join(NETWORKS)}\)$"  # the error lists config.NETWORKS
 
 
 def image(shape=(1, 1, 12, 10)) -> torch.Tensor:

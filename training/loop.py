@@ -1,7 +1,9 @@
 """The training loop of one fold model, pure torch (no Ray): it consumes any iterables of batches.
 
 Batches are dicts of tensors (or numpy arrays):
-- training: `image` float32 [B, C, *S] (augmented), `label` float32 [B, *S] or [B, 1, *S] in [0, 1];
+- training: `image` float32 [B, C, *S] (augmented), `label` float32 [B, *S] or [B, 1, *S] in [0, 1]
+  and, for a method that `needs_healthy`, `healthy` float32 [B, C, *S] (the image before its
+  anomaly; the method's loss gets it, None without it);
 - validation: `image` + `label` (the anomalous version) and, when present, `healthy` float32
   [B, C, *S] (its healthy image, label zero) and `task` int [B] (the task id of each sample).
 The run's method (`lightwork.methods.Method`) gives the training loss, and per validation image its
@@ -10,10 +12,10 @@ anomaly map and validation loss (`Method.validate`; for the synthetic-task metho
 per-epoch criterion, reported with its two terms, the synthetic pixel AP of the maps, a Dice
 threshold, and (with `task`) the loss terms and pixel AP per task (`Validation`). Rows without
 `healthy` count as one term each. The best epoch follows train.select_by (the validation loss, or
-the pixel AP). A training batch is mirrored along the data's left-right axis (image and label
-alike, `flip_axis`) with probability train.flip_left_right. Optimizer: AdamW; schedule:
-`training.schedule`. On CUDA the method's calls run under bf16 autocast with channels-last memory;
-on CPU they are exact fp32.
+the pixel AP). A training batch is mirrored along the data's left-right axis (image, label and
+healthy image alike, `flip_axis`) with probability train.flip_left_right. Optimizer: AdamW;
+schedule: `training.schedule`. On CUDA the method's calls run under bf16 autocast with
+channels-last memory; on CPU they are exact fp32.
 """
 
 from __future__ import annotations
@@ -280,11 +282,15 @@ class FoldTrainer:
     def train_step(self, batch: dict) -> tuple[float, int]:
         """One optimizer step on `batch`; returns (loss, batch size)."""
         image, label = as_tensor(batch["image"], self.device), as_tensor(batch["label"], self.device)
+        healthy = as_tensor(batch["healthy"], self.device) if "healthy" in batch else None
+        if healthy is None and self.method.needs_healthy:
+            raise ValueError(f"{type(self.method).__name__}: its training batches need `healthy` (needs_healthy)")
         if self.settings.flip_left_right and self.flip_generator.random() < self.settings.flip_left_right:
             dim = self.flip_axis - (image.ndim - 2)  # counted from the end: label is [B, *S] or [B, 1, *S]
             image, label = image.flip(dim), label.flip(dim)
+            healthy = None if healthy is None else healthy.flip(dim)
         self.model.train()
-        (loss,) = self._call(self.method.loss, image, _match_label(image, label), self.generator)
+        (loss,) = self._call(self.method.loss, image, _match_label(image, label), self.generator, healthy)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
