@@ -1,25 +1,19 @@
 """Methods behind one interface (`lightwork.methods`): the autoencoder learns to reconstruct what it
-is trained on, its map is a bounded residual, its training stream holds healthy images, and a run of
-it goes through the same pipeline, report, package and predict as the synthetic-task method."""
+is trained on, its map is a bounded residual, its training stream holds healthy images (every
+method's run through the CLI, its report, package and predict: tests/test_methods_ablation.py)."""
 
 from __future__ import annotations
 
-import json
-
-import nibabel as nib
 import numpy as np
-import pytest
 import torch
 
 from lightwork.cli import main
 from lightwork.config import METHODS, MethodSection, load_config
 from lightwork.data.cases import load_case
 from lightwork.demo.noise import write_noise_dataset
-from lightwork.inference.package import load_ensemble
 from lightwork.methods import HEALTHY, SYNTHETIC_ANOMALIES, get_method
 from lightwork.methods.residual import RESIDUAL_MEDIAN
-from lightwork.models import build_model, load_model
-from lightwork.models.autoencoder import Autoencoder
+from lightwork.models import build_model
 from lightwork.models.filters import median_filter
 from lightwork.synthesis.samples import NO_TASK, BatchSynthesiser
 from lightwork.training.loop import (
@@ -135,43 +129,6 @@ def test_the_training_batches_of_a_method_trained_on_healthy_images_are_the_prep
     assert list(healthy["sample_key"]) == [f"{image_set[0][0]}[2:2]@3", f"{image_set[1][0]}[2:4]@5"]
     anomalous = BatchSynthesiser(*arguments, validation=False, keys=True, slice_axis=2)(items)
     assert anomalous["label"].any() and not np.array_equal(anomalous["image"], healthy["image"])
-
-
-@pytest.mark.slow
-def test_an_autoencoder_run_goes_through_the_pipeline_package_and_predict(ray_session, tmp_path, capsys):
-    """`lightwork pipeline` with method.name=autoencoder: one fold trains on the demo cohort's healthy
-    slices, validates on the held-out tasks' synthetic anomalies, is evaluated with the report's
-    figures, exported as a package that predicts the run's maps, and `predict` writes a map in the
-    source geometry of a test scan."""
-    settings = ["method.name=autoencoder", "train.epoch_steps=20", "train.max_epochs=2"]
-    argv = ["pipeline", "--storage", str(tmp_path), "--name", "ae", "--folds", "0"]
-    assert main([*argv, *[arg for setting in settings for arg in ("--set", setting)]]) == 0
-    out = capsys.readouterr().out
-    run = tmp_path / "ae"
-    assert "fold split1-4_tasks0: done, 2 epochs" in out and "1/4 ensemble: pixel AP" in out
-    metrics = json.loads((run / "report" / "metrics.json").read_text())
-    ensemble = metrics["splits"]["1/4"]["ensemble"]
-    assert 0 < ensemble["pixel_ap"] <= 1 and 0 < ensemble["pixel_auroc"] <= 1
-    record = json.loads((run / "train" / "folds.json").read_text())[0]
-    assert 0 <= record["val_dice_threshold"] < 1
-    assert type(load_model(record["best_checkpoint"])) is Autoencoder
-    assert load_config(str(run / "train" / "config.yaml")).method == MethodSection("autoencoder")
-    scan = run / "demo-data" / "test" / "brain-test-000"
-    source_shape = nib.load(str(scan / "flair.nii.gz")).shape
-    evaluated = run / "report" / "predictions" / "split1-4" / "ensemble" / "source" / "brain-test-000.nii.gz"
-    assert nib.load(str(evaluated)).shape == source_shape
-
-    package = tmp_path / "ae.lwpkg"
-    assert main(["export", str(run / "train"), "--split", "1/4", "--out", str(package)]) == 0
-    case = load_case(str(run / "prepared" / "test" / "cases" / "brain-test-000.npz"))
-    packaged = load_ensemble(str(package))
-    assert packaged.method == MethodSection("autoencoder")
-    scores = load_ensemble(str(run / "train")).predict(case.image)
-    np.testing.assert_array_equal(packaged.predict(case.image), scores)
-    assert 0 <= scores.min() and scores.max() < 1
-    assert main(["predict", "-i", str(scan), "-o", str(tmp_path / "out"), "--models", str(package)]) == 0
-    maps = list((tmp_path / "out").rglob("*.nii.gz"))
-    assert maps and all(nib.load(str(path)).shape == source_shape for path in maps)
 
 
 def test_a_bad_method_name_is_one_line(capsys):

@@ -1,23 +1,17 @@
 """The diffusion methods (`lightwork.methods.diffusion`): each learns a healthy image through the loop,
 maps a bright square it never saw, deterministically for a seed, at its stated number of network
-evaluations; a pDDPM run goes through the pipeline, a package and predict."""
+evaluations (their runs through the CLI, a package and predict: tests/test_methods_ablation.py)."""
 
 from __future__ import annotations
 
-import json
-
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from lightwork.cli import main
-from lightwork.config import MethodSection, load_config
-from lightwork.data.cases import load_case
+from lightwork.config import load_config
 from lightwork.errors import UserError
-from lightwork.inference.package import load_ensemble
 from lightwork.methods import HEALTHY, get_method
-from lightwork.models import build_model, load_model
+from lightwork.models import build_model
 from lightwork.models.denoiser import ConditionedDenoiser, Denoiser
 from lightwork.training.loop import FoldTrainer
 
@@ -103,34 +97,3 @@ def test_the_methods_choose_their_own_2d_networks_and_ddpm_and_pddpm_share_one()
         load_config(preset="demo", overrides=["model.name=denoiser"])
     with pytest.raises(UserError, match=r"^model.spatial_dims: method 'pddpm' trains 2D networks only, got 3: "):
         load_config(preset="tiny", overrides=["method.name=pddpm"])  # before Ray, not in a trial
-
-
-@pytest.mark.slow
-def test_a_pddpm_run_goes_through_the_pipeline_package_and_predict(ray_session, tmp_path, capsys):
-    """`lightwork pipeline` with method.name=pddpm: one fold trains on the demo cohort's healthy
-    slices, is evaluated, exported as a package that predicts the run's maps, and `predict` writes
-    maps in the source geometry of a test scan."""
-    settings = ["method.name=pddpm", "train.epoch_steps=20", "train.max_epochs=2"]
-    argv = ["pipeline", "--storage", str(tmp_path), "--name", "pddpm", "--folds", "0"]
-    assert main([*argv, *[arg for setting in settings for arg in ("--set", setting)]]) == 0
-    out = capsys.readouterr().out
-    run = tmp_path / "pddpm"
-    assert "fold split1-4_tasks0: done, 2 epochs" in out and "1/4 ensemble: pixel AP" in out
-    ensemble = json.loads((run / "report" / "metrics.json").read_text())["splits"]["1/4"]["ensemble"]
-    assert 0 < ensemble["pixel_ap"] <= 1 and 0 < ensemble["pixel_auroc"] <= 1
-    record = json.loads((run / "train" / "folds.json").read_text())[0]
-    assert type(load_model(record["best_checkpoint"])) is Denoiser
-
-    package = tmp_path / "pddpm.lwpkg"
-    assert main(["export", str(run / "train"), "--split", "1/4", "--out", str(package)]) == 0
-    case = load_case(str(run / "prepared" / "test" / "cases" / "brain-test-000.npz"))
-    packaged = load_ensemble(str(package))
-    assert packaged.method == MethodSection("pddpm")
-    scores = load_ensemble(str(run / "train")).predict(case.image)
-    np.testing.assert_array_equal(packaged.predict(case.image), scores)
-    assert 0 <= scores.min() and scores.max() <= 1 and scores.max() > scores.min()
-    scan = run / "demo-data" / "test" / "brain-test-000"
-    source_shape = nib.load(str(scan / "flair.nii.gz")).shape
-    assert main(["predict", "-i", str(scan), "-o", str(tmp_path / "out"), "--models", str(package)]) == 0
-    maps = list((tmp_path / "out").rglob("*.nii.gz"))
-    assert maps and all(nib.load(str(path)).shape == source_shape for path in maps)

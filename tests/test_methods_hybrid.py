@@ -1,25 +1,21 @@
 """The hybrid methods (`lightwork.methods.hybrid`): the U-Net sees the image and its reconstruction, two
 channels per modality; a training step trains the reconstructor on the clean image and the U-Net on
-the soft label, from training batches that carry the clean image for the hybrids only; both hybrids
-train a fold end to end through the CLI, and a package of each predicts its run's maps in the
-source geometry."""
+the soft label, from training batches that carry the clean image for the hybrids only (both hybrids'
+runs through the CLI, a package and predict: tests/test_methods_ablation.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.nn import functional
 
 from lightwork.cli import main
-from lightwork.config import MethodSection, load_config
+from lightwork.config import load_config
 from lightwork.data.cases import load_case
-from lightwork.demo import smooth_noise
 from lightwork.demo.noise import write_noise_dataset
 from lightwork.distributed.stream import fold_dataset
 from lightwork.errors import UserError
-from lightwork.inference.package import load_ensemble
 from lightwork.methods import SYNTHETIC_ANOMALIES, get_method
 from lightwork.models import build_model, load_model, save_model
 from lightwork.models.autoencoder import Autoencoder
@@ -144,42 +140,3 @@ def test_the_ddpm_hybrid_is_2d_only_and_each_hybrid_trains_its_own_network(capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("lightwork train: model.spatial_dims: method 'hybrid_ddpm' trains 2D networks only, got 3")
-
-
-@pytest.mark.slow
-def test_both_hybrids_train_a_fold_through_the_cli_and_their_packages_predict_the_runs_maps(
-    ray_session, tmp_path, capsys
-):
-    """`lightwork train --methods hybrid,hybrid_ddpm` on 24 x 24 images (fold 0 of 1/4, one epoch,
-    both trials at once); `export` packs each run; the package's maps equal the run's, and
-    `predict` from either writes the same maps on a 40 x 30 picture's own grid."""
-    data = write_noise_dataset(tmp_path / "data", recipe_options={"size": 24})
-    storage = tmp_path / "runs"
-    settings = ["model.spatial_dims=2", "train.max_epochs=1", "resources.cpus_per_worker=0.5"]
-    settings += ["resources.data_cpus_per_trial=0.5", "resources.max_concurrent_trials=2"]
-    argv = ["train", "--config", "tiny", "--data", data, "--storage", str(storage), "--name", "h", "--folds", "0"]
-    argv += ["--methods", "hybrid,hybrid_ddpm", *[item for setting in settings for item in ("--set", setting)]]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    rng = np.random.default_rng(5)
-    picture = (128 + 40 * smooth_noise(rng, (40, 30), 3.0)).clip(0, 255).astype(np.uint8)
-    Image.fromarray(picture).save(tmp_path / "xray.png")
-    case = load_case(str(tmp_path / "data" / "case00.npz"))
-    for name, (network_class, _) in NETWORKS.items():
-        run = storage / f"h-{name}"
-        assert f"fold h-{name}/split1-4_tasks0: done, 1 epochs" in out
-        assert load_config(str(run / "config.yaml")).method == MethodSection(name)
-        package = tmp_path / f"{name}.lwpkg"
-        assert main(["export", str(run), "--split", "1/4", "--out", str(package)]) == 0
-        packaged = load_ensemble(str(package))
-        assert packaged.method == MethodSection(name) and type(packaged.networks[0]) is network_class
-        scores = load_ensemble(str(run)).predict(case.image)
-        assert scores.shape == (24, 24) and np.isfinite(scores).all()
-        np.testing.assert_array_equal(packaged.predict(case.image), scores)
-        heat = {}
-        for source in (run, package):
-            written = tmp_path / f"out-{name}-{source.suffix or 'run'}"
-            assert main(["predict", "-i", str(tmp_path / "xray.png"), "-o", str(written), "--models", str(source)]) == 0
-            heat[source] = np.asarray(Image.open(written / "xray.png"))
-            assert heat[source].shape == (40, 30, 3)
-        np.testing.assert_array_equal(heat[run], heat[package])
