@@ -27,6 +27,7 @@ Columns (pyarrow types):
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -75,7 +76,10 @@ def manifest_uri(dataset_uri: str) -> str:
 
 
 def write_manifest(dataset_uri: str, rows: list[dict]) -> str:
-    """Write the rows (dicts with SCHEMA's columns) sorted by case id; returns the manifest URI."""
+    """Write the rows (dicts with SCHEMA's columns) sorted by case id; returns the manifest URI. A
+    local `array_uri` is written absolute (`storage.normalise`: a relative one is the caller's
+    working directory's), so that Ray workers and trial drivers, in other directories, find it."""
+    rows = [{**row, "array_uri": row.get("array_uri") and storage.normalise(row["array_uri"])} for row in rows]
     table = pa.Table.from_pylist(sorted(rows, key=lambda row: row["case_id"]), schema=SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -85,7 +89,8 @@ def write_manifest(dataset_uri: str, rows: list[dict]) -> str:
 
 
 def read_manifest(dataset_uri: str) -> list[dict]:
-    """All rows of a manifest, sorted by case id."""
+    """All rows of a manifest, sorted by case id. A relative local `array_uri` (a manifest written by
+    hand or by another tool) is read as relative to the manifest's folder."""
     uri = manifest_uri(dataset_uri)
     try:
         # One thread: pyarrow 26 reading a Python file object with its thread pool left a thread
@@ -94,7 +99,13 @@ def read_manifest(dataset_uri: str) -> list[dict]:
         table = pq.read_table(io.BytesIO(storage.read_bytes(uri)), use_threads=False)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{uri}: no manifest there (run `lightwork prepare` first)") from error
-    return sorted(table.to_pylist(), key=lambda row: row["case_id"])
+    folder = uri.rsplit("/", 1)[0] if storage.is_remote(uri) else os.path.dirname(storage.normalise(uri))
+    rows = table.to_pylist()
+    for row in rows:
+        case = row["array_uri"]
+        if case and not storage.is_remote(case) and not os.path.isabs(os.path.expanduser(case)):
+            row["array_uri"] = storage.join(folder, case)
+    return sorted(rows, key=lambda row: row["case_id"])
 
 
 def usable(rows: list[dict]) -> list[dict]:

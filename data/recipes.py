@@ -126,9 +126,7 @@ class ApplyMask:
 def background_value(image: np.ndarray) -> float:
     """The most common value on the faces of an array (the background of a skull-stripped image:
     0 for most files, a negative constant for some z-scored ones)."""
-    faces = np.concatenate(
-        [np.moveaxis(image, axis, 0)[[0, -1]].ravel() for axis in range(image.ndim)]
-    )
+    faces = np.concatenate([np.moveaxis(image, axis, 0)[[0, -1]].ravel() for axis in range(image.ndim)])
     values, counts = np.unique(faces, return_counts=True)
     return float(values[counts.argmax()])
 

@@ -8,15 +8,18 @@ import os
 
 import nibabel as nib
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lightwork import demo
 from lightwork.data import storage
 from lightwork.data.cases import load_case
 from lightwork.data.discover import discover_cases
-from lightwork.data.manifest import FOREGROUND_PERCENTILES, intensity_mismatch, read_manifest
+from lightwork.data.manifest import FOREGROUND_PERCENTILES, SCHEMA, intensity_mismatch, read_manifest, write_manifest
 from lightwork.data.montage import montage
 from lightwork.data.recipes import BrainRecipe
+from lightwork.demo.noise import write_noise_dataset
 
 # The demo cohort's 32x40x32 volumes at 5 mm -> 16x20x16 at 10 mm: seconds, not minutes.
 SMALL = ["--shape", "16,20,16", "--spacing", "5", "--downsample", "2"]
@@ -201,9 +204,7 @@ def test_discovery_of_the_real_data_sets(real_data):
 def write_bad_cases(root: str) -> None:
     """Two broken cases beside the cohort: a corrupt NIfTI and a volume holding a NaN."""
     mask = demo.case_files(demo.make_brain_case(0, "bad", with_lesions=False))[demo.BRAIN_MASK_FILE]
-    storage.write_bytes(
-        storage.join(root, "bad-corrupt", demo.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all")
-    )
+    storage.write_bytes(storage.join(root, "bad-corrupt", demo.BRAIN_IMAGE_FILE), gzip.compress(b"not a nifti at all"))
     storage.write_bytes(storage.join(root, "bad-corrupt", demo.BRAIN_MASK_FILE), mask)
     volume = np.ones(demo.BRAIN_SHAPE, np.float32)
     volume[3, 4, 5] = np.nan
@@ -433,3 +434,28 @@ def test_intensity_mismatch_names_a_test_set_on_another_scale():
     assert message.startswith("foreground intensity percentiles differ from the training set's by up to -1.90 ")
     assert "(at percentile 1: -4.00 against -2.10; tolerance 0.5)" in message
     assert intensity_mismatch(train, rows([None])) is None  # a manifest older than the column: not checked
+
+
+def test_a_manifests_case_paths_are_absolute_or_relative_to_its_folder(tmp_path, monkeypatch):
+    """A dataset written from a relative folder records absolute case paths (Ray's workers run in other
+    directories); a relative path in a manifest written elsewhere is read as relative to its folder."""
+    monkeypatch.chdir(tmp_path)
+    write_noise_dataset("data", count=5)
+    monkeypatch.chdir("/")
+    rows = read_manifest(str(tmp_path / "data"))
+    assert [row["array_uri"] for row in rows] == [str(tmp_path / "data" / f"case{i:02d}.npz") for i in range(5)]
+    assert load_case(rows[0]["array_uri"]).image.shape == (1, 24, 24)
+
+    moved = tmp_path / "moved"
+    (moved / "cases").mkdir(parents=True)
+    for row in rows:
+        os.rename(row["array_uri"], moved / "cases" / os.path.basename(row["array_uri"]))
+    by_hand = [{**row, "array_uri": f"cases/{row['case_id']}.npz"} for row in rows]
+    table = pa.Table.from_pylist(by_hand, schema=SCHEMA)  # as another tool writes it, paths kept relative
+    pq.write_table(table, str(moved / "manifest.parquet"))
+    monkeypatch.chdir(tmp_path / "data")
+    assert [row["array_uri"] for row in read_manifest("../moved")] == [
+        str(moved / "cases" / f"case{i:02d}.npz") for i in range(5)
+    ]
+    write_manifest(str(moved), by_hand)  # lightwork's own writer: relative to the caller's directory
+    assert read_manifest(str(moved))[0]["array_uri"] == str(tmp_path / "data" / "cases" / "case00.npz")
