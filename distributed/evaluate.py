@@ -158,12 +158,18 @@ def task_gpus(workers: int) -> float:
 
 
 def predict_cases(
-    models: list[FoldModel], cases: list[dict], out_uri: str, workers: int = 1, batch_size: int = 1
+    models: list[FoldModel],
+    cases: list[dict],
+    out_uri: str,
+    workers: int = 1,
+    batch_size: int = 1,
+    label: str = "",
 ) -> list[dict]:
     """Predict every case (manifest rows with case_id, array_uri) with every model via Ray Data.
 
     Returns the output rows (case_id, model, uri, error); prints a progress line about every
-    tenth of the cases. Needs a connected Ray cluster.
+    tenth of the cases, led by `label` (the run's name when several are predicted). Needs a
+    connected Ray cluster.
     """
     dataset = ray.data.from_items(
         [{"case_id": c["case_id"], "array_uri": c["array_uri"]} for c in cases],
@@ -181,7 +187,7 @@ def predict_cases(
         if row["case_id"] not in seen:
             seen.add(row["case_id"])
             if len(seen) % step == 0 or len(seen) == len(cases):
-                print(f"predicting: {len(seen)} of {len(cases)} cases", flush=True)
+                print(f"{label}{' ' if label else ''}predicting: {len(seen)} of {len(cases)} cases", flush=True)
     return rows
 
 
@@ -278,7 +284,11 @@ def evaluate_run(
     with connected(num_cpus, verbose):
         rows = {
             run.name: predict_cases(
-                run.models, cases, storage.join(predictions, run.name) if several else predictions, workers=workers
+                run.models,
+                cases,
+                storage.join(predictions, run.name) if several else predictions,
+                workers=workers,
+                label=run.name if several else "",
             )
             for run in trained
         }

@@ -129,7 +129,7 @@ def test_methods_train_in_one_tune_experiment_and_compare_in_one_report(ablation
     models = [item for name in names for item in ("--models", str(storage / name))]
     assert main(["evaluate", *models, "--data", ablation.test, "--out", str(report)]) == 0
     out = capsys.readouterr().out
-    assert all(f"{name} 1/4 ensemble: pixel AP" in out for name in names)
+    assert all(f"{name} 1/4 ensemble: pixel AP" in out and f"{name} predicting: 4 of 4 cases" in out for name in names)
     metrics = json.loads((report / "metrics.json").read_text())
     assert {name: run["method"] for name, run in metrics["runs"].items()} == methods
     for name in names:
