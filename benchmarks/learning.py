@@ -240,7 +240,7 @@ def train_and_score(job: tuple) -> list[dict]:
                     batch.append(draw(ref.case_id, ref.array_uri, epoch, ref.slice))
                 except ValueError:
                     continue  # a task that cannot place an anomaly on this sample: the next one
-            columns = ("image", "label", "healthy") if method.needs_healthy else ("image", "label")
+            columns = method.training_columns
             trainer.train_step({column: np.stack([getattr(s, column) for s in batch]) for column in columns})
             if trainer.state.step % VALIDATE_EVERY == 0:  # not counted in the budget
                 spent += time.process_time() - started

@@ -3,12 +3,16 @@
     python benchmarks/training.py                 # CPU: fp32 at reduced size (stated in the table)
     python benchmarks/training.py --full          # the paper's sizes (80x112x80 b8, 256x256 b50)
     python benchmarks/training.py --full --precision both   # on a GPU: bf16 and fp32 side by side
-    python benchmarks/training.py --presets ddpm,pddpm,cddpm   # the diffusion methods (METHOD_RUNS)
+    python benchmarks/training.py --presets synthetic,autoencoder,hybrid   # methods at brain2d's slices
+    python benchmarks/training.py --presets synthetic96,ddpm,pddpm,cddpm,hybrid_ddpm   # at Behrendt's
 
 Each configuration runs in its own process (clean peak memory) through `FoldTrainer.run_epoch`, the
 same code path as training: a warm-up epoch first, then one epoch of timed steps (median). Batches come
 from memory, so the data-wait share measures the loop's own overhead, not the synthesis stream.
-Achieved FLOP/s counts the forward+backward FLOPs of one step with torch's FlopCounterMode.
+Each batch has the columns its method trains on (`Method.training_columns`: random `image` and
+`label`, and a random `healthy` image for a method that `needs_healthy`, the hybrids).
+Achieved FLOP/s counts the FLOPs of one more training step (every network evaluation of the
+method's loss, forward and backward) with torch's FlopCounterMode.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from lightwork.config import load_config
 from lightwork.methods import get_method
@@ -29,39 +34,30 @@ from lightwork.training.loop import FoldTrainer
 
 FULL = {"brain": ((80, 112, 80), 8), "cxr": ((256, 256), 50)}
 REDUCED = {"brain": ((40, 56, 40), 2), "cxr": ((128, 128), 8)}  # half of each axis, smaller batch
-# A method other than the presets' (`--presets NAME` with a `method.name`): the preset and the
-# overrides of its paper's network. The diffusion methods: Behrendt et al.'s 96x96 slices, batch 32,
-# unet_dim 128 with dim_mults [1, 2, 2] (docs/method.md section 8); reduced: batch 4, same size.
-DIFFUSION = ("brain2d", ["model.features=[128,256,256]"])
-METHOD_RUNS = {name: DIFFUSION for name in ("ddpm", "pddpm", "cddpm")}
-FULL.update({name: ((96, 96), 32) for name in METHOD_RUNS})
-REDUCED.update({name: ((96, 96), 4) for name in METHOD_RUNS})
+# A method run (`--presets NAME`): its `method.name`, the preset and the overrides of its network.
+# Reduced: batch 4, same size.
+# - brain2d's own network and slices (80x112 axial slices of the 80x112x80 volumes, batch 32): the
+#   synthetic-task default beside the autoencoder (Baur et al.'s study used 128x128 slices and
+#   widths of its own, which lightwork does not copy: docs/method.md section 8) and its hybrid;
+# - the diffusion methods and their hybrid: Behrendt et al.'s 96x96 slices, batch 32, unet_dim 128
+#   with dim_mults [1, 2, 2] (docs/method.md section 8), beside the synthetic-task U-Net of those
+#   widths at that size ("synthetic96", the U-Net half of hybrid_ddpm).
+# METHOD_RUNS: entry -> (method.name, preset, overrides, slice shape).
+BRAIN2D = ("brain2d", [], (80, 112))
+DIFFUSION = ("brain2d", ["model.features=[128,256,256]"], (96, 96))
+METHOD_RUNS = {name: (name, *BRAIN2D) for name in ("synthetic", "autoencoder", "hybrid")}
+METHOD_RUNS.update({name: (name, *DIFFUSION) for name in ("ddpm", "pddpm", "cddpm", "hybrid_ddpm")})
+METHOD_RUNS["synthetic96"] = ("synthetic", *DIFFUSION)
+FULL.update({name: (run[3], 32) for name, run in METHOD_RUNS.items()})
+REDUCED.update({name: (run[3], 4) for name, run in METHOD_RUNS.items()})
 
 
 def run_config(name: str, overrides: list[str]):
-    """The config of `--presets` entry `name` (a preset, or a method of METHOD_RUNS)."""
+    """The config of `--presets` entry `name` (a preset, or a run of METHOD_RUNS)."""
     if name not in METHOD_RUNS:
         return load_config(preset=name, overrides=overrides)
-    preset, extra = METHOD_RUNS[name]
-    return load_config(preset=preset, overrides=[f"method.name={name}", *extra, *overrides])
-
-
-def step_flops(name: str, shape: tuple[int, ...], batch: int) -> float:
-    """Forward + backward FLOPs of one network evaluation on a training batch (counted on the meta
-    device: no compute); a diffusion method's step is one evaluation (step and condition inputs)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    config = run_config(name, [])
-    with torch.device("meta"):
-        model = build_model(config.model)
-        image = torch.zeros(batch, 1, *shape)
-    inputs = (image,) if name not in METHOD_RUNS else (image, torch.ones(batch, dtype=torch.long))
-    if getattr(model, "conditioned", False):
-        inputs += (image,)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(*inputs).sum().backward()
-    return float(counter.get_total_flops())
+    method, preset, extra, _ = METHOD_RUNS[name]
+    return load_config(preset=preset, overrides=[f"method.name={method}", *extra, *overrides])
 
 
 def measure(
@@ -73,14 +69,16 @@ def measure(
     # Random batches have no orientation: a flip (the brain preset's) mirrors axis 0, the
     # left-right axis of RAS-prepared volumes, so that its cost is in the step time.
     flip_axis = 0 if config.train.flip_left_right else None
+    method = get_method(config.method)
     trainer = FoldTrainer(
-        build_model(config.model),
-        config.train,
-        torch.device(device),
-        flip_axis=flip_axis,
-        method=get_method(config.method),
+        build_model(config.model), config.train, torch.device(device), flip_axis=flip_axis, method=method
     )
-    batches = [{"image": torch.randn(batch, 1, *shape), "label": torch.rand(batch, *shape)} for _ in range(2)]
+    make = {
+        "image": lambda: torch.randn(batch, 1, *shape),
+        "label": lambda: torch.rand(batch, *shape),
+        "healthy": lambda: torch.randn(batch, 1, *shape),
+    }
+    batches = [{column: make[column]() for column in method.training_columns} for _ in range(2)]
     val = [{"image": batches[0]["image"][:1], "label": batches[0]["label"][:1]}]
     trainer.run_epoch([batches[i % 2] for i in range(warmup)], val)
     if device == "cuda":
@@ -102,7 +100,10 @@ def measure(
         peak = torch.cuda.max_memory_allocated() / 2**30
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    flops = step_flops(preset, shape, batch)
+    counter = FlopCounterMode(display=False)  # one more step, after the peak is read
+    with counter:
+        trainer.train_step(batches[0])
+    flops = float(counter.get_total_flops())
     queue.put(
         {
             "preset": preset,
@@ -156,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{'max allocated on GPU' if device == 'cuda' else 'process max RSS'}; data from memory"
     )
     header = (
-        f"{'preset':<6} {'shape':<10} {'batch':>5} {'prec':<5} {'step ms':>9} {'samples/s':>10} "
+        f"{'preset':<12} {'shape':<10} {'batch':>5} {'prec':<5} {'step ms':>9} {'samples/s':>10} "
         f"{'peak GiB':>9} {'data wait':>9} {'TFLOP/s':>8}"
     )
     print(header)
     for r in rows:
         print(
-            f"{r['preset']:<6} {r['shape']:<10} {r['batch']:>5} {r['precision']:<5} {r['step_ms']:>9.1f} "
+            f"{r['preset']:<12} {r['shape']:<10} {r['batch']:>5} {r['precision']:<5} {r['step_ms']:>9.1f} "
             f"{r['samples_s']:>10.2f} {r['peak_gib']:>9.2f} {r['data_wait']:>9.2%} {r['tflops']:>8.3f}"
         )
     if len(precisions) == 2:

@@ -43,6 +43,11 @@ class Method(ABC):
     def __init__(self, section: MethodSection) -> None:
         self.section = section
 
+    @property
+    def training_columns(self) -> tuple[str, ...]:
+        """The columns of its training batches: `image`, `label` and, when it `needs_healthy`, `healthy`."""
+        return ("image", "label", "healthy") if self.needs_healthy else ("image", "label")
+
     @abstractmethod
     def loss(
         self,
