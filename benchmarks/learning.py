@@ -7,6 +7,8 @@ side by side, the random and intensity baselines in the same table.
     python benchmarks/learning.py --set cxr --minutes 5 --seeds 0,1,2 --override train.warmup_steps=0
     python benchmarks/learning.py --set brain --models 2d --variant noflip=train.flip_left_right=0 \
         --variant small='model.features=[8,16,32,64]'                 # ablations, side by side
+    python benchmarks/learning.py --set brain --models 2d --lend-lesion-cases 2 \
+        --variant lfs=data.lesion_free_slices=true                    # + lesion-free slices of 2 BraTS cases
 
 Sets (prepared once into `--work` with the library's recipes, as the README's real-data commands do):
     brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid of 4 mm voxels (the
@@ -109,7 +111,9 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, str]:
         shape = ["--recipe", "brain", "--shape", grid, "--downsample", str(downsample)]
         _run([LIGHTWORK, "prepare", str(SHARED / "brain" / "healthy_ixi_t1"), str(train), *shape, *common])
         lesions = SHARED / "brain" / "lesion_brats2015"
-        flags = ["--modality", "t1c", "--skull-stripped"]
+        # Skull-stripped, but each case's brainmask is found and applied, so no --skull-stripped: the
+        # same arrays, and the training set's recipe options (a case can be lent to training).
+        flags = ["--modality", "t1c"]
         _run([LIGHTWORK, "prepare", str(lesions), str(test), *shape, *flags, *common])
     else:
         normals = sorted((SHARED / "cxr_kermany" / "train" / "NORMAL").glob("*.jpeg"))
@@ -122,6 +126,25 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, str]:
         _run([LIGHTWORK, "prepare", str(work / "kermany-train"), str(train), *size, *common])
         _run([LIGHTWORK, "prepare", str(work / "kermany-test"), str(test), *size, *common])
     return str(train), str(test)
+
+
+def lend_lesion_cases(train_uri: str, test_uri: str, count: int) -> tuple[str, str]:
+    """(train, test) manifest folders where the first `count` test cases (sorted by case id) join the
+    training set, spread over TRAIN_FOLDS, and leave the test set. Only a run with
+    `data.lesion_free_slices=true` learns from them (their lesion-free slices); every run and the
+    baselines are scored on the other test cases, so the variants compare on the same cases."""
+    from lightwork.data import manifest
+
+    if count == 0:
+        return train_uri, test_uri
+    lesion_rows = manifest.usable(manifest.read_manifest(test_uri))
+    if count >= len(lesion_rows):
+        raise SystemExit(f"--lend-lesion-cases {count}: the test set has {len(lesion_rows)} usable cases")
+    lent = [{**row, "fold": TRAIN_FOLDS[index % len(TRAIN_FOLDS)]} for index, row in enumerate(lesion_rows[:count])]
+    train, test = f"{train_uri}-with{count}lent", f"{test_uri}-without{count}lent"
+    manifest.write_manifest(train, manifest.read_manifest(train_uri) + lent)
+    manifest.write_manifest(test, lesion_rows[count:])
+    return train, test
 
 
 def _summary_row(summary: dict) -> dict:
@@ -201,7 +224,7 @@ def train_and_score(job: tuple) -> list[dict]:
     config = resolve_data(config)  # the recipe's push, the left-right axis of the flip
     axis = config.data.slice_axis
     rows = manifest.usable(manifest.read_manifest(train_uri))
-    samples = training_samples(rows, axis, config.data.min_slice_foreground)
+    samples = training_samples(rows, axis, config.data.min_slice_foreground, config.data.lesion_free_slices)
     train_refs, val_refs = samples.refs(TRAIN_FOLDS), samples.refs(VAL_FOLDS)
     train_synth = Synthesiser(seed, TRAIN_TASKS, train_refs, (), config.task_max_push, slice_axis=axis)
     val_synth = Synthesiser(seed, (VAL_TASK,), val_refs, (), config.task_max_push, slice_axis=axis)
@@ -305,6 +328,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--downsample", type=int, choices=(2, 4), default=4, help="brain: the recipe's downsampling (4 mm voxels)"
     )
+    parser.add_argument(
+        "--lend-lesion-cases",
+        type=int,
+        default=0,
+        metavar="N",
+        help="brain 2d: the first N test cases join the training set and leave the test set (what a variant "
+        "with data.lesion_free_slices=true learns from)",
+    )
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
         print(f"skipped: {SHARED} is absent (the real data sets beside the project)")
@@ -321,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {text!r}: expected a new NAME=SETTING[;SETTING...]")
         variants[name] = settings.split(";")
     work = Path(args.work)
-    train_uri, test_uri = prepare(args.set, work, args.downsample)
+    train_uri, test_uri = lend_lesion_cases(*prepare(args.set, work, args.downsample), args.lend_lesion_cases)
     jobs = [
         (args.set, model, variant, train_uri, test_uri, seed, minutes, args.override + settings)
         for model in models
@@ -336,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = [(key, title) for key, title in METRICS if any(not math.isnan(row[key]) for row in results)]
     grid = f", downsample {args.downsample}" if args.set == "brain" else ""
     print(f"\n{args.set}{grid}: seeds {args.seeds}; median [min-max] over the seeds, %")
+    if args.lend_lesion_cases:
+        scored = manifest.usable(manifest.read_manifest(test_uri))
+        print(f"  scored on {len(scored)} test cases; the first {args.lend_lesion_cases} lent to the training set")
     for model in models:
         print(
             f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
