@@ -32,7 +32,8 @@ held-out validation loss (what `lightwork train` selects by default) and by the 
 pixel AP (`train.select_by`). Figures: the median over the seeds and their range, per model, budget
 and kept model: the step it was kept at, its validation loss and synthetic pixel AP on the held-out
 task, pixel AP over all voxels (the paper's) and over the foreground voxels, slice AP (3D, axial
-slices), Dice at its validation threshold (`train.threshold_fpr`) and at the oracle one, and the
+slices), Dice at its validation threshold (`train.threshold_fpr`) and at the oracle one, the
+pixel APs against BraTS's tumour core as well as its whole tumour (brain; CORE_LABELS), and the
 sample AUROC under the paper's mean score and the maximum (cxr). The baselines have no budget
 and no seed. The config is resolved against the training manifest as `lightwork train` does (the
 recipe's deformation push, the flip's left-right axis). Each `--variant NAME=SETTING[;SETTING...]`
@@ -82,7 +83,13 @@ METRICS = (
     ("oracle_dice", "Dice (oracle)"),
     ("sample_auroc", "sample AUROC (mean)"),
     ("sample_auroc_max", "sample AUROC (max)"),
+    ("core_pixel_ap", "core: pixel AP (all)"),
+    ("core_pixel_ap_foreground", "core: pixel AP (fg)"),
 )
+# BraTS's tumour core (necrosis, non-enhancing and enhancing tumour), the region T1c shows; the
+# whole tumour adds the oedema (label 2), 37-85% of each shared case's tumour and within 0.3
+# standard deviations of the healthy brain in T1c. The brain is scored on both.
+CORE_LABELS = "1,3,4"
 
 
 def _run(command: list[str]) -> None:
@@ -99,12 +106,14 @@ def _link(files: list[Path], folder: Path) -> None:
             target.symlink_to(path)
 
 
-def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, str]:
-    """(train manifest folder, test manifest folder) of set `name`, prepared under `work` (`lightwork
+def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, list[str]]:
+    """(train manifest folder, test manifest folders) of set `name`, prepared under `work` (`lightwork
     prepare` reuses the cases already prepared there with the same files and recipe); the brain's
-    160x224x160 mm field of view is downsampled by `downsample` from 1 mm voxels."""
+    160x224x160 mm field of view is downsampled by `downsample` from 1 mm voxels, and its test set
+    is prepared twice: lesion = the whole tumour, then the tumour core (CORE_LABELS)."""
     folder = name if name != "brain" or downsample == 4 else f"{name}-ds{downsample}"
     train, test = work / f"{folder}-train", work / f"{folder}-test"
+    tests = [str(test)]
     common = ["--no-progress", "--num-cpus", "2"]
     if name == "brain":
         grid = ",".join(str(extent // downsample) for extent in BRAIN_FIELD_OF_VIEW_MM)
@@ -115,6 +124,9 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, str]:
         # same arrays, and the training set's recipe options (a case can be lent to training).
         flags = ["--modality", "t1c"]
         _run([LIGHTWORK, "prepare", str(lesions), str(test), *shape, *flags, *common])
+        core = f"{test}-core"
+        _run([LIGHTWORK, "prepare", str(lesions), core, *shape, *flags, "--lesion-labels", CORE_LABELS, *common])
+        tests.append(core)
     else:
         normals = sorted((SHARED / "cxr_kermany" / "train" / "NORMAL").glob("*.jpeg"))
         pneumonia = sorted((SHARED / "cxr_kermany" / "train" / "PNEUMONIA").glob("*.jpeg"))
@@ -125,55 +137,73 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, str]:
         size = ["--recipe", "cxr", "--size", "128"]
         _run([LIGHTWORK, "prepare", str(work / "kermany-train"), str(train), *size, *common])
         _run([LIGHTWORK, "prepare", str(work / "kermany-test"), str(test), *size, *common])
-    return str(train), str(test)
+    return str(train), tests
 
 
-def lend_lesion_cases(train_uri: str, test_uri: str, count: int) -> tuple[str, str]:
+def lend_lesion_cases(train_uri: str, test_uris: list[str], count: int) -> tuple[str, list[str]]:
     """(train, test) manifest folders where the first `count` test cases (sorted by case id) join the
-    training set, spread over TRAIN_FOLDS, and leave the test set. Only a run with
-    `data.lesion_free_slices=true` learns from them (their lesion-free slices); every run and the
-    baselines are scored on the other test cases, so the variants compare on the same cases."""
+    training set, spread over TRAIN_FOLDS, and leave every test set. Only a run with
+    `data.lesion_free_slices=true` learns from them (their lesion-free slices, those of the whole
+    tumour); every run and the baselines are scored on the other test cases, so the variants
+    compare on the same cases."""
     from lightwork.data import manifest
 
     if count == 0:
-        return train_uri, test_uri
-    lesion_rows = manifest.usable(manifest.read_manifest(test_uri))
+        return train_uri, test_uris
+    lesion_rows = manifest.usable(manifest.read_manifest(test_uris[0]))
     if count >= len(lesion_rows):
         raise SystemExit(f"--lend-lesion-cases {count}: the test set has {len(lesion_rows)} usable cases")
     lent = [{**row, "fold": TRAIN_FOLDS[index % len(TRAIN_FOLDS)]} for index, row in enumerate(lesion_rows[:count])]
-    train, test = f"{train_uri}-with{count}lent", f"{test_uri}-without{count}lent"
+    train = f"{train_uri}-with{count}lent"
     manifest.write_manifest(train, manifest.read_manifest(train_uri) + lent)
-    manifest.write_manifest(test, lesion_rows[count:])
-    return train, test
+    lent_ids, kept = {row["case_id"] for row in lent}, []
+    for uri in test_uris:
+        kept.append(f"{uri}-without{count}lent")
+        rows = manifest.usable(manifest.read_manifest(uri))
+        manifest.write_manifest(kept[-1], [row for row in rows if row["case_id"] not in lent_ids])
+    return train, kept
 
 
 def _summary_row(summary: dict) -> dict:
-    row = {key: summary.get(key, math.nan) for key, _ in METRICS if key != "sample_auroc_max"}
+    row = {key: summary.get(key, math.nan) for key, _ in METRICS if key != "sample_auroc_max" and "core_" not in key}
     row["sample_auroc_max"] = summary.get("sample_scores", {}).get("max", {}).get("auroc", math.nan)
     return row
 
 
-def score(predict, test_rows: list[dict], threshold: float | None) -> dict:
-    """Metrics of `predict` (PreparedCase -> float32 map [*S]) over the test set."""
+def score(predict, test_sets: list[list[dict]], threshold: float | None) -> dict:
+    """Metrics of `predict` (PreparedCase -> float32 map [*S]) over each test set (the rows of the
+    same cases with other lesion masks); the second set's metrics are prefixed "core_". A case is
+    predicted once."""
     from lightwork.data.cases import load_case
     from lightwork.evaluation.metrics import SetScorer
 
-    scorer = SetScorer(dice_threshold=threshold)
-    for row in test_rows:
-        case = load_case(row["array_uri"])
-        scorer.add_case(case.case_id, predict(case), case.lesion, case.foreground, row.get("image_label"))
-    return _summary_row(scorer.summary())
+    maps, row = {}, dict.fromkeys((key for key, _ in METRICS), math.nan)
+    for prefix, rows in zip(("", "core_"), test_sets):
+        scorer = SetScorer(dice_threshold=threshold)
+        for test_row in rows:
+            case = load_case(test_row["array_uri"])
+            if case.case_id not in maps:
+                maps[case.case_id] = predict(case)
+            scorer.add_case(case.case_id, maps[case.case_id], case.lesion, case.foreground, test_row.get("image_label"))
+        row.update({prefix + key: value for key, value in _summary_row(scorer.summary()).items()})
+    return row
 
 
-def baselines(test_rows: list[dict]) -> dict[str, dict]:
+def baselines(test_sets: list[list[dict]]) -> dict[str, dict]:
     from lightwork.evaluation.baselines import baseline_scores
 
     return {
         name: score(
-            lambda case, name=name: baseline_scores(name, case.case_id, case.image, case.foreground), test_rows, None
+            lambda case, name=name: baseline_scores(name, case.case_id, case.image, case.foreground), test_sets, None
         )
         for name in ("random", "intensity")
     }
+
+
+def read_test_sets(test_uris: list[str]) -> list[list[dict]]:
+    from lightwork.data import manifest
+
+    return [manifest.usable(manifest.read_manifest(uri)) for uri in test_uris]
 
 
 SELECTIONS = ("last", "val loss", "val AP")  # the model scored at a budget: the last, or the best so far by
@@ -218,7 +248,7 @@ def train_and_score(job: tuple) -> list[dict]:
     from lightwork.training.loop import FoldTrainer
     from lightwork.training.resolve import resolve_data
 
-    set_name, model_name, variant, train_uri, test_uri, seed, minutes, overrides = job
+    set_name, model_name, variant, train_uri, test_uris, seed, minutes, overrides = job
     preset, settings = SETTINGS[(set_name, model_name)]
     config = load_config(preset=preset, overrides=[f"data.manifest={train_uri}", *settings, *COMMON, *overrides])
     config = resolve_data(config)  # the recipe's push, the left-right axis of the flip
@@ -236,7 +266,7 @@ def train_and_score(job: tuple) -> list[dict]:
         network, config.train, torch.device("cpu"), seed=seed, flip_axis=config.data.left_right_axis, method=method
     )
     draw = train_synth.healthy_sample if method.trains_on == HEALTHY else train_synth.sample
-    test_rows = manifest.usable(manifest.read_manifest(test_uri))
+    test_sets = read_test_sets(test_uris)
     rng = np.random.default_rng(seed)
     order, epoch, position = rng.permutation(len(train_refs)), 0, 0
     best = {"val loss": (math.inf, 0, None), "val AP": (-math.inf, 0, None)}  # (figure, step, weights)
@@ -279,7 +309,7 @@ def train_and_score(job: tuple) -> list[dict]:
             threshold = trainer.validate(val_batches)
             row = score(
                 lambda case: model_scores(network, case.image, axis, method=method, seed=seed),
-                test_rows,
+                test_sets,
                 threshold.dice_threshold,
             )
             row.update(
@@ -352,23 +382,21 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {text!r}: expected a new NAME=SETTING[;SETTING...]")
         variants[name] = settings.split(";")
     work = Path(args.work)
-    train_uri, test_uri = lend_lesion_cases(*prepare(args.set, work, args.downsample), args.lend_lesion_cases)
+    train_uri, test_uris = lend_lesion_cases(*prepare(args.set, work, args.downsample), args.lend_lesion_cases)
     jobs = [
-        (args.set, model, variant, train_uri, test_uri, seed, minutes, args.override + settings)
+        (args.set, model, variant, train_uri, test_uris, seed, minutes, args.override + settings)
         for model in models
         for variant, settings in variants.items()
         for seed in seeds
     ]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = [row for rows in pool.map(train_and_score, jobs) for row in rows]
-        from lightwork.data import manifest
-
-        reference = pool.apply(baselines, (manifest.usable(manifest.read_manifest(test_uri)),))
+        reference = pool.apply(baselines, (read_test_sets(test_uris),))
     shown = [(key, title) for key, title in METRICS if any(not math.isnan(row[key]) for row in results)]
     grid = f", downsample {args.downsample}" if args.set == "brain" else ""
     print(f"\n{args.set}{grid}: seeds {args.seeds}; median [min-max] over the seeds, %")
     if args.lend_lesion_cases:
-        scored = manifest.usable(manifest.read_manifest(test_uri))
+        scored = read_test_sets(test_uris)[0]
         print(f"  scored on {len(scored)} test cases; the first {args.lend_lesion_cases} lent to the training set")
     for model in models:
         print(

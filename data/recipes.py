@@ -364,8 +364,16 @@ class WholeImageForeground:
 # ----------------------------------------------------------------------------- recipes
 
 
-def initial_sample(image: Loaded, brain_mask: Loaded | None, lesion: Loaded | None, dims: int) -> Sample:
-    """The recipe input: masks must share the image's grid (shape and affine), non-zero = inside."""
+def initial_sample(
+    image: Loaded,
+    brain_mask: Loaded | None,
+    lesion: Loaded | None,
+    dims: int,
+    lesion_labels: tuple[int, ...] | None = None,
+) -> Sample:
+    """The recipe input: masks must share the image's grid (shape and affine), non-zero = inside;
+    with `lesion_labels`, the lesion is the voxels whose label is one of them (a region of a
+    multi-class segmentation), the other non-zero labels count as lesion-free."""
     name = image.provenance.get("uri", "<image>")
     if image.array.ndim != dims:
         raise ValueError(f"{name}: this recipe needs a {dims}D image, got shape {image.array.shape}")
@@ -380,7 +388,10 @@ def initial_sample(image: Loaded, brain_mask: Loaded | None, lesion: Loaded | No
             )
         if dims == 3 and not np.allclose(loaded.affine, image.affine, atol=1e-3):
             raise ValueError(f"{where}: {key} mask is not on its image's grid (affines differ from {name})")
-        masks[key] = loaded.array != 0
+        if key == "lesion" and lesion_labels is not None:
+            masks[key] = np.isin(loaded.array, lesion_labels)
+        else:
+            masks[key] = loaded.array != 0
     return Sample(image.array.astype(np.float32), np.asarray(image.affine, float), masks, dict(image.provenance), name)
 
 
@@ -409,16 +420,24 @@ def finish(case_id: str, sample: Sample, source: Loaded, has_lesion_file: bool) 
 @dataclass(frozen=True)
 class BrainRecipe:
     """3D brain MRI (see the module docstring). `skull_stripped`: no brain mask needed (one given
-    is still applied)."""
+    is still applied). `lesion_labels`: the label values of a multi-class lesion segmentation that
+    make the lesion (None: every non-zero voxel), e.g. BraTS's tumour core (1, 3, 4: necrosis,
+    non-enhancing and enhancing tumour, without the oedema 2, which T1c barely shows)."""
 
     skull_stripped: bool = False
     spacing_mm: float = 1.0
     shape: tuple[int, int, int] = (80, 112, 80)
     downsample: int = 2
+    lesion_labels: tuple[int, ...] | None = None
     name: str = "brain"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        if self.lesion_labels is not None:
+            labels = tuple(sorted({int(label) for label in self.lesion_labels}))
+            if not labels or labels[0] < 1:
+                raise ValueError(f"brain recipe: lesion labels must be positive integers, got {self.lesion_labels}")
+            object.__setattr__(self, "lesion_labels", labels)
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise ValueError(f"brain recipe: shape must be 3 positive sizes, got {self.shape}")
         if self.spacing_mm <= 0 or int(self.downsample) != self.downsample or self.downsample < 1:
@@ -450,7 +469,7 @@ class BrainRecipe:
             raise ValueError(
                 f"case {case_id}: no brain mask found for a skull-on image; give one or pass --skull-stripped"
             )
-        sample = initial_sample(image, brain_mask, lesion, dims=3)
+        sample = initial_sample(image, brain_mask, lesion, dims=3, lesion_labels=self.lesion_labels)
         sample = compose(self.steps(brain_mask is not None))(sample)
         return finish(case_id, sample, image, lesion is not None)
 
@@ -502,5 +521,7 @@ def make_recipe(name: str, **options) -> Recipe:
 
 
 def recipe_options(recipe: Recipe) -> str:
-    """The recipe's options as canonical JSON (stored in the manifest; a change re-prepares)."""
-    return json.dumps({key: value for key, value in asdict(recipe).items() if key != "name"}, sort_keys=True)
+    """The recipe's options as canonical JSON (stored in the manifest; a change re-prepares). An
+    option left unset (None) is not written, so adding one keeps the older sets' options."""
+    options = {key: value for key, value in asdict(recipe).items() if key != "name" and value is not None}
+    return json.dumps(options, sort_keys=True)

@@ -1,6 +1,6 @@
 """`lightwork prepare`: preprocess a folder or bucket of raw cases into arrays and a Parquet manifest.
 
-    lightwork prepare SRC DST --recipe brain|cxr [--modality flair|t1|t2|t1c] [--skull-stripped]
+    lightwork prepare SRC DST --recipe brain|cxr [--modality flair|t1|t2|t1c] [--skull-stripped] [--lesion-labels 1,3,4]
         [--shape 80,112,80] [--spacing 1.0] [--downsample 2] [--size 256] [--limit N]
         [--brain-mask-pattern GLOB] [--lesion-mask-pattern GLOB]
 
@@ -32,6 +32,16 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def parse_labels(text: str) -> tuple[int, ...]:
+    try:
+        labels = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"lesion labels {text!r}: expected integers like 1,3,4") from None
+    if any(n < 1 for n in labels):
+        raise argparse.ArgumentTypeError(f"lesion labels {text!r}: labels must be positive")
+    return labels
+
+
 def build_parser():
     parser = job_parser("prepare", __doc__.split("\n")[0].split(": ", 1)[1])
     parser.add_argument("src", help="raw cases: a local folder or s3://bucket/prefix")
@@ -48,6 +58,13 @@ def build_parser():
     )
     parser.add_argument(
         "--skull-stripped", action="store_true", help="brain: images are skull-stripped (no brain mask needed)"
+    )
+    parser.add_argument(
+        "--lesion-labels",
+        type=parse_labels,
+        metavar="L,L,...",
+        help="brain: the label values that make the lesion in a multi-class mask (default: every non-zero "
+        "value); e.g. 1,3,4 for BraTS's tumour core",
     )
     parser.add_argument("--shape", type=parse_shape, help="brain: output grid (recipe default 80,112,80)")
     parser.add_argument(
@@ -69,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     options = {
         "skull_stripped": args.skull_stripped or None,
+        "lesion_labels": args.lesion_labels,
         "shape": args.shape,
         "spacing_mm": args.spacing,
         "downsample": args.downsample,

@@ -3,6 +3,8 @@ shapes, dtypes and ranges on real data, and predictions map back onto the source
 
 from __future__ import annotations
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -125,6 +127,33 @@ def test_brain_recipe_on_real_brats_keeps_lesions_binary_and_sized(real_data):
     values = case.image[0][case.foreground].astype(np.float64)
     assert values.mean() == pytest.approx(0.0, abs=1e-4) and values.std() == pytest.approx(1.0, abs=1e-4)
     assert not case.image[0][~case.foreground].any()
+
+
+def test_lesion_labels_choose_a_region_of_a_multi_class_mask_and_leave_older_options_unchanged():
+    """BraTS-style labels 1 (core), 2 (oedema around it), 4 (a separate spot): the default lesion is
+    every non-zero voxel, `lesion_labels` (1, 4) only those labels; the options JSON of a recipe
+    without the option is the one sets prepared before it have."""
+    shape = (20, 20, 20)
+    brain = np.zeros(shape, np.float32)
+    brain[2:19, 2:19, 2:19] = 1.0 + np.random.default_rng(0).random((17, 17, 17), dtype=np.float32)
+    image = readers.Loaded(brain, np.eye(4), (1.0,) * 3, "RAS", {"uri": "t1c.nii.gz"})
+    labels = np.zeros(shape, np.uint8)
+    labels[4:12, 4:12, 4:12] = 2
+    labels[6:10, 6:10, 6:10] = 1
+    labels[14:17, 14:17, 14:17] = 4
+    lesion = readers.Loaded(labels, np.eye(4), (1.0,) * 3, "RAS", {"uri": "seg.nii.gz"})
+    options = {"skull_stripped": True, "shape": shape, "downsample": 1}
+    whole = recipes.BrainRecipe(**options)("c", image, None, lesion).lesion
+    core = recipes.make_recipe("brain", **options, lesion_labels=[4, 1])("c", image, None, lesion).lesion
+    assert whole.sum() == (labels != 0).sum() == 8**3 + 27
+    assert core.sum() == 4**3 + 27 and (core <= whole).all()  # the oedema (label 2) left out
+    assert recipes.recipe_options(recipes.BrainRecipe(**options)) == (
+        '{"downsample": 1, "shape": [20, 20, 20], "skull_stripped": true, "spacing_mm": 1.0}'
+    )
+    core_options = json.loads(recipes.recipe_options(recipes.make_recipe("brain", lesion_labels=(4, 1))))
+    assert core_options["lesion_labels"] == [1, 4]
+    with pytest.raises(ValueError, match="lesion labels must be positive"):
+        recipes.BrainRecipe(lesion_labels=(0, 1))
 
 
 def test_brain_recipe_renormalises_a_pre_normalised_input_with_a_shifted_background():
