@@ -6,6 +6,7 @@ benchmarks/RESULTS.md, measured with these very commands)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -41,6 +42,7 @@ def test_the_real_data_commands_run_as_written(tmp_path, real_data):
             setup,
             by_start["prepare prep/ixi"],
             by_start["prepare prep/mslub"],
+            by_start["prepare prep/brats-core"],
             train + " --dry-run",
         ]
     )
@@ -53,7 +55,10 @@ def test_the_real_data_commands_run_as_written(tmp_path, real_data):
     mslub = manifest.usable(manifest.read_manifest(str(checkout / "prep" / "mslub")))
     assert len(ixi) == 10 and not any(row["has_lesion"] for row in ixi)
     assert len(mslub) == 3 and all(row["has_lesion"] for row in mslub)
-    assert all(row["shape"] == [40, 56, 40] for row in ixi + mslub)
+    core = manifest.usable(manifest.read_manifest(str(checkout / "prep" / "brats-core")))
+    assert len(core) == 5 and all(row["has_lesion"] for row in core)
+    assert json.loads(core[0]["recipe_options"])["lesion_labels"] == [1, 3, 4]
+    assert all(row["shape"] == [40, 56, 40] for row in ixi + mslub + core)
     # The dry run resolved the relative --data and --storage against this folder, and trained nothing.
     assert f"run {checkout / 'runs' / 'brain-ixi'}: 5 fold models, 5 to train, 10 healthy cases" in console
     assert not (checkout / "runs" / "brain-ixi").exists()
