@@ -391,13 +391,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         results = [row for rows in pool.map(train_and_score, jobs) for row in rows]
-        reference = pool.apply(baselines, (read_test_sets(test_uris),))
+        test_sets = read_test_sets(test_uris)
+        reference = pool.apply(baselines, (test_sets,))
     shown = [(key, title) for key, title in METRICS if any(not math.isnan(row[key]) for row in results)]
     grid = f", downsample {args.downsample}" if args.set == "brain" else ""
     print(f"\n{args.set}{grid}: seeds {args.seeds}; median [min-max] over the seeds, %")
     if args.lend_lesion_cases:
-        scored = read_test_sets(test_uris)[0]
-        print(f"  scored on {len(scored)} test cases; the first {args.lend_lesion_cases} lent to the training set")
+        lent = args.lend_lesion_cases
+        print(f"  scored on {len(test_sets[0])} test cases; the first {lent} lent to the training set")
     for model in models:
         print(
             f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
