@@ -9,6 +9,8 @@ side by side, the random and intensity baselines in the same table.
         --variant small='model.features=[8,16,32,64]'                 # ablations, side by side
     python benchmarks/learning.py --set brain --models 2d --lend-lesion-cases 2 \
         --variant lfs=data.lesion_free_slices=true                    # + lesion-free slices of 2 BraTS cases
+    python benchmarks/learning.py --set brain --models 2d --lend-lesion-cases 2 --lend-from 3 \
+        --variant lfs=data.lesion_free_slices=true                    # the same, cases 4-5 lent
 
 Sets (prepared once into `--work` with the library's recipes, as the README's real-data commands do):
     brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid of 4 mm voxels (the
@@ -140,9 +142,9 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, list[str]]
     return str(train), tests
 
 
-def lend_lesion_cases(train_uri: str, test_uris: list[str], count: int) -> tuple[str, list[str]]:
-    """(train, test) manifest folders where the first `count` test cases (sorted by case id) join the
-    training set, spread over TRAIN_FOLDS, and leave every test set. Only a run with
+def lend_lesion_cases(train_uri: str, test_uris: list[str], count: int, first: int = 0) -> tuple[str, list[str]]:
+    """(train, test) manifest folders where `count` test cases, from the `first` (0-based, cases sorted
+    by case id), join the training set, spread over TRAIN_FOLDS, and leave every test set. Only a run with
     `data.lesion_free_slices=true` learns from them (their lesion-free slices, those of the whole
     tumour); every run and the baselines are scored on the other test cases, so the variants
     compare on the same cases."""
@@ -151,14 +153,18 @@ def lend_lesion_cases(train_uri: str, test_uris: list[str], count: int) -> tuple
     if count == 0:
         return train_uri, test_uris
     lesion_rows = manifest.usable(manifest.read_manifest(test_uris[0]))
-    if count >= len(lesion_rows):
-        raise SystemExit(f"--lend-lesion-cases {count}: the test set has {len(lesion_rows)} usable cases")
-    lent = [{**row, "fold": TRAIN_FOLDS[index % len(TRAIN_FOLDS)]} for index, row in enumerate(lesion_rows[:count])]
-    train = f"{train_uri}-with{count}lent"
+    if first < 0 or count >= len(lesion_rows) or first + count > len(lesion_rows):
+        raise SystemExit(
+            f"--lend-lesion-cases {count} --lend-from {first}: the test set has {len(lesion_rows)} usable cases"
+        )
+    chosen = lesion_rows[first : first + count]
+    lent = [{**row, "fold": TRAIN_FOLDS[index % len(TRAIN_FOLDS)]} for index, row in enumerate(chosen)]
+    tag = f"{count}lent" if first == 0 else f"{count}lentfrom{first}"
+    train = f"{train_uri}-with{tag}"
     manifest.write_manifest(train, manifest.read_manifest(train_uri) + lent)
     lent_ids, kept = {row["case_id"] for row in lent}, []
     for uri in test_uris:
-        kept.append(f"{uri}-without{count}lent")
+        kept.append(f"{uri}-without{tag}")
         rows = manifest.usable(manifest.read_manifest(uri))
         manifest.write_manifest(kept[-1], [row for row in rows if row["case_id"] not in lent_ids])
     return train, kept
@@ -363,8 +369,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="brain 2d: the first N test cases join the training set and leave the test set (what a variant "
+        help="brain 2d: N test cases join the training set and leave the test set (what a variant "
         "with data.lesion_free_slices=true learns from)",
+    )
+    parser.add_argument(
+        "--lend-from",
+        type=int,
+        default=0,
+        metavar="K",
+        help="the lent cases are the N from the K-th (0-based, cases sorted by case id)",
     )
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
@@ -382,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variant {text!r}: expected a new NAME=SETTING[;SETTING...]")
         variants[name] = settings.split(";")
     work = Path(args.work)
-    train_uri, test_uris = lend_lesion_cases(*prepare(args.set, work, args.downsample), args.lend_lesion_cases)
+    train_uri, test_uris = lend_lesion_cases(
+        *prepare(args.set, work, args.downsample), args.lend_lesion_cases, args.lend_from
+    )
     jobs = [
         (args.set, model, variant, train_uri, test_uris, seed, minutes, args.override + settings)
         for model in models
@@ -397,8 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     grid = f", downsample {args.downsample}" if args.set == "brain" else ""
     print(f"\n{args.set}{grid}: seeds {args.seeds}; median [min-max] over the seeds, %")
     if args.lend_lesion_cases:
-        lent = args.lend_lesion_cases
-        print(f"  scored on {len(test_sets[0])} test cases; the first {lent} lent to the training set")
+        lent, first = args.lend_lesion_cases, args.lend_from
+        cases = f"cases {first + 1}-{first + lent} (sorted)"
+        print(f"  scored on {len(test_sets[0])} test cases; {cases} lent to the training set")
     for model in models:
         print(
             f"  {model}: --config {SETTINGS[(args.set, model)][0]} "
