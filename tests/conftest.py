@@ -224,6 +224,12 @@ def _start_cli_2d(tmp_path_factory) -> None:
     _cli_2d.update(root=root, process=process, stdout=stdout, stderr=stderr, started=time.monotonic())
 
 
+def pytest_collection_modifyitems(items):
+    """The test of the submitted pipeline runs last, so that the job (started in the background,
+    see `pytest_collection_finish`) trains beside the rest of the suite instead of holding it up."""
+    items.sort(key=lambda item: "submitted_pipeline" in getattr(item, "fixturenames", ()))
+
+
 def pytest_collection_finish(session):
     """Start `cli_2d_run`'s training as soon as a collected test needs it: it runs beside the tests
     before its first user (its own Ray; mostly waiting on Ray's process starts and polls, while the
