@@ -8,9 +8,9 @@ side by side, the random and intensity baselines in the same table.
     python benchmarks/learning.py --set brain --models 2d --variant noflip=train.flip_left_right=0 \
         --variant small='model.features=[8,16,32,64]'                 # ablations, side by side
     python benchmarks/learning.py --set brain --models 2d --lend-lesion-cases 2 \
-        --variant lfs=data.lesion_free_slices=true                    # + lesion-free slices of 2 BraTS cases
+        --variant ixi=data.lesion_free_slices=false                   # with and without 2 BraTS cases' slices
     python benchmarks/learning.py --set brain --models 2d --lend-lesion-cases 2 --lend-from 3 \
-        --variant lfs=data.lesion_free_slices=true                    # the same, cases 4-5 lent
+        --variant ixi=data.lesion_free_slices=false                   # the same, cases 4-5 lent
 
 Sets (prepared once into `--work` with the library's recipes, as the README's real-data commands do):
     brain  train: IXI T1 (10 healthy volumes), brain recipe on a 40x56x40 grid of 4 mm voxels (the
@@ -144,9 +144,9 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, list[str]]
 
 def lend_lesion_cases(train_uri: str, test_uris: list[str], count: int, first: int = 0) -> tuple[str, list[str]]:
     """(train, test) manifest folders where `count` test cases, from the `first` (0-based, cases sorted
-    by case id), join the training set, spread over TRAIN_FOLDS, and leave every test set. Only a run with
-    `data.lesion_free_slices=true` learns from them (their lesion-free slices, those of the whole
-    tumour); every run and the baselines are scored on the other test cases, so the variants
+    by case id), join the training set, spread over TRAIN_FOLDS, and leave every test set. Only a run
+    with `data.lesion_free_slices=true` (brain2d's default) learns from them (their lesion-free
+    slices, those of the whole tumour); every run and the baselines are scored on the other test cases, so the variants
     compare on the same cases."""
     from lightwork.data import manifest
 
@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="brain 2d: N test cases join the training set and leave the test set (what a variant "
-        "with data.lesion_free_slices=true learns from)",
+        help="brain 2d: N test cases join the training set and leave the test set (what a run with "
+        "data.lesion_free_slices=true, brain2d's default, learns from)",
     )
     parser.add_argument(
         "--lend-from",

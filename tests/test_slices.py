@@ -218,7 +218,7 @@ def test_a_3d_external_source_gives_a_2d_slice_when_slicing(tmp_path):
 def test_slicing_keys_are_checked_when_built_in_any_order():
     config = load_config(preset="brain2d")
     assert config.data.slice_axis == 2 and config.model.spatial_dims == 2 and config.data_dims == 3
-    assert not config.data.lesion_free_slices
+    assert config.data.lesion_free_slices and not load_config(preset="brain").data.lesion_free_slices
     for order in (
         ["data.slice_axis=0", "model.spatial_dims=2"],
         ["model.spatial_dims=2", "data.slice_axis=0"],
@@ -235,7 +235,13 @@ def test_slicing_keys_are_checked_when_built_in_any_order():
             load_config(preset="brain", overrides=overrides)
     with pytest.raises(UserError, match="data.slice_axis: 1 trains a 2D model"):
         load_config(preset="brain2d", overrides=["data.slice_axis=1", "model.spatial_dims=3"])
-    assert load_config(preset="brain2d", overrides=["model.spatial_dims=3", "data.slice_axis=null"]).data_dims == 3
+    assert (
+        load_config(
+            preset="brain2d",
+            overrides=["model.spatial_dims=3", "data.slice_axis=null", "data.lesion_free_slices=false"],
+        ).data_dims
+        == 3
+    )
 
 
 def test_a_slice_axis_on_2d_data_is_one_error_naming_the_key(tmp_path):
