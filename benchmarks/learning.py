@@ -143,11 +143,11 @@ def prepare(name: str, work: Path, downsample: int = 4) -> tuple[str, list[str]]
 
 
 def lend_lesion_cases(train_uri: str, test_uris: list[str], count: int, first: int = 0) -> tuple[str, list[str]]:
-    """(train, test) manifest folders where `count` test cases, from the `first` (0-based, cases sorted
-    by case id), join the training set, spread over TRAIN_FOLDS, and leave every test set. Only a run
-    with `data.lesion_free_slices=true` (brain2d's default) learns from them (their lesion-free
-    slices, those of the whole tumour); every run and the baselines are scored on the other test cases, so the variants
-    compare on the same cases."""
+    """(train, test) manifest folders where `count` test cases, from the `first` (0-based, cases
+    sorted by case id), join the training set, spread over TRAIN_FOLDS, and leave every test set.
+    Only a run with `data.lesion_free_slices=true` (brain2d's default) learns from them (their
+    lesion-free slices, those of the whole tumour); every run and the baselines are scored on the
+    other test cases, so the variants compare on the same cases."""
     from lightwork.data import manifest
 
     if count == 0:
