@@ -249,8 +249,9 @@ class FoldTrainer:
         self.device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.fast = self.device.type == "cuda" and settings.mixed_precision
         self.model = model.to(self.device)
-        if self.fast:
-            self.model = self.model.to(memory_format=self._memory_format())
+        self.memory_format = self._memory_format()
+        if self.memory_format is not None:
+            self.model = self.model.to(memory_format=self.memory_format)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
         self.scheduler = make_scheduler(
             self.optimizer,
@@ -264,15 +265,22 @@ class FoldTrainer:
         self.flip_generator = np.random.default_rng(seed)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _memory_format(self) -> torch.memory_format:
+    def _memory_format(self) -> torch.memory_format | None:
+        """Channels-last where it was measured faster: on CUDA under bf16, and for a 3D network on
+        the CPU (forward and backward 1.15-1.35x there, 2D within 5%: benchmarks/RESULTS.md);
+        None keeps the network's own layout."""
         network = getattr(self.model, "module", self.model)
-        return torch.channels_last_3d if getattr(network.config, "spatial_dims", 2) == 3 else torch.channels_last
+        three_d = getattr(getattr(network, "config", None), "spatial_dims", 2) == 3
+        if self.fast or (three_d and self.device.type == "cpu"):
+            return torch.channels_last_3d if three_d else torch.channels_last
+        return None
 
     def _call(self, compute: Callable, image: torch.Tensor, *args) -> tuple[torch.Tensor, ...]:
         """`compute(model, image, *args)` (a method's call) as float32 tensors, a tuple; on CUDA
-        under bf16 autocast with `image` channels-last."""
+        under bf16 autocast; `image` in the network's memory format."""
+        if self.memory_format is not None:
+            image = image.contiguous(memory_format=self.memory_format)
         if self.fast:
-            image = image.contiguous(memory_format=self._memory_format())
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 result = compute(self.model, image, *args)
         else:
