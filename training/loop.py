@@ -267,7 +267,7 @@ class FoldTrainer:
 
     def _memory_format(self) -> torch.memory_format | None:
         """Channels-last where it was measured faster: on CUDA under bf16, and for a 3D network on
-        the CPU (forward and backward 1.15-1.35x there, 2D within 5%: benchmarks/RESULTS.md);
+        the CPU (1.20x less CPU time per step there, benchmarks/RESULTS.md; 2D within 5%);
         None keeps the network's own layout."""
         network = getattr(self.model, "module", self.model)
         three_d = getattr(getattr(network, "config", None), "spatial_dims", 2) == 3
