@@ -41,12 +41,16 @@ and no seed. The config is resolved against the training manifest as `lightwork 
 recipe's deformation push, the flip's left-right axis). Each `--variant NAME=SETTING[;SETTING...]`
 adds its settings to those of the base run (variant `base`), and every variant's seeds train in
 the same pool, so that the variants share the machine's load and their rows compare side by side.
+With `--record FILE` each run's rows are appended to FILE (JSON lines) as soon as it finishes, so a
+stopped benchmark keeps what it measured: the same command again trains only the runs FILE lacks
+(same commit, set, model, settings, seed and budgets) and prints the table of all of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import multiprocessing
 import os
@@ -338,6 +342,40 @@ def train_and_score(job: tuple) -> list[dict]:
     return results
 
 
+def _commit() -> str:
+    """The benchmark's git commit, with "-dirty" when its tree has uncommitted changes."""
+    done = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def _job_key(job: tuple, commit: str) -> str:
+    """What identifies a run in a `--record` file: the commit and every field of its job."""
+    set_name, model_name, variant, train_uri, test_uris, seed, minutes, overrides = job
+    fields = [commit, set_name, model_name, variant, train_uri, test_uris, seed, sorted(minutes), overrides]
+    return json.dumps(fields)
+
+
+def _recorded_runs(path: Path | None) -> dict[str, list[dict]]:
+    """{job key: its rows} of a `--record` file (none when it is absent or not asked for)."""
+    runs: dict[str, list[dict]] = {}
+    if path is not None and path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            runs[entry["job"]] = entry["rows"]
+    return runs
+
+
+def _train_and_score_indexed(indexed_job: tuple[int, tuple]) -> tuple[int, list[dict]]:
+    """(index, rows) of `train_and_score`, for a pool that returns runs as they finish."""
+    index, job = indexed_job
+    return index, train_and_score(job)
+
+
 def _cell(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     """'median [min-max]' of the finite `values` times `scale` (percent by default)."""
     finite = [scale * v for v in values if not math.isnan(v)]
@@ -361,6 +399,13 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=SETTING[;SETTING...]: settings added to the base run's, trained side by side with it",
     )
     parser.add_argument("--work", default="/tmp/lightwork-learning", help="where the prepared sets are kept")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append each finished run's rows to FILE; runs already in it are not trained again",
+    )
     parser.add_argument(
         "--downsample", type=int, choices=(2, 4), default=4, help="brain: the recipe's downsampling (4 mm voxels)"
     )
@@ -404,8 +449,19 @@ def main(argv: list[str] | None = None) -> int:
         for variant, settings in variants.items()
         for seed in seeds
     ]
+    commit, recorded = _commit(), _recorded_runs(args.record)
+    keys = [_job_key(job, commit) for job in jobs]
+    results = [row for key in keys if key in recorded for row in recorded[key]]
+    missing = [job for job, key in zip(jobs, keys) if key not in recorded]
+    if recorded:
+        print(f"{len(jobs) - len(missing)} of {len(jobs)} runs read from {args.record}", flush=True)
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        results = [row for rows in pool.map(train_and_score, jobs) for row in rows]
+        for index, rows in pool.imap_unordered(_train_and_score_indexed, enumerate(missing)):
+            results.extend(rows)
+            if args.record is not None:
+                entry = {"job": _job_key(missing[index], commit), "rows": rows}
+                with args.record.open("a") as record:
+                    record.write(json.dumps(entry, default=float) + "\n")
         test_sets = read_test_sets(test_uris)
         reference = pool.apply(baselines, (test_sets,))
     shown = [(key, title) for key, title in METRICS if any(not math.isnan(row[key]) for row in results)]
