@@ -54,6 +54,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -455,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [job for job, key in zip(jobs, keys) if key not in recorded]
     if recorded:
         print(f"{len(jobs) - len(missing)} of {len(jobs)} runs read from {args.record}", flush=True)
+    # A `kill` of the benchmark ends its runs too: the pool's exit terminates them (they would
+    # otherwise go on training as orphans).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
         for index, rows in pool.imap_unordered(_train_and_score_indexed, enumerate(missing)):
             results.extend(rows)
